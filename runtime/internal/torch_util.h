@@ -1,0 +1,37 @@
+// Torch helpers shared inside the runtime. Internal: includes torch, so only
+// runtime .cc files may include it.
+#ifndef GANTRY_RUNTIME_INTERNAL_TORCH_UTIL_H_
+#define GANTRY_RUNTIME_INTERNAL_TORCH_UTIL_H_
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace gantry::runtime {
+
+// "cpu", "cuda", "cuda:N". CUDA devices must exist.
+absl::StatusOr<at::Device> ParseDevice(absl::string_view name);
+
+// "float32", "bfloat16", "float16".
+absl::StatusOr<at::ScalarType> ParseScalarType(absl::string_view name);
+std::string ScalarTypeName(at::ScalarType type);
+
+// A CPU copy of `values` moved to `device`. On CUDA the host side is pinned
+// and the copy is asynchronous, so uploads never stall the stream.
+at::Tensor Upload(const std::vector<int64_t>& values, const at::Device& device);
+at::Tensor Upload(const std::vector<float>& values, const at::Device& device);
+
+// True when `error` is an allocator out-of-memory error.
+bool IsOutOfMemory(const std::exception& error);
+
+// Returns cached, unused device memory to the driver (CUDA only).
+void ReleaseCachedDeviceMemory();
+
+}  // namespace gantry::runtime
+
+#endif  // GANTRY_RUNTIME_INTERNAL_TORCH_UTIL_H_

@@ -1,0 +1,133 @@
+// The runtime's public step API. Torch-free: the scheduler and its tests
+// (with a fake implementation) include only this.
+//
+// A sequence is a token list (prompt, then sampled tokens) plus its KV-cache
+// block table. Each Step processes, for every listed sequence, the next
+// `num_tokens` tokens not yet in the cache: a prompt chunk (prefill) or the one
+// token sampled last step (decode). When a step reaches the end of a
+// sequence's known tokens it samples the next token and appends it.
+#ifndef GANTRY_RUNTIME_MODEL_RUNNER_H_
+#define GANTRY_RUNTIME_MODEL_RUNNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/model_config.h"
+
+namespace gantry::runtime {
+
+using SequenceId = int64_t;
+
+inline constexpr int kMaxTopLogprobs = 20;
+
+struct SamplingParams {
+  float temperature = 1.0f;         // 0 = greedy
+  int32_t top_k = 0;                // 0 = off
+  float top_p = 1.0f;               // 1 = off
+  float min_p = 0.0f;               // 0 = off
+  float repetition_penalty = 1.0f;  // 1 = off; prompt and generated tokens
+  float presence_penalty = 0.0f;    // generated tokens only
+  float frequency_penalty = 0.0f;   // generated tokens only
+  uint64_t seed = 0;                // the same seed and inputs give the same tokens
+  bool logprobs = false;            // report the chosen token's log-probability
+  int32_t top_logprobs = 0;         // and this many alternatives (0..kMaxTopLogprobs)
+};
+
+// Checks ranges; the message names the field and its allowed range.
+absl::Status ValidateSamplingParams(const SamplingParams& params, int64_t vocab_size);
+
+struct LoadOptions {
+  std::string model_dir;
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
+  // "", "float32", "bfloat16" or "float16". Empty: the config's dtype, except
+  // float16 on CPU, which runs as float32 (CPUs lack fast half GEMMs).
+  std::string dtype;
+  uint64_t kv_cache_bytes = 256ull << 20;  // the KV pool's size; blocks = bytes / block bytes
+  int32_t block_size = 16;                 // tokens per KV block
+  int64_t max_context = 0;                 // 0 = the model's max_position_embeddings
+};
+
+struct ModelInfo {
+  ModelConfig config;
+  std::string device;  // as resolved, e.g. "cuda:0"
+  std::string dtype;   // as resolved
+  int32_t block_size = 0;
+  int64_t num_blocks = 0;
+  int64_t max_context = 0;
+  uint64_t weight_bytes = 0;    // device bytes held by weights
+  uint64_t kv_cache_bytes = 0;  // device bytes held by the KV pool
+};
+
+struct SequenceSpec {
+  std::vector<int32_t> prompt;
+  // Tokens generated before (a preempted sequence being recomputed): they
+  // count as generated for penalties and positions, so sampling resumes
+  // exactly where it stopped.
+  std::vector<int32_t> generated;
+  SamplingParams sampling;
+};
+
+struct StepItem {
+  SequenceId id = 0;
+  int64_t num_tokens = 1;
+  bool return_logits = false;  // copy the raw logits of the last processed position
+};
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+};
+
+struct SequenceStepResult {
+  SequenceId id = 0;
+  bool sampled = false;  // false for a prompt chunk that did not reach the end
+  int32_t token = -1;
+  float logprob = 0.0f;                     // when params.logprobs
+  std::vector<TokenLogprob> top_logprobs;   // params.top_logprobs entries, best first
+  std::vector<float> logits;                // when StepItem::return_logits
+};
+
+struct StepResult {
+  std::vector<SequenceStepResult> sequences;  // in the order of the StepItems
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+
+  virtual const ModelInfo& info() const = 0;
+
+  virtual absl::StatusOr<SequenceId> AddSequence(SequenceSpec spec) = 0;
+  // Frees the sequence's KV blocks. NOT_FOUND for an unknown id.
+  virtual absl::Status RemoveSequence(SequenceId id) = 0;
+
+  // Tokens known for the sequence (prompt + generated) and how many of them
+  // are in the KV cache.
+  virtual absl::StatusOr<int64_t> NumTokens(SequenceId id) const = 0;
+  virtual absl::StatusOr<int64_t> NumComputed(SequenceId id) const = 0;
+
+  virtual int64_t FreeBlocks() const = 0;
+  // Blocks that processing `num_tokens` more tokens of `id` would take.
+  virtual absl::StatusOr<int64_t> BlocksNeeded(SequenceId id, int64_t num_tokens) const = 0;
+
+  // Runs one batched forward step. On error no sequence changes: its tokens
+  // are neither computed nor sampled, and the runner stays usable.
+  // RESOURCE_EXHAUSTED: not enough free KV blocks, or the device ran out of
+  // memory (the message names the step's size).
+  virtual absl::StatusOr<StepResult> Step(absl::Span<const StepItem> items) = 0;
+};
+
+// CUDA devices usable by this build (0 with a CPU-only LibTorch or no driver).
+int CudaDeviceCount();
+
+// Loads a Hugging Face model folder onto the device named in `options`.
+absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& options);
+
+}  // namespace gantry::runtime
+
+#endif  // GANTRY_RUNTIME_MODEL_RUNNER_H_

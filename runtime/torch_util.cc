@@ -1,0 +1,91 @@
+#include "runtime/internal/torch_util.h"
+#include "runtime/model_runner.h"
+
+#include <torch/cuda.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+
+#ifdef GANTRY_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace gantry::runtime {
+
+absl::StatusOr<at::Device> ParseDevice(absl::string_view name) {
+  if (name == "cpu") return at::Device(at::kCPU);
+  if (name == "cuda" || absl::StartsWith(name, "cuda:")) {
+    int index = 0;
+    if (name.size() > 5 && !absl::SimpleAtoi(name.substr(5), &index)) {
+      return absl::InvalidArgumentError(absl::StrCat("device \"", name, "\": bad CUDA index"));
+    }
+    int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+    if (count == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device \"", name, "\": no CUDA device is usable (CPU-only LibTorch or no driver)"));
+    }
+    if (index < 0 || index >= count) {
+      return absl::InvalidArgumentError(absl::StrCat("device \"", name, "\": index out of range, ",
+                                                     count, " CUDA device(s) present"));
+    }
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("device \"", name, "\" is not one of cpu, cuda, cuda:N"));
+}
+
+absl::StatusOr<at::ScalarType> ParseScalarType(absl::string_view name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  return absl::InvalidArgumentError(
+      absl::StrCat("dtype \"", name, "\" is not one of float32, bfloat16, float16"));
+}
+
+std::string ScalarTypeName(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: return c10::toString(type);
+  }
+}
+
+namespace {
+template <typename T>
+at::Tensor UploadImpl(const std::vector<T>& values, at::ScalarType type, const at::Device& device) {
+  auto options = at::TensorOptions().dtype(type);
+  const bool cuda = device.is_cuda();
+  if (cuda) options = options.pinned_memory(true);
+  at::Tensor host = at::empty({static_cast<int64_t>(values.size())}, options);
+  if (!values.empty()) std::memcpy(host.data_ptr(), values.data(), values.size() * sizeof(T));
+  if (!cuda) return host;
+  return host.to(device, /*non_blocking=*/true);
+}
+}  // namespace
+
+at::Tensor Upload(const std::vector<int64_t>& values, const at::Device& device) {
+  return UploadImpl(values, at::kLong, device);
+}
+
+at::Tensor Upload(const std::vector<float>& values, const at::Device& device) {
+  return UploadImpl(values, at::kFloat, device);
+}
+
+int CudaDeviceCount() { return static_cast<int>(torch::cuda::device_count()); }
+
+bool IsOutOfMemory(const std::exception& error) {
+  absl::string_view what = error.what();
+  return absl::StrContains(what, "out of memory") || absl::StrContains(what, "OutOfMemory") ||
+         absl::StrContains(what, "DefaultCPUAllocator: can't allocate memory");
+}
+
+void ReleaseCachedDeviceMemory() {
+#ifdef GANTRY_WITH_CUDA
+  c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+}
+
+}  // namespace gantry::runtime
