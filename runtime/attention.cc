@@ -55,19 +55,30 @@ at::Tensor GroupAttention(const at::Tensor& q, const at::Tensor& k_cache, const 
   const int64_t n = group.num_seqs, lq = group.max_q, lk = group.max_k;
   const int64_t heads = q.size(1), head_dim = q.size(2), kv_heads = k_cache.size(1);
   const int64_t g = heads / kv_heads;
+  // Scores, softmax and the weighted sum run in float32 whatever the model's
+  // dtype, as flash attention accumulates: rounding scores or probabilities
+  // to bfloat16 costs visible accuracy over many layers.
   // [n, kv_heads, g * lq, head_dim]: each kv head's queries in one matrix, so
   // grouped-query attention needs no copy of K or V per query head.
   at::Tensor queries = q.index_select(0, group.q_rows)
                            .view({n, lq, kv_heads, g, head_dim})
                            .permute({0, 2, 3, 1, 4})
-                           .reshape({n, kv_heads, g * lq, head_dim});
-  at::Tensor keys = k_cache.index_select(0, group.k_slots).view({n, lk, kv_heads, head_dim}).transpose(1, 2);
-  at::Tensor values = v_cache.index_select(0, group.k_slots).view({n, lk, kv_heads, head_dim}).transpose(1, 2);
+                           .reshape({n, kv_heads, g * lq, head_dim})
+                           .to(at::kFloat);
+  at::Tensor keys = k_cache.index_select(0, group.k_slots)
+                        .view({n, lk, kv_heads, head_dim})
+                        .transpose(1, 2)
+                        .to(at::kFloat);
+  at::Tensor values = v_cache.index_select(0, group.k_slots)
+                          .view({n, lk, kv_heads, head_dim})
+                          .transpose(1, 2)
+                          .to(at::kFloat);
   at::Tensor scores = at::matmul(queries, keys.transpose(-1, -2)).mul_(scale);  // [n, kv, g*lq, lk]
-  scores = scores.to(at::kFloat).view({n, kv_heads, g, lq, lk});
+  scores = scores.view({n, kv_heads, g, lq, lk});
   scores.masked_fill_(group.mask.logical_not(), -std::numeric_limits<float>::infinity());
-  at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({n, kv_heads, g * lq, lk});
+  at::Tensor probs = at::softmax(scores, -1).view({n, kv_heads, g * lq, lk});
   at::Tensor context = at::matmul(probs, values)  // [n, kv, g*lq, head_dim]
+                           .to(q.scalar_type())
                            .view({n, kv_heads, g, lq, head_dim})
                            .permute({0, 3, 1, 2, 4})
                            .reshape({n * lq, heads * head_dim});
