@@ -83,6 +83,8 @@ struct Case {
   size_t greedy_prefix;   // greedy tokens that must match transformers
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.model << " on " << c.device << " in " << c.dtype; }
+
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   return info.param.model + "_" + info.param.device + "_" + info.param.dtype;
 }

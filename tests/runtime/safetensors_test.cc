@@ -41,67 +41,58 @@ TEST(SafetensorsTest, ReadsTensorsAndMetadata) {
   EXPECT_EQ((*file)->Find("missing"), nullptr);
 }
 
-TEST(SafetensorsTest, TruncatedFileNamesItsSize) {
-  auto file = OpenBytes("truncated", std::string("\x10\x00\x00", 3));
+// Each kind of corruption gets its own error, naming what is wrong.
+struct Corruption {
+  std::string name;
+  std::string bytes;
+  std::string message;
+};
+
+std::string LengthPastEnd() {
+  std::string bytes = SafetensorsBytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", "abcd");
+  bytes[0] = static_cast<char>(0xff);  // claim a header of 0x7fff bytes
+  bytes[1] = static_cast<char>(0x7f);
+  return bytes;
+}
+
+std::vector<Corruption> Corruptions() {
+  return {
+      {"truncated", std::string("\x10\x00\x00", 3), "truncated safetensors file: 3 bytes"},
+      {"header_length_past_end", LengthPastEnd(), "runs past the end of the file"},
+      {"malformed_json", SafetensorsBytes(R"({"a": {"dtype": "F32", )", ""), "not well-formed JSON"},
+      // Offsets promise 16 bytes; the file holds 8.
+      {"short_data",
+       SafetensorsBytes(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0')),
+       "tensor \"a\": data_offsets [0, 16] run past the data section of 8 bytes"},
+      {"overlap",
+       SafetensorsBytes(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                        R"("y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                        std::string(12, '\0')),
+       "tensors \"x\" [0, 8) and \"y\" [4, 12) overlap"},
+      // BF16 [3] needs 6 bytes, not 12.
+      {"dtype_size",
+       SafetensorsBytes(R"({"w":{"dtype":"BF16","shape":[3],"data_offsets":[0,12]}})", std::string(12, '\0')),
+       "tensor \"w\": holds 12 bytes but dtype BF16 and shape [3] need 6"},
+      {"unknown_dtype",
+       SafetensorsBytes(R"({"w":{"dtype":"F13","shape":[1],"data_offsets":[0,2]}})", std::string(2, '\0')),
+       "unknown dtype \"F13\""},
+      {"negative_shape",
+       SafetensorsBytes(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", std::string(4, '\0')),
+       "not a non-negative integer"},
+  };
+}
+
+class CorruptionTest : public ::testing::TestWithParam<Corruption> {};
+
+TEST_P(CorruptionTest, FailsWithItsOwnMessage) {
+  auto file = OpenBytes(GetParam().name, GetParam().bytes);
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(file.status().message(), HasSubstr("truncated safetensors file: 3 bytes"));
+  EXPECT_THAT(file.status().message(), HasSubstr(GetParam().message));
 }
 
-TEST(SafetensorsTest, HeaderLengthPastEndOfFile) {
-  std::string bytes = SafetensorsBytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", "abcd");
-  bytes[0] = static_cast<char>(0xff);  // claim a 255+ byte header
-  bytes[1] = static_cast<char>(0x7f);
-  auto file = OpenBytes("header_len", bytes);
-  ASSERT_FALSE(file.ok());
-  EXPECT_THAT(file.status().message(), HasSubstr("runs past the end of the file"));
-}
-
-TEST(SafetensorsTest, MalformedJson) {
-  auto file = OpenBytes("bad_json", SafetensorsBytes(R"({"a": {"dtype": "F32", )", ""));
-  ASSERT_FALSE(file.ok());
-  EXPECT_THAT(file.status().message(), HasSubstr("not well-formed JSON"));
-}
-
-TEST(SafetensorsTest, TruncatedDataSection) {
-  // Offsets promise 16 bytes; the file holds 8.
-  auto file = OpenBytes("short_data", SafetensorsBytes(
-      R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, '\0')));
-  ASSERT_FALSE(file.ok());
-  EXPECT_THAT(file.status().message(),
-              HasSubstr("tensor \"a\": data_offsets [0, 16] run past the data section of 8 bytes"));
-}
-
-TEST(SafetensorsTest, OverlappingTensorsAreNamed) {
-  auto file = OpenBytes("overlap", SafetensorsBytes(
-      R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-      R"("y":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", std::string(12, '\0')));
-  ASSERT_FALSE(file.ok());
-  EXPECT_THAT(file.status().message(), HasSubstr("tensors \"x\" [0, 8) and \"y\" [4, 12) overlap"));
-}
-
-TEST(SafetensorsTest, DtypeSizeDisagreesWithByteCount) {
-  // BF16 [3] needs 6 bytes, not 12.
-  auto file = OpenBytes("dtype_size", SafetensorsBytes(
-      R"({"w":{"dtype":"BF16","shape":[3],"data_offsets":[0,12]}})", std::string(12, '\0')));
-  ASSERT_FALSE(file.ok());
-  EXPECT_THAT(file.status().message(),
-              HasSubstr("tensor \"w\": holds 12 bytes but dtype BF16 and shape [3] need 6"));
-}
-
-TEST(SafetensorsTest, UnknownDtypeIsNamed) {
-  auto file = OpenBytes("unknown_dtype", SafetensorsBytes(
-      R"({"w":{"dtype":"F13","shape":[1],"data_offsets":[0,2]}})", std::string(2, '\0')));
-  ASSERT_FALSE(file.ok());
-  EXPECT_THAT(file.status().message(), HasSubstr("unknown dtype \"F13\""));
-}
-
-TEST(SafetensorsTest, NegativeShapeRejected) {
-  auto file = OpenBytes("negative", SafetensorsBytes(
-      R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", std::string(4, '\0')));
-  ASSERT_FALSE(file.ok());
-  EXPECT_THAT(file.status().message(), HasSubstr("not a non-negative integer"));
-}
+INSTANTIATE_TEST_SUITE_P(Files, CorruptionTest, ::testing::ValuesIn(Corruptions()),
+                         [](const auto& info) { return info.param.name; });
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {
   auto file = SafetensorsFile::Open("/nonexistent/model.safetensors");
