@@ -96,6 +96,7 @@ struct StepResult {
   std::vector<SequenceStepResult> sequences;  // in the order of the StepItems
 };
 
+// Not thread-safe: one caller (a model's scheduling loop) drives a runner.
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;

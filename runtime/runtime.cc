@@ -25,7 +25,8 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size)
   if (!(p.temperature >= 0.0f && p.temperature <= 100.0f)) {
     return out_of_range("temperature", p.temperature, "[0, 100]");
   }
-  if (p.top_k < 0) return out_of_range("top_k", p.top_k, "[0, vocab size] (0 = off)");
+  // A top_k past the vocabulary keeps every token, as top_k = 0 does.
+  if (p.top_k < 0) return out_of_range("top_k", p.top_k, "[0, inf) (0 = off)");
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return out_of_range("top_p", p.top_p, "(0, 1]");
   if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) return out_of_range("min_p", p.min_p, "[0, 1]");
   if (!(p.repetition_penalty > 0.0f && p.repetition_penalty <= 10.0f)) {
@@ -180,6 +181,7 @@ class TorchModelRunner final : public ModelRunner {
     c10::InferenceMode guard;
     std::vector<BatchSequence> batch_sequences;
     std::vector<int64_t> token_ids, logit_rows;
+    std::vector<int64_t> sample_rows;  // rows of the logits that sample, in item order
     std::vector<SamplerRow> sampler_rows;
     std::vector<int> row_of_item(items.size(), -1);
     token_ids.reserve(total_tokens);
@@ -194,6 +196,7 @@ class TorchModelRunner final : public ModelRunner {
         logit_rows.push_back(static_cast<int64_t>(token_ids.size()) - 1);
       }
       if (reaches_end) {
+        sample_rows.push_back(row_of_item[i]);
         sampler_rows.push_back({&seq.sampling, static_cast<int64_t>(seq.tokens.size()), &seq.tokens,
                                 seq.num_prompt});
       }
@@ -207,14 +210,6 @@ class TorchModelRunner final : public ModelRunner {
 
     at::Tensor logits = model_->Forward(ids, batch, rows);  // [rows, vocab]
 
-    // Rows that sample come in item order; pick them out of `logits`.
-    std::vector<int64_t> sample_rows;
-    for (size_t i = 0; i < items.size(); ++i) {
-      const Sequence& seq = sequences_.at(items[i].id);
-      if (seq.num_computed + items[i].num_tokens == static_cast<int64_t>(seq.tokens.size())) {
-        sample_rows.push_back(row_of_item[i]);
-      }
-    }
     std::vector<SampledToken> sampled;
     if (!sample_rows.empty()) {
       at::Tensor sample_logits = sample_rows.size() == logit_rows.size()

@@ -79,7 +79,8 @@ int CudaDeviceCount() { return static_cast<int>(torch::cuda::device_count()); }
 bool IsOutOfMemory(const std::exception& error) {
   absl::string_view what = error.what();
   return absl::StrContains(what, "out of memory") || absl::StrContains(what, "OutOfMemory") ||
-         absl::StrContains(what, "DefaultCPUAllocator: can't allocate memory");
+         absl::StrContains(what, "DefaultCPUAllocator: can't allocate memory") ||
+         absl::StrContains(what, "DefaultCPUAllocator: not enough memory");
 }
 
 void ReleaseCachedDeviceMemory() {
