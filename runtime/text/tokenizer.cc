@@ -1,0 +1,316 @@
+#include "runtime/text/tokenizer.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "runtime/text/bpe_model.h"
+#include "runtime/text/decoder.h"
+#include "runtime/text/normalizer.h"
+#include "runtime/text/pre_tokenizer.h"
+#include "runtime/text/utf8.h"
+
+namespace gantry::text {
+namespace {
+
+using nlohmann::json;
+
+absl::StatusOr<json> ParseJson(absl::string_view text, absl::string_view what) {
+  json value = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded() || !value.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " is not a JSON object"));
+  }
+  return value;
+}
+
+std::optional<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// tokenizer_config.json writes special tokens as strings or as objects with a
+// "content" field.
+std::string TokenString(const json& config, const char* key) {
+  auto it = config.find(key);
+  if (it == config.end()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
+    return (*it)["content"].get<std::string>();
+  }
+  return "";
+}
+
+bool IsWordByte(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; }
+
+bool IsSpaceByte(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+absl::Status ParsePostProcessor(const json& config, const absl::flat_hash_map<std::string, int32_t>& special_ids,
+                                std::vector<int32_t>* prefix, std::vector<int32_t>* suffix) {
+  if (config.is_null()) return absl::OkStatus();
+  const std::string type = config.value("type", "");
+  if (type == "ByteLevel") return absl::OkStatus();  // offsets only
+  if (type == "Sequence") {
+    for (const auto& step : config.value("processors", json::array())) {
+      if (auto s = ParsePostProcessor(step, special_ids, prefix, suffix); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  if (type != "TemplateProcessing") {
+    return absl::UnimplementedError(absl::StrCat(
+        "post-processor \"", type, "\" is not supported; supported: TemplateProcessing, ByteLevel, Sequence"));
+  }
+  absl::flat_hash_map<std::string, std::vector<int32_t>> specials;
+  const json special_tokens = config.value("special_tokens", json::object());
+  for (const auto& [name, entry] : special_tokens.items()) {
+    for (const auto& id : entry.value("ids", json::array())) specials[name].push_back(id.get<int32_t>());
+  }
+  bool seen_sequence = false;
+  for (const auto& piece : config.value("single", json::array())) {
+    if (piece.contains("Sequence")) {
+      seen_sequence = true;
+      continue;
+    }
+    const std::string name = piece.value("SpecialToken", json::object()).value("id", "");
+    auto it = specials.find(name);
+    if (it == specials.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TemplateProcessing names special token \"", name, "\" without ids"));
+    }
+    auto& target = seen_sequence ? *suffix : *prefix;
+    target.insert(target.end(), it->second.begin(), it->second.end());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer() = default;
+Tokenizer::~Tokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_dir) {
+  auto tokenizer_json = ReadFile(model_dir + "/tokenizer.json");
+  if (!tokenizer_json) return absl::NotFoundError(absl::StrCat(model_dir, ": no readable tokenizer.json"));
+  std::string config = ReadFile(model_dir + "/tokenizer_config.json").value_or("");
+  std::string generation = ReadFile(model_dir + "/generation_config.json").value_or("");
+  auto tokenizer = FromJson(*tokenizer_json, config, generation);
+  if (!tokenizer.ok()) {
+    return absl::Status(tokenizer.status().code(), absl::StrCat(model_dir, ": ", tokenizer.status().message()));
+  }
+  return tokenizer;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view tokenizer_json,
+                                                               absl::string_view tokenizer_config_json,
+                                                               absl::string_view generation_config_json) {
+  auto root = ParseJson(tokenizer_json, "tokenizer.json");
+  if (!root.ok()) return root.status();
+  json config = json::object();
+  if (!tokenizer_config_json.empty()) {
+    auto parsed = ParseJson(tokenizer_config_json, "tokenizer_config.json");
+    if (!parsed.ok()) return parsed.status();
+    config = *std::move(parsed);
+  }
+  std::unique_ptr<Tokenizer> t(new Tokenizer());
+  auto model = BpeModel::Create(root->value("model", json::object()));
+  if (!model.ok()) return model.status();
+  t->model_ = *std::move(model);
+  auto normalizer = MakeNormalizer(root->value("normalizer", json()));
+  if (!normalizer.ok()) return normalizer.status();
+  t->normalizer_ = *std::move(normalizer);
+  auto pre_tokenizer = MakePreTokenizer(root->value("pre_tokenizer", json()));
+  if (!pre_tokenizer.ok()) return pre_tokenizer.status();
+  t->pre_tokenizer_ = *std::move(pre_tokenizer);
+  auto decoder = MakeDecoder(root->value("decoder", json()));
+  if (!decoder.ok()) return decoder.status();
+  t->decoder_ = *std::move(decoder);
+
+  t->vocab_size_ = t->model_->vocab_size();
+  t->added_by_first_byte_.resize(256);
+  absl::flat_hash_map<std::string, int32_t> special_ids;
+  for (const auto& entry : root->value("added_tokens", json::array())) {
+    AddedToken token;
+    token.id = entry.value("id", -1);
+    token.content = entry.value("content", "");
+    token.single_word = entry.value("single_word", false);
+    token.lstrip = entry.value("lstrip", false);
+    token.rstrip = entry.value("rstrip", false);
+    token.normalized = entry.value("normalized", false);
+    token.special = entry.value("special", false);
+    if (token.id < 0 || token.content.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("added token ", entry.dump(), " lacks an id or content"));
+    }
+    t->has_normalized_added_ |= token.normalized;
+    t->vocab_size_ = std::max(t->vocab_size_, token.id + 1);
+    t->added_by_id_[token.id] = t->added_.size();
+    special_ids[token.content] = token.id;
+    t->added_.push_back(std::move(token));
+  }
+  for (size_t i = 0; i < t->added_.size(); ++i) {
+    t->added_by_first_byte_[static_cast<uint8_t>(t->added_[i].content[0])].push_back(i);
+  }
+  for (auto& candidates : t->added_by_first_byte_) {
+    std::stable_sort(candidates.begin(), candidates.end(), [&](size_t a, size_t b) {
+      return t->added_[a].content.size() > t->added_[b].content.size();
+    });
+  }
+  if (auto s = ParsePostProcessor(root->value("post_processor", json()), special_ids, &t->prefix_ids_,
+                                  &t->suffix_ids_);
+      !s.ok()) {
+    return s;
+  }
+
+  t->bos_token_ = TokenString(config, "bos_token");
+  t->eos_token_ = TokenString(config, "eos_token");
+  if (!t->bos_token_.empty()) t->bos_id_ = t->TokenToId(t->bos_token_);
+  if (!t->eos_token_.empty()) {
+    if (auto id = t->TokenToId(t->eos_token_)) t->eos_ids_.push_back(*id);
+  }
+  if (!generation_config_json.empty()) {
+    auto generation = ParseJson(generation_config_json, "generation_config.json");
+    if (!generation.ok()) return generation.status();
+    const json eos = generation->value("eos_token_id", json());
+    if (eos.is_number_integer()) t->eos_ids_ = {eos.get<int32_t>()};
+    if (eos.is_array()) {
+      t->eos_ids_.clear();
+      for (const auto& id : eos) t->eos_ids_.push_back(id.get<int32_t>());
+    }
+  }
+  // chat_template: a string, or a list of named templates ("default" used).
+  if (auto it = config.find("chat_template"); it != config.end()) {
+    if (it->is_string()) {
+      t->chat_template_ = it->get<std::string>();
+    } else if (it->is_array()) {
+      for (const auto& named : *it) {
+        if (named.value("name", "") == "default") t->chat_template_ = named.value("template", "");
+      }
+    }
+  }
+  return t;
+}
+
+std::optional<int32_t> Tokenizer::TokenToId(absl::string_view token) const {
+  for (const auto& added : added_) {
+    if (added.content == token) return added.id;
+  }
+  return model_->TokenToId(token);
+}
+
+bool Tokenizer::IsSpecial(int32_t id) const {
+  auto it = added_by_id_.find(id);
+  return it != added_by_id_.end() && added_[it->second].special;
+}
+
+const std::string* Tokenizer::TokenText(int32_t id) const {
+  if (auto it = added_by_id_.find(id); it != added_by_id_.end()) return &added_[it->second].content;
+  return model_->IdToToken(id);
+}
+
+absl::Status Tokenizer::SplitAddedTokens(absl::string_view text, bool normalized_pass,
+                                         std::vector<std::pair<std::string, int32_t>>* out) const {
+  // Leftmost-longest matches of the added tokens of this pass; -1 marks text.
+  size_t text_start = 0, pos = 0;
+  while (pos < text.size()) {
+    const AddedToken* match = nullptr;
+    for (size_t index : added_by_first_byte_[static_cast<uint8_t>(text[pos])]) {
+      const AddedToken& token = added_[index];
+      if (token.normalized != normalized_pass) continue;
+      if (text.compare(pos, token.content.size(), token.content) != 0) continue;
+      if (token.single_word) {
+        size_t end = pos + token.content.size();
+        if ((pos > 0 && IsWordByte(text[pos - 1])) || (end < text.size() && IsWordByte(text[end]))) continue;
+      }
+      match = &token;
+      break;
+    }
+    if (match == nullptr) {
+      ++pos;
+      continue;
+    }
+    size_t begin = pos, end = pos + match->content.size();
+    if (match->lstrip) {
+      while (begin > text_start && IsSpaceByte(text[begin - 1])) --begin;
+    }
+    if (match->rstrip) {
+      while (end < text.size() && IsSpaceByte(text[end])) ++end;
+    }
+    if (begin > text_start) out->emplace_back(std::string(text.substr(text_start, begin - text_start)), -1);
+    out->emplace_back(std::string(), match->id);
+    text_start = pos = end;
+  }
+  if (text_start < text.size()) out->emplace_back(std::string(text.substr(text_start)), -1);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, bool add_special_tokens) const {
+  if (auto s = ValidateUtf8(text); !s.ok()) return s;
+  std::vector<std::pair<std::string, int32_t>> sections;
+  (void)SplitAddedTokens(text, /*normalized_pass=*/false, &sections);
+
+  std::vector<int32_t> ids;
+  if (add_special_tokens) ids = prefix_ids_;
+  std::vector<std::string> pieces;
+  std::vector<std::pair<std::string, int32_t>> normalized_sections;
+  for (size_t s = 0; s < sections.size(); ++s) {
+    auto& [section, id] = sections[s];
+    if (id >= 0) {
+      ids.push_back(id);
+      continue;
+    }
+    if (normalizer_) normalizer_->Normalize(&section);
+    normalized_sections.clear();
+    if (has_normalized_added_) {
+      (void)SplitAddedTokens(section, /*normalized_pass=*/true, &normalized_sections);
+    } else {
+      normalized_sections.emplace_back(std::move(section), -1);
+    }
+    for (size_t n = 0; n < normalized_sections.size(); ++n) {
+      auto& [piece, piece_id] = normalized_sections[n];
+      if (piece_id >= 0) {
+        ids.push_back(piece_id);
+        continue;
+      }
+      pieces.clear();
+      pieces.push_back(std::move(piece));
+      if (pre_tokenizer_) pre_tokenizer_->PreTokenize(&pieces, /*first_section=*/s == 0 && n == 0);
+      for (const auto& word : pieces) model_->Encode(word, &ids);
+    }
+  }
+  if (add_special_tokens) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
+  return ids;
+}
+
+bool Tokenizer::Decodes(int32_t id, bool skip_special_tokens) const {
+  return TokenText(id) != nullptr && !(skip_special_tokens && IsSpecial(id));
+}
+
+std::string Tokenizer::TokenBytes(int32_t id, bool first, bool skip_special_tokens) const {
+  if (!Decodes(id, skip_special_tokens)) return "";
+  std::string token = *TokenText(id);
+  if (decoder_) {
+    decoder_->Decode(&token, first);
+  } else if (!first) {
+    token.insert(0, " ");  // no decoder: tokens joined by spaces
+  }
+  return token;
+}
+
+std::string Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const {
+  std::string bytes;
+  bool first = true;
+  for (int32_t id : ids) {
+    if (!Decodes(id, skip_special_tokens)) continue;
+    bytes += TokenBytes(id, first, skip_special_tokens);
+    first = false;
+  }
+  std::string out;
+  DrainUtf8(&bytes, /*final=*/true, &out);
+  return out;
+}
+
+}  // namespace gantry::text

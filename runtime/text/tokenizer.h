@@ -1,0 +1,98 @@
+// A Hugging Face tokenizer (tokenizer.json + tokenizer_config.json) in C++:
+// added/special tokens, normalizer, pre-tokenizer, BPE model, post-processor
+// and decoder, as the Rust `tokenizers` library runs them.
+#ifndef GANTRY_RUNTIME_TEXT_TOKENIZER_H_
+#define GANTRY_RUNTIME_TEXT_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace gantry::text {
+
+class BpeModel;
+class Decoder;
+class Normalizer;
+class PreTokenizer;
+
+struct AddedToken {
+  int32_t id = 0;
+  std::string content;
+  bool single_word = false;
+  bool lstrip = false;
+  bool rstrip = false;
+  bool normalized = false;
+  bool special = false;
+};
+
+class Tokenizer {
+ public:
+  // Reads tokenizer.json, tokenizer_config.json and (for eos ids)
+  // generation_config.json from a model folder.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& model_dir);
+  // `tokenizer_config_json` and `generation_config_json` may be empty.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(absl::string_view tokenizer_json,
+                                                             absl::string_view tokenizer_config_json,
+                                                             absl::string_view generation_config_json = "");
+  ~Tokenizer();
+
+  // INVALID_ARGUMENT for text that is not UTF-8 (naming the byte offset).
+  // `add_special_tokens` applies the post-processor (e.g. a leading BOS).
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text, bool add_special_tokens = true) const;
+
+  // Decodes as the reference does without clean_up_tokenization_spaces, so
+  // Decode(Encode(text)) == text. Invalid UTF-8 becomes U+FFFD.
+  std::string Decode(absl::Span<const int32_t> ids, bool skip_special_tokens = false) const;
+
+  // The bytes one token contributes, `first` when it is the first token
+  // decoded. Empty for ids outside the vocabulary and for skipped specials.
+  std::string TokenBytes(int32_t id, bool first, bool skip_special_tokens) const;
+
+  // Whether decoding includes the token at all (it exists and is not a
+  // skipped special token); such a token ends the "first token" position.
+  bool Decodes(int32_t id, bool skip_special_tokens) const;
+
+  bool IsSpecial(int32_t id) const;
+  // Vocab size including added tokens (the largest id + 1).
+  int32_t vocab_size() const { return vocab_size_; }
+  std::optional<int32_t> TokenToId(absl::string_view token) const;
+
+  const std::string& bos_token() const { return bos_token_; }  // "" when none
+  const std::string& eos_token() const { return eos_token_; }
+  std::optional<int32_t> bos_id() const { return bos_id_; }
+  // generation_config.json's eos_token_id list if present, else eos_token's id.
+  const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
+  const std::string& chat_template() const { return chat_template_; }  // "" when none
+
+ private:
+  Tokenizer();
+  absl::Status SplitAddedTokens(absl::string_view text, bool normalized_pass,
+                                std::vector<std::pair<std::string, int32_t>>* out) const;
+  const std::string* TokenText(int32_t id) const;
+
+  std::unique_ptr<BpeModel> model_;
+  std::unique_ptr<Normalizer> normalizer_;
+  std::unique_ptr<PreTokenizer> pre_tokenizer_;
+  std::unique_ptr<Decoder> decoder_;
+  std::vector<AddedToken> added_;
+  absl::flat_hash_map<int32_t, size_t> added_by_id_;
+  // Added tokens by first byte, longest first, for leftmost-longest matching.
+  std::vector<std::vector<size_t>> added_by_first_byte_;
+  bool has_normalized_added_ = false;
+  std::vector<int32_t> prefix_ids_, suffix_ids_;  // post-processor for one sequence
+  int32_t vocab_size_ = 0;
+  std::string bos_token_, eos_token_, chat_template_;
+  std::optional<int32_t> bos_id_;
+  std::vector<int32_t> eos_ids_;
+};
+
+}  // namespace gantry::text
+
+#endif  // GANTRY_RUNTIME_TEXT_TOKENIZER_H_
