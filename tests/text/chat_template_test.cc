@@ -1,0 +1,132 @@
+#include "runtime/text/chat_template.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/text/text_test_util.h"
+
+namespace gantry::text {
+namespace {
+
+using ::testing::HasSubstr;
+using ordered_json = nlohmann::ordered_json;
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+TEST(ChatTemplateTest, RendersLikeHuggingFaceJinja) {
+  ordered_json golden = ordered_json::parse(ReadText(std::string(GANTRY_TEXT_DIR) + "/golden/chat.json"));
+  std::map<std::string, std::unique_ptr<ChatTemplate>> templates;
+  for (const auto& [name, info] : golden["templates"].items()) {
+    std::string source;
+    if (info["file"].is_string()) {
+      source = ReadText(std::string(GANTRY_TEXT_DIR) + "/" + info["file"].get<std::string>());
+    } else {
+      auto tokenizer = testing::LoadTokenizer(name);
+      ASSERT_NE(tokenizer, nullptr);
+      source = tokenizer->chat_template();
+    }
+    auto chat = ChatTemplate::Create(source, info["bos"], info["eos"]);
+    ASSERT_TRUE(chat.ok()) << name << ": " << chat.status();
+    templates[name] = *std::move(chat);
+  }
+  int renders = 0;
+  for (const auto& c : golden["cases"]) {
+    const std::string label = c["template"].get<std::string>() + "/" + c["conversation"].get<std::string>() +
+                              (c["add_generation_prompt"].get<bool>() ? "+prompt" : "") +
+                              (c["tools"].is_null() ? "" : "+tools");
+    auto rendered = templates.at(c["template"])->Render(golden["conversations"][c["conversation"].get<std::string>()],
+                                                        c["add_generation_prompt"], c["tools"]);
+    if (c["error"].is_string()) {
+      ASSERT_FALSE(rendered.ok()) << label;
+      EXPECT_EQ(rendered.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(rendered.status().message(), HasSubstr(c["error"].get<std::string>())) << label;
+    } else {
+      ASSERT_TRUE(rendered.ok()) << label << ": " << rendered.status();
+      EXPECT_EQ(*rendered, c["output"].get<std::string>()) << label;
+    }
+    ++renders;
+  }
+  EXPECT_GE(renders, 70);
+}
+
+TEST(ChatTemplateTest, UnsupportedConstructsFailAtLoadNamingLine) {
+  struct Case {
+    std::string source, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"line one\n{% include 'other.jinja' %}", "unsupported construct {% include %} at line 2"},
+           {"{% extends 'base' %}", "unsupported construct {% extends %} at line 1"},
+           {"{% raw %}x{% endraw %}", "unsupported construct {% raw %} at line 1"},
+           {"a\nb\n{{ x | frobnicate }}", "unsupported filter 'frobnicate' at line 3"},
+           {"{% if x is prime %}{% endif %}", "unsupported test 'prime' at line 1"},
+           {"{% for m in messages %}\n{{ m }}", "missing {% endfor %} before the end of the template"},
+           {"{% if x %}", "missing {% endif %}"},
+           {"{{ x ", "unterminated {{ at line 1"},
+           {"{% break %}", "{% break %} outside a loop"},
+           {"{{ 'abc }}", "unterminated string"},
+       }) {
+    auto chat = ChatTemplate::Create(c.source, "", "");
+    ASSERT_FALSE(chat.ok()) << c.source;
+    EXPECT_EQ(chat.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(chat.status().message(), HasSubstr(c.message)) << c.source;
+  }
+}
+
+TEST(ChatTemplateTest, RuntimeErrorsNameTheLine) {
+  auto chat = ChatTemplate::Create("ok\n{{ messages[0].content + 1 }}", "", "");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  auto rendered = (*chat)->Render(ordered_json::parse(R"([{"role": "user", "content": "x"}])"), false);
+  ASSERT_FALSE(rendered.ok());
+  EXPECT_THAT(rendered.status().message(), HasSubstr("line 2"));
+  EXPECT_THAT(rendered.status().message(), HasSubstr("unsupported operand types for +: string and integer"));
+}
+
+TEST(ChatTemplateTest, PlainFormatWithoutTemplate) {
+  auto chat = ChatTemplate::Create("", "<s>", "</s>");
+  ASSERT_TRUE(chat.ok());
+  EXPECT_TRUE((*chat)->is_plain());
+  auto rendered = (*chat)->Render(
+      ordered_json::parse(R"([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好"}])"), true);
+  ASSERT_TRUE(rendered.ok());
+  EXPECT_EQ(*rendered, "System: Be brief.\n\nUser: 你好\n\nAssistant:");
+  auto bad = (*chat)->Render(ordered_json::parse(R"([{"content": "no role"}])"), true);
+  EXPECT_THAT(bad.status().message(), HasSubstr("messages[0] needs a string \"role\""));
+}
+
+TEST(ChatTemplateTest, PythonSemanticsOfCommonExpressions) {
+  struct Case {
+    std::string source, expected;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"{{ [1, 2, 3][::-1] }}", "[3, 2, 1]"},
+           {"{{ 'héllo'[1:3] }}", "él"},
+           {"{{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }}", "3 -4 2 3.5"},
+           {"{{ none }} {{ true }} {{ 1.0 }}", "None True 1.0"},
+           {"{{ 'a,b,,c'.split(',') }}", "['a', 'b', '', 'c']"},
+           {"{{ '  x  '.strip() ~ '|' ~ 'xxhixx'.strip('x') }}", "x|hi"},
+           {"{{ {'k': 'v'} | tojson }} {{ 'a\"b' | tojson }}", "{\"k\": \"v\"} \"a\\\"b\""},
+           {"{% for i in range(3) %}{{ loop.revindex }}{% endfor %}", "321"},
+           {"{% for x in [] %}a{% else %}empty{% endfor %}", "empty"},
+           {"{% for x in [1,2,3,4] %}{% if x == 3 %}{% break %}{% endif %}{{ x }}{% endfor %}", "12"},
+           {"{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}", "1"},
+           {"{{ 'yes' if 0 else 'no' }} {{ undefined_name is defined }} {{ 3 is odd }}", "no False True"},
+           {"{% set a, b = [1, 2] %}{{ b }}{{ a }}", "21"},
+           {"{{ [3, 1, 2] | sort | join('-') }} {{ ['a', 'b'] | first }} {{ 'abc' | reverse }}", "1-2-3 a cba"},
+       }) {
+    auto t = jinja::Template::Parse(c.source);
+    ASSERT_TRUE(t.ok()) << c.source << ": " << t.status();
+    auto rendered = (*t)->Render(ordered_json::object());
+    ASSERT_TRUE(rendered.ok()) << c.source << ": " << rendered.status();
+    EXPECT_EQ(*rendered, c.expected) << c.source;
+  }
+}
+
+}  // namespace
+}  // namespace gantry::text
