@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
+#include "runtime/text/component_list.h"
 #include "runtime/text/utf8.h"
 
 namespace gantry::text {
@@ -128,13 +129,9 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const json& config) {
     return std::make_unique<Metaspace>(config.value("replacement", "\xE2\x96\x81"), scheme != "never");
   }
   if (type == "Sequence") {
-    std::vector<std::unique_ptr<Decoder>> steps;
-    for (const auto& step : config.value("decoders", json::array())) {
-      auto made = MakeDecoder(step);
-      if (!made.ok()) return made.status();
-      if (*made) steps.push_back(*std::move(made));
-    }
-    return std::make_unique<Sequence>(std::move(steps));
+    auto steps = MakeComponents<Decoder>(config.value("decoders", json::array()), MakeDecoder);
+    if (!steps.ok()) return steps.status();
+    return std::make_unique<Sequence>(*std::move(steps));
   }
   return absl::UnimplementedError(absl::StrCat(
       "decoder \"", type, "\" is not supported; supported: ByteLevel, Replace, ByteFallback, Fuse, Strip, "

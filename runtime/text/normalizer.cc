@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
+#include "runtime/text/component_list.h"
 #include "runtime/text/regex.h"
 #include "runtime/text/utf8.h"
 
@@ -169,13 +170,9 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const json& config) {
     return absl::InvalidArgumentError("normalizer Replace needs a String or Regex pattern");
   }
   if (type == "Sequence") {
-    std::vector<std::unique_ptr<Normalizer>> steps;
-    for (const auto& step : config.value("normalizers", json::array())) {
-      auto made = MakeNormalizer(step);
-      if (!made.ok()) return made.status();
-      if (*made) steps.push_back(*std::move(made));
-    }
-    return std::make_unique<Sequence>(std::move(steps));
+    auto steps = MakeComponents<Normalizer>(config.value("normalizers", json::array()), MakeNormalizer);
+    if (!steps.ok()) return steps.status();
+    return std::make_unique<Sequence>(*std::move(steps));
   }
   return absl::UnimplementedError(absl::StrCat(
       "normalizer \"", type, "\" is not supported; supported: NFC, NFD, NFKC, NFKD, Lowercase, Prepend, "

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
+#include "runtime/text/component_list.h"
 #include "runtime/text/regex.h"
 #include "runtime/text/utf8.h"
 
@@ -189,13 +190,9 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const json& confi
     return std::make_unique<Split>(*std::move(regex), Behavior::kIsolated);
   }
   if (type == "Sequence") {
-    std::vector<std::unique_ptr<PreTokenizer>> steps;
-    for (const auto& step : config.value("pretokenizers", json::array())) {
-      auto made = MakePreTokenizer(step);
-      if (!made.ok()) return made.status();
-      if (*made) steps.push_back(*std::move(made));
-    }
-    return std::make_unique<Sequence>(std::move(steps));
+    auto steps = MakeComponents<PreTokenizer>(config.value("pretokenizers", json::array()), MakePreTokenizer);
+    if (!steps.ok()) return steps.status();
+    return std::make_unique<Sequence>(*std::move(steps));
   }
   return absl::UnimplementedError(absl::StrCat(
       "pre-tokenizer \"", type, "\" is not supported; supported: Split, ByteLevel, Metaspace, Digits, Sequence"));
