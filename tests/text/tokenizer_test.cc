@@ -172,5 +172,30 @@ TEST(TokenizerTest, AddedTokenFlags) {
   EXPECT_EQ((*t)->Decode(std::vector<int32_t>{0, 10, 0}, /*skip_special_tokens=*/true), "a a");
 }
 
+TEST(TokenizerTest, MetaspacePreTokenizerAndDecoder) {
+  // Newer Mistral-style tokenizers: Metaspace with prepend_scheme "first"
+  // replaces spaces, prepends "▁" to the first section only, and splits
+  // words; the decoder turns "▁" back into spaces and drops the first one.
+  auto t = Tokenizer::FromJson(R"({
+    "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": true},
+    "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": true},
+    "model": {"type": "BPE", "byte_fallback": true, "vocab": {
+      "\u2581hello": 0, "\u2581world": 1, "hello": 2, "<0x21>": 3, "\u2581": 4, "h": 5, "e": 6, "l": 7,
+      "o": 8, "w": 9, "r": 10, "d": 11, "\u2581h": 12, "\u2581w": 13, "[x]": 14}, "merges": []},
+    "added_tokens": [{"id": 14, "content": "[x]", "special": true}]})", "");
+  ASSERT_TRUE(t.ok()) << t.status();
+  // No merges: characters encode one by one; "!" is not in the vocab and
+  // falls back to its byte token.
+  auto ids = (*t)->Encode("hello world!");
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ((*t)->Decode(*ids), "hello world!");
+  EXPECT_EQ(ids->back(), 3);
+  // After an added token the next section gets no "▁" prepended.
+  auto after = (*t)->Encode("[x]hello");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->at(0), 14);
+  EXPECT_EQ(after->at(1), 5) << "\"hello\" after [x] starts with \"h\", not \"\u2581h\"";
+}
+
 }  // namespace
 }  // namespace gantry::text
