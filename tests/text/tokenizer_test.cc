@@ -178,7 +178,8 @@ TEST(TokenizerTest, MetaspacePreTokenizerAndDecoder) {
   // words; the decoder turns "▁" back into spaces and drops the first one.
   auto t = Tokenizer::FromJson(R"({
     "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": true},
-    "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": true},
+    "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"},
+      {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": true}]},
     "model": {"type": "BPE", "byte_fallback": true, "vocab": {
       "\u2581hello": 0, "\u2581world": 1, "hello": 2, "<0x21>": 3, "\u2581": 4, "h": 5, "e": 6, "l": 7,
       "o": 8, "w": 9, "r": 10, "d": 11, "\u2581h": 12, "\u2581w": 13, "[x]": 14}, "merges": []},
