@@ -126,6 +126,17 @@ class ModelRunner {
 // CUDA devices usable by this build (0 with a CPU-only LibTorch or no driver).
 int CudaDeviceCount();
 
+struct CudaDeviceInfo {
+  int index = 0;
+  std::string name;
+  uint64_t total_memory = 0;
+  int major = 0, minor = 0;  // compute capability
+};
+// Each usable CUDA device; empty without CUDA.
+std::vector<CudaDeviceInfo> DescribeCudaDevices();
+// "LibTorch 2.11.0, CUDA 13.0" or "LibTorch 1.13.0, CPU only".
+std::string DescribeBuild();
+
 // Loads a Hugging Face model folder onto the device named in `options`.
 absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& options);
 

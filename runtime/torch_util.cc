@@ -8,7 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 
+#include <torch/version.h>
+
 #ifdef GANTRY_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
@@ -75,6 +78,27 @@ at::Tensor Upload(const std::vector<float>& values, const at::Device& device) {
 }
 
 int CudaDeviceCount() { return static_cast<int>(torch::cuda::device_count()); }
+
+std::vector<CudaDeviceInfo> DescribeCudaDevices() {
+  std::vector<CudaDeviceInfo> devices;
+#ifdef GANTRY_WITH_CUDA
+  for (int i = 0; i < CudaDeviceCount(); ++i) {
+    const cudaDeviceProp* prop = at::cuda::getDeviceProperties(i);
+    devices.push_back({i, prop->name, static_cast<uint64_t>(prop->totalGlobalMem), prop->major, prop->minor});
+  }
+#endif
+  return devices;
+}
+
+std::string DescribeBuild() {
+  std::string text = absl::StrCat("LibTorch ", TORCH_VERSION_MAJOR, ".", TORCH_VERSION_MINOR, ".", TORCH_VERSION_PATCH);
+#ifdef GANTRY_WITH_CUDA
+  absl::StrAppend(&text, ", CUDA ", CUDART_VERSION / 1000, ".", (CUDART_VERSION % 1000) / 10);
+#else
+  absl::StrAppend(&text, ", CPU only");
+#endif
+  return text;
+}
 
 bool IsOutOfMemory(const std::exception& error) {
   absl::string_view what = error.what();

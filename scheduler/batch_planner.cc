@@ -1,0 +1,55 @@
+#include "scheduler/batch_planner.h"
+
+#include <algorithm>
+
+namespace gantry::scheduler {
+
+StepPlan PlanStep(const std::vector<RunningSequence>& running, const std::vector<WaitingSequence>& waiting,
+                  int64_t free_blocks, const PlannerLimits& limits) {
+  StepPlan plan;
+  int64_t budget = limits.max_step_tokens;
+  // Sequences still in the batch; the newest sit at the back and go first
+  // when blocks run short.
+  std::vector<const RunningSequence*> active;
+  for (const auto& r : running) active.push_back(&r);
+  size_t next = 0;  // index in `active` of the next sequence to schedule
+  while (next < active.size()) {
+    const RunningSequence& seq = *active[next];
+    const int64_t tokens = std::min(seq.num_pending, budget);
+    if (tokens <= 0) {  // no token budget left this step: it waits, keeping its blocks
+      ++next;
+      continue;
+    }
+    const int64_t need = std::max<int64_t>(0, BlocksFor(seq.num_computed + tokens, limits.block_size) - seq.blocks_held);
+    if (need > free_blocks) {
+      // Free the newest running sequence's blocks: it sits at or after
+      // `next`, so it has not been scheduled; it may be this one.
+      const RunningSequence* victim = active.back();
+      active.pop_back();
+      plan.preempted.push_back(victim->key);
+      free_blocks += victim->blocks_held;
+      continue;  // retry this sequence, unless it was the victim
+    }
+    free_blocks -= need;
+    budget -= tokens;
+    plan.scheduled.push_back({seq.key, tokens});
+    ++next;
+  }
+  int64_t batch = static_cast<int64_t>(active.size());
+  if (plan.preempted.empty()) {
+    for (const auto& w : waiting) {
+      if (batch >= limits.max_batch || budget <= 0) break;
+      const int64_t tokens = std::min(w.num_pending, budget);
+      const int64_t need = BlocksFor(tokens, limits.block_size);
+      if (need > free_blocks) break;  // first come, first served: no overtaking
+      free_blocks -= need;
+      budget -= tokens;
+      plan.scheduled.push_back({w.key, tokens});
+      plan.admitted.push_back(w.key);
+      ++batch;
+    }
+  }
+  return plan;
+}
+
+}  // namespace gantry::scheduler

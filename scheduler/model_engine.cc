@@ -1,0 +1,297 @@
+#include "scheduler/model_engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace gantry::scheduler {
+
+ModelEngine::ModelEngine(std::string name, LoadedModel model, EngineOptions options, const Clock* clock)
+    : name_(std::move(name)), model_(std::move(model)), options_(options), clock_(clock) {
+  if (model_.tokenizer && !model_.tokenizer->eos_ids().empty()) {
+    eos_ids_ = model_.tokenizer->eos_ids();
+  } else {
+    for (int64_t id : info().config.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(id));
+  }
+  RefreshStats();
+}
+
+ModelEngine::~ModelEngine() { Stop(/*cancel=*/true); }
+
+absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationRequest request) {
+  const int64_t context = info().max_context;
+  const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+  if (prompt == 0) return absl::InvalidArgumentError("prompt is empty: at least one token is needed");
+  const int64_t vocab = info().config.vocab_size;
+  for (size_t i = 0; i < request.prompt.size(); ++i) {
+    if (request.prompt[i] < 0 || request.prompt[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", request.prompt[i], " at index ", i,
+                                                     " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  if (prompt >= context) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt, " tokens leaves no room in the context of ",
+                                                   context, " tokens of model ", name_));
+  }
+  if (request.max_tokens < 0) return absl::InvalidArgumentError("max_tokens must be >= 1");
+  if (request.max_tokens == 0) request.max_tokens = context - prompt;
+  if (prompt + request.max_tokens > context) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt, " tokens plus max_tokens ", request.max_tokens,
+                                                   " exceeds the context of ", context, " tokens of model ", name_));
+  }
+  const int64_t blocks = BlocksFor(prompt + request.max_tokens, info().block_size);
+  if (blocks > info().num_blocks) {
+    return absl::ResourceExhaustedError(absl::StrCat("prompt plus max_tokens needs ", blocks, " KV blocks; model ",
+                                                     name_, " has ", info().num_blocks, " in all"));
+  }
+  if (auto s = runtime::ValidateSamplingParams(request.sampling, vocab); !s.ok()) return s;
+
+  auto active = std::make_unique<Active>();
+  active->request = std::move(request);
+  active->stream = std::make_shared<RequestStream>();
+  active->arrival = clock_->Now();
+  if (model_.tokenizer) {
+    active->decoder = std::make_unique<text::StreamDecoder>(*model_.tokenizer, active->request.stop,
+                                                            active->request.skip_special_tokens);
+  }
+  std::shared_ptr<RequestStream> stream = active->stream;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!accepting_) return absl::UnavailableError(absl::StrCat("model ", name_, " is shutting down"));
+    if (static_cast<int64_t>(incoming_.size()) + stats_.waiting >= options_.max_queue) {
+      return absl::ResourceExhaustedError(absl::StrCat("queue of model ", name_, " is full (", options_.max_queue,
+                                                       " waiting requests)"));
+    }
+    active->key = next_key_++;
+    incoming_.push_back(std::move(active));
+    stats_.waiting += 1;
+    stats_.last_used = clock_->Now();
+  }
+  work_.notify_all();
+  return stream;
+}
+
+void ModelEngine::Release(Active& active) {
+  if (active.sequence >= 0) {
+    (void)model_.runner->RemoveSequence(active.sequence);
+    active.sequence = -1;
+  }
+}
+
+void ModelEngine::Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event) {
+  if (active.decoder && reason != FinishReason::kCancelled && !active.decoder->stopped()) {
+    event->text += active.decoder->Finish().text;
+  }
+  event->reason = reason;
+  event->stop_reason = std::move(stop_reason);
+  event->usage.prompt_tokens = static_cast<int64_t>(active.request.prompt.size());
+  event->usage.completion_tokens = static_cast<int64_t>(active.generated.size());
+  if (active.first_scheduled) event->usage.queue_seconds = absl::ToDoubleSeconds(*active.first_scheduled - active.arrival);
+  if (active.first_token) {
+    event->usage.time_to_first_token_seconds = absl::ToDoubleSeconds(*active.first_token - active.arrival);
+  }
+  Release(active);
+}
+
+bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event) {
+  const int32_t token = result.token;
+  active.generated.push_back(token);
+  if (!active.first_token) active.first_token = clock_->Now();
+  event->tokens.push_back({token, result.logprob, result.top_logprobs});
+  const auto& request = active.request;
+  const bool eos = !request.ignore_eos && std::count(eos_ids_.begin(), eos_ids_.end(), token) > 0;
+  const bool stop_token = std::count(request.stop_token_ids.begin(), request.stop_token_ids.end(), token) > 0;
+  if (eos || stop_token) {
+    std::string reason = model_.tokenizer ? model_.tokenizer->Decode(std::vector<int32_t>{token}) : std::to_string(token);
+    Finish(active, FinishReason::kStop, std::move(reason), event);
+    return true;
+  }
+  if (active.decoder) {
+    text::StreamDecoder::Output out = active.decoder->Add(token);
+    event->text += out.text;
+    if (out.stopped) {
+      Finish(active, FinishReason::kStop, out.stop, event);
+      return true;
+    }
+  }
+  const int64_t total = static_cast<int64_t>(request.prompt.size() + active.generated.size());
+  if (static_cast<int64_t>(active.generated.size()) >= request.max_tokens || total >= info().max_context) {
+    Finish(active, FinishReason::kLength, "", event);
+    return true;
+  }
+  return false;
+}
+
+bool ModelEngine::StepOnce() {
+  bool cancel_all;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    while (!incoming_.empty()) {
+      waiting_.push_back(std::move(incoming_.front()));
+      incoming_.pop_front();
+    }
+    cancel_all = std::exchange(cancel_all_, false);
+  }
+  // Cancelled requests leave before planning, so their blocks are free now.
+  auto drop_cancelled = [&](auto& list) {
+    for (auto it = list.begin(); it != list.end();) {
+      Active& a = **it;
+      if (cancel_all || a.stream->cancelled()) {
+        StreamEvent event;
+        Finish(a, FinishReason::kCancelled, "", &event);
+        a.stream->Push(std::move(event));
+        it = list.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  };
+  drop_cancelled(waiting_);
+  drop_cancelled(running_);
+
+  const int64_t block_size = info().block_size;
+  std::vector<RunningSequence> running;
+  for (const auto& a : running_) {
+    const int64_t computed = *model_.runner->NumComputed(a->sequence);
+    const int64_t pending = *model_.runner->NumTokens(a->sequence) - computed;
+    running.push_back({a->key, computed, pending, BlocksFor(computed, block_size)});
+  }
+  std::vector<WaitingSequence> waiting;
+  for (const auto& a : waiting_) {
+    waiting.push_back({a->key, static_cast<int64_t>(a->request.prompt.size() + a->generated.size())});
+  }
+  PlannerLimits limits{options_.max_batch, options_.max_step_tokens, block_size};
+  StepPlan plan = PlanStep(running, waiting, model_.runner->FreeBlocks(), limits);
+
+  // Preempted: drop their cache, back to the queue in arrival order.
+  for (int64_t key : plan.preempted) {
+    auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& a) { return a->key == key; });
+    Release(**it);
+    auto pos = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& w) { return w->key > key; });
+    waiting_.insert(pos, std::move(*it));
+    running_.erase(it);
+  }
+  // Admitted: their sequences start (a recomputed one with its tokens so far).
+  for (int64_t key : plan.admitted) {
+    auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& a) { return a->key == key; });
+    Active& a = **it;
+    auto id = model_.runner->AddSequence({a.request.prompt, a.generated, a.request.sampling});
+    if (!id.ok()) {
+      StreamEvent event;
+      event.error = id.status();
+      a.stream->Push(std::move(event));
+      waiting_.erase(it);
+      continue;
+    }
+    a.sequence = *id;
+    if (!a.first_scheduled) a.first_scheduled = clock_->Now();
+    auto pos = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r->key > key; });
+    running_.insert(pos, std::move(*it));
+    waiting_.erase(it);
+  }
+
+  std::vector<runtime::StepItem> items;
+  std::vector<Active*> scheduled;
+  for (const auto& s : plan.scheduled) {
+    auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& a) { return a->key == s.key; });
+    if (it == running_.end()) continue;  // admission failed above
+    items.push_back({(*it)->sequence, s.num_tokens, false});
+    scheduled.push_back(it->get());
+  }
+  if (plan.preempted.size() > 0) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
+  }
+  if (items.empty()) {
+    RefreshStats();
+    return !plan.preempted.empty();
+  }
+
+  auto result = model_.runner->Step(items);
+  std::vector<int64_t> finished;
+  if (!result.ok()) {
+    // The step's requests fail with the runtime's error; the rest carry on.
+    for (Active* a : scheduled) {
+      StreamEvent event;
+      event.error = result.status();
+      Release(*a);
+      a->stream->Push(std::move(event));
+      finished.push_back(a->key);
+    }
+  } else {
+    for (size_t i = 0; i < scheduled.size(); ++i) {
+      const runtime::SequenceStepResult& r = result->sequences[i];
+      if (!r.sampled) continue;  // a prompt chunk that did not reach the end
+      Active& a = *scheduled[i];
+      StreamEvent event;
+      if (OnToken(a, r, &event)) finished.push_back(a.key);
+      a.stream->Push(std::move(event));
+    }
+  }
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [&](const auto& a) {
+                                  return std::count(finished.begin(), finished.end(), a->key) > 0;
+                                }),
+                 running_.end());
+  RefreshStats();
+  return true;
+}
+
+void ModelEngine::RefreshStats() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.running = static_cast<int64_t>(running_.size());
+  stats_.waiting = static_cast<int64_t>(waiting_.size() + incoming_.size());
+  stats_.blocks_total = info().num_blocks;
+  stats_.blocks_free = model_.runner->FreeBlocks();
+  if (!HasWorkLocked()) idle_.notify_all();
+}
+
+EngineStats ModelEngine::Stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+void ModelEngine::Start() {
+  thread_ = std::thread([this] {
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        work_.wait(lock, [&] { return stopping_ || cancel_all_ || HasWorkLocked(); });
+        if (stopping_ && !HasWorkLocked()) return;
+      }
+      StepOnce();
+    }
+  });
+}
+
+void ModelEngine::CancelAll() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cancel_all_ = true;
+  }
+  work_.notify_all();
+}
+
+void ModelEngine::Stop(bool cancel) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    accepting_ = false;
+    if (cancel) cancel_all_ = true;
+    stopping_ = true;
+  }
+  work_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else {
+    // No thread (tests): drain synchronously.
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!HasWorkLocked() && !cancel_all_) break;
+      }
+      StepOnce();
+    }
+  }
+}
+
+}  // namespace gantry::scheduler

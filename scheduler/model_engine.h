@@ -1,0 +1,134 @@
+// Continuous batching for one loaded model: requests queue, join the running
+// batch step by step (long prompts in chunks), stream each token as it is
+// sampled, and leave when they stop; cancelled ones leave within one step and
+// their KV blocks are freed. When blocks run out the newest running requests
+// are preempted and later recomputed, with identical output.
+#ifndef GANTRY_SCHEDULER_MODEL_ENGINE_H_
+#define GANTRY_SCHEDULER_MODEL_ENGINE_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime/model_runner.h"
+#include "runtime/text/chat_template.h"
+#include "runtime/text/stream_decoder.h"
+#include "runtime/text/tokenizer.h"
+#include "scheduler/batch_planner.h"
+#include "scheduler/clock.h"
+#include "scheduler/request_stream.h"
+
+namespace gantry::scheduler {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  runtime::SamplingParams sampling;
+  int64_t max_tokens = 0;  // 0: what the context leaves after the prompt
+  std::vector<std::string> stop;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  bool skip_special_tokens = true;
+};
+
+struct EngineOptions {
+  int64_t max_batch = 32;         // sequences per step
+  int64_t max_step_tokens = 2048; // tokens per step; longer prompts are chunked
+  int64_t max_queue = 256;        // waiting requests before RESOURCE_EXHAUSTED
+};
+
+struct EngineStats {
+  int64_t running = 0;
+  int64_t waiting = 0;
+  int64_t blocks_total = 0;
+  int64_t blocks_free = 0;
+  int64_t preemptions = 0;
+  std::optional<absl::Time> last_used;
+};
+
+// The model a engine serves: the runner plus, when the folder has them, its
+// tokenizer and chat template.
+struct LoadedModel {
+  std::unique_ptr<runtime::ModelRunner> runner;
+  std::unique_ptr<text::Tokenizer> tokenizer;        // may be null: token-id prompts only
+  std::unique_ptr<text::ChatTemplate> chat_template;  // null when there is no tokenizer
+};
+
+class ModelEngine {
+ public:
+  ModelEngine(std::string name, LoadedModel model, EngineOptions options, const Clock* clock);
+  ~ModelEngine();  // cancels what is left and joins the thread
+
+  // Checks the request against the model (token ids in the vocabulary,
+  // prompt + max_tokens within the context: INVALID_ARGUMENT with the
+  // numbers) and queues it (RESOURCE_EXHAUSTED when the queue is full).
+  absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
+
+  // One scheduling step; false when there was nothing to do. The background
+  // thread calls it; tests call it directly instead of Start().
+  bool StepOnce();
+  void Start();
+  // Stops accepting requests. With `cancel`, running and waiting requests
+  // end with FinishReason::kCancelled; otherwise they run to completion.
+  // Returns once the engine is idle (then the thread exits).
+  void Stop(bool cancel);
+  // Ends running requests now (FinishReason::kCancelled) without stopping.
+  void CancelAll();
+
+  EngineStats Stats() const;
+  const std::string& name() const { return name_; }
+  const runtime::ModelInfo& info() const { return model_.runner->info(); }
+  const text::Tokenizer* tokenizer() const { return model_.tokenizer.get(); }
+  const text::ChatTemplate* chat_template() const { return model_.chat_template.get(); }
+
+ private:
+  struct Active {
+    int64_t key = 0;
+    GenerationRequest request;
+    std::shared_ptr<RequestStream> stream;
+    runtime::SequenceId sequence = -1;  // -1 while waiting
+    std::vector<int32_t> generated;
+    std::unique_ptr<text::StreamDecoder> decoder;
+    absl::Time arrival;
+    std::optional<absl::Time> first_scheduled, first_token;
+  };
+
+  // Handles one sampled token; true when the request finished.
+  bool OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event);
+  void Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event);
+  void Release(Active& active);
+  void RefreshStats();
+  bool HasWorkLocked() const { return !incoming_.empty() || !waiting_.empty() || !running_.empty(); }
+
+  const std::string name_;
+  LoadedModel model_;
+  const EngineOptions options_;
+  const Clock* clock_;
+  std::vector<int32_t> eos_ids_;
+
+  mutable std::mutex mutex_;  // guards incoming_, stats_, accepting_, stopping_, cancel_all_
+  std::condition_variable work_;
+  std::condition_variable idle_;
+  std::deque<std::unique_ptr<Active>> incoming_;
+  bool accepting_ = true;
+  bool stopping_ = false;
+  bool cancel_all_ = false;
+  EngineStats stats_;
+  int64_t next_key_ = 1;
+
+  // Owned by the stepping thread.
+  std::deque<std::unique_ptr<Active>> waiting_;  // arrival order
+  std::vector<std::unique_ptr<Active>> running_; // arrival order
+  std::thread thread_;
+};
+
+}  // namespace gantry::scheduler
+
+#endif  // GANTRY_SCHEDULER_MODEL_ENGINE_H_

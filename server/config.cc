@@ -1,0 +1,189 @@
+#include "server/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace gantry::server {
+namespace {
+
+class Checker {
+ public:
+  explicit Checker(std::string path) : path_(std::move(path)) {}
+
+  absl::Status Error(const YAML::Node& node, const std::string& message) const {
+    return absl::InvalidArgumentError(absl::StrCat(path_, ":", node.Mark().line + 1, ": ", message));
+  }
+
+  absl::Status CheckKeys(const YAML::Node& map, const std::string& where, const std::set<std::string>& known) const {
+    if (!map.IsMap()) return Error(map, absl::StrCat(where, " must be a mapping"));
+    for (const auto& item : map) {
+      const std::string key = item.first.as<std::string>();
+      if (!known.count(key)) {
+        return Error(item.first, absl::StrCat("unknown key '", key, "' in ", where, "; known: ",
+                                              absl::StrJoin(known, ", ")));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename T>
+  absl::Status Read(const YAML::Node& map, const char* key, T* out, const char* what) const {
+    const YAML::Node node = map[key];
+    if (!node) return absl::OkStatus();
+    try {
+      *out = node.as<T>();
+      return absl::OkStatus();
+    } catch (const YAML::Exception&) {
+      return Error(node, absl::StrCat("'", key, "' must be ", what, ", got '", node.Scalar(), "'"));
+    }
+  }
+
+  absl::Status ReadPositive(const YAML::Node& map, const char* key, int64_t* out) const {
+    if (auto s = Read(map, key, out, "a positive integer"); !s.ok()) return s;
+    if (map[key] && *out <= 0) return Error(map[key], absl::StrCat("'", key, "' must be a positive integer, got ", *out));
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadModelSettings(const YAML::Node& map, scheduler::ModelSpec* spec) const {
+    if (auto s = ReadPositive(map, "max_batch", &spec->engine.max_batch); !s.ok()) return s;
+    if (auto s = ReadPositive(map, "max_step_tokens", &spec->engine.max_step_tokens); !s.ok()) return s;
+    if (auto s = ReadPositive(map, "max_queue", &spec->engine.max_queue); !s.ok()) return s;
+    int64_t kv_mib = static_cast<int64_t>(spec->kv_cache_bytes >> 20);
+    if (auto s = ReadPositive(map, "kv_cache_mib", &kv_mib); !s.ok()) return s;
+    spec->kv_cache_bytes = static_cast<uint64_t>(kv_mib) << 20;
+    double idle = absl::ToDoubleSeconds(spec->idle_timeout);
+    if (auto s = Read(map, "idle_timeout_seconds", &idle, "a number of seconds"); !s.ok()) return s;
+    if (idle < 0) return Error(map["idle_timeout_seconds"], "'idle_timeout_seconds' must be >= 0 (0 = never)");
+    spec->idle_timeout = absl::Seconds(idle);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string path_;
+};
+
+const std::set<std::string> kDefaultsKeys = {"max_batch", "max_step_tokens", "max_queue", "kv_cache_mib",
+                                             "idle_timeout_seconds"};
+
+absl::Status CheckDevice(const std::string& device) {
+  static const std::regex pattern("cpu|cuda|cuda:[0-9]+");
+  if (!std::regex_match(device, pattern)) {
+    return absl::InvalidArgumentError(absl::StrCat("device must be cpu, cuda or cuda:N, got '", device, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDtype(const std::string& dtype) {
+  if (dtype.empty() || dtype == "float32" || dtype == "bfloat16" || dtype == "float16") return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("dtype must be float32, bfloat16 or float16, got '", dtype, "'"));
+}
+
+}  // namespace
+
+absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", e.mark.line + 1, ": YAML syntax error: ", e.msg));
+  }
+  Checker check(path);
+  ServerConfig config;
+  if (!root || root.IsNull()) return config;
+  if (auto s = check.CheckKeys(root, "the top level",
+                               {"listen", "drain_timeout_seconds", "allow_cpu_fallback", "defaults", "models"});
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = check.Read(root, "listen", &config.listen, "an address such as 127.0.0.1:50051"); !s.ok()) return s;
+  if (auto s = check.Read(root, "drain_timeout_seconds", &config.drain_timeout_seconds, "a number of seconds"); !s.ok()) {
+    return s;
+  }
+  if (config.drain_timeout_seconds < 0) {
+    return check.Error(root["drain_timeout_seconds"], "'drain_timeout_seconds' must be >= 0");
+  }
+  if (auto s = check.Read(root, "allow_cpu_fallback", &config.allow_cpu_fallback, "true or false"); !s.ok()) return s;
+  scheduler::ModelSpec defaults;
+  defaults.kv_cache_bytes = 256ull << 20;
+  if (root["defaults"]) {
+    if (auto s = check.CheckKeys(root["defaults"], "defaults", kDefaultsKeys); !s.ok()) return s;
+    if (auto s = check.ReadModelSettings(root["defaults"], &defaults); !s.ok()) return s;
+  }
+  const std::filesystem::path base = std::filesystem::path(path).parent_path();
+  const YAML::Node models = root["models"];
+  if (models && !models.IsSequence()) return check.Error(models, "'models' must be a list");
+  std::set<std::string> names;
+  std::set<std::string> model_keys = kDefaultsKeys;
+  model_keys.insert({"name", "path", "device", "dtype", "max_context", "resident"});
+  for (size_t i = 0; models && i < models.size(); ++i) {
+    const YAML::Node m = models[i];
+    const std::string where = absl::StrCat("models[", i, "]");
+    if (auto s = check.CheckKeys(m, where, model_keys); !s.ok()) return s;
+    scheduler::ModelSpec spec = defaults;
+    if (!m["name"] || !m["path"]) return check.Error(m, absl::StrCat(where, " needs 'name' and 'path'"));
+    if (auto s = check.Read(m, "name", &spec.name, "a string"); !s.ok()) return s;
+    static const std::regex name_pattern("[A-Za-z0-9._-]+");
+    if (!std::regex_match(spec.name, name_pattern)) {
+      return check.Error(m["name"], absl::StrCat("'name' must match [A-Za-z0-9._-]+, got '", spec.name, "'"));
+    }
+    if (!names.insert(spec.name).second) {
+      return check.Error(m["name"], absl::StrCat("model name '", spec.name, "' appears twice"));
+    }
+    if (auto s = check.Read(m, "path", &spec.path, "a folder path"); !s.ok()) return s;
+    if (std::filesystem::path(spec.path).is_relative()) spec.path = (base / spec.path).lexically_normal().string();
+    if (auto s = check.Read(m, "device", &spec.device, "cpu, cuda or cuda:N"); !s.ok()) return s;
+    if (auto s = CheckDevice(spec.device); !s.ok()) return check.Error(m["device"], std::string(s.message()));
+    if (auto s = check.Read(m, "dtype", &spec.dtype, "a dtype name"); !s.ok()) return s;
+    if (auto s = CheckDtype(spec.dtype); !s.ok()) return check.Error(m["dtype"], std::string(s.message()));
+    if (auto s = check.Read(m, "max_context", &spec.max_context, "a positive integer"); !s.ok()) return s;
+    if (m["max_context"] && spec.max_context <= 0) return check.Error(m["max_context"], "'max_context' must be positive");
+    if (auto s = check.Read(m, "resident", &spec.resident, "true or false"); !s.ok()) return s;
+    if (auto s = check.ReadModelSettings(m, &spec); !s.ok()) return s;
+    config.models.push_back(std::move(spec));
+  }
+  return config;
+}
+
+absl::StatusOr<ServerConfig> LoadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("config file ", path, " cannot be read"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return ParseConfig(buffer.str(), path);
+}
+
+absl::StatusOr<scheduler::ModelSpec> ParseModelFlag(const std::string& flag) {
+  std::vector<std::string> parts = absl::StrSplit(flag, ',');
+  std::vector<std::string> head = absl::StrSplit(parts[0], absl::MaxSplits('=', 1));
+  if (head.size() != 2 || head[0].empty() || head[1].empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--model must be NAME=PATH[,device=D][,dtype=T], got '", flag, "'"));
+  }
+  scheduler::ModelSpec spec;
+  spec.name = head[0];
+  spec.path = head[1];
+  for (size_t i = 1; i < parts.size(); ++i) {
+    std::vector<std::string> kv = absl::StrSplit(parts[i], absl::MaxSplits('=', 1));
+    if (kv.size() != 2) return absl::InvalidArgumentError(absl::StrCat("--model option '", parts[i], "' is not key=value"));
+    if (kv[0] == "device") {
+      if (auto s = CheckDevice(kv[1]); !s.ok()) return s;
+      spec.device = kv[1];
+    } else if (kv[0] == "dtype") {
+      if (auto s = CheckDtype(kv[1]); !s.ok()) return s;
+      spec.dtype = kv[1];
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--model option '", kv[0], "' is unknown; known: device, dtype"));
+    }
+  }
+  return spec;
+}
+
+}  // namespace gantry::server

@@ -1,0 +1,49 @@
+// Server configuration: a YAML file (yaml-cpp) whose keys are checked
+// strictly (an unknown key or an invalid value stops start-up naming the key
+// and its line), then command-line flags on top.
+//
+//   listen: 127.0.0.1:50051        # address:port for gRPC
+//   drain_timeout_seconds: 30      # SIGTERM: time streams get to finish
+//   allow_cpu_fallback: false      # run cuda models on the CPU when no GPU is usable
+//   defaults:                      # for every model that does not set its own
+//     max_batch: 32
+//     max_step_tokens: 2048
+//     max_queue: 256
+//     kv_cache_mib: 256
+//     idle_timeout_seconds: 0      # 0 = never unload for idleness
+//   models:
+//     - name: demo                 # [A-Za-z0-9._-]+, unique
+//       path: ../models/demo       # relative to this file
+//       device: cpu                # cpu, cuda or cuda:N
+//       dtype: float32             # optional: float32, bfloat16, float16
+//       max_context: 2048          # optional: tokens, <= the model's
+//       resident: true             # load at start-up, never unload for idleness
+//       (and any key of `defaults`)
+#ifndef GANTRY_SERVER_CONFIG_H_
+#define GANTRY_SERVER_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "scheduler/model_registry.h"
+
+namespace gantry::server {
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:50051";
+  double drain_timeout_seconds = 30;
+  bool allow_cpu_fallback = false;
+  std::vector<scheduler::ModelSpec> models;
+};
+
+// `path` names the file in errors and anchors relative model paths.
+absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std::string& path);
+absl::StatusOr<ServerConfig> LoadConfig(const std::string& path);
+
+// A model given on the command line: NAME=PATH[,device=D][,dtype=T].
+absl::StatusOr<scheduler::ModelSpec> ParseModelFlag(const std::string& flag);
+
+}  // namespace gantry::server
+
+#endif  // GANTRY_SERVER_CONFIG_H_

@@ -1,0 +1,33 @@
+// gantry.v1.Inference: Generate, Chat, Tokenize, Detokenize.
+#ifndef GANTRY_SERVER_INFERENCE_SERVICE_H_
+#define GANTRY_SERVER_INFERENCE_SERVICE_H_
+
+#include "gantry/v1/gantry.grpc.pb.h"
+#include "scheduler/model_registry.h"
+
+namespace gantry::server {
+
+class InferenceService final : public gantry::v1::Inference::Service {
+ public:
+  explicit InferenceService(scheduler::ModelRegistry* registry) : registry_(registry) {}
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
+                    grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
+                        v1::TokenizeResponse* response) override;
+  grpc::Status Detokenize(grpc::ServerContext* context, const v1::DetokenizeRequest* request,
+                          v1::DetokenizeResponse* response) override;
+
+ private:
+  // Submits and streams until the last message, cancellation or deadline.
+  grpc::Status Stream(grpc::ServerContext* context, scheduler::ModelEngine& engine,
+                      scheduler::GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer);
+
+  scheduler::ModelRegistry* registry_;
+};
+
+}  // namespace gantry::server
+
+#endif  // GANTRY_SERVER_INFERENCE_SERVICE_H_

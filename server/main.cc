@@ -1,0 +1,148 @@
+// gantry-server: the gRPC service over the model registry.
+//
+//   gantry-server --config gantry.yaml
+//   gantry-server --model demo=models/demo --listen 127.0.0.1:50051
+//
+// Prints "gantry-server listening on ADDRESS" once it accepts requests.
+// SIGTERM / SIGINT: stop accepting, let streams finish within the drain
+// timeout, cancel the rest, exit 0.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/model_runner.h"
+#include "scheduler/model_registry.h"
+#include "server/config.h"
+#include "server/inference_service.h"
+#include "server/models_service.h"
+
+ABSL_FLAG(std::string, config, "", "YAML configuration file (see server/config.h)");
+ABSL_FLAG(std::string, listen, "", "address:port to serve on; overrides the config (default 127.0.0.1:50051)");
+ABSL_FLAG(std::string, model, "", "serve one more model: NAME=PATH[,device=D][,dtype=T]");
+ABSL_FLAG(double, drain_timeout_seconds, -1, "time streams get to finish after SIGTERM; overrides the config");
+ABSL_FLAG(bool, allow_cpu_fallback, false, "run models configured for CUDA on the CPU when no GPU is usable");
+
+namespace {
+
+using gantry::scheduler::ModelState;
+
+absl::Status CheckDevices(gantry::server::ServerConfig* config) {
+  spdlog::info("build: {}", gantry::runtime::DescribeBuild());
+  const auto gpus = gantry::runtime::DescribeCudaDevices();
+  if (gpus.empty()) spdlog::info("no CUDA device is usable");
+  for (const auto& gpu : gpus) {
+    spdlog::info("cuda:{}: {}, {:.1f} GiB, compute capability {}.{}", gpu.index, gpu.name,
+                 gpu.total_memory / double(1ull << 30), gpu.major, gpu.minor);
+  }
+  for (auto& spec : config->models) {
+    if (spec.device == "cpu") continue;
+    if (gpus.empty()) {
+      if (!config->allow_cpu_fallback) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "model ", spec.name, " is configured for ", spec.device, " but no CUDA device is usable (",
+            gantry::runtime::DescribeBuild(), "); set allow_cpu_fallback: true to run it on the CPU"));
+      }
+      spdlog::warn("model {}: no CUDA device, running on the CPU (allow_cpu_fallback)", spec.name);
+      spec.device = "cpu";
+      if (spec.dtype == "float16") spec.dtype = "float32";
+      continue;
+    }
+    const int index = spec.device == "cuda" ? 0 : std::stoi(spec.device.substr(5));
+    if (index >= static_cast<int>(gpus.size())) {
+      return absl::FailedPreconditionError(absl::StrCat("model ", spec.name, " is configured for ", spec.device,
+                                                        " but only ", gpus.size(), " CUDA device(s) exist"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int Fail(const absl::Status& status) {
+  spdlog::critical("{}", std::string(status.message()));
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals in every thread; one thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::SetProgramUsageMessage("gantry-server --config FILE | --model NAME=PATH [--listen ADDRESS]");
+  absl::ParseCommandLine(argc, argv);
+  gantry::server::ServerConfig config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    auto loaded = gantry::server::LoadConfig(absl::GetFlag(FLAGS_config));
+    if (!loaded.ok()) return Fail(loaded.status());
+    config = *std::move(loaded);
+  }
+  if (!absl::GetFlag(FLAGS_listen).empty()) config.listen = absl::GetFlag(FLAGS_listen);
+  if (absl::GetFlag(FLAGS_drain_timeout_seconds) >= 0) config.drain_timeout_seconds = absl::GetFlag(FLAGS_drain_timeout_seconds);
+  config.allow_cpu_fallback |= absl::GetFlag(FLAGS_allow_cpu_fallback);
+  if (!absl::GetFlag(FLAGS_model).empty()) {
+    auto spec = gantry::server::ParseModelFlag(absl::GetFlag(FLAGS_model));
+    if (!spec.ok()) return Fail(spec.status());
+    spec->kv_cache_bytes = 256ull << 20;
+    config.models.push_back(*std::move(spec));
+  }
+  if (config.models.empty()) {
+    return Fail(absl::InvalidArgumentError("no models to serve: give --config FILE or --model NAME=PATH"));
+  }
+  if (auto s = CheckDevices(&config); !s.ok()) return Fail(s);
+
+  gantry::scheduler::ModelRegistry registry(config.models, gantry::scheduler::LoadModelFolder,
+                                            gantry::scheduler::RealClock::Get());
+  gantry::server::InferenceService inference(&registry);
+  gantry::server::ModelsService models(&registry);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&inference);
+  builder.RegisterService(&models);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen)));
+  }
+  // Health: the server as a whole, and each model by name (NOT_SERVING while
+  // failed or unloading; an unloaded model is served by loading it).
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  for (const auto& name : registry.Names()) health->SetServingStatus(name, true);
+  registry.SetStateListener([health](const std::string& name, ModelState state) {
+    spdlog::info("model {}: {}", name, gantry::scheduler::ModelStateName(state));
+    health->SetServingStatus(name, state != ModelState::kFailed && state != ModelState::kUnloading);
+  });
+  for (const auto& spec : config.models) {
+    if (!spec.resident) continue;
+    if (auto s = registry.Load(spec.name); !s.ok()) spdlog::error("{}", std::string(s.message()));
+  }
+  health->SetServingStatus("", true);
+  const std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  std::printf("gantry-server listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stdout);
+  spdlog::info("serving {} model(s) on {}:{}", config.models.size(), host, port);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  spdlog::info("signal {}: draining for up to {} s", signal_number, config.drain_timeout_seconds);
+  health->SetServingStatus("", false);
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(config.drain_timeout_seconds * 1000)));
+  registry.Shutdown(/*cancel=*/true);
+  spdlog::info("stopped");
+  return 0;
+}

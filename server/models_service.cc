@@ -1,0 +1,65 @@
+#include "server/models_service.h"
+
+#include "server/status_util.h"
+
+namespace gantry::server {
+
+void ToProto(const scheduler::ModelSnapshot& s, v1::ModelStatus* out) {
+  out->set_name(s.spec.name);
+  switch (s.state) {
+    case scheduler::ModelState::kUnloaded: out->set_state(v1::MODEL_STATE_UNLOADED); break;
+    case scheduler::ModelState::kLoading: out->set_state(v1::MODEL_STATE_LOADING); break;
+    case scheduler::ModelState::kReady: out->set_state(v1::MODEL_STATE_READY); break;
+    case scheduler::ModelState::kUnloading: out->set_state(v1::MODEL_STATE_UNLOADING); break;
+    case scheduler::ModelState::kFailed: out->set_state(v1::MODEL_STATE_FAILED); break;
+  }
+  out->set_error(s.error);
+  out->set_path(s.spec.path);
+  out->set_resident(s.spec.resident);
+  if (s.info) {
+    out->add_devices(s.info->device);
+    out->set_dtype(s.info->dtype);
+    out->set_weight_bytes(s.info->weight_bytes);
+    out->set_kv_cache_bytes(s.info->kv_cache_bytes);
+    out->set_max_context(static_cast<uint32_t>(s.info->max_context));
+  } else {
+    out->add_devices(s.spec.device);
+    out->set_dtype(s.spec.dtype);
+  }
+  out->set_kv_blocks_total(s.stats.blocks_total);
+  out->set_kv_blocks_free(s.stats.blocks_free);
+  out->set_requests_running(static_cast<uint32_t>(s.stats.running));
+  out->set_requests_waiting(static_cast<uint32_t>(s.stats.waiting));
+  if (s.last_used) {
+    const int64_t nanos = absl::ToUnixNanos(*s.last_used);
+    out->mutable_last_used()->set_seconds(nanos / 1000000000);
+    out->mutable_last_used()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  }
+}
+
+grpc::Status ModelsService::List(grpc::ServerContext*, const v1::ListModelsRequest*, v1::ListModelsResponse* response) {
+  for (const auto& snapshot : registry_->List()) ToProto(snapshot, response->add_models());
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelsService::Get(grpc::ServerContext*, const v1::GetModelRequest* request, v1::ModelStatus* response) {
+  auto snapshot = registry_->Get(request->name());
+  if (!snapshot.ok()) return ToGrpc(snapshot.status());
+  ToProto(*snapshot, response);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelsService::Load(grpc::ServerContext*, const v1::LoadModelRequest* request, v1::ModelStatus* response) {
+  if (auto s = registry_->Load(request->name()); !s.ok()) return ToGrpc(s);
+  ToProto(*registry_->Get(request->name()), response);
+  return grpc::Status::OK;
+}
+
+grpc::Status ModelsService::Unload(grpc::ServerContext*, const v1::UnloadModelRequest* request,
+                                   v1::ModelStatus* response) {
+  if (auto s = registry_->Unload(request->name(), request->force()); !s.ok()) return ToGrpc(s);
+  ToProto(*registry_->Get(request->name()), response);
+  return grpc::Status::OK;
+}
+
+}  // namespace gantry::server
