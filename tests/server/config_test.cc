@@ -1,0 +1,77 @@
+#include "server/config.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace gantry::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ConfigTest, ParsesDefaultsAndModels) {
+  auto config = ParseConfig(R"(
+listen: 0.0.0.0:6000
+drain_timeout_seconds: 5
+defaults:
+  max_batch: 16
+  kv_cache_mib: 512
+  idle_timeout_seconds: 300
+models:
+  - name: llama-8b
+    path: models/llama
+    device: cuda:1
+    dtype: bfloat16
+    max_context: 8192
+    max_batch: 64
+  - name: demo
+    path: /abs/demo
+    resident: true
+)", "/etc/gantry/gantry.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen, "0.0.0.0:6000");
+  ASSERT_EQ(config->models.size(), 2u);
+  const auto& llama = config->models[0];
+  EXPECT_EQ(llama.path, "/etc/gantry/models/llama") << "relative to the config file";
+  EXPECT_EQ(llama.device, "cuda:1");
+  EXPECT_EQ(llama.engine.max_batch, 64);
+  EXPECT_EQ(llama.kv_cache_bytes, 512ull << 20);
+  EXPECT_EQ(llama.idle_timeout, absl::Seconds(300));
+  EXPECT_EQ(config->models[1].engine.max_batch, 16) << "from defaults";
+  EXPECT_TRUE(config->models[1].resident);
+}
+
+TEST(ConfigTest, ErrorsNameKeyAndLine) {
+  struct Case {
+    std::string yaml, message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"listen: x:1\nport: 5\n", "g.yaml:2: unknown key 'port' in the top level"},
+           {"models:\n  - name: a\n    path: p\n    max_batch: many\n", "g.yaml:4: 'max_batch' must be a positive integer, got 'many'"},
+           {"models:\n  - name: a\n    path: p\n    max_batch: 0\n", "g.yaml:4: 'max_batch' must be a positive integer, got 0"},
+           {"models:\n  - name: a\n    path: p\n    device: tpu\n", "g.yaml:4: device must be cpu, cuda or cuda:N, got 'tpu'"},
+           {"models:\n  - name: a\n    path: p\n    dtype: int4\n", "g.yaml:4: dtype must be float32, bfloat16 or float16"},
+           {"models:\n  - name: a\n", "g.yaml:2: models[0] needs 'name' and 'path'"},
+           {"models:\n  - {name: a, path: p}\n  - {name: a, path: q}\n", "g.yaml:3: model name 'a' appears twice"},
+           {"models:\n  - name: 'a b'\n    path: p\n", "'name' must match [A-Za-z0-9._-]+"},
+           {"defaults:\n  idle_timeout_seconds: -1\n", "g.yaml:2: 'idle_timeout_seconds' must be >= 0"},
+           {"listen: [1, 2\n", "g.yaml:2: YAML syntax error"},
+       }) {
+    auto config = ParseConfig(c.yaml, "g.yaml");
+    ASSERT_FALSE(config.ok()) << c.yaml;
+    EXPECT_THAT(config.status().message(), HasSubstr(c.message)) << c.yaml;
+  }
+}
+
+TEST(ConfigTest, ModelFlag) {
+  auto spec = ParseModelFlag("demo=models/demo,device=cuda:0,dtype=bfloat16");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name, "demo");
+  EXPECT_EQ(spec->path, "models/demo");
+  EXPECT_EQ(spec->device, "cuda:0");
+  EXPECT_EQ(spec->dtype, "bfloat16");
+  EXPECT_THAT(ParseModelFlag("demo").status().message(), HasSubstr("NAME=PATH"));
+  EXPECT_THAT(ParseModelFlag("a=b,colour=red").status().message(), HasSubstr("option 'colour' is unknown"));
+}
+
+}  // namespace
+}  // namespace gantry::server

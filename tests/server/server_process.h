@@ -1,0 +1,98 @@
+// Starts the real gantry-server binary on a free loopback port, as a client
+// would meet it, and stops it with SIGTERM.
+#ifndef GANTRY_TESTS_SERVER_SERVER_PROCESS_H_
+#define GANTRY_TESTS_SERVER_SERVER_PROCESS_H_
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "gtest/gtest.h"
+
+namespace gantry::testing {
+
+class ServerProcess {
+ public:
+  // Writes `config_yaml` to a file and starts the server on 127.0.0.1:0.
+  // Waits for its "listening on" line (or its exit).
+  ServerProcess(const std::string& name, const std::string& config_yaml) {
+    config_path_ = ::testing::TempDir() + "/" + name + ".yaml";
+    std::ofstream(config_path_) << config_yaml;
+    log_path_ = ::testing::TempDir() + "/" + name + ".log";
+    int out[2];
+    if (pipe(out) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      FILE* log = std::fopen(log_path_.c_str(), "w");
+      if (log) dup2(fileno(log), STDERR_FILENO);
+      close(out[0]);
+      execl(GANTRY_SERVER_BINARY, GANTRY_SERVER_BINARY, "--config", config_path_.c_str(), "--listen",
+            "127.0.0.1:0", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out[1]);
+    stdout_ = fdopen(out[0], "r");
+    char line[512];
+    while (stdout_ && std::fgets(line, sizeof(line), stdout_)) {
+      std::string text(line);
+      size_t at = text.find("listening on ");
+      if (at != std::string::npos) {
+        address_ = text.substr(at + 13);
+        while (!address_.empty() && (address_.back() == '\n' || address_.back() == '\r')) address_.pop_back();
+        break;
+      }
+    }
+  }
+
+  ~ServerProcess() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (stdout_) std::fclose(stdout_);
+  }
+
+  const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
+  std::string Log() const {
+    std::ifstream in(log_path_);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+
+  // SIGTERM, then waits up to `timeout`; returns the exit code (-1 if it did
+  // not exit, -2 if killed by a signal).
+  int Terminate(std::chrono::milliseconds timeout) {
+    kill(pid_, SIGTERM);
+    return WaitExit(timeout);
+  }
+
+  int WaitExit(std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+
+ private:
+  std::string config_path_, log_path_, address_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  FILE* stdout_ = nullptr;
+};
+
+}  // namespace gantry::testing
+
+#endif  // GANTRY_TESTS_SERVER_SERVER_PROCESS_H_
