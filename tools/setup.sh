@@ -10,6 +10,8 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config
   libtorch-dev
   libabsl-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libyaml-cpp-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 missing=()
