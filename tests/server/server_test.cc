@@ -20,16 +20,22 @@ namespace {
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
-std::string Config(const std::string& extra_models = "") {
+// GANTRY_TEST_DEVICE=cuda runs the suite's models on the GPU (default cpu).
+std::string TestDevice() {
+  const char* device = std::getenv("GANTRY_TEST_DEVICE");
+  return device ? device : "cpu";
+}
+
+std::string Config() {
   const std::string root = GANTRY_SOURCE_DIR;
+  const std::string device = "    device: " + TestDevice() + "\n";
   return "drain_timeout_seconds: 1\n"
          "defaults:\n  kv_cache_mib: 16\n"
          "models:\n"
-         "  - name: demo\n    path: " + root + "/models/demo\n    resident: true\n    max_context: 2048\n"
-         "  - name: llama\n    path: " + root + "/tests/models/llama\n    dtype: float32\n"
-         "  - name: one_at_a_time\n    path: " + root + "/models/demo\n    max_batch: 1\n    max_queue: 1\n"
-         "  - name: broken\n    path: " + root + "/models/does-not-exist\n" +
-         extra_models;
+         "  - name: demo\n    path: " + root + "/models/demo\n    resident: true\n    max_context: 2048\n" + device +
+         "  - name: llama\n    path: " + root + "/tests/models/llama\n    dtype: float32\n" + device +
+         "  - name: one_at_a_time\n    path: " + root + "/models/demo\n    max_batch: 1\n    max_queue: 1\n" + device +
+         "  - name: broken\n    path: " + root + "/models/does-not-exist\n";
 }
 
 class ServerTest : public ::testing::Test {
@@ -344,7 +350,7 @@ TEST_F(ServerTest, ModelsListLoadAndUnload) {
   v1::ModelStatus loaded;
   ASSERT_TRUE(models_->Load(&load_context, load, &loaded).ok());
   EXPECT_EQ(loaded.state(), v1::MODEL_STATE_READY);
-  EXPECT_EQ(loaded.devices(0), "cpu");
+  EXPECT_EQ(loaded.devices(0), TestDevice() == "cuda" ? "cuda:0" : TestDevice());
   EXPECT_EQ(loaded.dtype(), "float32");
   grpc::ClientContext unload_context;
   v1::UnloadModelRequest unload;
