@@ -13,6 +13,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <memory>
 
@@ -66,6 +69,35 @@ absl::Status CheckDevices(gantry::server::ServerConfig* config) {
   return absl::OkStatus();
 }
 
+// SIGTERM/SIGINT handling through a self-pipe: a handler runs in whichever
+// thread the kernel picks (LibTorch and gRPC start threads before main, so a
+// signal mask set in main cannot cover them all); it only writes a byte.
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int signal_number) {
+  const char byte = static_cast<char>(signal_number);
+  [[maybe_unused]] ssize_t written = write(g_signal_pipe[1], &byte, 1);
+}
+
+absl::Status InstallSignalHandlers() {
+  if (pipe(g_signal_pipe) != 0) return absl::InternalError("cannot create the signal pipe");
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  if (sigaction(SIGTERM, &action, nullptr) != 0 || sigaction(SIGINT, &action, nullptr) != 0) {
+    return absl::InternalError("cannot install the SIGTERM/SIGINT handlers");
+  }
+  return absl::OkStatus();
+}
+
+int WaitForSignal() {
+  char byte = 0;
+  while (read(g_signal_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  return byte;
+}
+
 int Fail(const absl::Status& status) {
   spdlog::critical("{}", std::string(status.message()));
   return 1;
@@ -74,15 +106,9 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Block the shutdown signals in every thread; one thread waits for them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   // Logs go to stderr; stdout carries only the "listening on" line.
   spdlog::set_default_logger(spdlog::stderr_color_mt("gantry"));
+  if (auto s = InstallSignalHandlers(); !s.ok()) return Fail(s);
   absl::SetProgramUsageMessage("gantry-server --config FILE | --model NAME=PATH [--listen ADDRESS]");
   absl::ParseCommandLine(argc, argv);
   gantry::server::ServerConfig config;
@@ -139,8 +165,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   spdlog::info("serving {} model(s) on {}:{}", config.models.size(), host, port);
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = WaitForSignal();
   spdlog::info("signal {}: draining for up to {} s", signal_number, config.drain_timeout_seconds);
   health->SetServingStatus("", false);
   server->Shutdown(std::chrono::system_clock::now() +

@@ -456,5 +456,47 @@ TEST(ServerLifecycleTest, CudaModelWithoutGpuIsAStartUpError) {
   EXPECT_THAT(server.Log(), HasSubstr("model big is configured for cuda but no CUDA device is usable"));
 }
 
+TEST(ServerLifecycleTest, CpuFallbackServesACudaModelOnTheCpu) {
+  if (runtime::CudaDeviceCount() > 0) GTEST_SKIP() << "a GPU is present";
+  testing::ServerProcess server("cpu_fallback", "allow_cpu_fallback: true\nmodels:\n  - name: demo\n    path: " +
+                                                    std::string(GANTRY_SOURCE_DIR) + "/models/demo\n    device: cuda\n");
+  ASSERT_FALSE(server.address().empty()) << server.Log();
+  auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
+  auto models = v1::Models::NewStub(channel);
+  grpc::ClientContext context;
+  v1::LoadModelRequest load;
+  load.set_name("demo");
+  v1::ModelStatus status;
+  ASSERT_TRUE(models->Load(&context, load, &status).ok());
+  EXPECT_EQ(status.devices(0), "cpu");
+  EXPECT_THAT(server.Log(), HasSubstr("model demo: no CUDA device, running on the CPU"));
+  EXPECT_EQ(server.Terminate(15s), 0);
+}
+
+// Runs gantry-cli and returns its stdout and stderr.
+std::string RunCli(const std::string& args) {
+  std::string command = std::string(GANTRY_CLI_BINARY) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string out;
+  char buffer[512];
+  while (pipe && std::fgets(buffer, sizeof(buffer), pipe)) out += buffer;
+  if (pipe) pclose(pipe);
+  return out;
+}
+
+TEST(ServerLifecycleTest, CliStreamsAndAdministers) {
+  testing::ServerProcess server("cli_test", Config());
+  ASSERT_FALSE(server.address().empty()) << server.Log();
+  const std::string at = "--server " + server.address() + " ";
+  EXPECT_THAT(RunCli(at + "models"), HasSubstr("demo                 ready"));
+  std::string generated = RunCli(at + "generate --model demo --max_tokens 5 --seed 1 hello");
+  EXPECT_THAT(generated, HasSubstr("5 generated tokens"));
+  EXPECT_THAT(RunCli(at + "chat --model demo --max_tokens 3 --system be-brief hi"), HasSubstr("generated tokens"));
+  EXPECT_THAT(RunCli(at + "load llama"), HasSubstr("llama                ready"));
+  EXPECT_THAT(RunCli(at + "unload llama"), HasSubstr("llama                unloaded"));
+  EXPECT_THAT(RunCli(at + "generate --model nope x"), HasSubstr("error (5): model \"nope\" is not in the catalogue"));
+  EXPECT_EQ(server.Terminate(15s), 0);
+}
+
 }  // namespace
 }  // namespace gantry
