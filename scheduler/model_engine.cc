@@ -16,7 +16,7 @@ ModelEngine::ModelEngine(std::string name, LoadedModel model, EngineOptions opti
   RefreshStats();
 }
 
-ModelEngine::~ModelEngine() { Stop(/*cancel=*/true); }
+ModelEngine::~ModelEngine() { Stop(absl::ZeroDuration()); }
 
 absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationRequest request) {
   const int64_t context = info().max_context;
@@ -58,7 +58,7 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationReq
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!accepting_) return absl::UnavailableError(absl::StrCat("model ", name_, " is shutting down"));
-    if (static_cast<int64_t>(incoming_.size()) + stats_.waiting >= options_.max_queue) {
+    if (stats_.waiting >= options_.max_queue) {  // counts incoming_ too
       return absl::ResourceExhaustedError(absl::StrCat("queue of model ", name_, " is full (", options_.max_queue,
                                                        " waiting requests)"));
     }
@@ -272,25 +272,29 @@ void ModelEngine::CancelAll() {
   work_.notify_all();
 }
 
-void ModelEngine::Stop(bool cancel) {
+void ModelEngine::Stop(std::optional<absl::Duration> cancel_after) {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
     accepting_ = false;
-    if (cancel) cancel_all_ = true;
     stopping_ = true;
+    if (cancel_after && thread_.joinable() && *cancel_after > absl::ZeroDuration()) {
+      // Grace period: let running requests finish, up to `cancel_after`.
+      idle_.wait_for(lock, absl::ToChronoNanoseconds(*cancel_after), [&] { return !HasWorkLocked(); });
+    }
+    if (cancel_after) cancel_all_ = true;
   }
   work_.notify_all();
   if (thread_.joinable()) {
     thread_.join();
-  } else {
-    // No thread (tests): drain synchronously.
-    while (true) {
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (!HasWorkLocked() && !cancel_all_) break;
-      }
-      StepOnce();
+    return;
+  }
+  // No thread (tests): drain synchronously.
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!HasWorkLocked() && !cancel_all_) break;
     }
+    StepOnce();
   }
 }
 

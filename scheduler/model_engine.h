@@ -75,10 +75,11 @@ class ModelEngine {
   // thread calls it; tests call it directly instead of Start().
   bool StepOnce();
   void Start();
-  // Stops accepting requests. With `cancel`, running and waiting requests
-  // end with FinishReason::kCancelled; otherwise they run to completion.
-  // Returns once the engine is idle (then the thread exits).
-  void Stop(bool cancel);
+  // Stops accepting requests and returns once the engine is idle (its thread
+  // exits). Running and waiting requests run to completion, or, with
+  // `cancel_after`, end with FinishReason::kCancelled once that long has
+  // passed (zero: at once).
+  void Stop(std::optional<absl::Duration> cancel_after);
   // Ends running requests now (FinishReason::kCancelled) without stopping.
   void CancelAll();
 
@@ -105,7 +106,9 @@ class ModelEngine {
   void Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event);
   void Release(Active& active);
   void RefreshStats();
-  bool HasWorkLocked() const { return !incoming_.empty() || !waiting_.empty() || !running_.empty(); }
+  // From any thread, under mutex_: the counts the engine publishes after
+  // every step (waiting_ and running_ belong to the stepping thread).
+  bool HasWorkLocked() const { return !incoming_.empty() || stats_.running > 0 || stats_.waiting > 0; }
 
   const std::string name_;
   LoadedModel model_;

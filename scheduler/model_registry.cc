@@ -1,8 +1,9 @@
 #include "scheduler/model_registry.h"
 
-#include <sys/stat.h>
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace gantry::scheduler {
 
@@ -17,38 +18,24 @@ const char* ModelStateName(ModelState state) {
   return "?";
 }
 
-absl::StatusOr<LoadedModel> LoadModelFolder(const ModelSpec& spec) {
-  runtime::LoadOptions options;
-  options.model_dir = spec.path;
-  options.device = spec.device;
-  options.dtype = spec.dtype;
-  options.kv_cache_bytes = spec.kv_cache_bytes;
-  options.block_size = spec.block_size;
-  options.max_context = spec.max_context;
-  LoadedModel model;
-  struct stat st;
-  if (stat((spec.path + "/tokenizer.json").c_str(), &st) == 0) {
-    auto tokenizer = text::Tokenizer::Load(spec.path);
-    if (!tokenizer.ok()) return tokenizer.status();
-    auto chat = text::ChatTemplate::Create((*tokenizer)->chat_template(), (*tokenizer)->bos_token(),
-                                           (*tokenizer)->eos_token());
-    if (!chat.ok()) return absl::Status(chat.status().code(), absl::StrCat(spec.path, ": ", chat.status().message()));
-    model.tokenizer = *std::move(tokenizer);
-    model.chat_template = *std::move(chat);
+ModelLease& ModelLease::operator=(ModelLease&& other) noexcept {
+  if (this != &other) {
+    if (registry_) registry_->Release(name_, generation_);
+    registry_ = std::exchange(other.registry_, nullptr);
+    name_ = std::move(other.name_);
+    generation_ = other.generation_;
+    engine_ = std::move(other.engine_);
   }
-  auto runner = runtime::LoadModel(options);
-  if (!runner.ok()) return runner.status();
-  model.runner = *std::move(runner);
-  if (model.tokenizer && model.tokenizer->vocab_size() > model.runner->info().config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(spec.path, ": tokenizer has ", model.tokenizer->vocab_size(),
-                                                   " tokens but the model's vocabulary is ",
-                                                   model.runner->info().config.vocab_size));
-  }
-  return model;
+  return *this;
 }
 
-ModelRegistry::ModelRegistry(std::vector<ModelSpec> specs, ModelLoader loader, const Clock* clock)
-    : loader_(std::move(loader)), clock_(clock) {
+ModelLease::~ModelLease() {
+  if (registry_) registry_->Release(name_, generation_);
+}
+
+ModelRegistry::ModelRegistry(std::vector<ModelSpec> specs, ModelLoader loader, ModelCost cost,
+                             RegistryOptions options, const Clock* clock)
+    : loader_(std::move(loader)), cost_(std::move(cost)), options_(std::move(options)), clock_(clock) {
   for (auto& spec : specs) {
     order_.push_back(spec.name);
     Entry entry;
@@ -82,25 +69,151 @@ const ModelRegistry::Entry* ModelRegistry::Find(const std::string& name) const {
   return it == entries_.end() ? nullptr : &it->second;
 }
 
-absl::StatusOr<std::shared_ptr<ModelEngine>> ModelRegistry::Acquire(const std::string& name) {
+uint64_t ModelRegistry::UsedLocked(const std::string& device, const Entry* except) const {
+  uint64_t used = 0;
+  for (const auto& [name, e] : entries_) {
+    if (&e == except || e.device != device || !e.cost) continue;
+    if ((e.state == ModelState::kLoading && e.charged) || e.state == ModelState::kReady ||
+        e.state == ModelState::kUnloading) {
+      used += *e.cost;
+    }
+  }
+  return used;
+}
+
+std::string ModelRegistry::PlaceLocked(const Entry& entry) const {
+  if (entry.spec.device != "cuda" || options_.gpus.empty()) {
+    return entry.spec.device == "cuda" ? "cuda:0" : entry.spec.device;
+  }
+  // "cuda": the GPU with the most free budget (an unlimited one wins).
+  std::string best = options_.gpus.front();
+  uint64_t best_free = 0;
+  bool first = true;
+  for (const auto& gpu : options_.gpus) {
+    auto budget = options_.budgets.find(gpu);
+    uint64_t free = budget == options_.budgets.end() ? UINT64_MAX : budget->second - std::min(budget->second, UsedLocked(gpu, &entry));
+    if (first || free > best_free) {
+      best = gpu;
+      best_free = free;
+      first = false;
+    }
+  }
+  return best;
+}
+
+bool ModelRegistry::EvictableLocked(const Entry& e) const {
+  if (e.state != ModelState::kReady || e.spec.resident || e.leases > 0 || !e.engine) return false;
+  EngineStats stats = e.engine->Stats();
+  return stats.running == 0 && stats.waiting == 0;
+}
+
+void ModelRegistry::UnloadLocked(std::unique_lock<std::mutex>& lock, Entry& entry,
+                                 std::optional<absl::Duration> cancel_after) {
+  entry.state = ModelState::kUnloading;
+  const std::string name = entry.spec.name;
+  lock.unlock();
+  Notify(name, ModelState::kUnloading);
+  lock.lock();
+  // New requests wait (state kUnloading); those holding leases finish first.
+  auto drained = [&] { return entry.leases == 0 || shut_down_; };
+  if (cancel_after) {
+    changed_.wait_for(lock, absl::ToChronoNanoseconds(*cancel_after), drained);
+  } else {
+    changed_.wait(lock, drained);
+  }
+  std::shared_ptr<ModelEngine> engine = std::move(entry.engine);
+  lock.unlock();
+  engine->Stop(cancel_after ? std::optional<absl::Duration>(absl::ZeroDuration()) : std::nullopt);
+  engine.reset();  // leases cut short by a forced unload keep it until they end
+  lock.lock();
+  entry.leases = 0;
+  entry.generation += 1;
+  entry.state = ModelState::kUnloaded;
+  changed_.notify_all();
+  lock.unlock();
+  Notify(name, ModelState::kUnloaded);
+  lock.lock();
+}
+
+absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   std::unique_lock<std::mutex> lock(mutex_);
   Entry* entry = Find(name);
   if (entry == nullptr) {
     return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue"));
   }
-  // Wait out a load or unload in progress: one load however many callers.
-  changed_.wait(lock, [&] {
-    return shut_down_ || (entry->state != ModelState::kLoading && entry->state != ModelState::kUnloading);
-  });
-  if (shut_down_) return absl::UnavailableError("the server is shutting down");
-  if (entry->state == ModelState::kReady) {
-    entry->last_used = clock_->Now();
-    return entry->engine;
+  while (true) {
+    // Wait out a load or unload in progress: one load however many callers.
+    changed_.wait(lock, [&] {
+      return shut_down_ || (entry->state != ModelState::kLoading && entry->state != ModelState::kUnloading);
+    });
+    if (shut_down_) return absl::UnavailableError("the server is shutting down");
+    if (entry->state == ModelState::kReady) {
+      entry->leases += 1;
+      entry->last_used = clock_->Now();
+      return ModelLease(this, name, entry->generation, entry->engine);
+    }
+    // kUnloaded or kFailed: this caller loads (a failed load is retried).
+    if (!entry->cost) {
+      lock.unlock();
+      absl::StatusOr<uint64_t> cost = cost_(entry->spec);
+      lock.lock();
+      if (!cost.ok()) {
+        entry->state = ModelState::kFailed;
+        entry->error = std::string(cost.status().message());
+        counters_.load_failures += 1;
+        lock.unlock();
+        Notify(name, ModelState::kFailed);
+        return absl::UnavailableError(absl::StrCat("model \"", name, "\" failed to load: ", cost.status().message()));
+      }
+      entry->cost = *cost;
+      continue;  // the state may have moved while unlocked
+    }
+    break;
   }
-  // kUnloaded or kFailed: this caller loads; a failed load is retried.
+  // The entry is kLoading from here, so other callers for it wait for this
+  // one load; its bytes count against the budget once room is made.
+  const std::string device = PlaceLocked(*entry);
+  const ModelState previous = entry->state;
   entry->state = ModelState::kLoading;
+  entry->charged = false;  // until room is made below
+  entry->device = device;
+  auto budget = options_.budgets.find(device);
+  while (budget != options_.budgets.end() && UsedLocked(device, entry) + *entry->cost > budget->second) {
+    // Evict the least recently used idle, non-resident model on this device.
+    Entry* victim = nullptr;
+    for (auto& [other_name, e] : entries_) {
+      if (&e == entry || e.device != device || !EvictableLocked(e)) continue;
+      if (victim == nullptr ||
+          e.last_used.value_or(absl::InfinitePast()) < victim->last_used.value_or(absl::InfinitePast())) {
+        victim = &e;
+      }
+    }
+    if (victim == nullptr) {
+      std::vector<std::string> holders;
+      for (const auto& [other_name, e] : entries_) {
+        if (&e != entry && e.device == device && e.cost &&
+            (e.state == ModelState::kReady || (e.state == ModelState::kLoading && e.charged) ||
+             e.state == ModelState::kUnloading)) {
+          holders.push_back(absl::StrCat(other_name, " (", *e.cost, " bytes", e.spec.resident ? ", resident" : "",
+                                         e.leases > 0 ? ", in use" : "", ")"));
+        }
+      }
+      const uint64_t used = UsedLocked(device, entry);
+      entry->state = previous;
+      changed_.notify_all();
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "model \"", name, "\" needs ", *entry->cost, " bytes on ", device, " but ",
+          budget->second - std::min(budget->second, used), " of ", budget->second,
+          " bytes are free; no idle model can be unloaded to make room (loaded: ",
+          holders.empty() ? "none" : absl::StrJoin(holders, ", "), ")"));
+    }
+    counters_.evictions_memory += 1;
+    UnloadLocked(lock, *victim, absl::ZeroDuration());
+  }
+  entry->charged = true;
   entry->error.clear();
-  const ModelSpec spec = entry->spec;
+  ModelSpec spec = entry->spec;
+  spec.device = device;
   lock.unlock();
   Notify(name, ModelState::kLoading);
   absl::StatusOr<LoadedModel> loaded = loader_(spec);
@@ -108,20 +221,32 @@ absl::StatusOr<std::shared_ptr<ModelEngine>> ModelRegistry::Acquire(const std::s
   if (!loaded.ok()) {
     entry->state = ModelState::kFailed;
     entry->error = std::string(loaded.status().message());
+    counters_.load_failures += 1;
     changed_.notify_all();
     lock.unlock();
     Notify(name, ModelState::kFailed);
     return absl::UnavailableError(absl::StrCat("model \"", name, "\" failed to load: ", loaded.status().message()));
   }
+  counters_.loads += 1;
   entry->engine = std::make_shared<ModelEngine>(name, *std::move(loaded), spec.engine, clock_);
   entry->engine->Start();
   entry->state = ModelState::kReady;
   entry->last_used = clock_->Now();
-  std::shared_ptr<ModelEngine> engine = entry->engine;
+  entry->leases += 1;
+  ModelLease lease(this, name, entry->generation, entry->engine);
   changed_.notify_all();
   lock.unlock();
   Notify(name, ModelState::kReady);
-  return engine;
+  return lease;
+}
+
+void ModelRegistry::Release(const std::string& name, uint64_t generation) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Entry* entry = Find(name);
+  if (entry == nullptr || entry->generation != generation) return;
+  entry->leases -= 1;
+  entry->last_used = clock_->Now();
+  changed_.notify_all();
 }
 
 absl::Status ModelRegistry::Unload(const std::string& name, bool force) {
@@ -130,18 +255,37 @@ absl::Status ModelRegistry::Unload(const std::string& name, bool force) {
   if (entry == nullptr) return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue"));
   changed_.wait(lock, [&] { return entry->state != ModelState::kLoading && entry->state != ModelState::kUnloading; });
   if (entry->state != ModelState::kReady) return absl::OkStatus();
-  entry->state = ModelState::kUnloading;
-  std::shared_ptr<ModelEngine> engine = std::move(entry->engine);
-  lock.unlock();
-  Notify(name, ModelState::kUnloading);
-  engine->Stop(/*cancel=*/force);  // waits for running requests unless forced
-  engine.reset();
-  lock.lock();
-  entry->state = ModelState::kUnloaded;
-  changed_.notify_all();
-  lock.unlock();
-  Notify(name, ModelState::kUnloaded);
+  counters_.unloads += 1;
+  UnloadLocked(lock, *entry, force ? std::optional<absl::Duration>(options_.unload_grace) : std::nullopt);
   return absl::OkStatus();
+}
+
+std::vector<std::string> ModelRegistry::EvictIdle() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  std::vector<std::string> evicted;
+  const absl::Time now = clock_->Now();
+  for (const auto& name : order_) {
+    Entry& e = entries_.at(name);
+    if (e.spec.idle_timeout <= absl::ZeroDuration() || !EvictableLocked(e) || !e.last_used) continue;
+    if (now - *e.last_used < e.spec.idle_timeout) continue;
+    counters_.evictions_idle += 1;
+    UnloadLocked(lock, e, absl::ZeroDuration());
+    evicted.push_back(name);
+  }
+  return evicted;
+}
+
+void ModelRegistry::StartIdleMonitor(absl::Duration period) {
+  idle_monitor_ = std::thread([this, period] {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!shut_down_) {
+      changed_.wait_for(lock, absl::ToChronoNanoseconds(period), [&] { return shut_down_; });
+      if (shut_down_) break;
+      lock.unlock();
+      EvictIdle();
+      lock.lock();
+    }
+  });
 }
 
 absl::StatusOr<ModelSnapshot> ModelRegistry::Get(const std::string& name) const {
@@ -152,13 +296,13 @@ absl::StatusOr<ModelSnapshot> ModelRegistry::Get(const std::string& name) const 
   snapshot.spec = entry->spec;
   snapshot.state = entry->state;
   snapshot.error = entry->error;
+  snapshot.device = entry->device.empty() ? entry->spec.device : entry->device;
+  snapshot.cost_bytes = entry->cost.value_or(0);
+  snapshot.leases = entry->leases;
   snapshot.last_used = entry->last_used;
   if (entry->engine) {
     snapshot.info = entry->engine->info();
     snapshot.stats = entry->engine->Stats();
-    if (snapshot.stats.last_used && (!snapshot.last_used || *snapshot.stats.last_used > *snapshot.last_used)) {
-      snapshot.last_used = snapshot.stats.last_used;
-    }
   }
   return snapshot;
 }
@@ -171,6 +315,18 @@ std::vector<ModelSnapshot> ModelRegistry::List() const {
 
 std::vector<std::string> ModelRegistry::Names() const { return order_; }
 
+RegistryCounters ModelRegistry::Counters() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return counters_;
+}
+
+std::map<std::string, std::pair<uint64_t, uint64_t>> ModelRegistry::BudgetUse() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::map<std::string, std::pair<uint64_t, uint64_t>> use;
+  for (const auto& [device, budget] : options_.budgets) use[device] = {UsedLocked(device, nullptr), budget};
+  return use;
+}
+
 void ModelRegistry::Shutdown(bool cancel) {
   std::vector<std::shared_ptr<ModelEngine>> engines;
   {
@@ -181,7 +337,8 @@ void ModelRegistry::Shutdown(bool cancel) {
     }
     changed_.notify_all();
   }
-  for (auto& engine : engines) engine->Stop(cancel);
+  if (idle_monitor_.joinable()) idle_monitor_.join();
+  for (auto& engine : engines) engine->Stop(cancel ? std::optional<absl::Duration>(absl::ZeroDuration()) : std::nullopt);
 }
 
 }  // namespace gantry::scheduler

@@ -1,11 +1,17 @@
 // The model catalogue and each model's lifecycle, an explicit state machine
 // as Triton's ModelLifeCycle:
 //
-//   kUnloaded --load--> kLoading --ok--> kReady --unload--> kUnloading --> kUnloaded
+//   kUnloaded --load--> kLoading --ok--> kReady --unload/evict--> kUnloading --> kUnloaded
 //                           \--error--> kFailed --next request--> kLoading
 //
 // A model loads on its first request; concurrent requests wait for that one
 // load. A request for a model being unloaded waits, then reloads it.
+//
+// Memory: each device may have a byte budget. A model's cost (weights in its
+// dtype plus its KV pool, known before loading) must fit; a load that does not
+// fit first unloads the least recently used idle, non-resident models on that
+// device. A model with a lease (a request in flight) is never evicted. Idle
+// models unload after their idle_timeout.
 #ifndef GANTRY_SCHEDULER_MODEL_REGISTRY_H_
 #define GANTRY_SCHEDULER_MODEL_REGISTRY_H_
 
@@ -16,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -28,13 +35,13 @@ namespace gantry::scheduler {
 struct ModelSpec {
   std::string name;
   std::string path;            // Hugging Face model folder
-  std::string device = "cpu";  // "cpu", "cuda", "cuda:N"
+  std::string device = "cpu";  // "cpu", "cuda:N", or "cuda" for the GPU with the most free budget
   std::string dtype;           // "" = the config's
   int64_t max_context = 0;     // 0 = the model's
   uint64_t kv_cache_bytes = 64ull << 20;
   int32_t block_size = 16;
   EngineOptions engine;
-  bool resident = false;                               // load at start-up, never unload for idleness
+  bool resident = false;                               // load at start-up, never evicted
   absl::Duration idle_timeout = absl::ZeroDuration();  // 0 = never
 };
 
@@ -44,33 +51,90 @@ const char* ModelStateName(ModelState state);
 struct ModelSnapshot {
   ModelSpec spec;
   ModelState state = ModelState::kUnloaded;
-  std::string error;                      // kFailed: the load error
+  std::string error;                       // kFailed: the load error
+  std::string device;                      // where it is (or was last) placed
+  uint64_t cost_bytes = 0;                 // its budget charge, once estimated
+  int64_t leases = 0;                      // requests holding it
   std::optional<runtime::ModelInfo> info;  // when loaded
   EngineStats stats;
   std::optional<absl::Time> last_used;
 };
 
-using ModelLoader = std::function<absl::StatusOr<LoadedModel>(const ModelSpec&)>;
+struct RegistryCounters {
+  int64_t loads = 0;
+  int64_t load_failures = 0;
+  int64_t unloads = 0;            // explicit Models.Unload
+  int64_t evictions_idle = 0;
+  int64_t evictions_memory = 0;
+};
 
-// Loads the runner from the folder and, when it has tokenizer.json, the
-// tokenizer and chat template (a template that does not parse fails the load).
-absl::StatusOr<LoadedModel> LoadModelFolder(const ModelSpec& spec);
+struct RegistryOptions {
+  // Device ("cpu", "cuda:0", ...) -> bytes models may take there; a device
+  // without an entry has no limit.
+  std::map<std::string, uint64_t> budgets;
+  // GPUs a model with device "cuda" may be placed on.
+  std::vector<std::string> gpus;
+  // A forced unload cancels running requests after this long.
+  absl::Duration unload_grace = absl::Seconds(10);
+};
+
+using ModelLoader = std::function<absl::StatusOr<LoadedModel>(const ModelSpec&)>;
+using ModelCost = std::function<absl::StatusOr<uint64_t>(const ModelSpec&)>;
+
+class ModelRegistry;
+
+// A request's hold on a ready model: while any lease lives the model is not
+// evicted. Movable, not copyable.
+class ModelLease {
+ public:
+  ModelLease(ModelRegistry* registry, std::string name, uint64_t generation, std::shared_ptr<ModelEngine> engine)
+      : registry_(registry), name_(std::move(name)), generation_(generation), engine_(std::move(engine)) {}
+  ModelLease(ModelLease&& other) noexcept
+      : registry_(std::exchange(other.registry_, nullptr)), name_(std::move(other.name_)),
+        generation_(other.generation_), engine_(std::move(other.engine_)) {}
+  ModelLease& operator=(ModelLease&& other) noexcept;
+  ModelLease(const ModelLease&) = delete;
+  ModelLease& operator=(const ModelLease&) = delete;
+  ~ModelLease();
+
+  ModelEngine* operator->() const { return engine_.get(); }
+  ModelEngine& operator*() const { return *engine_; }
+
+ private:
+  ModelRegistry* registry_;
+  std::string name_;
+  uint64_t generation_;  // the load it holds; a forced unload outlives it
+  std::shared_ptr<ModelEngine> engine_;
+};
 
 class ModelRegistry {
  public:
-  ModelRegistry(std::vector<ModelSpec> specs, ModelLoader loader, const Clock* clock);
+  ModelRegistry(std::vector<ModelSpec> specs, ModelLoader loader, ModelCost cost, RegistryOptions options,
+                const Clock* clock);
   ~ModelRegistry();
 
-  // The ready engine, loading it first if needed. NOT_FOUND for a name not
-  // in the catalogue; UNAVAILABLE with the load error.
-  absl::StatusOr<std::shared_ptr<ModelEngine>> Acquire(const std::string& name);
+  // The ready model, loading it first if needed (evicting idle models to make
+  // room). NOT_FOUND for a name outside the catalogue; UNAVAILABLE with the
+  // load error; RESOURCE_EXHAUSTED when it does not fit (model, bytes needed,
+  // bytes free).
+  absl::StatusOr<ModelLease> Acquire(const std::string& name);
   absl::Status Load(const std::string& name) { return Acquire(name).status(); }
-  // Waits for running requests (force: cancels them) and unloads.
+  // Unloads once every lease is released (running requests finish); new
+  // requests wait meanwhile and reload it afterwards. `force` cancels running
+  // requests after the grace period.
   absl::Status Unload(const std::string& name, bool force);
+  // Unloads ready, unleased, non-resident models idle for their idle_timeout
+  // (now - last use >= timeout). Returns their names.
+  std::vector<std::string> EvictIdle();
+  // Calls EvictIdle every `period` on a background thread (the server's).
+  void StartIdleMonitor(absl::Duration period);
 
   absl::StatusOr<ModelSnapshot> Get(const std::string& name) const;
   std::vector<ModelSnapshot> List() const;
   std::vector<std::string> Names() const;
+  RegistryCounters Counters() const;
+  // Budget bytes in use and in all per device with a budget.
+  std::map<std::string, std::pair<uint64_t, uint64_t>> BudgetUse() const;
 
   // Stops every engine; `cancel` ends running requests instead of draining.
   void Shutdown(bool cancel);
@@ -79,25 +143,44 @@ class ModelRegistry {
   void SetStateListener(std::function<void(const std::string&, ModelState)> listener);
 
  private:
+  friend class ModelLease;
   struct Entry {
     ModelSpec spec;
     ModelState state = ModelState::kUnloaded;
     std::string error;
+    std::string device;  // placement of the current (or last) load
+    std::optional<uint64_t> cost;
+    bool charged = false;  // kLoading: its cost fits and counts against the budget
+    int64_t leases = 0;
+    uint64_t generation = 0;  // counts loads; leases of an earlier one are void
     std::shared_ptr<ModelEngine> engine;
     std::optional<absl::Time> last_used;
   };
+  void Release(const std::string& name, uint64_t generation);
   void Notify(const std::string& name, ModelState state);
+  // Bytes charged on `device` by entries other than `except`.
+  uint64_t UsedLocked(const std::string& device, const Entry* except) const;
+  std::string PlaceLocked(const Entry& entry) const;
+  bool EvictableLocked(const Entry& entry) const;
+  // Unloads a ready entry (lock released meanwhile): waits for its leases
+  // (up to `cancel_after` when set), stops its engine (cancelling what still
+  // runs when `cancel_after` is set); the entry ends kUnloaded.
+  void UnloadLocked(std::unique_lock<std::mutex>& lock, Entry& entry, std::optional<absl::Duration> cancel_after);
   Entry* Find(const std::string& name);
   const Entry* Find(const std::string& name) const;
 
   const ModelLoader loader_;
+  const ModelCost cost_;
+  const RegistryOptions options_;
   const Clock* clock_;
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::map<std::string, Entry> entries_;
   std::vector<std::string> order_;  // catalogue order
   std::function<void(const std::string&, ModelState)> listener_;
+  RegistryCounters counters_;
   bool shut_down_ = false;
+  std::thread idle_monitor_;
 };
 
 }  // namespace gantry::scheduler

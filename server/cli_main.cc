@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
     gantry::v1::ListModelsResponse response;
     grpc::Status status = models->List(&context, {}, &response);
     for (const auto& m : response.models()) PrintModel(m);
+    for (const auto& b : response.budgets()) {
+      std::printf("budget %-13s %8.1f of %.1f MB in use\n", b.device().c_str(), b.used_bytes() / 1e6,
+                  b.total_bytes() / 1e6);
+    }
     return Report(status);
   }
   if (command == "load" || command == "unload") {

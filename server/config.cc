@@ -100,7 +100,8 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
   ServerConfig config;
   if (!root || root.IsNull()) return config;
   if (auto s = check.CheckKeys(root, "the top level",
-                               {"listen", "drain_timeout_seconds", "allow_cpu_fallback", "defaults", "models"});
+                               {"listen", "drain_timeout_seconds", "allow_cpu_fallback", "defaults", "models",
+                                "memory_budget_mib", "gpu_memory_reserve_mib", "unload_grace_seconds"});
       !s.ok()) {
     return s;
   }
@@ -112,6 +113,32 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
     return check.Error(root["drain_timeout_seconds"], "'drain_timeout_seconds' must be >= 0");
   }
   if (auto s = check.Read(root, "allow_cpu_fallback", &config.allow_cpu_fallback, "true or false"); !s.ok()) return s;
+  if (const YAML::Node budgets = root["memory_budget_mib"]; budgets) {
+    if (!budgets.IsMap()) return check.Error(budgets, "'memory_budget_mib' must map devices to MiB");
+    for (const auto& item : budgets) {
+      const std::string device = item.first.as<std::string>();
+      if (device == "cuda" || !CheckDevice(device).ok()) {
+        return check.Error(item.first, absl::StrCat("memory_budget_mib: '", device, "' is not cpu or cuda:N"));
+      }
+      int64_t mib = 0;
+      try {
+        mib = item.second.as<int64_t>();
+      } catch (const YAML::Exception&) {
+        mib = -1;
+      }
+      if (mib <= 0) {
+        return check.Error(item.second, absl::StrCat("memory_budget_mib: '", device, "' must be a positive number of MiB"));
+      }
+      config.memory_budget_bytes[device] = static_cast<uint64_t>(mib) << 20;
+    }
+  }
+  int64_t reserve_mib = static_cast<int64_t>(config.gpu_memory_reserve_bytes >> 20);
+  if (auto s = check.Read(root, "gpu_memory_reserve_mib", &reserve_mib, "a number of MiB"); !s.ok()) return s;
+  if (reserve_mib < 0) return check.Error(root["gpu_memory_reserve_mib"], "'gpu_memory_reserve_mib' must be >= 0");
+  config.gpu_memory_reserve_bytes = static_cast<uint64_t>(reserve_mib) << 20;
+  if (auto s = check.Read(root, "unload_grace_seconds", &config.unload_grace_seconds, "a number of seconds"); !s.ok()) {
+    return s;
+  }
   scheduler::ModelSpec defaults;
   defaults.kv_cache_bytes = 256ull << 20;
   if (root["defaults"]) {

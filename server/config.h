@@ -5,6 +5,11 @@
 //   listen: 127.0.0.1:50051        # address:port for gRPC
 //   drain_timeout_seconds: 30      # SIGTERM: time streams get to finish
 //   allow_cpu_fallback: false      # run cuda models on the CPU when no GPU is usable
+//   memory_budget_mib:             # bytes models may take per device; default: each GPU's
+//     cuda:0: 70000                #   memory less gpu_memory_reserve_mib, the CPU unlimited
+//     cpu: 16000
+//   gpu_memory_reserve_mib: 2048   # kept free on each GPU (activations, CUDA context)
+//   unload_grace_seconds: 10       # a forced unload cancels running requests after this
 //   defaults:                      # for every model that does not set its own
 //     max_batch: 32
 //     max_step_tokens: 2048
@@ -14,7 +19,7 @@
 //   models:
 //     - name: demo                 # [A-Za-z0-9._-]+, unique
 //       path: ../models/demo       # relative to this file
-//       device: cpu                # cpu, cuda or cuda:N
+//       device: cpu                # cpu, cuda:N, or cuda for the GPU with the most free budget
 //       dtype: float32             # optional: float32, bfloat16, float16
 //       max_context: 2048          # optional: tokens, <= the model's
 //       resident: true             # load at start-up, never unload for idleness
@@ -22,6 +27,7 @@
 #ifndef GANTRY_SERVER_CONFIG_H_
 #define GANTRY_SERVER_CONFIG_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,6 +40,9 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:50051";
   double drain_timeout_seconds = 30;
   bool allow_cpu_fallback = false;
+  std::map<std::string, uint64_t> memory_budget_bytes;  // device -> bytes
+  uint64_t gpu_memory_reserve_bytes = 2048ull << 20;
+  double unload_grace_seconds = 10;
   std::vector<scheduler::ModelSpec> models;
 };
 

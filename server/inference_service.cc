@@ -89,10 +89,11 @@ void FillResponse(const scheduler::StreamEvent& event, const text::Tokenizer* to
 
 }  // namespace
 
-grpc::Status InferenceService::Stream(grpc::ServerContext* context, scheduler::ModelEngine& engine,
+grpc::Status InferenceService::Stream(grpc::ServerContext* context, const scheduler::ModelLease& engine,
                                       GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  // `engine` is the request's lease: the model stays loaded until it returns.
   const bool want_logprobs = request.sampling.logprobs;
-  auto stream = engine.Submit(std::move(request));
+  auto stream = engine->Submit(std::move(request));
   if (!stream.ok()) return ToGrpc(stream.status());
   scheduler::StreamEvent event;
   while (true) {
@@ -107,7 +108,7 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context, scheduler::M
     }
     if (!event.error.ok()) return ToGrpc(event.error);
     v1::GenerateResponse response;
-    FillResponse(event, engine.tokenizer(), want_logprobs, &response);
+    FillResponse(event, engine->tokenizer(), want_logprobs, &response);
     if (!writer->Write(response)) {
       (*stream)->Cancel();
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
@@ -138,7 +139,7 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* context, const v1::
     if (!ids.ok()) return ToGrpc(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
     generation.prompt = *std::move(ids);
   }
-  return Stream(context, **engine, std::move(generation), writer);
+  return Stream(context, *engine, std::move(generation), writer);
 }
 
 grpc::Status InferenceService::Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
@@ -173,7 +174,7 @@ grpc::Status InferenceService::Chat(grpc::ServerContext* context, const v1::Chat
   auto ids = tokenizer->Encode(*prompt, /*add_special_tokens=*/false);
   if (!ids.ok()) return ToGrpc(absl::InvalidArgumentError(absl::StrCat("messages: ", ids.status().message())));
   generation.prompt = *std::move(ids);
-  return Stream(context, **engine, std::move(generation), writer);
+  return Stream(context, *engine, std::move(generation), writer);
 }
 
 grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,

@@ -22,7 +22,7 @@ class InferenceService final : public gantry::v1::Inference::Service {
 
  private:
   // Submits and streams until the last message, cancellation or deadline.
-  grpc::Status Stream(grpc::ServerContext* context, scheduler::ModelEngine& engine,
+  grpc::Status Stream(grpc::ServerContext* context, const scheduler::ModelLease& engine,
                       scheduler::GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer);
 
   scheduler::ModelRegistry* registry_;

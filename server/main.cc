@@ -24,6 +24,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/model_runner.h"
+#include "scheduler/memory_budget.h"
+#include "scheduler/model_loader.h"
 #include "scheduler/model_registry.h"
 #include "server/config.h"
 #include "server/inference_service.h"
@@ -131,8 +133,23 @@ int main(int argc, char** argv) {
   }
   if (auto s = CheckDevices(&config); !s.ok()) return Fail(s);
 
+  gantry::scheduler::RegistryOptions options;
+  options.budgets = config.memory_budget_bytes;
+  for (const auto& gpu : gantry::runtime::DescribeCudaDevices()) {
+    const std::string device = absl::StrCat("cuda:", gpu.index);
+    options.gpus.push_back(device);
+    if (!options.budgets.count(device)) {
+      options.budgets[device] = gpu.total_memory - std::min(gpu.total_memory, config.gpu_memory_reserve_bytes);
+    }
+  }
+  for (const auto& [device, bytes] : options.budgets) {
+    spdlog::info("memory budget {}: {:.1f} MiB", device, bytes / double(1ull << 20));
+  }
+  options.unload_grace = absl::Seconds(config.unload_grace_seconds);
   gantry::scheduler::ModelRegistry registry(config.models, gantry::scheduler::LoadModelFolder,
+                                            gantry::scheduler::EstimateModelBytes, options,
                                             gantry::scheduler::RealClock::Get());
+  registry.StartIdleMonitor(absl::Seconds(1));
   gantry::server::InferenceService inference(&registry);
   gantry::server::ModelsService models(&registry);
 

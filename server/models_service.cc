@@ -16,6 +16,8 @@ void ToProto(const scheduler::ModelSnapshot& s, v1::ModelStatus* out) {
   out->set_error(s.error);
   out->set_path(s.spec.path);
   out->set_resident(s.spec.resident);
+  out->set_cost_bytes(s.cost_bytes);
+  out->set_idle_timeout_seconds(absl::ToDoubleSeconds(s.spec.idle_timeout));
   if (s.info) {
     out->add_devices(s.info->device);
     out->set_dtype(s.info->dtype);
@@ -23,7 +25,7 @@ void ToProto(const scheduler::ModelSnapshot& s, v1::ModelStatus* out) {
     out->set_kv_cache_bytes(s.info->kv_cache_bytes);
     out->set_max_context(static_cast<uint32_t>(s.info->max_context));
   } else {
-    out->add_devices(s.spec.device);
+    out->add_devices(s.device);
     out->set_dtype(s.spec.dtype);
   }
   out->set_kv_blocks_total(s.stats.blocks_total);
@@ -39,6 +41,12 @@ void ToProto(const scheduler::ModelSnapshot& s, v1::ModelStatus* out) {
 
 grpc::Status ModelsService::List(grpc::ServerContext*, const v1::ListModelsRequest*, v1::ListModelsResponse* response) {
   for (const auto& snapshot : registry_->List()) ToProto(snapshot, response->add_models());
+  for (const auto& [device, use] : registry_->BudgetUse()) {
+    v1::DeviceBudget* budget = response->add_budgets();
+    budget->set_device(device);
+    budget->set_used_bytes(use.first);
+    budget->set_total_bytes(use.second);
+  }
   return grpc::Status::OK;
 }
 

@@ -40,6 +40,25 @@ models:
   EXPECT_TRUE(config->models[1].resident);
 }
 
+TEST(ConfigTest, MemoryBudgets) {
+  auto config = ParseConfig(R"(
+memory_budget_mib:
+  cuda:0: 70000
+  cpu: 16000
+gpu_memory_reserve_mib: 1024
+unload_grace_seconds: 3
+)", "g.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->memory_budget_bytes.at("cuda:0"), 70000ull << 20);
+  EXPECT_EQ(config->memory_budget_bytes.at("cpu"), 16000ull << 20);
+  EXPECT_EQ(config->gpu_memory_reserve_bytes, 1024ull << 20);
+  EXPECT_EQ(config->unload_grace_seconds, 3);
+  auto defaults = ParseConfig("listen: 127.0.0.1:1\n", "g.yaml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_TRUE(defaults->memory_budget_bytes.empty()) << "GPUs get theirs from their memory at start-up";
+  EXPECT_EQ(defaults->gpu_memory_reserve_bytes, 2048ull << 20);
+}
+
 TEST(ConfigTest, ErrorsNameKeyAndLine) {
   struct Case {
     std::string yaml, message;
@@ -55,6 +74,13 @@ TEST(ConfigTest, ErrorsNameKeyAndLine) {
            {"models:\n  - name: 'a b'\n    path: p\n", "'name' must match [A-Za-z0-9._-]+"},
            {"defaults:\n  idle_timeout_seconds: -1\n", "g.yaml:2: 'idle_timeout_seconds' must be >= 0"},
            {"listen: [1, 2\n", "g.yaml:2: YAML syntax error"},
+           {"memory_budget_mib: 100\n", "g.yaml:1: 'memory_budget_mib' must map devices to MiB"},
+           {"memory_budget_mib:\n  gpu0: 100\n", "g.yaml:2: memory_budget_mib: 'gpu0' is not cpu or cuda:N"},
+           {"memory_budget_mib:\n  cuda: 100\n", "g.yaml:2: memory_budget_mib: 'cuda' is not cpu or cuda:N"},
+           {"memory_budget_mib:\n  cuda:0: lots\n", "g.yaml:2: memory_budget_mib: 'cuda:0' must be a positive number of MiB"},
+           {"memory_budget_mib:\n  cpu: 0\n", "memory_budget_mib: 'cpu' must be a positive number of MiB"},
+           {"gpu_memory_reserve_mib: -5\n", "g.yaml:1: 'gpu_memory_reserve_mib' must be >= 0"},
+           {"unload_grace_seconds: soon\n", "g.yaml:1: 'unload_grace_seconds' must be a number of seconds"},
        }) {
     auto config = ParseConfig(c.yaml, "g.yaml");
     ASSERT_FALSE(config.ok()) << c.yaml;

@@ -1,0 +1,378 @@
+// ModelRegistry with a fake loader (FakeRunner models), fixed costs and a
+// fake clock. Where a test needs another thread to be inside a load or an
+// unload, it waits on a notification the fake raises there: no sleeps.
+#include "scheduler/model_registry.h"
+
+#include <atomic>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "scheduler/memory_budget.h"
+#include "tests/scheduler/fake_runner.h"
+
+namespace gantry::scheduler {
+namespace {
+
+using ::gantry::testing::FakeRunner;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+// A FakeRunner whose steps wait for `gate`: keeps a request running.
+class GatedRunner : public FakeRunner {
+ public:
+  GatedRunner(absl::Notification* gate, absl::Notification* stepping) : FakeRunner(64), gate_(gate), stepping_(stepping) {}
+  absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepItem> items) override {
+    if (!stepping_->HasBeenNotified()) stepping_->Notify();
+    gate_->WaitForNotification();
+    return FakeRunner::Step(items);
+  }
+
+ private:
+  absl::Notification* gate_;
+  absl::Notification* stepping_;
+};
+
+class ModelRegistryTest : public ::testing::Test {
+ protected:
+  ModelSpec Spec(const std::string& name, uint64_t cost, bool resident = false,
+                 absl::Duration idle = absl::ZeroDuration()) {
+    costs_[name] = cost;
+    ModelSpec spec;
+    spec.name = name;
+    spec.path = "/models/" + name;
+    spec.resident = resident;
+    spec.idle_timeout = idle;
+    return spec;
+  }
+
+  void Make(std::vector<ModelSpec> specs, std::map<std::string, uint64_t> budgets = {},
+            std::vector<std::string> gpus = {}) {
+    RegistryOptions options;
+    options.budgets = std::move(budgets);
+    options.gpus = std::move(gpus);
+    options.unload_grace = absl::ZeroDuration();
+    registry_ = std::make_unique<ModelRegistry>(
+        std::move(specs),
+        [this](const ModelSpec& spec) -> absl::StatusOr<LoadedModel> {
+          {
+            std::lock_guard<std::mutex> lock(mutex_);
+            loads_[spec.name] += 1;
+            placed_[spec.name] = spec.device;
+          }
+          if (loading_) loading_->Notify();
+          if (release_load_) release_load_->WaitForNotification();
+          if (fail_next_.exchange(false)) return absl::InternalError("weights file is truncated");
+          LoadedModel model;
+          if (gate_ && spec.name == gated_model_) {
+            model.runner = std::make_unique<GatedRunner>(gate_, stepping_);
+          } else {
+            model.runner = std::make_unique<FakeRunner>(64);
+          }
+          return model;
+        },
+        [this](const ModelSpec& spec) -> absl::StatusOr<uint64_t> { return costs_.at(spec.name); }, options, &clock_);
+  }
+
+  ModelState State(const std::string& name) { return registry_->Get(name)->state; }
+  int Loads(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return loads_[name];
+  }
+
+  FakeClock clock_;
+  std::map<std::string, uint64_t> costs_;
+  std::mutex mutex_;
+  std::map<std::string, int> loads_;
+  std::map<std::string, std::string> placed_;
+  std::atomic<bool> fail_next_{false};
+  absl::Notification* loading_ = nullptr;
+  absl::Notification* release_load_ = nullptr;
+  absl::Notification* gate_ = nullptr;
+  absl::Notification* stepping_ = nullptr;
+  std::string gated_model_;
+  std::unique_ptr<ModelRegistry> registry_;
+};
+
+TEST_F(ModelRegistryTest, UnknownModelIsNotFound) {
+  Make({Spec("a", 1)});
+  auto lease = registry_->Acquire("nope");
+  EXPECT_EQ(lease.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(lease.status().message(), HasSubstr("\"nope\" is not in the catalogue"));
+}
+
+TEST_F(ModelRegistryTest, LoadsOnFirstRequestAndCoalescesConcurrentRequests) {
+  absl::Notification loading, release;
+  loading_ = &loading;
+  release_load_ = &release;
+  Make({Spec("a", 1)});
+  EXPECT_EQ(State("a"), ModelState::kUnloaded);
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&] {
+      if (registry_->Acquire("a").ok()) ok += 1;
+    });
+  }
+  loading.WaitForNotification();
+  EXPECT_EQ(State("a"), ModelState::kLoading);
+  release.Notify();
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(ok.load(), 8);
+  EXPECT_EQ(Loads("a"), 1) << "one load however many requests";
+  EXPECT_EQ(State("a"), ModelState::kReady);
+  EXPECT_EQ(registry_->Counters().loads, 1);
+}
+
+TEST_F(ModelRegistryTest, IdleModelIsEvictedAtExactlyItsTimeout) {
+  Make({Spec("a", 1, false, absl::Seconds(60)), Spec("never", 1)});
+  ASSERT_TRUE(registry_->Load("a").ok());
+  ASSERT_TRUE(registry_->Load("never").ok());
+  clock_.Advance(absl::Seconds(60) - absl::Nanoseconds(1));
+  EXPECT_THAT(registry_->EvictIdle(), IsEmpty());
+  EXPECT_EQ(State("a"), ModelState::kReady);
+  clock_.Advance(absl::Nanoseconds(1));
+  EXPECT_THAT(registry_->EvictIdle(), ElementsAre("a"));
+  EXPECT_EQ(State("a"), ModelState::kUnloaded);
+  EXPECT_EQ(registry_->Counters().evictions_idle, 1);
+  clock_.Advance(absl::Hours(1000));
+  EXPECT_THAT(registry_->EvictIdle(), IsEmpty()) << "idle_timeout 0 means never";
+  EXPECT_EQ(State("never"), ModelState::kReady);
+}
+
+TEST_F(ModelRegistryTest, IdleTimerCountsFromTheLastUse) {
+  Make({Spec("a", 1, false, absl::Seconds(60))});
+  {
+    auto lease = registry_->Acquire("a");
+    ASSERT_TRUE(lease.ok());
+    clock_.Advance(absl::Seconds(100));
+    EXPECT_THAT(registry_->EvictIdle(), IsEmpty()) << "a model in use is never idle";
+  }  // released at t=100
+  clock_.Advance(absl::Seconds(59));
+  EXPECT_THAT(registry_->EvictIdle(), IsEmpty());
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_THAT(registry_->EvictIdle(), ElementsAre("a"));
+}
+
+TEST_F(ModelRegistryTest, LeastRecentlyUsedIdleModelIsEvictedToMakeRoom) {
+  Make({Spec("a", 100), Spec("b", 100), Spec("c", 100)}, {{"cpu", 250}});
+  ASSERT_TRUE(registry_->Load("a").ok());
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("b").ok());
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("a").ok());  // a is now the most recently used
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("c").ok());
+  EXPECT_EQ(State("a"), ModelState::kReady);
+  EXPECT_EQ(State("b"), ModelState::kUnloaded);
+  EXPECT_EQ(State("c"), ModelState::kReady);
+  EXPECT_EQ(registry_->Counters().evictions_memory, 1);
+  EXPECT_EQ(registry_->BudgetUse().at("cpu"), std::make_pair(uint64_t{200}, uint64_t{250}));
+}
+
+TEST_F(ModelRegistryTest, ResidentModelsAreNeverEvicted) {
+  Make({Spec("resident", 100, true), Spec("b", 100), Spec("c", 100)}, {{"cpu", 200}});
+  ASSERT_TRUE(registry_->Load("resident").ok());
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("b").ok());
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("c").ok());  // evicts b although resident is older
+  EXPECT_EQ(State("resident"), ModelState::kReady);
+  EXPECT_EQ(State("b"), ModelState::kUnloaded);
+  // Neither idle eviction takes it.
+  clock_.Advance(absl::Hours(1));
+  EXPECT_THAT(registry_->EvictIdle(), IsEmpty());
+}
+
+TEST_F(ModelRegistryTest, ModelInUseIsNeverEvictedAndTheLoadIsRefusedWithTheNumbers) {
+  Make({Spec("a", 100), Spec("b", 100), Spec("c", 100)}, {{"cpu", 200}});
+  auto a = registry_->Acquire("a");
+  auto b = registry_->Acquire("b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto c = registry_->Acquire("c");
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(c.status().message(), HasSubstr("model \"c\" needs 100 bytes on cpu but 0 of 200 bytes are free"));
+  EXPECT_THAT(c.status().message(), HasSubstr("a (100 bytes, in use)"));
+  EXPECT_EQ(State("a"), ModelState::kReady);
+  EXPECT_EQ(State("b"), ModelState::kReady);
+  EXPECT_EQ(State("c"), ModelState::kUnloaded) << "a refused load leaves the model as it was";
+  // Once b's request ends, b can go.
+  b = absl::UnknownError("released");
+  EXPECT_TRUE(registry_->Acquire("c").ok());
+  EXPECT_EQ(State("b"), ModelState::kUnloaded);
+  EXPECT_EQ(State("a"), ModelState::kReady);
+}
+
+TEST_F(ModelRegistryTest, AModelLargerThanTheBudgetIsRefused) {
+  Make({Spec("huge", 1000)}, {{"cpu", 200}});
+  auto lease = registry_->Acquire("huge");
+  EXPECT_EQ(lease.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(lease.status().message(), HasSubstr("needs 1000 bytes on cpu but 200 of 200 bytes are free"));
+}
+
+TEST_F(ModelRegistryTest, FailedLoadIsReportedAndRetriedOnTheNextRequest) {
+  Make({Spec("a", 1)});
+  fail_next_ = true;
+  auto first = registry_->Acquire("a");
+  ASSERT_EQ(first.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(first.status().message(), HasSubstr("model \"a\" failed to load: weights file is truncated"));
+  auto snapshot = registry_->Get("a");
+  EXPECT_EQ(snapshot->state, ModelState::kFailed);
+  EXPECT_EQ(snapshot->error, "weights file is truncated");
+  EXPECT_EQ(registry_->BudgetUse().count("cpu"), 0u);
+  auto second = registry_->Acquire("a");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(State("a"), ModelState::kReady);
+  EXPECT_EQ(registry_->Get("a")->error, "");
+  EXPECT_EQ(Loads("a"), 2);
+  EXPECT_EQ(registry_->Counters().load_failures, 1);
+}
+
+TEST_F(ModelRegistryTest, AFailedLoadFreesItsBudget) {
+  Make({Spec("a", 150), Spec("b", 150)}, {{"cpu", 200}});
+  fail_next_ = true;
+  EXPECT_FALSE(registry_->Acquire("a").ok());
+  EXPECT_TRUE(registry_->Acquire("b").ok()) << "a failed model holds no memory";
+}
+
+TEST_F(ModelRegistryTest, UnloadWaitsForRunningRequestsAndARequestMeanwhileReloads) {
+  absl::Notification gate, stepping;
+  gate_ = &gate;
+  stepping_ = &stepping;
+  gated_model_ = "a";
+  Make({Spec("a", 1)});
+  absl::Notification unloading;
+  registry_->SetStateListener([&](const std::string& name, ModelState state) {
+    if (name == "a" && state == ModelState::kUnloading && !unloading.HasBeenNotified()) unloading.Notify();
+  });
+  std::shared_ptr<RequestStream> stream;
+  std::thread request([&] {
+    auto lease = registry_->Acquire("a");
+    ASSERT_TRUE(lease.ok());
+    GenerationRequest r;
+    r.prompt = {1, 2};
+    r.max_tokens = 3;
+    r.ignore_eos = true;
+    stream = *(*lease)->Submit(r);
+    StreamEvent event;
+    while (stream->Pop(&event, absl::Seconds(30)) && !event.last()) {
+    }
+    EXPECT_EQ(event.reason, FinishReason::kLength) << "the unload let it finish";
+  });
+  stepping.WaitForNotification();  // the request is in a step
+  std::thread unload([&] { EXPECT_TRUE(registry_->Unload("a", /*force=*/false).ok()); });
+  unloading.WaitForNotification();
+  EXPECT_EQ(State("a"), ModelState::kUnloading);
+  std::thread again([&] {
+    auto lease = registry_->Acquire("a");  // waits for the unload, then reloads
+    EXPECT_TRUE(lease.ok()) << lease.status();
+  });
+  gate.Notify();
+  request.join();
+  unload.join();
+  again.join();
+  EXPECT_EQ(State("a"), ModelState::kReady);
+  EXPECT_EQ(Loads("a"), 2);
+  EXPECT_EQ(registry_->Counters().unloads, 1);
+}
+
+TEST_F(ModelRegistryTest, ForcedUnloadCancelsRunningRequests) {
+  Make({Spec("a", 1)});
+  auto lease = registry_->Acquire("a");
+  ASSERT_TRUE(lease.ok());
+  GenerationRequest r;
+  r.prompt = {1};
+  r.max_tokens = 200;
+  r.ignore_eos = true;
+  auto stream = *(*lease)->Submit(r);
+  ASSERT_TRUE(registry_->Unload("a", /*force=*/true).ok());  // grace 0
+  StreamEvent event;
+  while (stream->Pop(&event, absl::Seconds(30)) && !event.last()) {
+  }
+  EXPECT_EQ(event.reason, FinishReason::kCancelled);
+  EXPECT_EQ(State("a"), ModelState::kUnloaded);
+  // The old lease is void: releasing it does not touch the next load's count.
+  ASSERT_TRUE(registry_->Load("a").ok());
+  lease = absl::UnknownError("released");
+  EXPECT_EQ(registry_->Get("a")->leases, 0);
+  auto held = registry_->Acquire("a");
+  EXPECT_EQ(registry_->Get("a")->leases, 1);
+}
+
+TEST_F(ModelRegistryTest, UnplacedGpuModelsGoWhereTheMostBudgetIsFree) {
+  ModelSpec a = Spec("a", 100), b = Spec("b", 100), c = Spec("c", 100);
+  a.device = b.device = c.device = "cuda";
+  Make({a, b, c}, {{"cuda:0", 1000}, {"cuda:1", 1050}}, {"cuda:0", "cuda:1"});
+  ASSERT_TRUE(registry_->Load("a").ok());
+  ASSERT_TRUE(registry_->Load("b").ok());
+  ASSERT_TRUE(registry_->Load("c").ok());
+  EXPECT_EQ(placed_["a"], "cuda:1");  // 1050 free
+  EXPECT_EQ(placed_["b"], "cuda:0");  // 1000 vs 950
+  EXPECT_EQ(placed_["c"], "cuda:1");  // 900 vs 950
+  EXPECT_EQ(registry_->Get("c")->device, "cuda:1");
+}
+
+TEST_F(ModelRegistryTest, BudgetsAreKeptPerDevice) {
+  ModelSpec a = Spec("a", 100), b = Spec("b", 100);
+  a.device = "cuda:0";
+  b.device = "cuda:1";
+  Make({a, b}, {{"cuda:0", 100}, {"cuda:1", 100}}, {"cuda:0", "cuda:1"});
+  ASSERT_TRUE(registry_->Load("a").ok());
+  ASSERT_TRUE(registry_->Load("b").ok());
+  EXPECT_EQ(State("a"), ModelState::kReady) << "b's load evicts nothing on another GPU";
+}
+
+TEST_F(ModelRegistryTest, ConcurrentRequestsForModelsThatDoNotAllFit) {
+  // Three models, room for two: clients hammer all three; every request is
+  // either served or refused with RESOURCE_EXHAUSTED, and the budget holds.
+  Make({Spec("a", 100), Spec("b", 100), Spec("c", 100)}, {{"cpu", 200}});
+  std::vector<std::thread> clients;
+  std::atomic<int> served{0}, refused{0};
+  for (int i = 0; i < 12; ++i) {
+    clients.emplace_back([&, i] {
+      const std::string name(1, static_cast<char>('a' + i % 3));
+      for (int k = 0; k < 10; ++k) {
+        auto lease = registry_->Acquire(name);
+        if (lease.ok()) {
+          GenerationRequest r;
+          r.prompt = {1, 2};
+          r.max_tokens = 2;
+          auto stream = (*lease)->Submit(r);
+          if (stream.ok()) {
+            StreamEvent event;
+            while ((*stream)->Pop(&event, absl::Seconds(30)) && !event.last()) {
+            }
+          }
+          served += 1;
+        } else {
+          EXPECT_EQ(lease.status().code(), absl::StatusCode::kResourceExhausted) << lease.status();
+          refused += 1;
+        }
+        EXPECT_LE(registry_->BudgetUse().at("cpu").first, 200u);
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(served + refused, 120);
+  EXPECT_GT(served.load(), 0);
+}
+
+TEST(MemoryBudgetTest, EstimatesWeightsInTheRunDtypePlusTheKvPool) {
+  ModelSpec spec;
+  spec.path = std::string(GANTRY_TEST_MODELS) + "/llama";
+  spec.kv_cache_bytes = 1 << 20;
+  spec.dtype = "float32";
+  auto f32 = EstimateModelBytes(spec);
+  ASSERT_TRUE(f32.ok()) << f32.status();
+  spec.dtype = "bfloat16";
+  auto bf16 = EstimateModelBytes(spec);
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ(*f32 - (1 << 20), 2 * (*bf16 - (1 << 20)));
+  spec.path = "/nonexistent";
+  EXPECT_FALSE(EstimateModelBytes(spec).ok());
+}
+
+}  // namespace
+}  // namespace gantry::scheduler
