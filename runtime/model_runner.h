@@ -134,6 +134,14 @@ struct CudaDeviceInfo {
 };
 // Each usable CUDA device; empty without CUDA.
 std::vector<CudaDeviceInfo> DescribeCudaDevices();
+struct CudaAllocatorStats {
+  int device = 0;
+  uint64_t allocated_bytes = 0;  // held by live tensors
+  uint64_t reserved_bytes = 0;   // taken from the driver by the caching allocator
+};
+// The LibTorch CUDA caching allocator's current figures per usable device;
+// empty without CUDA.
+std::vector<CudaAllocatorStats> DescribeCudaAllocators();
 // "LibTorch 2.11.0, CUDA 13.0" or "LibTorch 1.13.0, CPU only".
 std::string DescribeBuild();
 

@@ -107,6 +107,20 @@ bool IsOutOfMemory(const std::exception& error) {
          absl::StrContains(what, "DefaultCPUAllocator: not enough memory");
 }
 
+std::vector<CudaAllocatorStats> DescribeCudaAllocators() {
+  std::vector<CudaAllocatorStats> out;
+#ifdef GANTRY_WITH_CUDA
+  for (int i = 0; i < CudaDeviceCount(); ++i) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(i));
+    // Index 0 is StatType::AGGREGATE (all pools) in LibTorch 1.13 and 2.x;
+    // the enum's namespace moved between them.
+    out.push_back({i, static_cast<uint64_t>(stats.allocated_bytes[0].current),
+                   static_cast<uint64_t>(stats.reserved_bytes[0].current)});
+  }
+#endif
+  return out;
+}
+
 void ReleaseCachedDeviceMemory() {
 #ifdef GANTRY_WITH_CUDA
   c10::cuda::CUDACachingAllocator::emptyCache();

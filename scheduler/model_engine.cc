@@ -6,8 +6,9 @@
 
 namespace gantry::scheduler {
 
-ModelEngine::ModelEngine(std::string name, LoadedModel model, EngineOptions options, const Clock* clock)
-    : name_(std::move(name)), model_(std::move(model)), options_(options), clock_(clock) {
+ModelEngine::ModelEngine(std::string name, LoadedModel model, EngineOptions options, const Clock* clock,
+                         SchedulerObserver* observer)
+    : name_(std::move(name)), model_(std::move(model)), options_(options), clock_(clock), observer_(observer) {
   if (model_.tokenizer && !model_.tokenizer->eos_ids().empty()) {
     eos_ids_ = model_.tokenizer->eos_ids();
   } else {
@@ -122,7 +123,28 @@ bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& res
   return false;
 }
 
+namespace {
+
+// Events of one step, pushed when the step is over (after the engine has
+// published its stats): a client that sees its request end then also sees
+// the engine without it.
+class Outbox {
+ public:
+  void Add(std::shared_ptr<RequestStream> stream, StreamEvent event) {
+    events_.emplace_back(std::move(stream), std::move(event));
+  }
+  ~Outbox() {
+    for (auto& [stream, event] : events_) stream->Push(std::move(event));
+  }
+
+ private:
+  std::vector<std::pair<std::shared_ptr<RequestStream>, StreamEvent>> events_;
+};
+
+}  // namespace
+
 bool ModelEngine::StepOnce() {
+  Outbox outbox;  // declared first: flushed last, after RefreshStats
   bool cancel_all;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -139,7 +161,7 @@ bool ModelEngine::StepOnce() {
       if (cancel_all || a.stream->cancelled()) {
         StreamEvent event;
         Finish(a, FinishReason::kCancelled, "", &event);
-        a.stream->Push(std::move(event));
+        outbox.Add(a.stream, std::move(event));
         it = list.erase(it);
       } else {
         ++it;
@@ -179,7 +201,7 @@ bool ModelEngine::StepOnce() {
     if (!id.ok()) {
       StreamEvent event;
       event.error = id.status();
-      a.stream->Push(std::move(event));
+      outbox.Add(a.stream, std::move(event));
       waiting_.erase(it);
       continue;
     }
@@ -203,11 +225,28 @@ bool ModelEngine::StepOnce() {
     stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
   }
   if (items.empty()) {
+    if (observer_ && !plan.preempted.empty()) {
+      StepReport report;
+      report.preempted = static_cast<int64_t>(plan.preempted.size());
+      observer_->OnStep(name_, report);
+    }
     RefreshStats();
     return !plan.preempted.empty();
   }
 
+  const absl::Time step_start = absl::Now();
   auto result = model_.runner->Step(items);
+  if (observer_) {
+    StepReport report;
+    report.sequences = static_cast<int64_t>(items.size());
+    for (size_t i = 0; i < items.size(); ++i) {
+      const bool decode = items[i].num_tokens == 1 && !scheduled[i]->generated.empty();
+      (decode ? report.decode_tokens : report.prompt_tokens) += items[i].num_tokens;
+    }
+    report.preempted = static_cast<int64_t>(plan.preempted.size());
+    report.duration = absl::Now() - step_start;
+    observer_->OnStep(name_, report);
+  }
   std::vector<int64_t> finished;
   if (!result.ok()) {
     // The step's requests fail with the runtime's error; the rest carry on.
@@ -215,7 +254,7 @@ bool ModelEngine::StepOnce() {
       StreamEvent event;
       event.error = result.status();
       Release(*a);
-      a->stream->Push(std::move(event));
+      outbox.Add(a->stream, std::move(event));
       finished.push_back(a->key);
     }
   } else {
@@ -225,7 +264,7 @@ bool ModelEngine::StepOnce() {
       Active& a = *scheduled[i];
       StreamEvent event;
       if (OnToken(a, r, &event)) finished.push_back(a.key);
-      a.stream->Push(std::move(event));
+      outbox.Add(a.stream, std::move(event));
     }
   }
   running_.erase(std::remove_if(running_.begin(), running_.end(),

@@ -24,6 +24,7 @@
 #include "runtime/text/tokenizer.h"
 #include "scheduler/batch_planner.h"
 #include "scheduler/clock.h"
+#include "scheduler/observer.h"
 #include "scheduler/request_stream.h"
 
 namespace gantry::scheduler {
@@ -63,7 +64,9 @@ struct LoadedModel {
 
 class ModelEngine {
  public:
-  ModelEngine(std::string name, LoadedModel model, EngineOptions options, const Clock* clock);
+  // `observer` (may be null) hears of every step.
+  ModelEngine(std::string name, LoadedModel model, EngineOptions options, const Clock* clock,
+              SchedulerObserver* observer = nullptr);
   ~ModelEngine();  // cancels what is left and joins the thread
 
   // Checks the request against the model (token ids in the vocabulary,
@@ -114,6 +117,7 @@ class ModelEngine {
   LoadedModel model_;
   const EngineOptions options_;
   const Clock* clock_;
+  SchedulerObserver* const observer_;
   std::vector<int32_t> eos_ids_;
 
   mutable std::mutex mutex_;  // guards incoming_, stats_, accepting_, stopping_, cancel_all_

@@ -7,6 +7,15 @@
 
 namespace gantry::scheduler {
 
+const char* UnloadReasonName(UnloadReason reason) {
+  switch (reason) {
+    case UnloadReason::kRequested: return "requested";
+    case UnloadReason::kIdle: return "idle";
+    case UnloadReason::kMemory: return "memory";
+  }
+  return "?";
+}
+
 const char* ModelStateName(ModelState state) {
   switch (state) {
     case ModelState::kUnloaded: return "unloaded";
@@ -46,18 +55,18 @@ ModelRegistry::ModelRegistry(std::vector<ModelSpec> specs, ModelLoader loader, M
 
 ModelRegistry::~ModelRegistry() { Shutdown(/*cancel=*/true); }
 
-void ModelRegistry::SetStateListener(std::function<void(const std::string&, ModelState)> listener) {
+void ModelRegistry::SetObserver(SchedulerObserver* observer) {
   std::lock_guard<std::mutex> lock(mutex_);
-  listener_ = std::move(listener);
+  observer_ = observer;
 }
 
 void ModelRegistry::Notify(const std::string& name, ModelState state) {
-  std::function<void(const std::string&, ModelState)> listener;
+  SchedulerObserver* observer;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    listener = listener_;
+    observer = observer_;
   }
-  if (listener) listener(name, state);
+  if (observer) observer->OnStateChange(name, state);
 }
 
 ModelRegistry::Entry* ModelRegistry::Find(const std::string& name) {
@@ -108,7 +117,7 @@ bool ModelRegistry::EvictableLocked(const Entry& e) const {
 }
 
 void ModelRegistry::UnloadLocked(std::unique_lock<std::mutex>& lock, Entry& entry,
-                                 std::optional<absl::Duration> cancel_after) {
+                                 std::optional<absl::Duration> cancel_after, UnloadReason reason) {
   entry.state = ModelState::kUnloading;
   const std::string name = entry.spec.name;
   lock.unlock();
@@ -130,7 +139,9 @@ void ModelRegistry::UnloadLocked(std::unique_lock<std::mutex>& lock, Entry& entr
   entry.generation += 1;
   entry.state = ModelState::kUnloaded;
   changed_.notify_all();
+  SchedulerObserver* observer = observer_;
   lock.unlock();
+  if (observer) observer->OnUnload(name, reason);
   Notify(name, ModelState::kUnloaded);
   lock.lock();
 }
@@ -161,7 +172,9 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
         entry->state = ModelState::kFailed;
         entry->error = std::string(cost.status().message());
         counters_.load_failures += 1;
+        SchedulerObserver* observer = observer_;
         lock.unlock();
+        if (observer) observer->OnLoad(name, absl::ZeroDuration(), false);
         Notify(name, ModelState::kFailed);
         return absl::UnavailableError(absl::StrCat("model \"", name, "\" failed to load: ", cost.status().message()));
       }
@@ -208,15 +221,18 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
           holders.empty() ? "none" : absl::StrJoin(holders, ", "), ")"));
     }
     counters_.evictions_memory += 1;
-    UnloadLocked(lock, *victim, absl::ZeroDuration());
+    UnloadLocked(lock, *victim, absl::ZeroDuration(), UnloadReason::kMemory);
   }
   entry->charged = true;
   entry->error.clear();
   ModelSpec spec = entry->spec;
   spec.device = device;
+  SchedulerObserver* observer = observer_;
   lock.unlock();
   Notify(name, ModelState::kLoading);
+  const absl::Time load_start = absl::Now();  // wall time, not clock_: a real duration
   absl::StatusOr<LoadedModel> loaded = loader_(spec);
+  if (observer) observer->OnLoad(name, absl::Now() - load_start, loaded.ok());
   lock.lock();
   if (!loaded.ok()) {
     entry->state = ModelState::kFailed;
@@ -228,7 +244,7 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
     return absl::UnavailableError(absl::StrCat("model \"", name, "\" failed to load: ", loaded.status().message()));
   }
   counters_.loads += 1;
-  entry->engine = std::make_shared<ModelEngine>(name, *std::move(loaded), spec.engine, clock_);
+  entry->engine = std::make_shared<ModelEngine>(name, *std::move(loaded), spec.engine, clock_, observer);
   entry->engine->Start();
   entry->state = ModelState::kReady;
   entry->last_used = clock_->Now();
@@ -256,7 +272,8 @@ absl::Status ModelRegistry::Unload(const std::string& name, bool force) {
   changed_.wait(lock, [&] { return entry->state != ModelState::kLoading && entry->state != ModelState::kUnloading; });
   if (entry->state != ModelState::kReady) return absl::OkStatus();
   counters_.unloads += 1;
-  UnloadLocked(lock, *entry, force ? std::optional<absl::Duration>(options_.unload_grace) : std::nullopt);
+  UnloadLocked(lock, *entry, force ? std::optional<absl::Duration>(options_.unload_grace) : std::nullopt,
+               UnloadReason::kRequested);
   return absl::OkStatus();
 }
 
@@ -269,7 +286,7 @@ std::vector<std::string> ModelRegistry::EvictIdle() {
     if (e.spec.idle_timeout <= absl::ZeroDuration() || !EvictableLocked(e) || !e.last_used) continue;
     if (now - *e.last_used < e.spec.idle_timeout) continue;
     counters_.evictions_idle += 1;
-    UnloadLocked(lock, e, absl::ZeroDuration());
+    UnloadLocked(lock, e, absl::ZeroDuration(), UnloadReason::kIdle);
     evicted.push_back(name);
   }
   return evicted;

@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
 #include "scheduler/model_engine.h"
+#include "scheduler/observer.h"
 
 namespace gantry::scheduler {
 
@@ -45,8 +46,6 @@ struct ModelSpec {
   absl::Duration idle_timeout = absl::ZeroDuration();  // 0 = never
 };
 
-enum class ModelState { kUnloaded, kLoading, kReady, kUnloading, kFailed };
-const char* ModelStateName(ModelState state);
 
 struct ModelSnapshot {
   ModelSpec spec;
@@ -139,8 +138,9 @@ class ModelRegistry {
   // Stops every engine; `cancel` ends running requests instead of draining.
   void Shutdown(bool cancel);
 
-  // Called (outside the registry's lock) after each state change.
-  void SetStateListener(std::function<void(const std::string&, ModelState)> listener);
+  // Receives state changes, loads, unloads and (through each engine) steps.
+  // Set before the first load; it must outlive the registry.
+  void SetObserver(SchedulerObserver* observer);
 
  private:
   friend class ModelLease;
@@ -157,6 +157,7 @@ class ModelRegistry {
     std::optional<absl::Time> last_used;
   };
   void Release(const std::string& name, uint64_t generation);
+  // Reports a state change (call without the lock held).
   void Notify(const std::string& name, ModelState state);
   // Bytes charged on `device` by entries other than `except`.
   uint64_t UsedLocked(const std::string& device, const Entry* except) const;
@@ -165,7 +166,8 @@ class ModelRegistry {
   // Unloads a ready entry (lock released meanwhile): waits for its leases
   // (up to `cancel_after` when set), stops its engine (cancelling what still
   // runs when `cancel_after` is set); the entry ends kUnloaded.
-  void UnloadLocked(std::unique_lock<std::mutex>& lock, Entry& entry, std::optional<absl::Duration> cancel_after);
+  void UnloadLocked(std::unique_lock<std::mutex>& lock, Entry& entry, std::optional<absl::Duration> cancel_after,
+                    UnloadReason reason);
   Entry* Find(const std::string& name);
   const Entry* Find(const std::string& name) const;
 
@@ -177,7 +179,7 @@ class ModelRegistry {
   std::condition_variable changed_;
   std::map<std::string, Entry> entries_;
   std::vector<std::string> order_;  // catalogue order
-  std::function<void(const std::string&, ModelState)> listener_;
+  SchedulerObserver* observer_ = nullptr;
   RegistryCounters counters_;
   bool shut_down_ = false;
   std::thread idle_monitor_;

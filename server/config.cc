@@ -101,7 +101,8 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
   if (!root || root.IsNull()) return config;
   if (auto s = check.CheckKeys(root, "the top level",
                                {"listen", "drain_timeout_seconds", "allow_cpu_fallback", "defaults", "models",
-                                "memory_budget_mib", "gpu_memory_reserve_mib", "unload_grace_seconds"});
+                                "memory_budget_mib", "gpu_memory_reserve_mib", "unload_grace_seconds", "metrics_listen",
+                                "gpu_sample_seconds"});
       !s.ok()) {
     return s;
   }
@@ -113,6 +114,16 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
     return check.Error(root["drain_timeout_seconds"], "'drain_timeout_seconds' must be >= 0");
   }
   if (auto s = check.Read(root, "allow_cpu_fallback", &config.allow_cpu_fallback, "true or false"); !s.ok()) return s;
+  if (auto s = check.Read(root, "metrics_listen", &config.metrics_listen, "an address:port"); !s.ok()) return s;
+  if (!config.metrics_listen.empty() && config.metrics_listen.rfind(':') == std::string::npos) {
+    return check.Error(root["metrics_listen"], "'metrics_listen' must be address:port (or \"\" to turn it off)");
+  }
+  if (auto s = check.Read(root, "gpu_sample_seconds", &config.gpu_sample_seconds, "a number of seconds"); !s.ok()) {
+    return s;
+  }
+  if (config.gpu_sample_seconds <= 0) {
+    return check.Error(root["gpu_sample_seconds"], "'gpu_sample_seconds' must be > 0");
+  }
   if (const YAML::Node budgets = root["memory_budget_mib"]; budgets) {
     if (!budgets.IsMap()) return check.Error(budgets, "'memory_budget_mib' must map devices to MiB");
     for (const auto& item : budgets) {

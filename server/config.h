@@ -5,6 +5,8 @@
 //   listen: 127.0.0.1:50051        # address:port for gRPC
 //   drain_timeout_seconds: 30      # SIGTERM: time streams get to finish
 //   allow_cpu_fallback: false      # run cuda models on the CPU when no GPU is usable
+//   metrics_listen: 127.0.0.1:9464 # Prometheus /metrics; "" turns it off
+//   gpu_sample_seconds: 2          # how often GPU sensors are read (NVML)
 //   memory_budget_mib:             # bytes models may take per device; default: each GPU's
 //     cuda:0: 70000                #   memory less gpu_memory_reserve_mib, the CPU unlimited
 //     cpu: 16000
@@ -40,6 +42,8 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:50051";
   double drain_timeout_seconds = 30;
   bool allow_cpu_fallback = false;
+  std::string metrics_listen = "127.0.0.1:9464";
+  double gpu_sample_seconds = 2;
   std::map<std::string, uint64_t> memory_budget_bytes;  // device -> bytes
   uint64_t gpu_memory_reserve_bytes = 2048ull << 20;
   double unload_grace_seconds = 10;

@@ -90,7 +90,8 @@ void FillResponse(const scheduler::StreamEvent& event, const text::Tokenizer* to
 }  // namespace
 
 grpc::Status InferenceService::Stream(grpc::ServerContext* context, const scheduler::ModelLease& engine,
-                                      GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer) {
+                                      GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer,
+                                      Metrics::Request* recorded) {
   // `engine` is the request's lease: the model stays loaded until it returns.
   const bool want_logprobs = request.sampling.logprobs;
   auto stream = engine->Submit(std::move(request));
@@ -113,12 +114,33 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context, const schedu
       (*stream)->Cancel();
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
     }
-    if (event.last()) return grpc::Status::OK;
+    recorded->OnTokens(static_cast<int64_t>(event.tokens.size()));
+    if (event.last()) {
+      recorded->OnUsage(event.usage.prompt_tokens, event.usage.queue_seconds);
+      return grpc::Status::OK;
+    }
   }
 }
 
 grpc::Status InferenceService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                         grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  Metrics::Request recorded(metrics_, request->model());
+  grpc::Status status = GenerateStream(context, request, writer, &recorded);
+  recorded.Finish(status.error_code());
+  return status;
+}
+
+grpc::Status InferenceService::Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
+                                    grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  Metrics::Request recorded(metrics_, request->model());
+  grpc::Status status = ChatStream(context, request, writer, &recorded);
+  recorded.Finish(status.error_code());
+  return status;
+}
+
+grpc::Status InferenceService::GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                                              grpc::ServerWriter<v1::GenerateResponse>* writer,
+                                              Metrics::Request* recorded) {
   if (auto s = CheckModelName(request->model()); !s.ok()) return ToGrpc(s);
   GenerationRequest generation;
   if (auto s = ApplyParameters(request->parameters(), &generation); !s.ok()) return ToGrpc(s);
@@ -139,11 +161,12 @@ grpc::Status InferenceService::Generate(grpc::ServerContext* context, const v1::
     if (!ids.ok()) return ToGrpc(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
     generation.prompt = *std::move(ids);
   }
-  return Stream(context, *engine, std::move(generation), writer);
+  return Stream(context, *engine, std::move(generation), writer, recorded);
 }
 
-grpc::Status InferenceService::Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
-                                    grpc::ServerWriter<v1::GenerateResponse>* writer) {
+grpc::Status InferenceService::ChatStream(grpc::ServerContext* context, const v1::ChatRequest* request,
+                                          grpc::ServerWriter<v1::GenerateResponse>* writer,
+                                          Metrics::Request* recorded) {
   if (auto s = CheckModelName(request->model()); !s.ok()) return ToGrpc(s);
   if (request->messages().empty()) return ToGrpc(absl::InvalidArgumentError("messages must not be empty"));
   GenerationRequest generation;
@@ -174,7 +197,7 @@ grpc::Status InferenceService::Chat(grpc::ServerContext* context, const v1::Chat
   auto ids = tokenizer->Encode(*prompt, /*add_special_tokens=*/false);
   if (!ids.ok()) return ToGrpc(absl::InvalidArgumentError(absl::StrCat("messages: ", ids.status().message())));
   generation.prompt = *std::move(ids);
-  return Stream(context, *engine, std::move(generation), writer);
+  return Stream(context, *engine, std::move(generation), writer, recorded);
 }
 
 grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,

@@ -4,12 +4,14 @@
 
 #include "gantry/v1/gantry.grpc.pb.h"
 #include "scheduler/model_registry.h"
+#include "server/metrics.h"
 
 namespace gantry::server {
 
 class InferenceService final : public gantry::v1::Inference::Service {
  public:
-  explicit InferenceService(scheduler::ModelRegistry* registry) : registry_(registry) {}
+  // `metrics` may be null.
+  InferenceService(scheduler::ModelRegistry* registry, Metrics* metrics) : registry_(registry), metrics_(metrics) {}
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
@@ -23,9 +25,15 @@ class InferenceService final : public gantry::v1::Inference::Service {
  private:
   // Submits and streams until the last message, cancellation or deadline.
   grpc::Status Stream(grpc::ServerContext* context, const scheduler::ModelLease& engine,
-                      scheduler::GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer);
+                      scheduler::GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer,
+                      Metrics::Request* recorded);
+  grpc::Status GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                              grpc::ServerWriter<v1::GenerateResponse>* writer, Metrics::Request* recorded);
+  grpc::Status ChatStream(grpc::ServerContext* context, const v1::ChatRequest* request,
+                          grpc::ServerWriter<v1::GenerateResponse>* writer, Metrics::Request* recorded);
 
   scheduler::ModelRegistry* registry_;
+  Metrics* metrics_;
 };
 
 }  // namespace gantry::server

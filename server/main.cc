@@ -29,13 +29,18 @@
 #include "scheduler/model_registry.h"
 #include "server/config.h"
 #include "server/inference_service.h"
+#include "server/gpu_monitor.h"
+#include "server/metrics.h"
 #include "server/models_service.h"
+#include "prometheus/exposer.h"
 
 ABSL_FLAG(std::string, config, "", "YAML configuration file (see server/config.h)");
 ABSL_FLAG(std::string, listen, "", "address:port to serve on; overrides the config (default 127.0.0.1:50051)");
 ABSL_FLAG(std::string, model, "", "serve one more model: NAME=PATH[,device=D][,dtype=T]");
 ABSL_FLAG(double, drain_timeout_seconds, -1, "time streams get to finish after SIGTERM; overrides the config");
 ABSL_FLAG(bool, allow_cpu_fallback, false, "run models configured for CUDA on the CPU when no GPU is usable");
+ABSL_FLAG(std::string, metrics_listen, "-",
+          "address:port for Prometheus /metrics; overrides the config (\"\" turns it off)");
 
 namespace {
 
@@ -100,6 +105,34 @@ int WaitForSignal() {
   return byte;
 }
 
+// Logs state changes, keeps per-model health in step, and passes every
+// event on to the metrics.
+class ServerObserver : public gantry::scheduler::SchedulerObserver {
+ public:
+  ServerObserver(grpc::HealthCheckServiceInterface* health, gantry::server::Metrics* metrics)
+      : health_(health), metrics_(metrics) {}
+  void OnStateChange(const std::string& model, ModelState state) override {
+    spdlog::info("model {}: {}", model, gantry::scheduler::ModelStateName(state));
+    health_->SetServingStatus(model, state != ModelState::kFailed && state != ModelState::kUnloading);
+    metrics_->OnStateChange(model, state);
+  }
+  void OnLoad(const std::string& model, absl::Duration took, bool ok) override {
+    if (ok) spdlog::info("model {}: loaded in {:.2f} s", model, absl::ToDoubleSeconds(took));
+    metrics_->OnLoad(model, took, ok);
+  }
+  void OnUnload(const std::string& model, gantry::scheduler::UnloadReason reason) override {
+    spdlog::info("model {}: unloaded ({})", model, gantry::scheduler::UnloadReasonName(reason));
+    metrics_->OnUnload(model, reason);
+  }
+  void OnStep(const std::string& model, const gantry::scheduler::StepReport& report) override {
+    metrics_->OnStep(model, report);
+  }
+
+ private:
+  grpc::HealthCheckServiceInterface* health_;
+  gantry::server::Metrics* metrics_;
+};
+
 int Fail(const absl::Status& status) {
   spdlog::critical("{}", std::string(status.message()));
   return 1;
@@ -122,6 +155,7 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_listen).empty()) config.listen = absl::GetFlag(FLAGS_listen);
   if (absl::GetFlag(FLAGS_drain_timeout_seconds) >= 0) config.drain_timeout_seconds = absl::GetFlag(FLAGS_drain_timeout_seconds);
   config.allow_cpu_fallback |= absl::GetFlag(FLAGS_allow_cpu_fallback);
+  if (absl::GetFlag(FLAGS_metrics_listen) != "-") config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!absl::GetFlag(FLAGS_model).empty()) {
     auto spec = gantry::server::ParseModelFlag(absl::GetFlag(FLAGS_model));
     if (!spec.ok()) return Fail(spec.status());
@@ -150,7 +184,31 @@ int main(int argc, char** argv) {
                                             gantry::scheduler::EstimateModelBytes, options,
                                             gantry::scheduler::RealClock::Get());
   registry.StartIdleMonitor(absl::Seconds(1));
-  gantry::server::InferenceService inference(&registry);
+
+  // Metrics: GPU sensors (when NVML is there), scheduler events, requests.
+  std::unique_ptr<gantry::server::GpuMonitor> gpus;
+  if (auto opened = gantry::server::GpuMonitor::Open(); opened.ok()) {
+    gpus = *std::move(opened);
+    gpus->Start(absl::Seconds(config.gpu_sample_seconds));
+  } else {
+    spdlog::info("GPU metrics off: {}", std::string(opened.status().message()));
+  }
+  gantry::server::Metrics metrics(&registry, gpus.get());
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!config.metrics_listen.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen);
+    } catch (const std::exception& e) {
+      return Fail(absl::UnavailableError(absl::StrCat("cannot serve metrics on ", config.metrics_listen, ": ", e.what())));
+    }
+    for (const auto& collectable : metrics.Collectables()) exposer->RegisterCollectable(collectable);
+    const std::vector<int> ports = exposer->GetListeningPorts();
+    const std::string host = config.metrics_listen.substr(0, config.metrics_listen.rfind(':'));
+    // Before the "listening on" line: launchers read both from stdout.
+    std::printf("gantry-server metrics on http://%s:%d/metrics\n", host.c_str(), ports.empty() ? 0 : ports[0]);
+    std::fflush(stdout);
+  }
+  gantry::server::InferenceService inference(&registry, &metrics);
   gantry::server::ModelsService models(&registry);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -168,10 +226,8 @@ int main(int argc, char** argv) {
   // failed or unloading; an unloaded model is served by loading it).
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   for (const auto& name : registry.Names()) health->SetServingStatus(name, true);
-  registry.SetStateListener([health](const std::string& name, ModelState state) {
-    spdlog::info("model {}: {}", name, gantry::scheduler::ModelStateName(state));
-    health->SetServingStatus(name, state != ModelState::kFailed && state != ModelState::kUnloading);
-  });
+  ServerObserver observer(health, &metrics);
+  registry.SetObserver(&observer);
   for (const auto& spec : config.models) {
     if (!spec.resident) continue;
     if (auto s = registry.Load(spec.name); !s.ok()) spdlog::error("{}", std::string(s.message()));

@@ -11,7 +11,8 @@ PACKAGES=(
   libtorch-dev
   libabsl-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libyaml-cpp-dev libspdlog-dev
+  libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev libcpp-httplib-dev
+  prometheus  # promtool and a real Prometheus for the metrics tests
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 missing=()

@@ -243,10 +243,14 @@ TEST_F(ModelRegistryTest, UnloadWaitsForRunningRequestsAndARequestMeanwhileReloa
   stepping_ = &stepping;
   gated_model_ = "a";
   Make({Spec("a", 1)});
-  absl::Notification unloading;
-  registry_->SetStateListener([&](const std::string& name, ModelState state) {
-    if (name == "a" && state == ModelState::kUnloading && !unloading.HasBeenNotified()) unloading.Notify();
-  });
+  struct UnloadingObserver : SchedulerObserver {
+    absl::Notification unloading;
+    void OnStateChange(const std::string& name, ModelState state) override {
+      if (name == "a" && state == ModelState::kUnloading && !unloading.HasBeenNotified()) unloading.Notify();
+    }
+  } observer;
+  absl::Notification& unloading = observer.unloading;
+  registry_->SetObserver(&observer);
   std::shared_ptr<RequestStream> stream;
   std::thread request([&] {
     auto lease = registry_->Acquire("a");
@@ -357,6 +361,81 @@ TEST_F(ModelRegistryTest, ConcurrentRequestsForModelsThatDoNotAllFit) {
   for (auto& c : clients) c.join();
   EXPECT_EQ(served + refused, 120);
   EXPECT_GT(served.load(), 0);
+}
+
+// Records what the registry and its engines report.
+class RecordingObserver : public SchedulerObserver {
+ public:
+  void OnStateChange(const std::string& model, ModelState state) override {
+    Add(model + " " + ModelStateName(state));
+  }
+  void OnLoad(const std::string& model, absl::Duration took, bool ok) override {
+    Add(model + (ok ? " load ok" : " load failed"));
+  }
+  void OnUnload(const std::string& model, UnloadReason reason) override {
+    Add(model + " unload " + UnloadReasonName(reason));
+  }
+  void OnStep(const std::string& model, const StepReport& report) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    steps_ += 1;
+    prompt_tokens_ += report.prompt_tokens;
+    decode_tokens_ += report.decode_tokens;
+  }
+  std::vector<std::string> events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return events_;
+  }
+  int64_t prompt_tokens() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return prompt_tokens_;
+  }
+  int64_t decode_tokens() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return decode_tokens_;
+  }
+
+ private:
+  void Add(std::string event) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    events_.push_back(std::move(event));
+  }
+  std::mutex mutex_;
+  std::vector<std::string> events_;
+  int64_t steps_ = 0, prompt_tokens_ = 0, decode_tokens_ = 0;
+};
+
+TEST_F(ModelRegistryTest, ObserverHearsLoadsUnloadsWithReasonsAndSteps) {
+  Make({Spec("a", 100, false, absl::Seconds(5)), Spec("b", 100), Spec("c", 100)}, {{"cpu", 200}});
+  RecordingObserver observer;
+  registry_->SetObserver(&observer);
+  fail_next_ = true;
+  EXPECT_FALSE(registry_->Load("a").ok());
+  {
+    auto a = registry_->Acquire("a");
+    ASSERT_TRUE(a.ok());
+    GenerationRequest r;
+    r.prompt = {1, 2, 3};
+    r.max_tokens = 4;
+    r.ignore_eos = true;
+    auto stream = *(*a)->Submit(r);
+    StreamEvent event;
+    while (stream->Pop(&event, absl::Seconds(30)) && !event.last()) {
+    }
+  }
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("b").ok());
+  ASSERT_TRUE(registry_->Load("c").ok());  // evicts a: memory
+  ASSERT_TRUE(registry_->Unload("b", false).ok());
+  ASSERT_TRUE(registry_->Load("a").ok());
+  clock_.Advance(absl::Seconds(5));
+  registry_->EvictIdle();  // a: idle
+  EXPECT_THAT(observer.events(),
+              ElementsAre("a loading", "a load failed", "a failed", "a loading", "a load ok", "a ready", "b loading",
+                          "b load ok", "b ready", "a unloading", "a unload memory", "a unloaded", "c loading",
+                          "c load ok", "c ready", "b unloading", "b unload requested", "b unloaded", "a loading",
+                          "a load ok", "a ready", "a unloading", "a unload idle", "a unloaded"));
+  EXPECT_EQ(observer.prompt_tokens(), 3);
+  EXPECT_EQ(observer.decode_tokens(), 3) << "4 tokens: the first comes from the prompt step";
 }
 
 TEST(MemoryBudgetTest, EstimatesWeightsInTheRunDtypePlusTheKvPool) {

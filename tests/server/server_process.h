@@ -34,7 +34,7 @@ class ServerProcess {
       if (log) dup2(fileno(log), STDERR_FILENO);
       close(out[0]);
       execl(GANTRY_SERVER_BINARY, GANTRY_SERVER_BINARY, "--config", config_path_.c_str(), "--listen",
-            "127.0.0.1:0", static_cast<char*>(nullptr));
+            "127.0.0.1:0", "--metrics_listen", "127.0.0.1:0", static_cast<char*>(nullptr));
       _exit(127);
     }
     close(out[1]);
@@ -42,6 +42,11 @@ class ServerProcess {
     char line[512];
     while (stdout_ && std::fgets(line, sizeof(line), stdout_)) {
       std::string text(line);
+      while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+      if (size_t m = text.find("metrics on "); m != std::string::npos) {
+        metrics_url_ = text.substr(m + 11);
+        continue;
+      }
       size_t at = text.find("listening on ");
       if (at != std::string::npos) {
         address_ = text.substr(at + 13);
@@ -60,6 +65,8 @@ class ServerProcess {
   }
 
   const std::string& address() const { return address_; }
+  // http://127.0.0.1:PORT/metrics
+  const std::string& metrics_url() const { return metrics_url_; }
   pid_t pid() const { return pid_; }
   std::string Log() const {
     std::ifstream in(log_path_);
@@ -87,7 +94,7 @@ class ServerProcess {
   }
 
  private:
-  std::string config_path_, log_path_, address_;
+  std::string config_path_, log_path_, address_, metrics_url_;
   pid_t pid_ = -1;
   bool exited_ = false;
   FILE* stdout_ = nullptr;

@@ -1,0 +1,42 @@
+// What the scheduler reports as it works, for metrics. The server implements
+// it with Prometheus types; the scheduler sees only this interface. Calls come
+// from engine threads and request threads, outside the scheduler's locks, so
+// implementations must be thread-safe and quick.
+#ifndef GANTRY_SCHEDULER_OBSERVER_H_
+#define GANTRY_SCHEDULER_OBSERVER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+
+namespace gantry::scheduler {
+
+enum class ModelState { kUnloaded, kLoading, kReady, kUnloading, kFailed };
+const char* ModelStateName(ModelState state);
+
+enum class UnloadReason { kRequested, kIdle, kMemory };
+const char* UnloadReasonName(UnloadReason reason);
+
+// One engine step.
+struct StepReport {
+  int64_t sequences = 0;       // sequences in the batch
+  int64_t prompt_tokens = 0;   // prompt (or recomputed) tokens processed
+  int64_t decode_tokens = 0;   // single-token decodes
+  int64_t preempted = 0;       // sequences preempted before the step
+  absl::Duration duration;     // the runtime's Step call
+};
+
+class SchedulerObserver {
+ public:
+  virtual ~SchedulerObserver() = default;
+  virtual void OnStateChange(const std::string& model, ModelState state) {}
+  // After a load attempt: how long it took and whether it succeeded.
+  virtual void OnLoad(const std::string& model, absl::Duration took, bool ok) {}
+  virtual void OnUnload(const std::string& model, UnloadReason reason) {}
+  virtual void OnStep(const std::string& model, const StepReport& report) {}
+};
+
+}  // namespace gantry::scheduler
+
+#endif  // GANTRY_SCHEDULER_OBSERVER_H_
