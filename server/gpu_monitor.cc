@@ -6,6 +6,8 @@
 
 #include <dlfcn.h>
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 
 namespace gantry::server {
@@ -141,6 +143,10 @@ void GpuMonitor::Start(absl::Duration period) {
     while (!stopping_) {
       lock.unlock();
       auto samples = nvml_->Sample();
+      if (!samples.ok() && samples.status().message() != last_error_) {
+        last_error_ = std::string(samples.status().message());
+        std::fprintf(stderr, "GPU metrics: sampling failed: %s\n", last_error_.c_str());
+      }
       lock.lock();
       // A failed sample keeps the series absent rather than stale.
       latest_ = samples.ok() ? *std::move(samples) : std::vector<GpuSample>();

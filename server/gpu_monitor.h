@@ -52,6 +52,7 @@ class GpuMonitor {
   std::condition_variable stop_;
   bool stopping_ = false;
   std::vector<GpuSample> latest_;
+  std::string last_error_;  // logged once per distinct error (the sampling thread's)
   std::thread thread_;
 };
 

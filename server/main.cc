@@ -31,8 +31,8 @@
 #include "server/inference_service.h"
 #include "server/gpu_monitor.h"
 #include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "server/models_service.h"
-#include "prometheus/exposer.h"
 
 ABSL_FLAG(std::string, config, "", "YAML configuration file (see server/config.h)");
 ABSL_FLAG(std::string, listen, "", "address:port to serve on; overrides the config (default 127.0.0.1:50051)");
@@ -194,18 +194,14 @@ int main(int argc, char** argv) {
     spdlog::info("GPU metrics off: {}", std::string(opened.status().message()));
   }
   gantry::server::Metrics metrics(&registry, gpus.get());
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<gantry::server::MetricsHttpServer> metrics_http;
   if (!config.metrics_listen.empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(config.metrics_listen);
-    } catch (const std::exception& e) {
-      return Fail(absl::UnavailableError(absl::StrCat("cannot serve metrics on ", config.metrics_listen, ": ", e.what())));
-    }
-    for (const auto& collectable : metrics.Collectables()) exposer->RegisterCollectable(collectable);
-    const std::vector<int> ports = exposer->GetListeningPorts();
+    auto started = gantry::server::MetricsHttpServer::Start(config.metrics_listen, metrics.Collectables());
+    if (!started.ok()) return Fail(started.status());
+    metrics_http = *std::move(started);
     const std::string host = config.metrics_listen.substr(0, config.metrics_listen.rfind(':'));
     // Before the "listening on" line: launchers read both from stdout.
-    std::printf("gantry-server metrics on http://%s:%d/metrics\n", host.c_str(), ports.empty() ? 0 : ports[0]);
+    std::printf("gantry-server metrics on http://%s:%d/metrics\n", host.c_str(), metrics_http->port());
     std::fflush(stdout);
   }
   gantry::server::InferenceService inference(&registry, &metrics);

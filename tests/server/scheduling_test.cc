@@ -93,6 +93,7 @@ class SchedulingTest : public ::testing::Test {
 
 TEST_F(SchedulingTest, TheThirdModelEvictsTheLeastRecentlyUsedAndStreamsCarryOn) {
   Start("budget_test", "");
+  if (HasFatalFailure()) return;
   EXPECT_EQ(States(), "a:unloaded b:unloaded c:unloaded");
   const Result reference = Generate(Request("a", 1000));
   ASSERT_TRUE(reference.status.ok()) << reference.status.error_message();
@@ -147,6 +148,7 @@ TEST_F(SchedulingTest, TheThirdModelEvictsTheLeastRecentlyUsedAndStreamsCarryOn)
 
 TEST_F(SchedulingTest, IdleModelsAreUnloadedAfterTheirTimeout) {
   Start("idle_test", "    idle_timeout_seconds: 1\n");
+  if (HasFatalFailure()) return;
   ASSERT_TRUE(Generate(Request("a", 1)).status.ok());
   EXPECT_EQ(States(), "a:ready b:unloaded c:unloaded");
   EXPECT_EQ(List().models(0).idle_timeout_seconds(), 1.0);
