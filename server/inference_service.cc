@@ -69,6 +69,7 @@ void FillResponse(const scheduler::StreamEvent& event, const text::Tokenizer* to
     v1::TokenLogprobs* lp = out->add_logprobs();
     lp->set_token(static_cast<uint32_t>(token.id));
     lp->set_logprob(token.logprob);
+    if (tokenizer) lp->set_text(tokenizer->Decode(std::vector<int32_t>{token.id}));
     for (const auto& alt : token.top_logprobs) {
       v1::TokenLogprob* a = lp->add_top_logprobs();
       a->set_token(static_cast<uint32_t>(alt.token));

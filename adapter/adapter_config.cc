@@ -1,0 +1,65 @@
+#include "adapter/adapter_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace gantry::adapter {
+
+absl::StatusOr<AdapterConfig> ParseAdapterConfig(const std::string& yaml_text, const std::string& path) {
+  AdapterConfig config;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", e.mark.line + 1, ": YAML syntax error: ", e.msg));
+  }
+  if (!root || root.IsNull()) return config;
+  auto at = [&](const YAML::Node& node, const std::string& message) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", node.Mark().line + 1, ": ", message));
+  };
+  if (!root.IsMap()) return at(root, "the adapter configuration must be a mapping");
+  for (const auto& item : root) {
+    const std::string key = item.first.as<std::string>();
+    const YAML::Node& value = item.second;
+    try {
+      if (key == "listen") {
+        config.listen = value.as<std::string>();
+      } else if (key == "upstream") {
+        config.upstream = value.as<std::string>();
+      } else if (key == "api_keys") {
+        if (!value.IsSequence()) return at(value, "'api_keys' must be a list of strings");
+        config.api_keys = value.as<std::vector<std::string>>();
+      } else if (key == "request_timeout_seconds") {
+        config.request_timeout_seconds = value.as<double>();
+        if (config.request_timeout_seconds <= 0) return at(value, "'request_timeout_seconds' must be > 0");
+      } else if (key == "max_connections") {
+        config.max_connections = value.as<int>();
+        if (config.max_connections < 1) return at(value, "'max_connections' must be >= 1");
+      } else {
+        return at(item.first, absl::StrCat("unknown key '", key,
+                                           "'; known: listen, upstream, api_keys, request_timeout_seconds, "
+                                           "max_connections"));
+      }
+    } catch (const YAML::Exception&) {
+      return at(value, absl::StrCat("'", key, "' has the wrong type: '", value.Scalar(), "'"));
+    }
+  }
+  for (const auto& key : config.api_keys) {
+    if (key.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": api_keys must not contain empty keys"));
+  }
+  return config;
+}
+
+absl::StatusOr<AdapterConfig> LoadAdapterConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseAdapterConfig(text.str(), path);
+}
+
+}  // namespace gantry::adapter

@@ -1,0 +1,32 @@
+// gantry-adapter settings, from a YAML file and/or flags (flags win):
+//
+//   listen: 127.0.0.1:8080          # HTTP address:port (port 0: any free one)
+//   upstream: 127.0.0.1:50051       # gantry-server's gRPC address
+//   api_keys: [key-1, key-2]        # Bearer keys; empty: no authentication
+//   request_timeout_seconds: 600    # gRPC deadline of one completion
+//   max_connections: 256            # concurrent HTTP connections served
+#ifndef GANTRY_ADAPTER_ADAPTER_CONFIG_H_
+#define GANTRY_ADAPTER_ADAPTER_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace gantry::adapter {
+
+struct AdapterConfig {
+  std::string listen = "127.0.0.1:8080";
+  std::string upstream = "127.0.0.1:50051";
+  std::vector<std::string> api_keys;
+  double request_timeout_seconds = 600;
+  int max_connections = 256;
+};
+
+// Errors name the file, line and key.
+absl::StatusOr<AdapterConfig> ParseAdapterConfig(const std::string& yaml_text, const std::string& path);
+absl::StatusOr<AdapterConfig> LoadAdapterConfig(const std::string& path);
+
+}  // namespace gantry::adapter
+
+#endif  // GANTRY_ADAPTER_ADAPTER_CONFIG_H_

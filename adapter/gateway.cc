@@ -1,0 +1,254 @@
+#include "adapter/gateway.h"
+
+#include <httplib.h>
+
+#include <ctime>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "prometheus/text_serializer.h"
+
+namespace gantry::adapter {
+
+namespace {
+
+using nlohmann::json;
+
+// Token texts are normally whole UTF-8, but a lone token can be part of a
+// character: never let that fail a reply.
+constexpr auto kReplaceBadUtf8 = nlohmann::json::error_handler_t::replace;
+
+void SendError(httplib::Response& response, const ApiError& error) {
+  response.status = error.http_status;
+  response.set_content(error.ToJson().dump(-1, ' ', false, kReplaceBadUtf8), "application/json");
+}
+
+std::string Sse(const json& payload) { return absl::StrCat("data: ", payload.dump(-1, ' ', false, kReplaceBadUtf8), "\n\n"); }
+
+// One gRPC generation call; a call dropped before its end is cancelled and
+// drained, so the server sees the cancellation and the stub is not leaked.
+struct Call {
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
+  bool finished = false;
+
+  grpc::Status Finish() {
+    finished = true;
+    return reader->Finish();
+  }
+  ~Call() {
+    if (reader && !finished) {
+      context.TryCancel();
+      v1::GenerateResponse ignored;
+      while (reader->Read(&ignored)) {
+      }
+      (void)reader->Finish();
+    }
+  }
+};
+
+const char* RouteLabel(const std::string& path) {
+  for (const char* route : {"/v1/models", "/v1/chat/completions", "/v1/completions", "/health", "/metrics"}) {
+    if (path == route) return route;
+  }
+  return "other";
+}
+
+}  // namespace
+
+Gateway::Gateway(AdapterConfig config, std::shared_ptr<grpc::Channel> upstream)
+    : config_(std::move(config)),
+      channel_(std::move(upstream)),
+      inference_(v1::Inference::NewStub(channel_)),
+      models_(v1::Models::NewStub(channel_)),
+      registry_(std::make_shared<prometheus::Registry>()) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("gantry_adapter_requests_total")
+                   .Help("HTTP requests by route and status code")
+                   .Register(*registry_);
+  durations_ = &prometheus::BuildHistogram()
+                    .Name("gantry_adapter_request_duration_seconds")
+                    .Help("HTTP request time by route, to the last byte of the reply")
+                    .Register(*registry_);
+}
+
+std::chrono::system_clock::time_point Gateway::Deadline() const {
+  return std::chrono::system_clock::now() +
+         std::chrono::milliseconds(static_cast<int64_t>(config_.request_timeout_seconds * 1000));
+}
+
+bool Gateway::Authorized(const httplib::Request& request) const {
+  if (config_.api_keys.empty()) return true;
+  const std::string header = request.get_header_value("Authorization");
+  if (!absl::StartsWith(header, "Bearer ")) return false;
+  const std::string key = header.substr(7);
+  for (const auto& allowed : config_.api_keys) {
+    if (key == allowed) return true;
+  }
+  return false;
+}
+
+void Gateway::Register(httplib::Server* server) {
+  server->set_pre_routing_handler([this](const httplib::Request& request, httplib::Response& response) {
+    if (absl::StartsWith(request.path, "/v1/") && !Authorized(request)) {
+      ApiError e;
+      e.http_status = 401;
+      e.message = "invalid or missing API key: send 'Authorization: Bearer <key>'";
+      e.code = "invalid_api_key";
+      SendError(response, e);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  server->set_logger([this](const httplib::Request& request, const httplib::Response& response) {
+    requests_->Add({{"route", RouteLabel(request.path)}, {"status", std::to_string(response.status)}}).Increment();
+  });
+  // Times the handler (for streams, until the reply is handed to the writer).
+  auto timed = [this](const char* route, auto handler) {
+    return [this, route, handler](const httplib::Request& request, httplib::Response& response) {
+      const auto start = std::chrono::steady_clock::now();
+      handler(request, response);
+      durations_
+          ->Add({{"route", route}},
+                prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                                                         60, 120, 300, 600})
+          .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    };
+  };
+  server->Get("/v1/models", timed("/v1/models", [this](const httplib::Request&, httplib::Response& r) { Models(r); }));
+  server->Post("/v1/chat/completions",
+               timed("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& r) {
+                 Complete(q, r, Endpoint::kChat);
+               }));
+  server->Post("/v1/completions", timed("/v1/completions", [this](const httplib::Request& q, httplib::Response& r) {
+                 Complete(q, r, Endpoint::kCompletions);
+               }));
+  server->Get("/health", [this](const httplib::Request&, httplib::Response& r) { Health(r); });
+  server->Get("/metrics", [this](const httplib::Request&, httplib::Response& r) { Metrics(r); });
+  server->set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+    if (!response.body.empty()) return;  // a handler's own error
+    ApiError e;
+    e.http_status = response.status;
+    e.message = response.status == 404 ? absl::StrCat("no route ", request.method, " ", request.path)
+                                       : absl::StrCat("HTTP ", response.status);
+    SendError(response, e);
+  });
+}
+
+void Gateway::Models(httplib::Response& response) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::ListModelsResponse list;
+  grpc::Status status = models_->List(&context, {}, &list);
+  if (!status.ok()) return SendError(response, FromGrpc(status));
+  json data = json::array();
+  for (const auto& m : list.models()) {
+    json model = {{"id", m.name()}, {"object", "model"}, {"created", 0}, {"owned_by", "gantry"}};
+    if (m.max_context() > 0) model["max_context"] = m.max_context();  // known once loaded
+    data.push_back(model);
+  }
+  response.set_content(json{{"object", "list"}, {"data", data}}.dump(-1, ' ', false, kReplaceBadUtf8), "application/json");
+}
+
+void Gateway::Complete(const httplib::Request& http_request, httplib::Response& response, Endpoint endpoint) {
+  const json body = json::parse(http_request.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) {
+    ApiError e;
+    e.message = "the request body is not valid JSON";
+    return SendError(response, e);
+  }
+  ReplyOptions options;
+  auto call = std::make_shared<Call>();
+  call->context.set_deadline(Deadline());
+  if (endpoint == Endpoint::kChat) {
+    v1::ChatRequest request;
+    if (auto e = ParseChatRequest(body, &request, &options)) return SendError(response, *e);
+    call->reader = inference_->Chat(&call->context, request);
+  } else {
+    v1::GenerateRequest request;
+    if (auto e = ParseCompletionRequest(body, &request, &options)) return SendError(response, *e);
+    call->reader = inference_->Generate(&call->context, request);
+  }
+  // The first response decides the HTTP status: errors (unknown model, bad
+  // parameters, a full queue) come before any token.
+  v1::GenerateResponse first;
+  if (!call->reader->Read(&first)) return SendError(response, FromGrpc(call->Finish()));
+  const std::string id = NewCompletionId(endpoint);
+  const int64_t created = static_cast<int64_t>(std::time(nullptr));
+
+  if (!options.stream) {
+    ReplyBuilder reply(options);
+    reply.Add(first);
+    v1::GenerateResponse next;
+    while (call->reader->Read(&next)) reply.Add(next);
+    grpc::Status status = call->Finish();
+    if (!status.ok()) return SendError(response, FromGrpc(status));
+    response.set_content(reply.Finish(id, created).dump(-1, ' ', false, kReplaceBadUtf8), "application/json");
+    return;
+  }
+
+  auto chunks = std::make_shared<ChunkBuilder>(options, id, created);
+  auto pending = std::make_shared<std::optional<v1::GenerateResponse>>(std::move(first));
+  response.set_header("Cache-Control", "no-cache");
+  response.set_header("X-Accel-Buffering", "no");  // no proxy buffering of the stream
+  response.set_chunked_content_provider(
+      "text/event-stream",
+      [call, chunks, pending](size_t, httplib::DataSink& sink) {
+        v1::GenerateResponse next;
+        if (pending->has_value()) {
+          next = std::move(**pending);
+          pending->reset();
+        } else if (!call->reader->Read(&next)) {
+          grpc::Status status = call->Finish();
+          std::string tail;
+          if (!status.ok()) {
+            tail = Sse(FromGrpc(status).ToJson());  // the SDKs raise an APIError on it
+          } else if (auto usage = chunks->UsageChunk()) {
+            tail = Sse(*usage);
+          }
+          tail += "data: [DONE]\n\n";
+          if (sink.write(tail.data(), tail.size())) sink.done();
+          return true;
+        }
+        for (const json& chunk : chunks->Add(next)) {
+          const std::string event = Sse(chunk);
+          if (!sink.write(event.data(), event.size())) {
+            call->context.TryCancel();  // the client went away: stop generating
+            return false;
+          }
+        }
+        return true;
+      },
+      [call](bool success) {
+        if (!success) call->context.TryCancel();
+      });
+}
+
+void Gateway::Health(httplib::Response& response) {
+  auto stub = grpc::health::v1::Health::NewStub(channel_);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse reply;
+  grpc::Status status = stub->Check(&context, request, &reply);
+  const bool serving = status.ok() && reply.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  json body = {{"status", serving ? "ok" : "unavailable"}, {"upstream", config_.upstream}};
+  if (status.ok()) {
+    body["upstream_status"] = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(reply.status());
+  } else {
+    body["upstream_status"] = "UNREACHABLE";
+    body["error"] = status.error_message();
+  }
+  response.status = serving ? 200 : 503;
+  response.set_content(body.dump(-1, ' ', false, kReplaceBadUtf8), "application/json");
+}
+
+void Gateway::Metrics(httplib::Response& response) {
+  std::ostringstream text;
+  prometheus::TextSerializer().Serialize(text, registry_->Collect());
+  response.set_content(text.str(), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+}  // namespace gantry::adapter

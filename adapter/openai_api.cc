@@ -1,0 +1,410 @@
+#include "adapter/openai_api.h"
+
+#include "absl/random/random.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace gantry::adapter {
+
+namespace {
+
+using nlohmann::json;
+
+ApiError Invalid(std::string param, std::string message) {
+  ApiError e;
+  e.http_status = 400;
+  e.param = std::move(param);
+  e.message = std::move(message);
+  return e;
+}
+
+// Typed readers: absent or null leaves `out` alone; a wrong type is an error
+// naming the field.
+std::optional<ApiError> ReadNumber(const json& body, const char* key, std::optional<double>* out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number()) return Invalid(key, absl::StrCat("'", key, "' must be a number"));
+  *out = it->get<double>();
+  return std::nullopt;
+}
+
+std::optional<ApiError> ReadInteger(const json& body, const char* key, std::optional<int64_t>* out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer()) return Invalid(key, absl::StrCat("'", key, "' must be an integer"));
+  *out = it->get<int64_t>();
+  return std::nullopt;
+}
+
+std::optional<ApiError> ReadBool(const json& body, const char* key, bool* out) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_boolean()) return Invalid(key, absl::StrCat("'", key, "' must be true or false"));
+  *out = it->get<bool>();
+  return std::nullopt;
+}
+
+// What /v1/chat/completions and /v1/completions share.
+std::optional<ApiError> ParseCommon(const json& body, v1::SamplingParameters* p, ReplyOptions* options) {
+  if (!body.is_object()) return Invalid("", "the request body must be a JSON object");
+  auto model = body.find("model");
+  if (model == body.end() || !model->is_string() || model->get<std::string>().empty()) {
+    return Invalid("model", "'model' is required: a model name from GET /v1/models");
+  }
+  options->model = model->get<std::string>();
+  if (auto e = ReadBool(body, "stream", &options->stream)) return e;
+  if (auto so = body.find("stream_options"); so != body.end() && !so->is_null()) {
+    if (!so->is_object()) return Invalid("stream_options", "'stream_options' must be an object");
+    if (auto e = ReadBool(*so, "include_usage", &options->include_usage)) return e;
+  }
+  std::optional<int64_t> n, max_tokens, max_completion_tokens, seed, top_k;
+  if (auto e = ReadInteger(body, "n", &n)) return e;
+  if (n && *n != 1) return Invalid("n", "only n = 1 is supported");
+  if (auto e = ReadInteger(body, "max_tokens", &max_tokens)) return e;
+  if (auto e = ReadInteger(body, "max_completion_tokens", &max_completion_tokens)) return e;
+  if (max_completion_tokens) max_tokens = max_completion_tokens;
+  if (max_tokens) {
+    if (*max_tokens < 1) return Invalid("max_tokens", "'max_tokens' must be at least 1");
+    p->set_max_tokens(static_cast<uint32_t>(std::min<int64_t>(*max_tokens, UINT32_MAX)));
+  }
+  if (auto e = ReadInteger(body, "seed", &seed)) return e;
+  if (seed) p->set_seed(static_cast<uint64_t>(*seed));
+  std::optional<double> value;
+  struct Float {
+    const char* key;
+    void (v1::SamplingParameters::*set)(float);
+  };
+  for (const Float& f : {Float{"temperature", &v1::SamplingParameters::set_temperature},
+                         Float{"top_p", &v1::SamplingParameters::set_top_p},
+                         Float{"presence_penalty", &v1::SamplingParameters::set_presence_penalty},
+                         Float{"frequency_penalty", &v1::SamplingParameters::set_frequency_penalty},
+                         // Not OpenAI's, but vLLM's clients send them.
+                         Float{"min_p", &v1::SamplingParameters::set_min_p},
+                         Float{"repetition_penalty", &v1::SamplingParameters::set_repetition_penalty}}) {
+    value.reset();
+    if (auto e = ReadNumber(body, f.key, &value)) return e;
+    if (value) (p->*f.set)(static_cast<float>(*value));
+  }
+  if (auto e = ReadInteger(body, "top_k", &top_k)) return e;
+  if (top_k && *top_k > 0) p->set_top_k(static_cast<uint32_t>(*top_k));
+  if (auto stop = body.find("stop"); stop != body.end() && !stop->is_null()) {
+    if (stop->is_string()) {
+      p->add_stop(stop->get<std::string>());
+    } else if (stop->is_array()) {
+      for (const auto& s : *stop) {
+        if (!s.is_string()) return Invalid("stop", "'stop' must be a string or a list of strings");
+        p->add_stop(s.get<std::string>());
+      }
+    } else {
+      return Invalid("stop", "'stop' must be a string or a list of strings");
+    }
+  }
+  if (auto user = body.find("user"); user != body.end() && !user->is_null() && !user->is_string()) {
+    return Invalid("user", "'user' must be a string");
+  }
+  return std::nullopt;
+}
+
+std::string FinishReasonName(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_STOP: return "stop";
+    case v1::FINISH_REASON_LENGTH: return "length";
+    default: return "stop";
+  }
+}
+
+json UsageJson(const v1::Usage& usage) {
+  return {{"prompt_tokens", usage.prompt_tokens()},
+          {"completion_tokens", usage.completion_tokens()},
+          {"total_tokens", usage.prompt_tokens() + usage.completion_tokens()}};
+}
+
+json Bytes(const std::string& text) {
+  json bytes = json::array();
+  for (unsigned char c : text) bytes.push_back(static_cast<int>(c));
+  return bytes;
+}
+
+// Chat logprobs entries for the tokens of one response.
+void AppendChatLogprobs(const v1::GenerateResponse& response, json* content) {
+  for (const auto& lp : response.logprobs()) {
+    json top = json::array();
+    for (const auto& alt : lp.top_logprobs()) {
+      top.push_back({{"token", alt.text()}, {"logprob", alt.logprob()}, {"bytes", Bytes(alt.text())}});
+    }
+    content->push_back(
+        {{"token", lp.text()}, {"logprob", lp.logprob()}, {"bytes", Bytes(lp.text())}, {"top_logprobs", top}});
+  }
+}
+
+// Completions (legacy) logprobs: parallel lists.
+void AppendCompletionLogprobs(const v1::GenerateResponse& response, int64_t* text_offset, json* logprobs) {
+  if (logprobs->is_null()) {
+    *logprobs = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+                 {"text_offset", json::array()}};
+  }
+  for (const auto& lp : response.logprobs()) {
+    (*logprobs)["tokens"].push_back(lp.text());
+    (*logprobs)["token_logprobs"].push_back(lp.logprob());
+    json top = json::object();
+    for (const auto& alt : lp.top_logprobs()) top[alt.text()] = alt.logprob();
+    (*logprobs)["top_logprobs"].push_back(top);
+    (*logprobs)["text_offset"].push_back(*text_offset);
+    *text_offset += static_cast<int64_t>(lp.text().size());
+  }
+}
+
+}  // namespace
+
+json ApiError::ToJson() const {
+  return {{"error",
+           {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", code.empty() ? json(nullptr) : json(code)}}}};
+}
+
+ApiError FromGrpc(const grpc::Status& status) {
+  ApiError e;
+  e.message = status.error_message();
+  auto set = [&e](int http_status, const char* type, const char* code) {
+    e.http_status = http_status;
+    e.type = type;
+    e.code = code;
+  };
+  constexpr const char* kInvalid = "invalid_request_error";
+  switch (status.error_code()) {
+    case grpc::StatusCode::NOT_FOUND: set(404, kInvalid, "model_not_found"); break;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::OUT_OF_RANGE: set(400, kInvalid, ""); break;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      // The server says RESOURCE_EXHAUSTED for three things: a full queue
+      // (try again soon: 429), a request larger than the model's whole KV
+      // pool (never fits: 400), and no memory to load the model (503).
+      if (absl::StrContains(e.message, "queue of model")) {
+        set(429, "rate_limit_exceeded", "queue_full");
+      } else if (absl::StrContains(e.message, "KV blocks")) {
+        set(400, kInvalid, "");
+      } else {
+        set(503, "server_error", "insufficient_memory");
+      }
+      break;
+    case grpc::StatusCode::UNAVAILABLE: set(503, "server_error", "unavailable"); break;
+    case grpc::StatusCode::DEADLINE_EXCEEDED: set(504, "server_error", "timeout"); break;
+    case grpc::StatusCode::UNAUTHENTICATED: set(401, kInvalid, "invalid_api_key"); break;
+    default: set(500, "server_error", ""); break;
+  }
+  return e;
+}
+
+std::optional<ApiError> ParseChatRequest(const json& body, v1::ChatRequest* request, ReplyOptions* options) {
+  options->endpoint = Endpoint::kChat;
+  if (auto e = ParseCommon(body, request->mutable_parameters(), options)) return e;
+  request->set_model(options->model);
+  auto messages = body.find("messages");
+  if (messages == body.end() || !messages->is_array() || messages->empty()) {
+    return Invalid("messages", "'messages' must be a non-empty list");
+  }
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    const std::string where = absl::StrCat("messages[", i, "]");
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return Invalid(where, absl::StrCat(where, " needs a 'role' string"));
+    }
+    v1::ChatMessage* out = request->add_messages();
+    out->set_role(m["role"].get<std::string>());
+    const json content = m.value("content", json(nullptr));
+    if (content.is_string()) {
+      out->set_content(content.get<std::string>());
+    } else if (content.is_array()) {
+      std::string text;
+      for (const auto& part : content) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+          return Invalid(where + ".content", "only text content parts are supported");
+        }
+        text += part["text"].get<std::string>();
+      }
+      out->set_content(text);
+    } else if (!content.is_null()) {
+      return Invalid(where + ".content", absl::StrCat(where, ".content must be a string or a list of text parts"));
+    }
+  }
+  if (auto tools = body.find("tools"); tools != body.end() && !tools->is_null() && !(tools->is_array() && tools->empty())) {
+    return Invalid("tools", "tool calling is not supported yet: send the request without 'tools'");
+  }
+  if (auto format = body.find("response_format"); format != body.end() && !format->is_null()) {
+    if (!format->is_object() || format->value("type", "") != "text") {
+      return Invalid("response_format", "only response_format {\"type\": \"text\"} is supported yet");
+    }
+  }
+  if (auto e = ReadBool(body, "logprobs", &options->logprobs)) return e;
+  std::optional<int64_t> top;
+  if (auto e = ReadInteger(body, "top_logprobs", &top)) return e;
+  if (top) {
+    if (*top < 0 || *top > 20) return Invalid("top_logprobs", "'top_logprobs' must be between 0 and 20");
+    if (!options->logprobs) return Invalid("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    options->top_logprobs = static_cast<int>(*top);
+  }
+  request->mutable_parameters()->set_logprobs(options->logprobs);
+  request->mutable_parameters()->set_top_logprobs(static_cast<uint32_t>(options->top_logprobs));
+  return std::nullopt;
+}
+
+std::optional<ApiError> ParseCompletionRequest(const json& body, v1::GenerateRequest* request,
+                                               ReplyOptions* options) {
+  options->endpoint = Endpoint::kCompletions;
+  if (auto e = ParseCommon(body, request->mutable_parameters(), options)) return e;
+  request->set_model(options->model);
+  auto prompt = body.find("prompt");
+  if (prompt == body.end() || prompt->is_null()) return Invalid("prompt", "'prompt' is required");
+  if (prompt->is_string()) {
+    request->set_text(prompt->get<std::string>());
+  } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
+    request->set_text((*prompt)[0].get<std::string>());
+  } else if (prompt->is_array() && !prompt->empty() && std::all_of(prompt->begin(), prompt->end(), [](const json& t) {
+               return t.is_number_integer() && t.get<int64_t>() >= 0;
+             })) {
+    for (const auto& t : *prompt) request->mutable_token_ids()->add_ids(static_cast<uint32_t>(t.get<int64_t>()));
+  } else {
+    return Invalid("prompt", "'prompt' must be a string, a list of one string, or a list of token ids");
+  }
+  bool echo = false;
+  if (auto e = ReadBool(body, "echo", &echo)) return e;
+  if (echo) return Invalid("echo", "'echo' is not supported");
+  if (auto suffix = body.find("suffix"); suffix != body.end() && !suffix->is_null()) {
+    return Invalid("suffix", "'suffix' is not supported");
+  }
+  std::optional<int64_t> best_of, logprobs;
+  if (auto e = ReadInteger(body, "best_of", &best_of)) return e;
+  if (best_of && *best_of != 1) return Invalid("best_of", "only best_of = 1 is supported");
+  if (auto e = ReadInteger(body, "logprobs", &logprobs)) return e;
+  if (logprobs) {
+    if (*logprobs < 0 || *logprobs > 20) return Invalid("logprobs", "'logprobs' must be between 0 and 20");
+    options->logprobs = true;
+    options->top_logprobs = static_cast<int>(*logprobs);
+  }
+  request->mutable_parameters()->set_logprobs(options->logprobs);
+  request->mutable_parameters()->set_top_logprobs(static_cast<uint32_t>(options->top_logprobs));
+  return std::nullopt;
+}
+
+std::string NewCompletionId(Endpoint endpoint) {
+  thread_local absl::BitGen gen;
+  return absl::StrFormat("%s%012x%012x", endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-",
+                         absl::Uniform<uint64_t>(gen, 0, 1ull << 48), absl::Uniform<uint64_t>(gen, 0, 1ull << 48));
+}
+
+ReplyBuilder::ReplyBuilder(const ReplyOptions& options) : options_(options) {
+  if (options_.endpoint == Endpoint::kChat) logprobs_ = json::array();
+}
+
+void ReplyBuilder::Add(const v1::GenerateResponse& response) {
+  text_ += response.text();
+  if (options_.logprobs) {
+    if (options_.endpoint == Endpoint::kChat) {
+      AppendChatLogprobs(response, &logprobs_);
+    } else {
+      int64_t offset = static_cast<int64_t>(text_.size() - response.text().size());
+      AppendCompletionLogprobs(response, &offset, &logprobs_);
+    }
+  }
+  if (response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    finish_reason_ = FinishReasonName(response.finish_reason());
+    usage_ = response.usage();
+  }
+}
+
+json ReplyBuilder::Finish(const std::string& id, int64_t created) const {
+  json choice = {{"index", 0}, {"finish_reason", finish_reason_.empty() ? json(nullptr) : json(finish_reason_)}};
+  json logprobs = nullptr;
+  if (options_.logprobs) {
+    logprobs = options_.endpoint == Endpoint::kChat ? json{{"content", logprobs_}} : logprobs_;
+  }
+  choice["logprobs"] = logprobs;
+  const bool chat = options_.endpoint == Endpoint::kChat;
+  if (chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", text_}};
+  } else {
+    choice["text"] = text_;
+  }
+  return {{"id", id},
+          {"object", chat ? "chat.completion" : "text_completion"},
+          {"created", created},
+          {"model", options_.model},
+          {"system_fingerprint", nullptr},
+          {"choices", json::array({choice})},
+          {"usage", UsageJson(usage_)}};
+}
+
+ChunkBuilder::ChunkBuilder(const ReplyOptions& options, std::string id, int64_t created)
+    : options_(options), id_(std::move(id)), created_(created) {}
+
+json ChunkBuilder::Chunk(json choice) const {
+  const bool chat = options_.endpoint == Endpoint::kChat;
+  json chunk = {{"id", id_},
+                {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", created_},
+                {"model", options_.model},
+                {"system_fingerprint", nullptr},
+                {"choices", choice.is_null() ? json::array() : json::array({choice})}};
+  // With include_usage every chunk carries "usage": null but the last.
+  if (options_.include_usage) chunk["usage"] = nullptr;
+  return chunk;
+}
+
+std::vector<json> ChunkBuilder::Add(const v1::GenerateResponse& response) {
+  std::vector<json> chunks;
+  const bool chat = options_.endpoint == Endpoint::kChat;
+  if (chat && !sent_role_) {
+    chunks.push_back(Chunk({{"index", 0},
+                            {"delta", {{"role", "assistant"}, {"content", ""}}},
+                            {"logprobs", nullptr},
+                            {"finish_reason", nullptr}}));
+    sent_role_ = true;
+  }
+  const bool last = response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+  if (!response.text().empty() || (options_.logprobs && response.logprobs_size() > 0)) {
+    json logprobs = nullptr;
+    if (options_.logprobs) {
+      if (chat) {
+        json content = json::array();
+        AppendChatLogprobs(response, &content);
+        logprobs = {{"content", content}};
+      } else {
+        AppendCompletionLogprobs(response, &text_offset_, &logprobs);
+      }
+    } else if (!chat) {
+      text_offset_ += static_cast<int64_t>(response.text().size());
+    }
+    json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", nullptr}};
+    if (chat) {
+      choice["delta"] = {{"content", response.text()}};
+    } else {
+      choice["text"] = response.text();
+    }
+    chunks.push_back(Chunk(choice));
+  }
+  if (last) {
+    // finish_reason comes on its own chunk with an empty delta, as OpenAI's.
+    json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReasonName(response.finish_reason())}};
+    if (chat) {
+      choice["delta"] = json::object();
+    } else {
+      choice["text"] = "";
+    }
+    chunks.push_back(Chunk(choice));
+    usage_ = response.usage();
+  }
+  return chunks;
+}
+
+std::optional<json> ChunkBuilder::UsageChunk() const {
+  if (!options_.include_usage || !usage_) return std::nullopt;
+  json chunk = Chunk(nullptr);
+  chunk["usage"] = UsageJson(*usage_);
+  return chunk;
+}
+
+}  // namespace gantry::adapter

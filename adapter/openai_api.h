@@ -1,0 +1,95 @@
+// OpenAI's HTTP API shapes, translated to and from Gantry's gRPC messages.
+// No I/O here: the gateway does the HTTP and the gRPC calls.
+//
+// Requests: /v1/chat/completions and /v1/completions bodies become a
+// ChatRequest or GenerateRequest plus the options that shape the reply
+// (stream, usage, logprobs). Unknown fields are ignored, as OpenAI's clients
+// send many; fields Gantry cannot honour yet (tools, non-text
+// response_format, n > 1, echo, suffix, best_of > 1) are refused by name.
+// Replies: chat.completion / text_completion objects, their streamed chunks,
+// and errors as {"error": {"message", "type", "param", "code"}}.
+#ifndef GANTRY_ADAPTER_OPENAI_API_H_
+#define GANTRY_ADAPTER_OPENAI_API_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "gantry/v1/gantry.pb.h"
+
+namespace gantry::adapter {
+
+struct ApiError {
+  int http_status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // "" = null
+  std::string code;   // "" = null
+  nlohmann::json ToJson() const;
+};
+
+// HTTP status and OpenAI error type for a gRPC error from the server.
+ApiError FromGrpc(const grpc::Status& status);
+
+enum class Endpoint { kChat, kCompletions };
+
+// How the reply is shaped.
+struct ReplyOptions {
+  Endpoint endpoint = Endpoint::kChat;
+  std::string model;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  bool logprobs = false;
+  int top_logprobs = 0;
+};
+
+// Parses a /v1/chat/completions body.
+std::optional<ApiError> ParseChatRequest(const nlohmann::json& body, v1::ChatRequest* request, ReplyOptions* options);
+// Parses a /v1/completions body.
+std::optional<ApiError> ParseCompletionRequest(const nlohmann::json& body, v1::GenerateRequest* request,
+                                               ReplyOptions* options);
+
+// "chatcmpl-..." or "cmpl-..." with 24 random hex digits.
+std::string NewCompletionId(Endpoint endpoint);
+
+// Collects a whole (non-streamed) reply.
+class ReplyBuilder {
+ public:
+  explicit ReplyBuilder(const ReplyOptions& options);
+  void Add(const v1::GenerateResponse& response);
+  nlohmann::json Finish(const std::string& id, int64_t created) const;
+
+ private:
+  ReplyOptions options_;
+  std::string text_;
+  nlohmann::json logprobs_;  // chat: content list; completions: tokens/token_logprobs/top_logprobs/text_offset
+  std::string finish_reason_;
+  v1::Usage usage_;
+};
+
+// The streamed chunks of one reply, as SSE "data: ..." payloads.
+class ChunkBuilder {
+ public:
+  ChunkBuilder(const ReplyOptions& options, std::string id, int64_t created);
+  // Chunks for one gRPC response (the first call also yields the chat role chunk).
+  std::vector<nlohmann::json> Add(const v1::GenerateResponse& response);
+  // The usage chunk (include_usage), once the last response is in.
+  std::optional<nlohmann::json> UsageChunk() const;
+
+ private:
+  nlohmann::json Chunk(nlohmann::json choice) const;
+
+  ReplyOptions options_;
+  std::string id_;
+  int64_t created_;
+  bool sent_role_ = false;
+  int64_t text_offset_ = 0;
+  std::optional<v1::Usage> usage_;
+};
+
+}  // namespace gantry::adapter
+
+#endif  // GANTRY_ADAPTER_OPENAI_API_H_

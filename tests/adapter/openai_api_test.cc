@@ -1,0 +1,124 @@
+#include "adapter/openai_api.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace gantry::adapter {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+TEST(OpenAiApiTest, ChatRequestMapsEveryParameter) {
+  v1::ChatRequest request;
+  ReplyOptions options;
+  auto error = ParseChatRequest(json::parse(R"({
+    "model": "m", "messages": [{"role": "system", "content": "s"},
+                               {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+    "max_completion_tokens": 7, "temperature": 0.5, "top_p": 0.9, "stop": ["x", "y"], "seed": 3,
+    "presence_penalty": 0.1, "frequency_penalty": 0.2, "logprobs": true, "top_logprobs": 4, "n": 1,
+    "user": "u", "stream": true, "stream_options": {"include_usage": true}, "some_future_field": {}})"),
+                                &request, &options);
+  ASSERT_FALSE(error) << error->message;
+  EXPECT_EQ(request.model(), "m");
+  ASSERT_EQ(request.messages_size(), 2);
+  EXPECT_EQ(request.messages(1).content(), "ab");
+  const auto& p = request.parameters();
+  EXPECT_EQ(p.max_tokens(), 7u);
+  EXPECT_FLOAT_EQ(p.temperature(), 0.5f);
+  EXPECT_FLOAT_EQ(p.top_p(), 0.9f);
+  EXPECT_EQ(p.stop_size(), 2);
+  EXPECT_EQ(p.seed(), 3u);
+  EXPECT_FLOAT_EQ(p.presence_penalty(), 0.1f);
+  EXPECT_FLOAT_EQ(p.frequency_penalty(), 0.2f);
+  EXPECT_TRUE(p.logprobs());
+  EXPECT_EQ(p.top_logprobs(), 4u);
+  EXPECT_TRUE(options.stream);
+  EXPECT_TRUE(options.include_usage);
+}
+
+TEST(OpenAiApiTest, RefusalsNameTheParameter) {
+  struct Case {
+    const char* body;
+    const char* param;
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"({"messages": [{"role": "user", "content": "x"}]})", "model"},
+           {R"({"model": "m", "messages": []})", "messages"},
+           {R"({"model": "m", "messages": [{"content": "x"}]})", "messages[0]"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", "messages[0].content"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3})", "n"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]})", "tools"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}})", "response_format"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0})", "max_tokens"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": 5})", "stop"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", "top_logprobs"},
+       }) {
+    v1::ChatRequest request;
+    ReplyOptions options;
+    auto error = ParseChatRequest(json::parse(c.body), &request, &options);
+    ASSERT_TRUE(error) << c.body;
+    EXPECT_EQ(error->http_status, 400);
+    EXPECT_EQ(error->param, c.param) << c.body;
+    EXPECT_EQ(error->ToJson()["error"]["type"], "invalid_request_error");
+  }
+}
+
+TEST(OpenAiApiTest, CompletionPrompts) {
+  v1::GenerateRequest request;
+  ReplyOptions options;
+  ASSERT_FALSE(ParseCompletionRequest(json::parse(R"({"model": "m", "prompt": [1, 2, 3], "logprobs": 2})"), &request,
+                                      &options));
+  EXPECT_EQ(request.token_ids().ids_size(), 3);
+  EXPECT_EQ(options.top_logprobs, 2);
+  auto error = ParseCompletionRequest(json::parse(R"({"model": "m", "prompt": ["a", "b"]})"), &request, &options);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->param, "prompt");
+  error = ParseCompletionRequest(json::parse(R"({"model": "m", "prompt": "a", "echo": true})"), &request, &options);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->param, "echo");
+}
+
+TEST(OpenAiApiTest, GrpcCodesBecomeHttpStatuses) {
+  auto status = [](grpc::StatusCode code, const char* message) { return FromGrpc(grpc::Status(code, message)).http_status; };
+  EXPECT_EQ(status(grpc::StatusCode::NOT_FOUND, "model x is not in the catalogue"), 404);
+  EXPECT_EQ(status(grpc::StatusCode::INVALID_ARGUMENT, "temperature"), 400);
+  EXPECT_EQ(status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue of model m is full (4 waiting requests)"), 429);
+  EXPECT_EQ(status(grpc::StatusCode::RESOURCE_EXHAUSTED, "prompt plus max_tokens needs 9 KV blocks; model m has 4"), 400);
+  EXPECT_EQ(status(grpc::StatusCode::RESOURCE_EXHAUSTED, "model \"m\" needs 10 bytes on cuda:0 but 2 of 8 bytes are free"), 503);
+  EXPECT_EQ(status(grpc::StatusCode::UNAVAILABLE, "failed to load"), 503);
+  EXPECT_EQ(status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline"), 504);
+  EXPECT_EQ(status(grpc::StatusCode::INTERNAL, "boom"), 500);
+  EXPECT_EQ(FromGrpc(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue of model m is full")).type,
+            "rate_limit_exceeded");
+}
+
+TEST(OpenAiApiTest, ChunksCarryRoleFirstAndFinishReasonLast) {
+  ReplyOptions options;
+  options.model = "m";
+  options.include_usage = true;
+  ChunkBuilder chunks(options, "chatcmpl-1", 100);
+  v1::GenerateResponse a;
+  a.set_text("Hel");
+  auto first = chunks.Add(a);
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first[0]["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_EQ(first[1]["choices"][0]["delta"]["content"], "Hel");
+  EXPECT_TRUE(first[1]["usage"].is_null());
+  v1::GenerateResponse b;
+  b.set_text("lo");
+  b.set_finish_reason(v1::FINISH_REASON_LENGTH);
+  b.mutable_usage()->set_prompt_tokens(3);
+  b.mutable_usage()->set_completion_tokens(2);
+  auto last = chunks.Add(b);
+  ASSERT_EQ(last.size(), 2u);
+  EXPECT_EQ(last[1]["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(last[1]["choices"][0]["delta"], json::object());
+  auto usage = chunks.UsageChunk();
+  ASSERT_TRUE(usage);
+  EXPECT_EQ((*usage)["choices"], json::array());
+  EXPECT_EQ((*usage)["usage"]["total_tokens"], 5);
+}
+
+}  // namespace
+}  // namespace gantry::adapter
