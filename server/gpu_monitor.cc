@@ -5,8 +5,7 @@
 #include "server/gpu_monitor.h"
 
 #include <dlfcn.h>
-
-#include <cstdio>
+#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -145,7 +144,11 @@ void GpuMonitor::Start(absl::Duration period) {
       auto samples = nvml_->Sample();
       if (!samples.ok() && samples.status().message() != last_error_) {
         last_error_ = std::string(samples.status().message());
-        std::fprintf(stderr, "GPU metrics: sampling failed: %s\n", last_error_.c_str());
+        spdlog::warn("GPU metrics: sampling failed: {}", last_error_);
+      }
+      if (samples.ok() && static_cast<int>(samples->size()) != last_count_) {
+        last_count_ = static_cast<int>(samples->size());
+        spdlog::info("GPU metrics: NVML reports {} GPU(s)", last_count_);
       }
       lock.lock();
       // A failed sample keeps the series absent rather than stale.

@@ -53,6 +53,7 @@ class GpuMonitor {
   bool stopping_ = false;
   std::vector<GpuSample> latest_;
   std::string last_error_;  // logged once per distinct error (the sampling thread's)
+  int last_count_ = -1;     // GPUs in the last sample, logged when it changes
   std::thread thread_;
 };
 

@@ -309,7 +309,7 @@ TEST_F(ServerTest, BadRequestsGetCodesThatNameTheProblem) {
 TEST_F(ServerTest, FullQueueIsResourceExhausted) {
   // one_at_a_time: max_batch 1, max_queue 1. One runs, one waits, the third
   // is refused.
-  v1::GenerateRequest long_request = TextRequest("one_at_a_time", "first", 1500);
+  v1::GenerateRequest long_request = TextRequest("one_at_a_time", "first", 2000);
   long_request.mutable_parameters()->set_ignore_eos(true);
   grpc::ClientContext first_context, second_context;
   auto first = inference_->Generate(&first_context, long_request);
