@@ -35,6 +35,21 @@ class GatedRunner : public FakeRunner {
   absl::Notification* stepping_;
 };
 
+// A FakeRunner that never finishes a prompt: its requests run until cancelled.
+class StallingRunner : public FakeRunner {
+ public:
+  StallingRunner() : FakeRunner(64) {}
+  absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepItem> items) override {
+    runtime::StepResult result;
+    for (const auto& item : items) {
+      runtime::SequenceStepResult r;
+      r.id = item.id;
+      result.sequences.push_back(r);
+    }
+    return result;
+  }
+};
+
 class ModelRegistryTest : public ::testing::Test {
  protected:
   ModelSpec Spec(const std::string& name, uint64_t cost, bool resident = false,
@@ -68,6 +83,8 @@ class ModelRegistryTest : public ::testing::Test {
           LoadedModel model;
           if (gate_ && spec.name == gated_model_) {
             model.runner = std::make_unique<GatedRunner>(gate_, stepping_);
+          } else if (spec.name == stalled_model_) {
+            model.runner = std::make_unique<StallingRunner>();
           } else {
             model.runner = std::make_unique<FakeRunner>(64);
           }
@@ -93,6 +110,7 @@ class ModelRegistryTest : public ::testing::Test {
   absl::Notification* gate_ = nullptr;
   absl::Notification* stepping_ = nullptr;
   std::string gated_model_;
+  std::string stalled_model_;
   std::unique_ptr<ModelRegistry> registry_;
 };
 
@@ -283,6 +301,7 @@ TEST_F(ModelRegistryTest, UnloadWaitsForRunningRequestsAndARequestMeanwhileReloa
 }
 
 TEST_F(ModelRegistryTest, ForcedUnloadCancelsRunningRequests) {
+  stalled_model_ = "a";  // its request would run forever
   Make({Spec("a", 1)});
   auto lease = registry_->Acquire("a");
   ASSERT_TRUE(lease.ok());
