@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <fstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -61,6 +62,15 @@ TEST(AdapterTest, HealthFollowsTheUpstream) {
                    &exit_code);
   EXPECT_THAT(out, HasSubstr(" 503"));
   EXPECT_THAT(out, HasSubstr("\"type\":\"server_error\""));
+  // The adapter's own metrics count both, and promtool accepts them.
+  const std::string scrape = ::testing::TempDir() + "/adapter_scrape.txt";
+  RunCommand("curl -s -o " + scrape + " http://" + adapter.address() + "/metrics", &exit_code);
+  out = RunCommand("cat " + scrape, &exit_code);
+  EXPECT_THAT(out, HasSubstr("gantry_adapter_requests_total{route=\"/health\",status=\"503\"} 1"));
+  EXPECT_THAT(out, HasSubstr("gantry_adapter_requests_total{route=\"/v1/chat/completions\",status=\"503\"} 1"));
+  EXPECT_THAT(out, HasSubstr("gantry_adapter_request_duration_seconds_count{route=\"/v1/chat/completions\"} 1"));
+  RunCommand("promtool check metrics < " + scrape, &exit_code);
+  EXPECT_EQ(exit_code, 0);
   EXPECT_EQ(adapter.Terminate(10s), 0) << adapter.Log();
 }
 
