@@ -49,6 +49,9 @@ struct Call {
   }
 };
 
+const prometheus::Histogram::BucketBoundaries kRequestSeconds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                                   2.5,   5,    10,    30,   60,  120,  300, 600};
+
 const char* RouteLabel(const std::string& path) {
   for (const char* route : {"/v1/models", "/v1/chat/completions", "/v1/completions", "/health", "/metrics"}) {
     if (path == route) return route;
@@ -110,10 +113,7 @@ void Gateway::Register(httplib::Server* server) {
     return [this, route, handler](const httplib::Request& request, httplib::Response& response) {
       const auto start = std::chrono::steady_clock::now();
       handler(request, response);
-      durations_
-          ->Add({{"route", route}},
-                prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-                                                         60, 120, 300, 600})
+      durations_->Add({{"route", route}}, kRequestSeconds)
           .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     };
   };

@@ -66,7 +66,6 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationReq
     active->key = next_key_++;
     incoming_.push_back(std::move(active));
     stats_.waiting += 1;
-    stats_.last_used = clock_->Now();
   }
   work_.notify_all();
   return stream;
@@ -224,19 +223,9 @@ bool ModelEngine::StepOnce() {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
   }
-  if (items.empty()) {
-    if (observer_ && !plan.preempted.empty()) {
-      StepReport report;
-      report.preempted = static_cast<int64_t>(plan.preempted.size());
-      observer_->OnStep(name_, report);
-    }
-    RefreshStats();
-    return !plan.preempted.empty();
-  }
-
-  const absl::Time step_start = absl::Now();
-  auto result = model_.runner->Step(items);
-  if (observer_) {
+  // What the observer hears of this step (a step that only preempts too).
+  auto report_step = [&](absl::Duration duration) {
+    if (observer_ == nullptr || (items.empty() && plan.preempted.empty())) return;
     StepReport report;
     report.sequences = static_cast<int64_t>(items.size());
     for (size_t i = 0; i < items.size(); ++i) {
@@ -244,9 +233,18 @@ bool ModelEngine::StepOnce() {
       (decode ? report.decode_tokens : report.prompt_tokens) += items[i].num_tokens;
     }
     report.preempted = static_cast<int64_t>(plan.preempted.size());
-    report.duration = absl::Now() - step_start;
+    report.duration = duration;
     observer_->OnStep(name_, report);
+  };
+  if (items.empty()) {
+    report_step(absl::ZeroDuration());
+    RefreshStats();
+    return !plan.preempted.empty();
   }
+
+  const absl::Time step_start = absl::Now();
+  auto result = model_.runner->Step(items);
+  report_step(absl::Now() - step_start);
   std::vector<int64_t> finished;
   if (!result.ok()) {
     // The step's requests fail with the runtime's error; the rest carry on.

@@ -51,7 +51,6 @@ struct EngineStats {
   int64_t blocks_total = 0;
   int64_t blocks_free = 0;
   int64_t preemptions = 0;
-  std::optional<absl::Time> last_used;
 };
 
 // The model a engine serves: the runner plus, when the folder has them, its

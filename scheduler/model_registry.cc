@@ -78,14 +78,15 @@ const ModelRegistry::Entry* ModelRegistry::Find(const std::string& name) const {
   return it == entries_.end() ? nullptr : &it->second;
 }
 
+bool ModelRegistry::Charged(const Entry& e) {
+  return e.cost && (e.state == ModelState::kReady || e.state == ModelState::kUnloading ||
+                    (e.state == ModelState::kLoading && e.charged));
+}
+
 uint64_t ModelRegistry::UsedLocked(const std::string& device, const Entry* except) const {
   uint64_t used = 0;
   for (const auto& [name, e] : entries_) {
-    if (&e == except || e.device != device || !e.cost) continue;
-    if ((e.state == ModelState::kLoading && e.charged) || e.state == ModelState::kReady ||
-        e.state == ModelState::kUnloading) {
-      used += *e.cost;
-    }
+    if (&e != except && e.device == device && Charged(e)) used += *e.cost;
   }
   return used;
 }
@@ -95,16 +96,17 @@ std::string ModelRegistry::PlaceLocked(const Entry& entry) const {
     return entry.spec.device == "cuda" ? "cuda:0" : entry.spec.device;
   }
   // "cuda": the GPU with the most free budget (an unlimited one wins).
+  // Ties go to the first listed GPU.
   std::string best = options_.gpus.front();
   uint64_t best_free = 0;
-  bool first = true;
   for (const auto& gpu : options_.gpus) {
     auto budget = options_.budgets.find(gpu);
-    uint64_t free = budget == options_.budgets.end() ? UINT64_MAX : budget->second - std::min(budget->second, UsedLocked(gpu, &entry));
-    if (first || free > best_free) {
+    const uint64_t free = budget == options_.budgets.end()
+                              ? UINT64_MAX
+                              : budget->second - std::min(budget->second, UsedLocked(gpu, &entry));
+    if (free > best_free) {
       best = gpu;
       best_free = free;
-      first = false;
     }
   }
   return best;
@@ -204,9 +206,7 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
     if (victim == nullptr) {
       std::vector<std::string> holders;
       for (const auto& [other_name, e] : entries_) {
-        if (&e != entry && e.device == device && e.cost &&
-            (e.state == ModelState::kReady || (e.state == ModelState::kLoading && e.charged) ||
-             e.state == ModelState::kUnloading)) {
+        if (&e != entry && e.device == device && Charged(e)) {
           holders.push_back(absl::StrCat(other_name, " (", *e.cost, " bytes", e.spec.resident ? ", resident" : "",
                                          e.leases > 0 ? ", in use" : "", ")"));
         }

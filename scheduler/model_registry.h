@@ -157,6 +157,8 @@ class ModelRegistry {
     std::optional<absl::Time> last_used;
   };
   void Release(const std::string& name, uint64_t generation);
+  // Whether the entry's cost counts against its device's budget now.
+  static bool Charged(const Entry& entry);
   // Reports a state change (call without the lock held).
   void Notify(const std::string& name, ModelState state);
   // Bytes charged on `device` by entries other than `except`.

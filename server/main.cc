@@ -105,8 +105,8 @@ int WaitForSignal() {
   return byte;
 }
 
-// Logs state changes, keeps per-model health in step, and passes every
-// event on to the metrics.
+// Logs state changes and keeps per-model health in step; passes loads,
+// unloads and steps on to the metrics (model states are read at scrape).
 class ServerObserver : public gantry::scheduler::SchedulerObserver {
  public:
   ServerObserver(grpc::HealthCheckServiceInterface* health, gantry::server::Metrics* metrics)
@@ -114,7 +114,6 @@ class ServerObserver : public gantry::scheduler::SchedulerObserver {
   void OnStateChange(const std::string& model, ModelState state) override {
     spdlog::info("model {}: {}", model, gantry::scheduler::ModelStateName(state));
     health_->SetServingStatus(model, state != ModelState::kFailed && state != ModelState::kUnloading);
-    metrics_->OnStateChange(model, state);
   }
   void OnLoad(const std::string& model, absl::Duration took, bool ok) override {
     if (ok) spdlog::info("model {}: loaded in {:.2f} s", model, absl::ToDoubleSeconds(took));
@@ -199,9 +198,8 @@ int main(int argc, char** argv) {
     auto started = gantry::server::MetricsHttpServer::Start(config.metrics_listen, metrics.Collectables());
     if (!started.ok()) return Fail(started.status());
     metrics_http = *std::move(started);
-    const std::string host = config.metrics_listen.substr(0, config.metrics_listen.rfind(':'));
     // Before the "listening on" line: launchers read both from stdout.
-    std::printf("gantry-server metrics on http://%s:%d/metrics\n", host.c_str(), metrics_http->port());
+    std::printf("gantry-server metrics on %s\n", metrics_http->url().c_str());
     std::fflush(stdout);
   }
   gantry::server::InferenceService inference(&registry, &metrics);

@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   } else if (!server->http_->bind_to_port(host, port)) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": address in use or not local"));
   }
+  server->host_ = host;
   server->port_ = port;
   server->thread_ = std::thread([self] { self->http_->listen_after_bind(); });
   return server;

@@ -28,13 +28,15 @@ class MetricsHttpServer {
       const std::string& listen, std::vector<std::shared_ptr<prometheus::Collectable>> collectables);
   ~MetricsHttpServer();
 
-  int port() const { return port_; }
+  // "http://HOST:PORT/metrics", with the port bound.
+  std::string url() const { return "http://" + host_ + ":" + std::to_string(port_) + "/metrics"; }
 
  private:
   MetricsHttpServer() = default;
 
   std::unique_ptr<httplib::Server> http_;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
+  std::string host_;
   int port_ = 0;
   std::thread thread_;
 };

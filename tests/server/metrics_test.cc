@@ -21,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/model_runner.h"
+#include "tests/server/models_client.h"
 #include "tests/server/server_process.h"
 
 namespace gantry {
@@ -172,13 +173,8 @@ TEST(MetricsTest, PrometheusScrapesAndEveryDashboardQueryReturnsData) {
     EXPECT_EQ(generate("nope", 1, 0).error_code(), grpc::StatusCode::NOT_FOUND);
     EXPECT_EQ(generate("demo", 1, -1).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     for (auto& c : clients) c.join();
-    if (round++ % 3 == 0) {
-      grpc::ClientContext context;
-      v1::UnloadModelRequest unload;
-      unload.set_name("llama");
-      v1::ModelStatus status;
-      EXPECT_TRUE(models->Unload(&context, unload, &status).ok());
-    }
+    v1::ModelStatus status;
+    if (round++ % 3 == 0) EXPECT_TRUE(testing::UnloadModel(*models, "llama", &status).ok());
   }
   // Let Prometheus take a scrape after the last request.
   std::this_thread::sleep_for(2500ms);
@@ -257,13 +253,8 @@ TEST(GpuMetricsTest, LiveAndAgreeWithNvidiaSmi) {
   const double before = NvidiaSmi().at(0);
   auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
   auto models = v1::Models::NewStub(channel);
-  {
-    grpc::ClientContext context;
-    v1::LoadModelRequest load;
-    load.set_name("big");
-    v1::ModelStatus status;
-    ASSERT_TRUE(models->Load(&context, load, &status).ok());
-  }
+  v1::ModelStatus status;
+  ASSERT_TRUE(testing::LoadModel(*models, "big", &status).ok());
   for (int i = 0; i < 100 && !ScrapeValue(client, "gantry_gpu_memory_used_bytes", gpu0); ++i) {
     std::this_thread::sleep_for(100ms);
   }
@@ -318,13 +309,7 @@ TEST(GpuMetricsTest, LiveAndAgreeWithNvidiaSmi) {
               busiest);
 
   // ...and falls when the model is unloaded.
-  {
-    grpc::ClientContext context;
-    v1::UnloadModelRequest unload;
-    unload.set_name("big");
-    v1::ModelStatus status;
-    ASSERT_TRUE(models->Unload(&context, unload, &status).ok());
-  }
+  ASSERT_TRUE(testing::UnloadModel(*models, "big", &status).ok());
   std::this_thread::sleep_for(500ms);
   EXPECT_LT(used(), loaded - 3500) << "the 4 GiB KV pool goes back to the driver";
   std::printf("after unload %.0f MiB\n", used());

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "runtime/model_runner.h"
 #include "runtime/safetensors.h"
+#include "tests/server/models_client.h"
 #include "tests/server/server_process.h"
 
 namespace gantry {
@@ -344,19 +345,13 @@ TEST_F(ServerTest, ModelsListLoadAndUnload) {
   EXPECT_TRUE(list.models(0).resident());
   EXPECT_GT(list.models(0).weight_bytes(), 0u);
 
-  grpc::ClientContext load_context;
-  v1::LoadModelRequest load;
-  load.set_name("llama");
   v1::ModelStatus loaded;
-  ASSERT_TRUE(models_->Load(&load_context, load, &loaded).ok());
+  ASSERT_TRUE(testing::LoadModel(*models_, "llama", &loaded).ok());
   EXPECT_EQ(loaded.state(), v1::MODEL_STATE_READY);
   EXPECT_EQ(loaded.devices(0), TestDevice() == "cuda" ? "cuda:0" : TestDevice());
   EXPECT_EQ(loaded.dtype(), "float32");
-  grpc::ClientContext unload_context;
-  v1::UnloadModelRequest unload;
-  unload.set_name("llama");
   v1::ModelStatus unloaded;
-  ASSERT_TRUE(models_->Unload(&unload_context, unload, &unloaded).ok());
+  ASSERT_TRUE(testing::UnloadModel(*models_, "llama", &unloaded).ok());
   EXPECT_EQ(unloaded.state(), v1::MODEL_STATE_UNLOADED);
   EXPECT_EQ(unloaded.weight_bytes(), 0u);
   grpc::ClientContext missing_context;
@@ -463,11 +458,8 @@ TEST(ServerLifecycleTest, CpuFallbackServesACudaModelOnTheCpu) {
   ASSERT_FALSE(server.address().empty()) << server.Log();
   auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
   auto models = v1::Models::NewStub(channel);
-  grpc::ClientContext context;
-  v1::LoadModelRequest load;
-  load.set_name("demo");
   v1::ModelStatus status;
-  ASSERT_TRUE(models->Load(&context, load, &status).ok());
+  ASSERT_TRUE(testing::LoadModel(*models, "demo", &status).ok());
   EXPECT_EQ(status.devices(0), "cpu");
   EXPECT_THAT(server.Log(), HasSubstr("model demo: no CUDA device, running on the CPU"));
   EXPECT_EQ(server.Terminate(15s), 0);
