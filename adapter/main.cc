@@ -77,13 +77,19 @@ int main(int argc, char** argv) {
   server.set_read_timeout(60, 0);
   server.set_write_timeout(60, 0);
   server.set_payload_max_length(64 << 20);
+  // Not httplib's default SO_REUSEPORT: a second adapter on the same port
+  // must fail, not silently take half the requests.
+  server.set_socket_options([](socket_t socket) {
+    int yes = 1;
+    setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   gateway.Register(&server);
   if (port == 0) {
     port = server.bind_to_any_port(host);
   } else if (!server.bind_to_port(host, port)) {
     port = -1;
   }
-  if (port <= 0) return Fail("cannot listen on " + config.listen);
+  if (port <= 0) return Fail("cannot listen on " + config.listen + ": address in use or not local");
 
   std::thread stopper([&server, signals] {
     int signal_number = 0;

@@ -110,7 +110,14 @@ bool IsOutOfMemory(const std::exception& error) {
 std::vector<CudaAllocatorStats> DescribeCudaAllocators() {
   std::vector<CudaAllocatorStats> out;
 #ifdef GANTRY_WITH_CUDA
+  // Until the first CUDA tensor, the caching allocator has no per-device state
+  // and getDeviceStats throws ("did you call init?"); it holds nothing then.
+  const bool initialized = c10::cuda::CUDACachingAllocator::get()->initialized();
   for (int i = 0; i < CudaDeviceCount(); ++i) {
+    if (!initialized) {
+      out.push_back({i, 0, 0});
+      continue;
+    }
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(i));
     // Index 0 is StatType::AGGREGATE (all pools) in LibTorch 1.13 and 2.x;
     // the enum's namespace moved between them.

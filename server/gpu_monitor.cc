@@ -18,6 +18,13 @@ using NvmlDevice = struct NvmlDeviceOpaque*;
 struct NvmlMemory {  // nvmlMemory_t
   unsigned long long total, free, used;
 };
+struct NvmlMemoryV2 {  // nvmlMemory_v2_t
+  unsigned int version;
+  unsigned long long total, reserved, free, used;
+};
+// NVML_STRUCT_VERSION(Memory, 2): the struct's size with the version in the top byte.
+constexpr unsigned int kNvmlMemoryV2 = sizeof(NvmlMemoryV2) | (2u << 24);
+static_assert(sizeof(NvmlMemoryV2) == 40, "nvmlMemory_v2_t is 40 bytes");
 struct NvmlUtilization {  // nvmlUtilization_t
   unsigned int gpu, memory;
 };
@@ -57,10 +64,7 @@ class Nvml {
       char text[96] = {};
       if (get_name_(device, text, sizeof(text)) == 0) s.name = text;
       if (get_uuid_(device, text, sizeof(text)) == 0) s.uuid = text;
-      NvmlMemory memory{};
-      if (NvmlReturn r = memory_info_(device, &memory); r != 0) return Error("nvmlDeviceGetMemoryInfo", r);
-      s.memory_used_bytes = memory.used;
-      s.memory_total_bytes = memory.total;
+      if (absl::Status read = ReadMemory(device, &s); !read.ok()) return read;
       NvmlUtilization utilization{};
       if (utilization_(device, &utilization) == 0) {
         s.utilization = utilization.gpu / 100.0;
@@ -77,6 +81,26 @@ class Nvml {
 
  private:
   Nvml() = default;
+
+  // Memory used as nvidia-smi reports it. The v1 call counts the memory the
+  // driver and firmware reserve (about 0.5 GiB on an H100) as used; v2
+  // (drivers from R510) reports it apart, so prefer v2 where it exists.
+  absl::Status ReadMemory(NvmlDevice device, GpuSample* sample) {
+    if (memory_info_v2_ != nullptr) {
+      NvmlMemoryV2 memory{};
+      memory.version = kNvmlMemoryV2;
+      if (memory_info_v2_(device, &memory) == 0) {
+        sample->memory_used_bytes = memory.used;
+        sample->memory_total_bytes = memory.total;
+        return absl::OkStatus();
+      }
+    }
+    NvmlMemory memory{};
+    if (NvmlReturn r = memory_info_(device, &memory); r != 0) return Error("nvmlDeviceGetMemoryInfo", r);
+    sample->memory_used_bytes = memory.used;
+    sample->memory_total_bytes = memory.total;
+    return absl::OkStatus();
+  }
 
   template <typename F>
   absl::Status Symbol(const char* name, F* out) {
@@ -96,6 +120,8 @@ class Nvml {
                            Symbol("nvmlDeviceGetPowerUsage", &power_)}) {
       if (!s.ok()) return s;
     }
+    memory_info_v2_ =  // optional: older drivers lack it
+        reinterpret_cast<decltype(memory_info_v2_)>(dlsym(library_, "nvmlDeviceGetMemoryInfo_v2"));
     return absl::OkStatus();
   }
 
@@ -112,6 +138,7 @@ class Nvml {
   NvmlReturn (*get_name_)(NvmlDevice, char*, unsigned int) = nullptr;
   NvmlReturn (*get_uuid_)(NvmlDevice, char*, unsigned int) = nullptr;
   NvmlReturn (*memory_info_)(NvmlDevice, NvmlMemory*) = nullptr;
+  NvmlReturn (*memory_info_v2_)(NvmlDevice, NvmlMemoryV2*) = nullptr;
   NvmlReturn (*utilization_)(NvmlDevice, NvmlUtilization*) = nullptr;
   NvmlReturn (*temperature_)(NvmlDevice, unsigned int, unsigned int*) = nullptr;
   NvmlReturn (*power_)(NvmlDevice, unsigned int*) = nullptr;

@@ -209,12 +209,16 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
+  // gRPC sets SO_REUSEPORT by default, so a second server on the same port
+  // would start and take a share of the calls; a port in use must fail.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&inference);
   builder.RegisterService(&models);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen)));
+    return Fail(
+        absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen, ": address in use or not local")));
   }
   // Health: the server as a whole, and each model by name (NOT_SERVING while
   // failed or unloading; an unloaded model is served by loading it).

@@ -86,7 +86,8 @@ class LevelCollector : public prometheus::Collectable {
 
     const std::vector<GpuSample> gpus = gpus_ ? gpus_->Latest() : std::vector<GpuSample>();
     if (!gpus.empty()) {
-      MetricFamily used = Gauge("gantry_gpu_memory_used_bytes", "GPU memory in use (NVML), all processes");
+      MetricFamily used = Gauge("gantry_gpu_memory_used_bytes",
+                                "GPU memory in use by all processes, as nvidia-smi shows it (NVML, driver reserve excluded)");
       MetricFamily total = Gauge("gantry_gpu_memory_total_bytes", "GPU memory (NVML)");
       MetricFamily util = Gauge("gantry_gpu_utilization_ratio", "Share of time a kernel ran on the GPU (NVML, 0-1)");
       MetricFamily mem_util =

@@ -21,6 +21,13 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   auto server = std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer);
   server->collectables_ = std::move(collectables);
   server->http_ = std::make_unique<httplib::Server>();
+  // httplib's default socket options set SO_REUSEPORT, which lets a second
+  // server bind the same port and take a share of the scrapes; keep only
+  // SO_REUSEADDR so a port in use is a start-up error.
+  server->http_->set_socket_options([](socket_t socket) {
+    int yes = 1;
+    setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   MetricsHttpServer* self = server.get();
   server->http_->Get("/metrics", [self](const httplib::Request&, httplib::Response& response) {
     std::vector<prometheus::MetricFamily> families;

@@ -1,9 +1,14 @@
 // Serves GET /metrics in Prometheus's text format on its own address, from
-// prometheus-cpp collectables. The HTTP side is cpp-httplib rather than
-// prometheus-cpp's Exposer: the Exposer's embedded civetweb could not start
-// a listener on the GPU host ("null context when constructing CivetServer",
-// any port), while httplib, which the adapter uses anyway, binds everywhere
-// and supports port 0.
+// prometheus-cpp collectables serialized by prometheus-cpp's TextSerializer.
+// The HTTP side is cpp-httplib rather than prometheus-cpp's Exposer: the
+// Exposer runs on civetweb, and Debian's civetweb starts its threads with a
+// fixed 100 KiB stack (USE_STACK_SIZE 0x19000). glibc carves each thread's
+// static TLS out of that stack; with the CUDA LibTorch linked in, static TLS
+// is 189 KiB (libcublasLt alone 92 KiB), so pthread_create fails with EINVAL
+// and the Exposer throws "null context when constructing CivetServer" (civetweb
+// logs "Cannot create threads"). Measured on the H100 host; CPU LibTorch
+// builds stay under the limit, which is why it works there. httplib threads
+// take the default stack, and the adapter uses httplib anyway.
 #ifndef GANTRY_SERVER_METRICS_HTTP_H_
 #define GANTRY_SERVER_METRICS_HTTP_H_
 

@@ -83,5 +83,18 @@ TEST(AdapterTest, BadConfigStopsStartUpNamingTheLine) {
   EXPECT_THAT(out, HasSubstr("bad_adapter.yaml:2: unknown key 'upstrem'"));
 }
 
+TEST(AdapterTest, PortInUseIsAStartUpError) {
+  testing::ServerProcess first("adapter_first", GANTRY_ADAPTER_BINARY,
+                               {"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1"});
+  ASSERT_FALSE(first.address().empty()) << first.Log();
+  int exit_code = 0;
+  const std::string out = RunCommand(std::string(GANTRY_ADAPTER_BINARY) + " --listen " + first.address() +
+                                         " --upstream 127.0.0.1:1",
+                                     &exit_code);
+  EXPECT_EQ(exit_code, 1);
+  EXPECT_THAT(out, HasSubstr("cannot listen on " + first.address() + ": address in use"));
+  EXPECT_EQ(first.Terminate(10s), 0) << first.Log();
+}
+
 }  // namespace
 }  // namespace gantry

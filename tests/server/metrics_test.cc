@@ -246,22 +246,22 @@ TEST(GpuMetricsTest, LiveAndAgreeWithNvidiaSmi) {
   const std::string gpu0 = "gpu=\"0\"";
   auto used = [&] { return ScrapeValue(client, "gantry_gpu_memory_used_bytes", gpu0).value_or(-1) / (1 << 20); };
 
-  // Load the model (its 4 GiB KV pool) and watch memory rise from what
-  // nvidia-smi saw before. (On the lent H100, NVML's first sample in a process
-  // returns only once a CUDA context exists, so the series start with the
-  // first model on the GPU.)
-  const double before = NvidiaSmi().at(0);
+  // The GPU series are there before any model touches the GPU and agree with
+  // nvidia-smi; then loading the model (its 4 GiB KV pool) raises them.
+  for (int i = 0; i < 100 && !ScrapeValue(client, "gantry_gpu_memory_used_bytes", gpu0); ++i) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(ScrapeValue(client, "gantry_gpu_memory_used_bytes", gpu0).has_value()) << server.Log();
+  const double before = used();
+  EXPECT_NEAR(before, NvidiaSmi().at(0), 64.0);
+  EXPECT_EQ(ScrapeValue(client, "gantry_cuda_allocator_reserved_bytes", "cuda:0"), 0.0) << "nothing on the GPU yet";
   auto channel = grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials());
   auto models = v1::Models::NewStub(channel);
   v1::ModelStatus status;
   ASSERT_TRUE(testing::LoadModel(*models, "big", &status).ok());
-  for (int i = 0; i < 100 && !ScrapeValue(client, "gantry_gpu_memory_used_bytes", gpu0); ++i) {
-    std::this_thread::sleep_for(100ms);
-  }
-  std::this_thread::sleep_for(500ms);
-  ASSERT_TRUE(ScrapeValue(client, "gantry_gpu_memory_used_bytes", gpu0).has_value()) << server.Log();
+  std::this_thread::sleep_for(500ms);  // a few sampling periods
   const double loaded = used();
-  EXPECT_GT(loaded, before + 4000) << "nvidia-smi before: " << before << " MiB";
+  EXPECT_GT(loaded, before + 4000);
   EXPECT_GT(ScrapeValue(client, "gantry_cuda_allocator_reserved_bytes", "cuda:0").value_or(0), 4e9);
 
   // Agrees with nvidia-smi read now.

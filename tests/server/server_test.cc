@@ -2,7 +2,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <fstream>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include "gantry/v1/gantry.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -442,6 +445,33 @@ TEST(ServerLifecycleTest, BadConfigStopsStartUpNamingKeyAndLine) {
   EXPECT_TRUE(server.address().empty());
   EXPECT_EQ(server.WaitExit(10s), 1);
   EXPECT_THAT(server.Log(), HasSubstr("bad_config.yaml:5: unknown key 'max_bach' in models[0]"));
+}
+
+TEST(ServerLifecycleTest, PortsInUseStopStartUpNamingTheAddress) {
+  const std::string config = "models:\n  - name: demo\n    path: " + std::string(GANTRY_SOURCE_DIR) + "/models/demo\n";
+  testing::ServerProcess first("ports_first", config);
+  ASSERT_FALSE(first.address().empty()) << first.Log();
+  const std::string metrics_address =
+      first.metrics_url().substr(7, first.metrics_url().size() - 7 - std::string("/metrics").size());
+  const std::string config_path = ::testing::TempDir() + "/ports_second.yaml";
+  std::ofstream(config_path) << config;
+  // The gRPC port, then the metrics port, taken by the first server.
+  for (const auto& [listen, metrics_listen, message] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {first.address(), "127.0.0.1:0", "cannot listen on " + first.address() + ": address in use"},
+           {"127.0.0.1:0", metrics_address, "cannot serve metrics on " + metrics_address + ": address in use"}}) {
+    testing::ServerProcess second("ports_second", GANTRY_SERVER_BINARY,
+                                  {"--config", config_path, "--listen", listen, "--metrics_listen", metrics_listen});
+    EXPECT_TRUE(second.address().empty()) << listen << " " << metrics_listen;
+    EXPECT_EQ(second.WaitExit(10s), 1);
+    EXPECT_THAT(second.Log(), HasSubstr(message));
+  }
+  // The first server is unaffected.
+  auto stub = v1::Models::NewStub(grpc::CreateChannel(first.address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::ListModelsResponse list;
+  EXPECT_TRUE(stub->List(&context, v1::ListModelsRequest(), &list).ok());
+  EXPECT_EQ(first.Terminate(15s), 0) << first.Log();
 }
 
 TEST(ServerLifecycleTest, CudaModelWithoutGpuIsAStartUpError) {
