@@ -1,6 +1,7 @@
 #include "server/metrics_http.h"
 
 #include <httplib.h>
+#include <spdlog/spdlog.h>
 
 #include <sstream>
 
@@ -31,10 +32,18 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   MetricsHttpServer* self = server.get();
   server->http_->Get("/metrics", [self](const httplib::Request&, httplib::Response& response) {
     std::vector<prometheus::MetricFamily> families;
-    for (const auto& collectable : self->collectables_) {
-      auto collected = collectable->Collect();
-      families.insert(families.end(), std::make_move_iterator(collected.begin()),
-                      std::make_move_iterator(collected.end()));
+    try {
+      for (const auto& collectable : self->collectables_) {
+        auto collected = collectable->Collect();
+        families.insert(families.end(), std::make_move_iterator(collected.begin()),
+                        std::make_move_iterator(collected.end()));
+      }
+    } catch (const std::exception& e) {
+      // Said in the log and the reply: a bare 500 would leave operators guessing.
+      spdlog::error("metrics: scrape failed: {}", e.what());
+      response.status = 500;
+      response.set_content(absl::StrCat("scrape failed: ", e.what(), "\n"), "text/plain; charset=utf-8");
+      return;
     }
     std::ostringstream text;
     prometheus::TextSerializer().Serialize(text, families);
@@ -42,7 +51,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   });
   if (port == 0) {
     port = server->http_->bind_to_any_port(host);
-    if (port <= 0) return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen));
+    if (port <= 0) return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": address not local"));
   } else if (!server->http_->bind_to_port(host, port)) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": address in use or not local"));
   }

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -20,7 +21,10 @@
 #include "gantry/v1/gantry.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
 #include "runtime/model_runner.h"
+#include "server/metrics_http.h"
 #include "tests/server/models_client.h"
 #include "tests/server/server_process.h"
 
@@ -329,6 +333,33 @@ TEST(GpuMetricsTest, WithoutNvmlTheServerSaysSoAndRuns) {
   EXPECT_THAT(response->body, ::testing::Not(HasSubstr("gantry_gpu_")));
   EXPECT_THAT(response->body, HasSubstr("gantry_model_state{model=\"demo\",state=\"unloaded\"} 1"));
   EXPECT_EQ(server.Terminate(15s), 0);
+}
+
+// A collector that throws (as LibTorch's allocator stats did before the first
+// CUDA tensor) gives a 500 that names the error; the endpoint keeps serving.
+class ThrowingCollectable : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    if (throw_) throw std::runtime_error("allocator not initialized");
+    return {};
+  }
+  std::atomic<bool> throw_{true};
+};
+
+TEST(MetricsHttpTest, AFailingCollectorIsA500ThatNamesIt) {
+  auto collectable = std::make_shared<ThrowingCollectable>();
+  auto started = server::MetricsHttpServer::Start("127.0.0.1:0", {collectable});
+  ASSERT_TRUE(started.ok()) << started.status();
+  const auto [host, port] = HostPort((*started)->url());
+  httplib::Client client(host, port);
+  auto response = client.Get("/metrics");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 500);
+  EXPECT_THAT(response->body, HasSubstr("scrape failed: allocator not initialized"));
+  collectable->throw_ = false;
+  response = client.Get("/metrics");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
 }
 
 }  // namespace
