@@ -1,4 +1,5 @@
-// Prometheus metrics (prometheus-cpp), served by the exposer main() starts.
+// Prometheus metrics (prometheus-cpp), served on /metrics by the listener in
+// metrics_http.h that main() starts.
 //
 // Event figures (loads, unloads, steps, requests) are counters and histograms
 // updated as things happen; level figures (model states, memory, queue
@@ -31,7 +32,7 @@ class Metrics : public scheduler::SchedulerObserver {
   // `gpus` may be null (no NVML): the GPU series are then absent.
   Metrics(const scheduler::ModelRegistry* registry, const GpuMonitor* gpus);
 
-  // What the exposer serves.
+  // What /metrics serves.
   std::vector<std::shared_ptr<prometheus::Collectable>> Collectables() const;
 
   // scheduler::SchedulerObserver
