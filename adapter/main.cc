@@ -17,10 +17,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "adapter/adapter_config.h"
 #include "adapter/gateway.h"
+#include "server/http_listen.h"
 
 ABSL_FLAG(std::string, config, "", "YAML configuration file (keys: adapter/adapter_config.h)");
 ABSL_FLAG(std::string, listen, "", "HTTP address:port; overrides the config (default 127.0.0.1:8080)");
@@ -55,12 +55,6 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_request_timeout_seconds) > 0) {
     config.request_timeout_seconds = absl::GetFlag(FLAGS_request_timeout_seconds);
   }
-  const size_t colon = config.listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(config.listen.substr(colon + 1), &port) || port < 0) {
-    return Fail("listen must be host:port, got '" + config.listen + "'");
-  }
-  const std::string host = config.listen.substr(0, colon);
 
   // Signals go to a waiting thread (blocked here, before any thread starts).
   sigset_t signals;
@@ -77,19 +71,9 @@ int main(int argc, char** argv) {
   server.set_read_timeout(60, 0);
   server.set_write_timeout(60, 0);
   server.set_payload_max_length(64 << 20);
-  // Not httplib's default SO_REUSEPORT: a second adapter on the same port
-  // must fail, not silently take half the requests.
-  server.set_socket_options([](socket_t socket) {
-    int yes = 1;
-    setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
   gateway.Register(&server);
-  if (port == 0) {
-    port = server.bind_to_any_port(host);
-  } else if (!server.bind_to_port(host, port)) {
-    port = -1;
-  }
-  if (port <= 0) return Fail("cannot listen on " + config.listen + ": address in use or not local");
+  auto bound = gantry::server::BindHttpServer(&server, config.listen, "listen", "listen");
+  if (!bound.ok()) return Fail(std::string(bound.status().message()));
 
   std::thread stopper([&server, signals] {
     int signal_number = 0;
@@ -97,9 +81,9 @@ int main(int argc, char** argv) {
     spdlog::info("signal {}: stopping", signal_number);
     server.stop();
   });
-  std::printf("gantry-adapter listening on %s:%d\n", host.c_str(), port);
+  std::printf("gantry-adapter listening on %s:%d\n", bound->host.c_str(), bound->port);
   std::fflush(stdout);
-  spdlog::info("serving OpenAI-compatible HTTP on {}:{} for gantry-server at {}{}", host, port, config.upstream,
+  spdlog::info("serving OpenAI-compatible HTTP on {}:{} for gantry-server at {}{}", bound->host, bound->port, config.upstream,
                config.api_keys.empty() ? "" : " (API keys required)");
   server.listen_after_bind();
   stopper.join();
