@@ -17,15 +17,15 @@ namespace {
 using nlohmann::json;
 
 // Token texts are normally whole UTF-8, but a lone token can be part of a
-// character: never let that fail a reply.
-constexpr auto kReplaceBadUtf8 = nlohmann::json::error_handler_t::replace;
+// character: never let that fail a reply (bad bytes become U+FFFD).
+std::string JsonText(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 void SendError(httplib::Response& response, const ApiError& error) {
   response.status = error.http_status;
-  response.set_content(error.ToJson().dump(-1, ' ', false, kReplaceBadUtf8), "application/json");
+  response.set_content(JsonText(error.ToJson()), "application/json");
 }
 
-std::string Sse(const json& payload) { return absl::StrCat("data: ", payload.dump(-1, ' ', false, kReplaceBadUtf8), "\n\n"); }
+std::string Sse(const json& payload) { return absl::StrCat("data: ", JsonText(payload), "\n\n"); }
 
 // One gRPC generation call; a call dropped before its end is cancelled and
 // drained, so the server sees the cancellation and the stub is not leaked.
@@ -149,7 +149,7 @@ void Gateway::Models(httplib::Response& response) {
     if (m.max_context() > 0) model["max_context"] = m.max_context();  // known once loaded
     data.push_back(model);
   }
-  response.set_content(json{{"object", "list"}, {"data", data}}.dump(-1, ' ', false, kReplaceBadUtf8), "application/json");
+  response.set_content(JsonText(json{{"object", "list"}, {"data", data}}), "application/json");
 }
 
 void Gateway::Complete(const httplib::Request& http_request, httplib::Response& response, Endpoint endpoint) {
@@ -185,7 +185,7 @@ void Gateway::Complete(const httplib::Request& http_request, httplib::Response& 
     while (call->reader->Read(&next)) reply.Add(next);
     grpc::Status status = call->Finish();
     if (!status.ok()) return SendError(response, FromGrpc(status));
-    response.set_content(reply.Finish(id, created).dump(-1, ' ', false, kReplaceBadUtf8), "application/json");
+    response.set_content(JsonText(reply.Finish(id, created)), "application/json");
     return;
   }
 
@@ -242,7 +242,7 @@ void Gateway::Health(httplib::Response& response) {
     body["error"] = status.error_message();
   }
   response.status = serving ? 200 : 503;
-  response.set_content(body.dump(-1, ' ', false, kReplaceBadUtf8), "application/json");
+  response.set_content(JsonText(body), "application/json");
 }
 
 void Gateway::Metrics(httplib::Response& response) {

@@ -70,7 +70,6 @@ std::optional<ApiError> ParseCommon(const json& body, v1::SamplingParameters* p,
   }
   if (auto e = ReadInteger(body, "seed", &seed)) return e;
   if (seed) p->set_seed(static_cast<uint64_t>(*seed));
-  std::optional<double> value;
   struct Float {
     const char* key;
     void (v1::SamplingParameters::*set)(float);
@@ -82,7 +81,7 @@ std::optional<ApiError> ParseCommon(const json& body, v1::SamplingParameters* p,
                          // Not OpenAI's, but vLLM's clients send them.
                          Float{"min_p", &v1::SamplingParameters::set_min_p},
                          Float{"repetition_penalty", &v1::SamplingParameters::set_repetition_penalty}}) {
-    value.reset();
+    std::optional<double> value;
     if (auto e = ReadNumber(body, f.key, &value)) return e;
     if (value) (p->*f.set)(static_cast<float>(*value));
   }
@@ -375,8 +374,6 @@ std::vector<json> ChunkBuilder::Add(const v1::GenerateResponse& response) {
       } else {
         AppendCompletionLogprobs(response, &text_offset_, &logprobs);
       }
-    } else if (!chat) {
-      text_offset_ += static_cast<int64_t>(response.text().size());
     }
     json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", nullptr}};
     if (chat) {
