@@ -1,15 +1,24 @@
-// Runtime benchmark: load time, prefill throughput and decode tokens/s.
+// Runtime benchmark: load time, time to first token, prefill throughput and
+// decode tokens/s, each beside its target and the memory roofline.
 //
 //   runtime_bench --model DIR [--device cuda] [--dtype bfloat16]
-//                 [--prompt_tokens 128] [--decode_tokens 128] [--batches 1,8,32]
+//                 [--prompt_tokens 128] [--decode_tokens 128] [--batches 1,8,32,64]
+//                 [--ttft_prompt 512] [--cuda_kernels=false] [--cuda_graph_max_batch 64]
 //
-// Prints one line per figure. Decode at batch B runs B sequences with
-// distinct prompts, prefilled first, then `decode_tokens` single-token steps
-// of all B together; tokens/s counts every sequence's tokens.
+// Decode at batch B runs B sequences with distinct prompts, prefilled first,
+// then `decode_tokens` single-token steps of all B together; tokens/s counts
+// every sequence's tokens. The roofline is the step time that reading every
+// weight and the batch's KV cache once at the measured device-to-device copy
+// bandwidth would take: decode cannot be faster than that.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
+
+#ifdef GANTRY_BENCH_CUDA
+#include <cuda_profiler_api.h>
+#endif
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -22,6 +31,12 @@ ABSL_FLAG(int64_t, prompt_tokens, 128, "prompt length per sequence");
 ABSL_FLAG(int64_t, decode_tokens, 128, "tokens decoded per sequence");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1"}), "batch sizes");
 ABSL_FLAG(uint64_t, kv_cache_mib, 8192, "KV cache size in MiB");
+ABSL_FLAG(int64_t, ttft_prompt, 512, "prompt length of the time-to-first-token runs (0: skip)");
+ABSL_FLAG(bool, cuda_kernels, true, "use Gantry's CUDA kernels (false: LibTorch operators)");
+ABSL_FLAG(int64_t, cuda_graph_max_batch, 64, "CUDA graphs for decode batches up to this (0: none)");
+ABSL_FLAG(int64_t, profile_decode_steps, 0,
+          "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "
+          "(for ncu --profile-from-start off)");
 
 namespace {
 
@@ -39,6 +54,12 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+std::vector<int32_t> Prompt(int64_t length, int64_t salt, int64_t vocab) {
+  std::vector<int32_t> prompt(length);
+  for (int64_t t = 0; t < length; ++t) prompt[t] = static_cast<int32_t>((t * 7919 + salt * 104729 + 13) % vocab);
+  return prompt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -48,9 +69,18 @@ int main(int argc, char** argv) {
   options.device = absl::GetFlag(FLAGS_device);
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
+  options.cuda_kernels = absl::GetFlag(FLAGS_cuda_kernels);
+  options.cuda_graph_max_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
   if (options.model_dir.empty()) {
     std::fprintf(stderr, "usage: runtime_bench --model DIR [--device cuda] [--batches 1,8,32]\n");
     return 2;
+  }
+  double bandwidth = 0;  // bytes/s
+  if (options.device != "cpu") {
+    auto measured = gantry::runtime::MeasureCopyBandwidth(options.device);
+    if (!measured.ok()) return Fail(measured.status());
+    bandwidth = *measured;
+    std::printf("device-to-device copy bandwidth: %.0f GB/s (read + written)\n", bandwidth / 1e9);
   }
   auto start = Clock::now();
   auto loaded = gantry::runtime::LoadModel(options);
@@ -58,25 +88,45 @@ int main(int argc, char** argv) {
   const double load_s = Seconds(start);
   ModelRunner& runner = **loaded;
   const auto& info = runner.info();
-  std::printf("model %s (%s) on %s, %s\n", options.model_dir.c_str(), info.config.architecture_name.c_str(),
-              info.device.c_str(), info.dtype.c_str());
+  const auto& config = info.config;
+  std::printf("model %s (%s) on %s, %s; %s\n", options.model_dir.c_str(), config.architecture_name.c_str(),
+              info.device.c_str(), info.dtype.c_str(), info.execution.c_str());
   std::printf("load: %.2f s, %.2f GB weights, %.2f GB/s; KV cache %.2f GB in %ld blocks\n", load_s,
               info.weight_bytes / 1e9, info.weight_bytes / 1e9 / load_s, info.kv_cache_bytes / 1e9,
               static_cast<long>(info.num_blocks));
+  const double kv_bytes_per_token = static_cast<double>(info.kv_cache_bytes) / (info.num_blocks * info.block_size);
+
+  gantry::runtime::SamplingParams greedy;
+  greedy.temperature = 0;
+  const int64_t vocab = config.vocab_size;
+
+  // Time to first token: a fresh prompt prefilled and its first token
+  // sampled, on an otherwise idle runner. The first run after the load
+  // must be as fast as the rest.
+  if (const int64_t ttft_prompt = absl::GetFlag(FLAGS_ttft_prompt); ttft_prompt > 0) {
+    std::vector<double> times;
+    for (int run = 0; run < 6; ++run) {
+      auto id = runner.AddSequence({Prompt(ttft_prompt, 1000 + run, vocab), {}, greedy});
+      if (!id.ok()) return Fail(id.status());
+      start = Clock::now();
+      if (auto r = runner.Step({StepItem{*id, ttft_prompt}}); !r.ok()) return Fail(r.status());
+      times.push_back(Seconds(start));
+      (void)runner.RemoveSequence(*id);
+    }
+    std::vector<double> later(times.begin() + 1, times.end());
+    std::sort(later.begin(), later.end());
+    std::printf("ttft %ld-token prompt: first after load %.1f ms, median of the next 5 %.1f ms "
+                "(target <= 18 ms, first within 10%% of the rest)\n",
+                static_cast<long>(ttft_prompt), 1e3 * times[0], 1e3 * later[later.size() / 2]);
+  }
 
   const int64_t prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
   const int64_t decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
-  gantry::runtime::SamplingParams greedy;
-  greedy.temperature = 0;
   for (const std::string& batch_text : absl::GetFlag(FLAGS_batches)) {
     const int batch = std::stoi(batch_text);
     std::vector<SequenceId> ids;
     for (int b = 0; b < batch; ++b) {
-      std::vector<int32_t> prompt(prompt_tokens);
-      for (int64_t t = 0; t < prompt_tokens; ++t) {
-        prompt[t] = static_cast<int32_t>((t * 7919 + b * 104729 + 13) % info.config.vocab_size);
-      }
-      auto id = runner.AddSequence({prompt, {}, greedy});
+      auto id = runner.AddSequence({Prompt(prompt_tokens, b, vocab), {}, greedy});
       if (!id.ok()) return Fail(id.status());
       ids.push_back(*id);
     }
@@ -85,7 +135,6 @@ int main(int argc, char** argv) {
       prefill.push_back({id, prompt_tokens});
       decode.push_back({id, 1});
     }
-    // Warm-up (kernel selection, allocator) on the first decode steps.
     start = Clock::now();
     if (auto r = runner.Step(prefill); !r.ok()) return Fail(r.status());
     const double prefill_s = Seconds(start);
@@ -97,11 +146,33 @@ int main(int argc, char** argv) {
       if (auto r = runner.Step(decode); !r.ok()) return Fail(r.status());
     }
     const double decode_s = Seconds(start);
-    std::printf("batch %3d: prefill %ld tokens in %.3f s (%.0f tokens/s); decode %.1f tokens/s "
-                "(%.2f ms/step)\n",
-                batch, static_cast<long>(prompt_tokens * batch), prefill_s,
-                prompt_tokens * batch / prefill_s, batch * decode_tokens / decode_s,
-                1e3 * decode_s / decode_tokens);
+    const double step_s = decode_s / decode_tokens;
+    if (const int64_t steps = absl::GetFlag(FLAGS_profile_decode_steps); steps > 0) {
+#ifdef GANTRY_BENCH_CUDA
+      cudaProfilerStart();
+      for (int64_t i = 0; i < steps; ++i) {
+        if (auto r = runner.Step(decode); !r.ok()) return Fail(r.status());
+      }
+      cudaProfilerStop();
+#else
+      std::fprintf(stderr, "--profile_decode_steps needs a build with CUDA\n");
+      return 2;
+#endif
+    }
+    std::printf("batch %3d: prefill %ld tokens in %.1f ms (%.0f tokens/s); decode %.1f tokens/s (%.2f ms/step)",
+                batch, static_cast<long>(prompt_tokens * batch), 1e3 * prefill_s,
+                prompt_tokens * batch / prefill_s, batch / step_s, 1e3 * step_s);
+    if (bandwidth > 0) {
+      // Mean context over the timed steps.
+      const double context = prompt_tokens + 3 + decode_tokens / 2.0;
+      const double bytes = info.weight_bytes + batch * context * kv_bytes_per_token;
+      const double roofline_s = bytes / bandwidth;
+      std::printf("; roofline %.2f ms/step = %.0f tokens/s, reached %.0f%%", 1e3 * roofline_s,
+                  batch / roofline_s, 100 * roofline_s / step_s);
+      if (batch == 1) std::printf(" (target >= 91%%, >= 170 tokens/s)");
+      if (batch == 64) std::printf(" (target >= 7000 tokens/s)");
+    }
+    std::printf("\n");
     for (SequenceId id : ids) (void)runner.RemoveSequence(id);
   }
   return 0;

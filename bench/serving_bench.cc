@@ -154,6 +154,13 @@ int Throughput() {
                 "time to first token p50 %.3f s max %.3f s, wall %.2f s\n",
                 static_cast<long long>(n), generated / wall, generated / wall / n, first_token[n / 2],
                 first_token.back(), wall);
+    // Targets (issue 11, 8B-shaped bf16 model on one H100/H200).
+    const bool standard = absl::GetFlag(FLAGS_prompt_tokens) == 128 && absl::GetFlag(FLAGS_max_tokens) == 128;
+    if (standard && n == 32) std::printf("  target: >= 4000 tokens/s at 32 streams\n");
+    if (standard && n == 64) std::printf("  target: >= 6000 tokens/s at 64 streams\n");
+    if (n == 1 && absl::GetFlag(FLAGS_prompt_tokens) == 512) {
+      std::printf("  target: time to first token <= 0.018 s for a 512-token prompt on an idle engine\n");
+    }
     std::fflush(stdout);
   }
   std::printf("preemptions: %lld\n", static_cast<long long>((*lease)->Stats().preemptions));

@@ -50,6 +50,15 @@ struct LoadOptions {
   uint64_t kv_cache_bytes = 256ull << 20;  // the KV pool's size; blocks = bytes / block bytes
   int32_t block_size = 16;                 // tokens per KV block
   int64_t max_context = 0;                 // 0 = the model's max_position_embeddings
+  // CUDA: Gantry's fused kernels (false: LibTorch operators only, for
+  // comparison), and CUDA graphs captured at load for decode batches of up
+  // to this many sequences (0: none).
+  bool cuda_kernels = true;
+  int64_t cuda_graph_max_batch = 32;
+  // CUDA: prompt steps of up to this many tokens are run once at load (cuBLAS
+  // picks and loads its kernels per shape), so the first request is as fast
+  // as later ones.
+  int64_t warm_step_tokens = 2048;
 };
 
 struct ModelInfo {
@@ -61,6 +70,7 @@ struct ModelInfo {
   int64_t max_context = 0;
   uint64_t weight_bytes = 0;    // device bytes held by weights
   uint64_t kv_cache_bytes = 0;  // device bytes held by the KV pool
+  std::string execution;        // how steps run, e.g. "cuda kernels, CUDA graphs for decode batches up to 32"
 };
 
 struct SequenceSpec {
@@ -142,6 +152,10 @@ struct CudaAllocatorStats {
 // The LibTorch CUDA caching allocator's current figures per usable device;
 // empty without CUDA.
 std::vector<CudaAllocatorStats> DescribeCudaAllocators();
+// Device-to-device copy bandwidth of a CUDA device in bytes per second,
+// counting bytes read plus bytes written (1 GiB copied 20 times): the ceiling
+// that memory-bound decode is measured against. FAILED_PRECONDITION on the CPU.
+absl::StatusOr<double> MeasureCopyBandwidth(const std::string& device);
 // "LibTorch 2.11.0, CUDA 13.0" or "LibTorch 1.13.0, CPU only".
 std::string DescribeBuild();
 

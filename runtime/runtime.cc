@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/checkpoint.h"
 #include "runtime/internal/attention.h"
+#include "runtime/internal/forward.h"
 #include "runtime/internal/llama_model.h"
+#include "runtime/internal/penalty_state.h"
 #include "runtime/internal/sampler.h"
 #include "runtime/internal/torch_util.h"
 #include "runtime/internal/weights.h"
@@ -25,20 +27,44 @@ struct Sequence {
   int64_t num_computed = 0;     // tokens whose keys/values are in the cache
   std::vector<int32_t> block_table;
   SamplingParams sampling;
+  int64_t penalty_row = 0;  // its PenaltyState row; 0 without penalties
 };
+
+bool HasPenalties(const SamplingParams& p) {
+  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+}
 
 class TorchModelRunner final : public ModelRunner {
  public:
-  TorchModelRunner(ModelInfo info, std::unique_ptr<LlamaModel> model, at::Device device)
-      : info_(std::move(info)), model_(std::move(model)), device_(device),
-        allocator_(info_.num_blocks) {}
+  TorchModelRunner(ModelInfo info, std::unique_ptr<LlamaModel> model, std::unique_ptr<Forward> forward,
+                   at::Device device)
+      : info_(std::move(info)), model_(std::move(model)), forward_(std::move(forward)), device_(device),
+        allocator_(info_.num_blocks), penalties_(info_.config.vocab_size, device) {}
 
   ~TorchModelRunner() override {
+    forward_.reset();
     model_.reset();
     ReleaseCachedDeviceMemory();
   }
 
   const ModelInfo& info() const override { return info_; }
+
+  // Samples once greedily and once with a temperature and filters, from a
+  // throw-away sequence: the sampling kernels load here, not in the first
+  // request. The sequence's block is free again afterwards.
+  absl::Status WarmUpSampling() {
+    SamplingParams filtered;
+    filtered.top_k = 40;
+    filtered.top_p = 0.9f;
+    for (const SamplingParams& params : {SamplingParams{0.0f}, filtered}) {
+      auto id = AddSequence({{0}, {}, params});
+      if (!id.ok()) return id.status();
+      auto step = Step({StepItem{*id, 1}});
+      (void)RemoveSequence(*id);
+      if (!step.ok()) return step.status();
+    }
+    return absl::OkStatus();
+  }
 
   absl::StatusOr<SequenceId> AddSequence(SequenceSpec spec) override {
     if (spec.prompt.empty()) return absl::InvalidArgumentError("prompt is empty: at least one token is needed");
@@ -60,6 +86,13 @@ class TorchModelRunner final : public ModelRunner {
                                                      info_.max_context));
     }
     seq.sampling = spec.sampling;
+    if (HasPenalties(seq.sampling)) {
+      try {
+        seq.penalty_row = penalties_.Add(seq.tokens, seq.num_prompt);
+      } catch (const std::exception& e) {
+        return absl::ResourceExhaustedError(absl::StrCat("penalty state for a new sequence: ", e.what()));
+      }
+    }
     SequenceId id = next_id_++;
     sequences_.emplace(id, std::move(seq));
     return id;
@@ -69,6 +102,7 @@ class TorchModelRunner final : public ModelRunner {
     auto it = sequences_.find(id);
     if (it == sequences_.end()) return UnknownSequence(id);
     allocator_.Free(&it->second.block_table);
+    if (it->second.penalty_row > 0) penalties_.Remove(it->second.penalty_row);
     sequences_.erase(it);
     return absl::OkStatus();
   }
@@ -152,40 +186,33 @@ class TorchModelRunner final : public ModelRunner {
 
   absl::StatusOr<StepResult> RunStep(absl::Span<const StepItem> items, int64_t total_tokens) {
     c10::InferenceMode guard;
-    std::vector<BatchSequence> batch_sequences;
-    std::vector<int64_t> token_ids, logit_rows;
+    ForwardBatch batch;
     std::vector<int64_t> sample_rows;  // rows of the logits that sample, in item order
     std::vector<SamplerRow> sampler_rows;
     std::vector<int> row_of_item(items.size(), -1);
-    token_ids.reserve(total_tokens);
+    batch.token_ids.reserve(total_tokens);
     for (size_t i = 0; i < items.size(); ++i) {
       const Sequence& seq = sequences_.at(items[i].id);
-      batch_sequences.push_back({seq.num_computed, items[i].num_tokens, &seq.block_table});
-      for (int64_t t = 0; t < items[i].num_tokens; ++t) token_ids.push_back(seq.tokens[seq.num_computed + t]);
+      batch.sequences.push_back({seq.num_computed, items[i].num_tokens, &seq.block_table});
+      for (int64_t t = 0; t < items[i].num_tokens; ++t) batch.token_ids.push_back(seq.tokens[seq.num_computed + t]);
       const bool reaches_end =
           seq.num_computed + items[i].num_tokens == static_cast<int64_t>(seq.tokens.size());
       if (reaches_end || items[i].return_logits) {
-        row_of_item[i] = static_cast<int>(logit_rows.size());
-        logit_rows.push_back(static_cast<int64_t>(token_ids.size()) - 1);
+        row_of_item[i] = static_cast<int>(batch.logit_rows.size());
+        batch.logit_rows.push_back(static_cast<int64_t>(batch.token_ids.size()) - 1);
       }
       if (reaches_end) {
         sample_rows.push_back(row_of_item[i]);
-        sampler_rows.push_back({&seq.sampling, static_cast<int64_t>(seq.tokens.size()), &seq.tokens,
-                                seq.num_prompt});
+        sampler_rows.push_back({&seq.sampling, static_cast<int64_t>(seq.tokens.size()), seq.penalty_row});
       }
     }
-    // All uploads first, so they never wait behind the forward pass.
-    AttentionBatch batch = BuildAttentionBatch(batch_sequences, info_.block_size,
-                                               info_.config.sliding_window, device_);
-    at::Tensor ids = Upload(token_ids, device_);
-    at::Tensor rows = Upload(logit_rows, device_);
-    Sampler sampler(sampler_rows, info_.config.vocab_size, device_);
-
-    at::Tensor logits = model_->Forward(ids, batch, rows);  // [rows, vocab]
+    // The sampler's uploads first, so they never wait behind the forward pass.
+    Sampler sampler(sampler_rows, info_.config.vocab_size, device_, &penalties_);
+    at::Tensor logits = forward_->Run(batch);  // [rows, vocab]
 
     std::vector<SampledToken> sampled;
     if (!sample_rows.empty()) {
-      at::Tensor sample_logits = sample_rows.size() == logit_rows.size()
+      at::Tensor sample_logits = sample_rows.size() == batch.logit_rows.size()
                                      ? logits
                                      : logits.index_select(0, Upload(sample_rows, device_));
       sampled = sampler.Sample(sample_logits);
@@ -222,8 +249,10 @@ class TorchModelRunner final : public ModelRunner {
 
   ModelInfo info_;
   std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<Forward> forward_;  // runs model_'s forward passes
   at::Device device_;
   BlockAllocator allocator_;
+  PenaltyState penalties_;
   std::map<SequenceId, Sequence> sequences_;
   SequenceId next_id_ = 1;
 };
@@ -285,7 +314,25 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     auto model = std::make_unique<LlamaModel>(*config, *std::move(weights), *device, *dtype,
                                               info.num_blocks, options.block_size);
     info.kv_cache_bytes = model->kv_cache_bytes();
-    return std::unique_ptr<ModelRunner>(new TorchModelRunner(std::move(info), std::move(model), *device));
+    std::unique_ptr<Forward> forward;
+    if (device->is_cuda() && options.cuda_kernels && HaveCudaKernels()) {
+      CudaForwardOptions cuda_options;
+      cuda_options.block_size = options.block_size;
+      cuda_options.max_context = info.max_context;
+      cuda_options.max_graph_batch = std::max<int64_t>(0, options.cuda_graph_max_batch);
+      cuda_options.warm_step_tokens = std::min<int64_t>(options.warm_step_tokens, info.max_context);
+      auto cuda_forward = MakeCudaForward(model.get(), cuda_options);
+      if (!cuda_forward.ok()) return cuda_forward.status();
+      forward = *std::move(cuda_forward);
+    } else {
+      forward = MakeTorchForward(model.get(), options.block_size);
+    }
+    info.execution = forward->Describe();
+    auto runner = std::make_unique<TorchModelRunner>(std::move(info), std::move(model), std::move(forward), *device);
+    if (device->is_cuda()) {
+      if (auto status = runner->WarmUpSampling(); !status.ok()) return status;
+    }
+    return std::unique_ptr<ModelRunner>(std::move(runner));
   } catch (const std::exception& e) {
     if (IsOutOfMemory(e)) {
       ReleaseCachedDeviceMemory();

@@ -6,6 +6,15 @@
 
 #include "runtime/internal/torch_util.h"
 
+#ifdef GANTRY_WITH_CUDA_KERNELS
+#include <c10/cuda/CUDAStream.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "runtime/cuda/kernels.h"
+#endif
+
 namespace gantry::runtime {
 namespace {
 
@@ -41,79 +50,70 @@ uint32_t Hash32(uint32_t x) {
   return x;
 }
 
-Sampler::Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const at::Device& device)
-    : rows_(rows), vocab_size_(vocab_size), device_(device) {
+namespace {
+
+// Rows of Sampler::params_.
+enum Field : int64_t {
+  kTemperature, kTopK, kTopP, kMinP, kKey, kRepetition, kPresence, kFrequency, kPenaltyRow, kFields
+};
+
+float Bits(int32_t value) {
+  float out;
+  std::memcpy(&out, &value, sizeof(out));
+  return out;
+}
+
+}  // namespace
+
+Sampler::Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const at::Device& device,
+                 PenaltyState* penalties)
+    : rows_(rows), vocab_size_(vocab_size), device_(device), penalties_(penalties) {
+#ifdef GANTRY_WITH_CUDA_KERNELS
+  use_kernel_ = device.is_cuda();
+#endif
   const int64_t n = static_cast<int64_t>(rows.size());
-  std::vector<float> temperature(n), top_p(n), min_p(n), repetition(n), presence(n), frequency(n);
-  std::vector<int64_t> top_k(n), keys(n);
-  int64_t max_seen = 1, max_generated = 1;
+  std::vector<float> values(kFields * n);
+  auto set = [&](Field field, int64_t row, float value) { values[field * n + row] = value; };
   for (int64_t i = 0; i < n; ++i) {
     const SamplingParams& p = *rows[i].params;
-    temperature[i] = p.temperature;
-    top_k[i] = p.top_k > 0 ? std::min<int64_t>(p.top_k, vocab_size) : vocab_size;
-    top_p[i] = p.top_p;
-    min_p[i] = p.min_p;
-    repetition[i] = p.repetition_penalty;
-    presence[i] = p.presence_penalty;
-    frequency[i] = p.frequency_penalty;
+    set(kTemperature, i, p.temperature);
+    set(kTopK, i, Bits(p.top_k > 0 && p.top_k < vocab_size ? p.top_k : 0));
+    set(kTopP, i, p.top_p);
+    set(kMinP, i, p.min_p);
     const uint32_t seed_lo = static_cast<uint32_t>(p.seed), seed_hi = static_cast<uint32_t>(p.seed >> 32);
-    keys[i] = Hash32(seed_lo ^ Hash32(seed_hi ^ Hash32(static_cast<uint32_t>(rows[i].position))));
+    const uint32_t key = Hash32(seed_lo ^ Hash32(seed_hi ^ Hash32(static_cast<uint32_t>(rows[i].position))));
+    set(kKey, i, Bits(static_cast<int32_t>(key)));
+    set(kRepetition, i, p.repetition_penalty);
+    set(kPresence, i, p.presence_penalty);
+    set(kFrequency, i, p.frequency_penalty);
+    set(kPenaltyRow, i, Bits(static_cast<int32_t>(rows[i].penalty_row)));
     if (p.temperature > 0) {
       any_random_ = true;
       any_filter_ |= p.top_k > 0 || p.top_p < 1.0f || p.min_p > 0.0f;
     }
-    if (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) {
-      any_penalty_ = true;
-      max_seen = std::max<int64_t>(max_seen, rows[i].tokens->size());
-      max_generated = std::max<int64_t>(max_generated, rows[i].tokens->size() - rows[i].num_prompt);
-    }
+    any_penalty_ |= rows[i].penalty_row > 0;
     any_logprobs_ |= p.logprobs || p.top_logprobs > 0;
     max_top_logprobs_ = std::max<int64_t>(max_top_logprobs_, p.top_logprobs);
   }
-  temperature_ = Upload(temperature, device);
-  if (any_filter_) {
-    top_k_ = Upload(top_k, device);
-    top_p_ = Upload(top_p, device);
-    min_p_ = Upload(min_p, device);
-  }
-  if (any_random_) row_keys_ = Upload(keys, device).view({n, 1});
-  if (any_penalty_) {
-    repetition_ = Upload(repetition, device).view({n, 1});
-    presence_ = Upload(presence, device).view({n, 1});
-    frequency_ = Upload(frequency, device).view({n, 1});
-    // Rows without penalties contribute only padding (id == vocab, a column
-    // dropped after the scatter).
-    std::vector<int64_t> seen(n * max_seen, vocab_size), generated(n * max_generated, vocab_size);
-    for (int64_t i = 0; i < n; ++i) {
-      const SamplingParams& p = *rows[i].params;
-      if (p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f) {
-        continue;
-      }
-      const auto& tokens = *rows[i].tokens;
-      for (size_t t = 0; t < tokens.size(); ++t) {
-        seen[i * max_seen + t] = tokens[t];
-        if (static_cast<int64_t>(t) >= rows[i].num_prompt) {
-          generated[i * max_generated + (t - rows[i].num_prompt)] = tokens[t];
-        }
-      }
-    }
-    seen_ids_ = Upload(seen, device).view({n, max_seen});
-    generated_ids_ = Upload(generated, device).view({n, max_generated});
-  }
+  if (!any_random_ && !any_penalty_) return;  // greedy rows need no parameters on the device
+  params_ = Upload(values, device).view({kFields, n});
+  temperature_ = params_[kTemperature];
+  top_k_ = params_[kTopK].view(at::kInt);
+  top_p_ = params_[kTopP];
+  min_p_ = params_[kMinP];
+  keys_ = params_[kKey].view(at::kInt);
+  repetition_ = params_[kRepetition].unsqueeze(1);
+  presence_ = params_[kPresence].unsqueeze(1);
+  frequency_ = params_[kFrequency].unsqueeze(1);
+  penalty_rows_ = params_[kPenaltyRow].view(at::kInt).to(at::kLong);
 }
 
 at::Tensor Sampler::ApplyPenalties(const at::Tensor& logits) const {
-  const int64_t n = logits.size(0);
-  auto options = logits.options();
   // vLLM's definitions: repetition (CTRL paper) over prompt and output,
-  // presence and frequency (OpenAI) over output only.
-  at::Tensor seen = at::zeros({n, vocab_size_ + 1}, options)
-                        .scatter_(1, seen_ids_, 1.0f)
-                        .narrow(1, 0, vocab_size_)
-                        .gt(0);
-  at::Tensor counts = at::zeros({n, vocab_size_ + 1}, options)
-                          .scatter_add_(1, generated_ids_, at::ones(generated_ids_.sizes(), options))
-                          .narrow(1, 0, vocab_size_);
+  // presence and frequency (OpenAI) over output only. Rows without
+  // penalties read the state's zero row and have neutral parameters.
+  at::Tensor seen = penalties_->Seen(penalty_rows_);
+  at::Tensor counts = penalties_->Counts(penalty_rows_);
   at::Tensor penalised = at::where(logits.gt(0), logits / repetition_, logits * repetition_);
   at::Tensor out = at::where(seen, penalised, logits);
   return out - frequency_ * counts - presence_ * counts.gt(0).to(at::kFloat);
@@ -122,43 +122,76 @@ at::Tensor Sampler::ApplyPenalties(const at::Tensor& logits) const {
 at::Tensor Sampler::GumbelNoise() const {
   const int64_t n = static_cast<int64_t>(rows_.size());
   at::Tensor ids = at::arange(vocab_size_, at::TensorOptions().dtype(at::kLong).device(device_)).view({1, -1});
-  at::Tensor bits = Hash32((row_keys_ + ids).bitwise_and(kMask32).expand({n, vocab_size_}).contiguous());
-  bits = Hash32(bits.bitwise_xor(row_keys_));
+  at::Tensor row_keys = keys_.to(at::kLong).bitwise_and(kMask32).view({n, 1});  // [rows, 1] in [0, 2^32)
+  at::Tensor bits = Hash32((row_keys + ids).bitwise_and(kMask32).expand({n, vocab_size_}).contiguous());
+  bits = Hash32(bits.bitwise_xor(row_keys));
   // 24 random bits -> uniform in (0, 1) -> Gumbel(0, 1).
   at::Tensor uniform = (bits.div(256, "floor").to(at::kFloat) + 0.5f) / 16777216.0f;
   return uniform.log().neg().log().neg();
 }
 
+at::Tensor Sampler::Draw(const at::Tensor& logits) const {
+#ifdef GANTRY_WITH_CUDA_KERNELS
+  if (use_kernel_) {
+    at::Tensor tokens = at::empty({logits.size(0)}, logits.options().dtype(at::kInt));
+    cuda::SampleArgs args;
+    args.rows = static_cast<int>(logits.size(0));
+    args.vocab = static_cast<int>(vocab_size_);
+    at::Tensor contiguous = logits.contiguous();
+    args.logits = contiguous.data_ptr<float>();
+    args.temperature = temperature_.data_ptr<float>();
+    args.top_k = top_k_.data_ptr<int32_t>();
+    args.top_p = top_p_.data_ptr<float>();
+    args.min_p = min_p_.data_ptr<float>();
+    args.keys = reinterpret_cast<const uint32_t*>(keys_.data_ptr<int32_t>());
+    args.tokens = tokens.data_ptr<int32_t>();
+    absl::Status status =
+        cuda::SampleTokens(args, c10::cuda::getCurrentCUDAStream(device_.index()).stream());
+    if (!status.ok()) throw std::runtime_error(std::string(status.message()));
+    return tokens.to(at::kLong);
+  }
+#endif
+  at::Tensor safe_temperature = temperature_.clamp_min(1e-6f).unsqueeze(1);
+  at::Tensor scaled = logits / safe_temperature;
+  at::Tensor noise = GumbelNoise();
+  if (!any_filter_) return (scaled + noise).argmax(-1);
+  auto [sorted, order] = scaled.sort(-1, /*descending=*/true);
+  at::Tensor probs = sorted.softmax(-1);
+  at::Tensor rank = at::arange(vocab_size_, order.options()).view({1, -1});
+  at::Tensor top_k = at::where(top_k_.gt(0), top_k_, vocab_size_).to(at::kLong).unsqueeze(1);
+  at::Tensor drop = rank.ge(top_k);
+  // Keep the smallest prefix whose mass reaches top_p (the first token always).
+  drop = drop.logical_or((probs.cumsum(-1) - probs).gt(top_p_.unsqueeze(1)));
+  drop = drop.logical_or(probs.lt(min_p_.unsqueeze(1) * probs.narrow(1, 0, 1)));
+  sorted = sorted.masked_fill(drop, -std::numeric_limits<float>::infinity());
+  at::Tensor pick = (sorted + noise.gather(1, order)).argmax(-1, /*keepdim=*/true);
+  return order.gather(1, pick).squeeze(1);
+}
+
 std::vector<SampledToken> Sampler::Sample(const at::Tensor& raw_logits) const {
   const int64_t n = raw_logits.size(0);
   at::Tensor logits = any_penalty_ ? ApplyPenalties(raw_logits) : raw_logits;
-  at::Tensor chosen = logits.argmax(-1);  // greedy rows keep this
-  if (any_random_) {
-    at::Tensor safe_temperature = temperature_.clamp_min(1e-6f).unsqueeze(1);
-    at::Tensor scaled = logits / safe_temperature;
-    at::Tensor noise = GumbelNoise();
-    at::Tensor sampled;
-    if (any_filter_) {
-      auto [sorted, order] = scaled.sort(-1, /*descending=*/true);
-      at::Tensor probs = sorted.softmax(-1);
-      at::Tensor rank = at::arange(vocab_size_, order.options()).view({1, -1});
-      at::Tensor drop = rank.ge(top_k_.unsqueeze(1));
-      // Keep the smallest prefix whose mass reaches top_p (the first token always).
-      drop = drop.logical_or((probs.cumsum(-1) - probs).gt(top_p_.unsqueeze(1)));
-      drop = drop.logical_or(probs.lt(min_p_.unsqueeze(1) * probs.narrow(1, 0, 1)));
-      sorted = sorted.masked_fill(drop, -std::numeric_limits<float>::infinity());
-      at::Tensor pick = (sorted + noise.gather(1, order)).argmax(-1, /*keepdim=*/true);
-      sampled = order.gather(1, pick).squeeze(1);
-    } else {
-      sampled = (scaled + noise).argmax(-1);
-    }
-    chosen = at::where(temperature_.gt(0), sampled, chosen);
+  at::Tensor chosen;  // [rows] int64
+  if (!any_random_) {
+    chosen = logits.argmax(-1);
+  } else if (use_kernel_) {
+    chosen = Draw(logits);  // greedy rows included
+  } else {
+    chosen = at::where(temperature_.gt(0), Draw(logits), logits.argmax(-1));
   }
+  if (any_penalty_) penalties_->Record(penalty_rows_, chosen);
 
+  std::vector<SampledToken> out(n);
+  if (!any_logprobs_) {
+    at::Tensor host = chosen.to(at::kCPU);
+    const int64_t* data = host.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i) out[i].token = static_cast<int32_t>(data[i]);
+    return out;
+  }
   // Pack everything the host needs into one float tensor: one copy, one sync.
   // Token ids stay exact in float32 (vocabularies are far below 2^24).
   std::vector<at::Tensor> parts = {chosen.to(at::kFloat).unsqueeze(1)};
-  if (any_logprobs_) {
+  {
     // Log-probabilities of the model's own distribution, before penalties
     // and temperature, as OpenAI reports them.
     at::Tensor logprobs = raw_logits.log_softmax(-1);
@@ -169,15 +202,13 @@ std::vector<SampledToken> Sampler::Sample(const at::Tensor& raw_logits) const {
       parts.push_back(top_values);
     }
   }
-  at::Tensor host = at::cat(parts, 1).to(at::kCPU).contiguous();
+  at::Tensor host = (parts.size() == 1 ? parts[0] : at::cat(parts, 1)).to(at::kCPU).contiguous();
   const float* data = host.data_ptr<float>();
   const int64_t width = host.size(1);
-  std::vector<SampledToken> out(n);
   for (int64_t i = 0; i < n; ++i) {
     const float* row = data + i * width;
     const SamplingParams& p = *rows_[i].params;
     out[i].token = static_cast<int32_t>(row[0]);
-    if (!any_logprobs_) continue;
     out[i].logprob = row[1];
     for (int64_t j = 0; j < p.top_logprobs; ++j) {
       out[i].top_logprobs.push_back(

@@ -3,6 +3,8 @@
 
 #include <torch/cuda.h>
 
+#include <chrono>
+
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -88,6 +90,28 @@ std::vector<CudaDeviceInfo> DescribeCudaDevices() {
   }
 #endif
   return devices;
+}
+
+absl::StatusOr<double> MeasureCopyBandwidth(const std::string& device_name) {
+  auto device = ParseDevice(device_name);
+  if (!device.ok()) return device.status();
+  if (!device->is_cuda()) return absl::FailedPreconditionError("copy bandwidth is measured on CUDA devices only");
+  try {
+    constexpr int64_t kBytes = int64_t{1} << 30;
+    constexpr int kRounds = 20;
+    auto options = at::TensorOptions().dtype(at::kByte).device(*device);
+    at::Tensor source = at::randint(0, 255, {kBytes}, options);
+    at::Tensor target = at::empty({kBytes}, options);
+    target.copy_(source);  // warm-up
+    torch::cuda::synchronize(device->index());
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < kRounds; ++i) target.copy_(source);
+    torch::cuda::synchronize(device->index());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return 2.0 * kBytes * kRounds / seconds;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("measuring copy bandwidth failed: ", e.what()));
+  }
 }
 
 std::string DescribeBuild() {

@@ -14,6 +14,8 @@ absl::StatusOr<LoadedModel> LoadModelFolder(const ModelSpec& spec) {
   options.kv_cache_bytes = spec.kv_cache_bytes;
   options.block_size = spec.block_size;
   options.max_context = spec.max_context;
+  options.cuda_graph_max_batch = spec.engine.max_batch;  // decode graphs for every batch the engine forms
+  options.warm_step_tokens = spec.engine.max_step_tokens;
   LoadedModel model;
   struct stat st;
   if (stat((spec.path + "/tokenizer.json").c_str(), &st) == 0) {

@@ -29,6 +29,13 @@ class LlamaModel {
 
   uint64_t kv_cache_bytes() const;
   const ModelWeights& weights() const { return weights_; }
+  const ModelConfig& config() const { return config_; }
+  const at::Device& device() const { return device_; }
+  at::ScalarType dtype() const { return dtype_; }
+  // [layers, 2, num_blocks, block_size, kv_heads, head_dim]: layer l's keys
+  // are kv_cache()[l][0], its values kv_cache()[l][1].
+  const at::Tensor& kv_cache() const { return kv_cache_; }
+  const at::Tensor& inv_freq() const { return inv_freq_; }  // [head_dim / 2] float32
 
  private:
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;

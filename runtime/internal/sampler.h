@@ -14,15 +14,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/internal/penalty_state.h"
 #include "runtime/model_runner.h"
 
 namespace gantry::runtime {
 
 struct SamplerRow {
   const SamplingParams* params = nullptr;
-  int64_t position = 0;  // position the sampled token will take
-  const std::vector<int32_t>* tokens = nullptr;  // prompt then generated tokens
-  int64_t num_prompt = 0;
+  int64_t position = 0;     // position the sampled token will take
+  int64_t penalty_row = 0;  // the sequence's PenaltyState row; 0 without penalties
 };
 
 struct SampledToken {
@@ -31,11 +31,18 @@ struct SampledToken {
   std::vector<TokenLogprob> top_logprobs;
 };
 
+// Temperature, top-k, top-p and min-p draws run in Gantry's sampling kernel
+// on CUDA builds with it (no sort of the vocabulary; kernels.h gives the
+// kept-set rule), and through LibTorch's sort elsewhere; both use the same
+// noise, so they agree except where tied logits sit on a top-k or top-p edge.
 class Sampler {
  public:
-  // Uploads the rows' parameters; call before the forward pass so the
-  // uploads overlap it.
-  Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const at::Device& device);
+  // Uploads the rows' parameters in one copy (none when every row is
+  // greedy without penalties or log-probabilities); call before the forward
+  // pass so the upload overlaps it. `penalties` holds the rows' state and is
+  // updated by Sample.
+  Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const at::Device& device,
+          PenaltyState* penalties);
 
   // logits: [rows, vocab] float32. One device-to-host copy.
   std::vector<SampledToken> Sample(const at::Tensor& logits) const;
@@ -43,23 +50,28 @@ class Sampler {
  private:
   at::Tensor ApplyPenalties(const at::Tensor& logits) const;
   at::Tensor GumbelNoise() const;  // [rows, vocab] float32
+  at::Tensor Draw(const at::Tensor& logits) const;  // [rows] int64 for rows with temperature > 0
 
   std::vector<SamplerRow> rows_;
   int64_t vocab_size_;
   at::Device device_;
+  PenaltyState* penalties_;
+  bool use_kernel_ = false;
   bool any_random_ = false, any_filter_ = false, any_penalty_ = false;
   int64_t max_top_logprobs_ = 0;
   bool any_logprobs_ = false;
+  // One upload of every per-row value: [kFields, rows] float32, integer
+  // fields stored bit for bit.
+  at::Tensor params_;
   at::Tensor temperature_;    // [rows] float32
-  at::Tensor top_k_;          // [rows] int64, vocab when off
+  at::Tensor top_k_;          // [rows] int32, 0 when off
   at::Tensor top_p_;          // [rows] float32
   at::Tensor min_p_;          // [rows] float32
+  at::Tensor keys_;           // [rows] int32 holding the 32-bit hash keys
   at::Tensor repetition_;     // [rows, 1] float32
   at::Tensor presence_;       // [rows, 1] float32
   at::Tensor frequency_;      // [rows, 1] float32
-  at::Tensor seen_ids_;       // [rows, max_tokens] int64 prompt+generated ids, padded with vocab
-  at::Tensor generated_ids_;  // [rows, max_generated] int64 generated ids, padded with vocab
-  at::Tensor row_keys_;       // [rows, 1] int64, 32-bit hash keys
+  at::Tensor penalty_rows_;   // [rows] int64 PenaltyState rows
 };
 
 // 32-bit integer hash (Chris Wellons' lowbias32) on int64 tensors holding

@@ -1,0 +1,156 @@
+// Argument checks for kernels.h, and launch errors as Status. The checks run
+// on the host before every launch (a few comparisons), so a bad shape from
+// the runtime is an error naming the field, not a memory fault on the device.
+#include "runtime/cuda/kernels.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cuda/launch.h"
+
+namespace gantry::cuda {
+namespace {
+
+absl::Status Invalid(const char* kernel, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(kernel, ": ", what));
+}
+
+absl::Status Launched(const char* kernel, cudaError_t error) {
+  if (error == cudaSuccess) error = cudaGetLastError();
+  if (error == cudaSuccess) return absl::OkStatus();
+  (void)cudaGetLastError();  // clear a sticky launch error so the next call reports its own
+  return absl::InternalError(absl::StrCat(kernel, " launch failed: ", cudaGetErrorName(error), " (",
+                                          cudaGetErrorString(error), ")"));
+}
+
+bool ValidDType(DType dtype) {
+  return dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16;
+}
+
+bool SupportedHeadDim(int head_dim) {
+  return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
+}
+
+absl::Status CheckAttention(const char* kernel, const PagedAttentionArgs& a, bool decode) {
+  if (!ValidDType(a.dtype)) return Invalid(kernel, "unknown dtype");
+  if (a.num_seqs < 0 || a.num_tokens < 0) return Invalid(kernel, "num_seqs and num_tokens must be >= 0");
+  if (a.num_kv_heads < 1 || a.num_heads < 1 || a.num_heads % a.num_kv_heads != 0) {
+    return Invalid(kernel, absl::StrCat("num_heads ", a.num_heads, " must be a positive multiple of num_kv_heads ",
+                                        a.num_kv_heads));
+  }
+  if (a.num_heads / a.num_kv_heads > 16) {
+    return Invalid(kernel, absl::StrCat("at most 16 query heads per KV head are supported, got ",
+                                        a.num_heads / a.num_kv_heads));
+  }
+  if (!SupportedHeadDim(a.head_dim)) {
+    return Invalid(kernel, absl::StrCat("head_dim ", a.head_dim, " is not one of 16, 32, 64, 128, 256"));
+  }
+  if (a.block_size < 1) return Invalid(kernel, absl::StrCat("block_size ", a.block_size, " must be >= 1"));
+  if (a.sliding_window < 0) return Invalid(kernel, "sliding_window must be >= 0");
+  if (a.num_seqs == 0 || a.num_tokens == 0) return absl::OkStatus();  // nothing to check or launch
+  if (a.q == nullptr || a.out == nullptr || a.k_cache == nullptr || a.v_cache == nullptr ||
+      a.block_tables == nullptr || a.seq_lens == nullptr) {
+    return Invalid(kernel, "q, out, k_cache, v_cache, block_tables and seq_lens must be set");
+  }
+  if (decode) {
+    if (a.num_tokens != a.num_seqs) {
+      return Invalid(kernel, absl::StrCat("decode needs one query per sequence: num_tokens ", a.num_tokens,
+                                          " != num_seqs ", a.num_seqs));
+    }
+    if (a.num_splits < 1 || a.num_splits > 256) {
+      return Invalid(kernel, absl::StrCat("num_splits ", a.num_splits, " must be in [1, 256]"));
+    }
+    if (a.num_splits > 1 && a.workspace == nullptr) return Invalid(kernel, "num_splits > 1 needs a workspace");
+  } else {
+    if (a.query_start == nullptr) return Invalid(kernel, "query_start must be set");
+    if (a.max_query_len < 0) return Invalid(kernel, "max_query_len must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* DTypeName(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return "float32";
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+  }
+  return "unknown";
+}
+
+absl::Status RmsNorm(const RmsNormArgs& a, Stream stream) {
+  if (!ValidDType(a.dtype)) return Invalid("RmsNorm", "unknown dtype");
+  if (a.rows < 0 || a.dim < 1) return Invalid("RmsNorm", absl::StrCat("bad shape [", a.rows, ", ", a.dim, "]"));
+  // Empty tensors have null data pointers: nothing to check or launch.
+  if (a.rows == 0) return absl::OkStatus();
+  if (a.input == nullptr || a.weight == nullptr || a.output == nullptr) {
+    return Invalid("RmsNorm", "input, weight and output must be set");
+  }
+  if (a.output == a.input || a.output == a.residual) return Invalid("RmsNorm", "output aliases an input");
+  return Launched("RmsNorm", LaunchRmsNorm(a, stream));
+}
+
+absl::Status RopeAndCacheWrite(const RopeCacheArgs& a, Stream stream) {
+  if (!ValidDType(a.dtype)) return Invalid("RopeAndCacheWrite", "unknown dtype");
+  if (a.num_tokens < 0 || a.num_heads < 1 || a.num_kv_heads < 1) {
+    return Invalid("RopeAndCacheWrite", "num_tokens must be >= 0 and the head counts >= 1");
+  }
+  if (a.head_dim < 2 || a.head_dim % 2 != 0 || a.head_dim > 256) {
+    return Invalid("RopeAndCacheWrite", absl::StrCat("head_dim ", a.head_dim, " must be even and <= 256"));
+  }
+  if ((a.q_norm == nullptr) != (a.k_norm == nullptr)) {
+    return Invalid("RopeAndCacheWrite", "q_norm and k_norm are set together or not at all");
+  }
+  if (a.num_tokens == 0) return absl::OkStatus();
+  if (a.qkv == nullptr || a.positions == nullptr || a.slot_mapping == nullptr || a.inv_freq == nullptr ||
+      a.q_out == nullptr || a.k_cache == nullptr || a.v_cache == nullptr) {
+    return Invalid("RopeAndCacheWrite", "qkv, positions, slot_mapping, inv_freq, q_out and the caches must be set");
+  }
+  return Launched("RopeAndCacheWrite", LaunchRopeAndCacheWrite(a, stream));
+}
+
+absl::Status SiluMul(const SiluMulArgs& a, Stream stream) {
+  if (!ValidDType(a.dtype)) return Invalid("SiluMul", "unknown dtype");
+  if (a.rows < 0 || a.dim < 1) return Invalid("SiluMul", absl::StrCat("bad shape [", a.rows, ", ", a.dim, "]"));
+  if (a.rows == 0) return absl::OkStatus();
+  if (a.gate_up == nullptr || a.output == nullptr) return Invalid("SiluMul", "gate_up and output must be set");
+  return Launched("SiluMul", LaunchSiluMul(a, stream));
+}
+
+absl::Status DecodeAttention(const PagedAttentionArgs& a, Stream stream) {
+  if (auto s = CheckAttention("DecodeAttention", a, /*decode=*/true); !s.ok()) return s;
+  if (a.num_seqs == 0) return absl::OkStatus();
+  return Launched("DecodeAttention", LaunchDecodeAttention(a, stream));
+}
+
+absl::Status PrefillAttention(const PagedAttentionArgs& a, Stream stream) {
+  if (auto s = CheckAttention("PrefillAttention", a, /*decode=*/false); !s.ok()) return s;
+  if (a.num_seqs == 0 || a.num_tokens == 0) return absl::OkStatus();
+  return Launched("PrefillAttention", LaunchPrefillAttention(a, stream));
+}
+
+absl::Status SampleTokens(const SampleArgs& a, Stream stream) {
+  if (a.rows < 0 || a.vocab < 1) return Invalid("SampleTokens", absl::StrCat("bad shape [", a.rows, ", ", a.vocab, "]"));
+  if (a.rows == 0) return absl::OkStatus();
+  if (a.logits == nullptr || a.temperature == nullptr || a.top_k == nullptr || a.top_p == nullptr ||
+      a.min_p == nullptr || a.keys == nullptr || a.tokens == nullptr) {
+    return Invalid("SampleTokens", "logits, temperature, top_k, top_p, min_p, keys and tokens must be set");
+  }
+  return Launched("SampleTokens", LaunchSampleTokens(a, stream));
+}
+
+size_t DecodeAttentionWorkspaceBytes(int num_seqs, int num_heads, int head_dim, int num_splits) {
+  // partial outputs [num_seqs, num_heads, num_splits, head_dim], then the
+  // running max and the sum of exponentials, each [num_seqs, num_heads, num_splits].
+  return sizeof(float) * static_cast<size_t>(num_seqs) * num_heads * num_splits * (head_dim + 2);
+}
+
+int ChooseDecodeSplits(int num_seqs, int num_kv_heads, int sm_count) {
+  const int groups = std::max(1, num_seqs * num_kv_heads);
+  // Two thread blocks per multiprocessor keep the memory system busy.
+  const int splits = (2 * std::max(1, sm_count) + groups - 1) / groups;
+  return std::clamp(splits, 1, 64);
+}
+
+}  // namespace gantry::cuda

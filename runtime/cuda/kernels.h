@@ -1,0 +1,161 @@
+// Gantry's CUDA kernels behind a plain pointer-and-shape interface: no torch,
+// no CUDA headers. The runtime passes raw device pointers taken from its
+// tensors; kernel tests pass cudaMalloc'd buffers. Each call validates its
+// arguments (an error names the field) and launches on `stream`; a launch
+// failure comes back as a Status, never an exit. Nothing here synchronises,
+// so every call may be captured in a CUDA graph: the grid depends only on the
+// host-side sizes in the argument struct, never on device data.
+//
+// Numerics follow Hugging Face transformers in the model's dtype: inputs are
+// read in the storage type, arithmetic runs in float32, and results are
+// rounded to the storage type at the points where transformers rounds them,
+// so bf16/fp16 outputs stay within rounding of the reference.
+#ifndef GANTRY_RUNTIME_CUDA_KERNELS_H_
+#define GANTRY_RUNTIME_CUDA_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+struct CUstream_st;  // cudaStream_t is CUstream_st*
+
+namespace gantry::cuda {
+
+using Stream = CUstream_st*;
+
+// Storage type of activations, weights and the KV cache.
+enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+const char* DTypeName(DType dtype);
+
+// ---------------------------------------------------------------------------
+// RMSNorm, with the residual add of the layer before fused in.
+//   residual == nullptr: output = weight * rmsnorm(input)
+//   residual != nullptr: residual = input + residual (rounded to dtype and
+//                        written back), output = weight * rmsnorm(residual)
+// As transformers' LlamaRMSNorm: the sum of squares in float32,
+// normalised = dtype(x * rsqrt(mean(x^2) + eps)), output = dtype(weight * normalised).
+struct RmsNormArgs {
+  DType dtype = DType::kBFloat16;
+  int64_t rows = 0;            // tokens
+  int64_t dim = 0;             // hidden size
+  float eps = 1e-6f;
+  const void* input = nullptr;   // [rows, dim]
+  void* residual = nullptr;      // [rows, dim] or nullptr; updated in place
+  const void* weight = nullptr;  // [dim]
+  void* output = nullptr;        // [rows, dim]; must not alias input or residual
+};
+absl::Status RmsNorm(const RmsNormArgs& args, Stream stream);
+
+// ---------------------------------------------------------------------------
+// Rotary embedding of q and k (rotate_half layout of HF checkpoints), optional
+// per-head q/k RMSNorm before it (Qwen3), and the write of k and v into the
+// paged cache, in one pass over the fused qkv projection output.
+//   cos/sin of position * inv_freq[i] (float32 product, as transformers),
+//   rounded to dtype; q_out = dtype(q*cos) + dtype(rotate_half(q)*sin).
+struct RopeCacheArgs {
+  DType dtype = DType::kBFloat16;
+  int64_t num_tokens = 0;
+  int num_heads = 0, num_kv_heads = 0, head_dim = 0;  // head_dim even, <= 256
+  const void* qkv = nullptr;        // [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]: q, k, v
+  const int32_t* positions = nullptr;   // [num_tokens]
+  const int64_t* slot_mapping = nullptr;  // [num_tokens] block * block_size + offset; < 0: not written
+  const float* inv_freq = nullptr;  // [head_dim / 2]
+  const void* q_norm = nullptr;     // [head_dim] or nullptr (then k_norm too)
+  const void* k_norm = nullptr;     // [head_dim] or nullptr
+  float norm_eps = 1e-6f;
+  void* q_out = nullptr;            // [num_tokens, num_heads, head_dim]
+  void* k_cache = nullptr;          // [num_blocks, block_size, num_kv_heads, head_dim]
+  void* v_cache = nullptr;          // [num_blocks, block_size, num_kv_heads, head_dim]
+};
+absl::Status RopeAndCacheWrite(const RopeCacheArgs& args, Stream stream);
+
+// ---------------------------------------------------------------------------
+// SwiGLU activation of the fused gate/up projection:
+//   output = dtype(dtype(silu(gate)) * up)   (transformers: act_fn(gate) * up)
+struct SiluMulArgs {
+  DType dtype = DType::kBFloat16;
+  int64_t rows = 0;
+  int64_t dim = 0;                // intermediate size
+  const void* gate_up = nullptr;  // [rows, 2 * dim]: gate columns, then up columns
+  void* output = nullptr;         // [rows, dim]
+};
+absl::Status SiluMul(const SiluMulArgs& args, Stream stream);
+
+// ---------------------------------------------------------------------------
+// Attention straight from the paged KV cache (no gather), causal, grouped-query
+// aware, optional sliding window. Sequence s holds seq_lens[s] tokens in the
+// cache, this step's included; its queries are its last
+// (query_start[s + 1] - query_start[s]) positions, token rows query_start[s]...
+// A query at position p sees keys at positions j with j <= p and, when
+// sliding_window > 0, j > p - sliding_window. Scores, softmax and the
+// weighted sum of values accumulate in float32; the output is rounded to dtype.
+struct PagedAttentionArgs {
+  DType dtype = DType::kBFloat16;
+  int num_seqs = 0;
+  int64_t num_tokens = 0;                 // rows of q and out
+  int num_heads = 0, num_kv_heads = 0;    // num_heads a multiple of num_kv_heads
+  int head_dim = 0;                       // 16, 32, 64, 128 or 256
+  int block_size = 0;                     // tokens per cache block
+  float scale = 1.0f;                     // usually 1 / sqrt(head_dim)
+  int sliding_window = 0;                 // 0 = off
+  const void* q = nullptr;                // [num_tokens, num_heads, head_dim]
+  void* out = nullptr;                    // [num_tokens, num_heads, head_dim]
+  const void* k_cache = nullptr;          // [num_blocks, block_size, num_kv_heads, head_dim]
+  const void* v_cache = nullptr;          // [num_blocks, block_size, num_kv_heads, head_dim]
+  // Block j of sequence s is block_tables[s * bt_seq_stride + j * bt_block_stride]:
+  // row-major tables have (max_blocks, 1); the CUDA-graph path keeps them
+  // column-major, (1, padded batch), so a step uploads only the columns in use.
+  const int32_t* block_tables = nullptr;
+  int64_t bt_seq_stride = 0, bt_block_stride = 1;
+  const int32_t* seq_lens = nullptr;      // [num_seqs]; 0 marks a padding sequence: its rows are zeroed
+  const int32_t* query_start = nullptr;   // [num_seqs + 1] (prefill only)
+  int max_query_len = 0;                  // >= every sequence's query count (prefill only)
+  // Decode only: the context of each sequence is cut into num_splits parts
+  // computed by separate thread blocks, then merged; workspace holds the parts.
+  int num_splits = 1;
+  float* workspace = nullptr;             // DecodeAttentionWorkspaceBytes(...) bytes
+};
+
+// Every sequence has exactly one query, in row s (query_start and
+// max_query_len are not read).
+absl::Status DecodeAttention(const PagedAttentionArgs& args, Stream stream);
+size_t DecodeAttentionWorkspaceBytes(int num_seqs, int num_heads, int head_dim, int num_splits);
+// A split count that fills `sm_count` multiprocessors with a batch of
+// num_seqs sequences (at most 64 parts, at least 1).
+int ChooseDecodeSplits(int num_seqs, int num_kv_heads, int sm_count);
+
+// Any query counts (prompt chunks over a cached prefix, and decodes mixed in).
+// bf16/fp16 on tensor cores; float32 on CUDA cores.
+absl::Status PrefillAttention(const PagedAttentionArgs& args, Stream stream);
+
+// ---------------------------------------------------------------------------
+// Sampling one token per row without sorting the vocabulary. For row r with
+// temperature t > 0, over the scaled logits z = logits / t and their softmax
+// probabilities p, a token with probability q is kept when all of these hold:
+//   top_k > 0:   fewer than top_k tokens have a probability greater than q
+//   top_p < 1:   the tokens with a probability greater than q hold at most top_p
+//   min_p > 0:   q >= min_p * (the largest probability)
+// (tokens of equal value are kept or dropped together; the most probable
+// token is always kept). The draw is Gumbel-max over the kept tokens:
+//   argmax_v z[v] + g(key, v), g = -log(-log(u)), u = ((bits >> 8) + 0.5) / 2^24,
+//   bits = Hash32(Hash32(key + v) ^ key) with 32-bit wrap-around and
+//   Hash32 = lowbias32 (runtime/internal/sampler.h),
+// so a row's draw depends only on its logits, its parameters and its key.
+// Rows with t == 0 take the argmax of the logits (the lowest id among equals).
+struct SampleArgs {
+  int rows = 0;
+  int vocab = 0;
+  const float* logits = nullptr;       // [rows, vocab] after penalties
+  const float* temperature = nullptr;  // [rows]
+  const int32_t* top_k = nullptr;      // [rows]; <= 0 or >= vocab: off
+  const float* top_p = nullptr;        // [rows]; >= 1: off
+  const float* min_p = nullptr;        // [rows]; <= 0: off
+  const uint32_t* keys = nullptr;      // [rows] hash key of (seed, position)
+  int32_t* tokens = nullptr;           // [rows] output
+};
+absl::Status SampleTokens(const SampleArgs& args, Stream stream);
+
+}  // namespace gantry::cuda
+
+#endif  // GANTRY_RUNTIME_CUDA_KERNELS_H_

@@ -1,0 +1,205 @@
+// RMSNorm with the previous layer's residual add fused in (kernels.h). It runs
+// twice per layer in every step, from a single decode row up to prefill
+// chunks of thousands of rows, so it is built to be memory-bound: one thread
+// block per row, 16-byte loads, and the row held in registers between the
+// sum of squares and the normalise pass, so global memory is read once.
+//
+// Numerics as transformers' LlamaRMSNorm (see kernels.h): the residual sum is
+// rounded to the storage type, the sum of squares is float32,
+// normalised = dtype(x * rsqrt(mean(x^2) + eps)), out = dtype(weight * normalised).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "runtime/cuda/dtype.cuh"
+#include "runtime/cuda/launch.h"
+
+namespace gantry::cuda {
+namespace {
+
+// Threads per block at most. 512 threads x 8 items x 16 bytes covers rows of
+// 16384 float32 (32768 16-bit) values in registers; bigger rows stream.
+constexpr int kMaxThreads = 512;
+
+// kN values of T moved as one aligned vector (16 bytes in the fast path).
+template <typename T, int kN>
+struct alignas(sizeof(T) * kN) Pack {
+  T v[kN];
+};
+
+__device__ __forceinline__ float WarpSum(float x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
+  return x;
+}
+
+// The sum of x over the block, returned to every thread. blockDim.x is a
+// multiple of 32. Each warp reduces the per-warp partials itself, which saves
+// the second barrier of a broadcast; called once per kernel, so the shared
+// array is never reused.
+__device__ __forceinline__ float BlockSum(float x) {
+  __shared__ float warp_sums[32];
+  x = WarpSum(x);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) warp_sums[warp] = x;
+  __syncthreads();
+  return WarpSum(lane < static_cast<int>(blockDim.x / 32) ? warp_sums[lane] : 0.0f);
+}
+
+// s = dtype(x + r): the residual stream as transformers stores it.
+template <typename T, int kN>
+__device__ __forceinline__ Pack<T, kN> AddRounded(const Pack<T, kN>& x, const Pack<T, kN>& r) {
+  Pack<T, kN> s;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) s.v[k] = FromFloat<T>(ToFloat(x.v[k]) + ToFloat(r.v[k]));
+  return s;
+}
+
+template <typename T, int kN>
+__device__ __forceinline__ float SumOfSquares(const Pack<T, kN>& x) {
+  float sum = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) sum += ToFloat(x.v[k]) * ToFloat(x.v[k]);
+  return sum;
+}
+
+// out = dtype(w * dtype(s * inv_rms)).
+template <typename T, int kN>
+__device__ __forceinline__ Pack<T, kN> Normalise(const Pack<T, kN>& s, const Pack<T, kN>& w, float inv_rms) {
+  Pack<T, kN> out;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    out.v[k] = FromFloat<T>(ToFloat(w.v[k]) * Round<T>(ToFloat(s.v[k]) * inv_rms));
+  }
+  return out;
+}
+
+// The row lives in registers: thread t holds 16-byte vectors t, t + blockDim,
+// ... (kItems of them, coalesced). The weight is loaded with the row so its
+// latency hides behind the reduction. Needs dim % (16 / sizeof(T)) == 0,
+// 16-byte aligned pointers and dim / (16 / sizeof(T)) <= kItems * blockDim.x.
+// input must not alias residual or output (kernels.h forbids output aliasing;
+// the runtime never passes input == residual).
+template <typename T, int kItems>
+__global__ void __launch_bounds__(kMaxThreads)
+    RmsNormRegistersKernel(const T* __restrict__ input,   // [rows, dim]
+                           T* __restrict__ residual,      // [rows, dim] or nullptr; updated in place
+                           const T* __restrict__ weight,  // [dim]
+                           T* __restrict__ output,        // [rows, dim]
+                           int dim, float eps) {
+  constexpr int kVec = 16 / sizeof(T);
+  using P = Pack<T, kVec>;
+  const int64_t offset = static_cast<int64_t>(blockIdx.x) * dim;
+  const int num_vecs = dim / kVec;
+  const P* in = reinterpret_cast<const P*>(input + offset);
+  P* res = residual == nullptr ? nullptr : reinterpret_cast<P*>(residual + offset);
+  const P* w = reinterpret_cast<const P*>(weight);
+  P* out = reinterpret_cast<P*>(output + offset);
+
+  // Small rows (decode) load the weight up front, so its latency hides
+  // behind the reduction; big rows would run out of registers for it, and
+  // have enough rows in flight to hide it anyway.
+  constexpr bool kPrefetchWeight = kItems <= 2;
+  P x[kItems], wv[kItems];
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const int i = j * blockDim.x + threadIdx.x;
+    if (i < num_vecs) {
+      x[j] = in[i];
+      if (kPrefetchWeight) wv[j] = w[i];
+      if (res != nullptr) {
+        x[j] = AddRounded(x[j], res[i]);
+        res[i] = x[j];
+      }
+      sum += SumOfSquares(x[j]);
+    }
+  }
+  const float inv_rms = rsqrtf(BlockSum(sum) / static_cast<float>(dim) + eps);
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const int i = j * blockDim.x + threadIdx.x;
+    if (i < num_vecs) out[i] = Normalise(x[j], kPrefetchWeight ? wv[j] : w[i], inv_rms);
+  }
+}
+
+// Any dim: kVec values per access (16 bytes, or 1 for dims or pointers that
+// do not allow vectors), and the row read twice: once for the sum of squares,
+// once (from L1/L2, or from the residual this thread just wrote) to normalise.
+template <typename T, int kVec>
+__global__ void __launch_bounds__(kMaxThreads)
+    RmsNormLoopKernel(const T* __restrict__ input,   // [rows, dim]
+                      T* __restrict__ residual,      // [rows, dim] or nullptr; updated in place
+                      const T* __restrict__ weight,  // [dim]
+                      T* __restrict__ output,        // [rows, dim]
+                      int64_t dim, float eps) {
+  using P = Pack<T, kVec>;
+  const int64_t offset = static_cast<int64_t>(blockIdx.x) * dim;
+  const int64_t num_vecs = dim / kVec;
+  const P* in = reinterpret_cast<const P*>(input + offset);
+  P* res = residual == nullptr ? nullptr : reinterpret_cast<P*>(residual + offset);
+  const P* w = reinterpret_cast<const P*>(weight);
+  P* out = reinterpret_cast<P*>(output + offset);
+
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < num_vecs; i += blockDim.x) {
+    P x = in[i];
+    if (res != nullptr) {
+      x = AddRounded(x, res[i]);
+      res[i] = x;
+    }
+    sum += SumOfSquares(x);
+  }
+  const float inv_rms = rsqrtf(BlockSum(sum) / static_cast<float>(dim) + eps);
+  // Each thread revisits its own elements, so it reads back its own writes.
+  const P* src = res != nullptr ? res : in;
+  for (int64_t i = threadIdx.x; i < num_vecs; i += blockDim.x) out[i] = Normalise(src[i], w[i], inv_rms);
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+int RoundUpToWarp(int64_t n) { return static_cast<int>((n + 31) / 32 * 32); }
+
+template <typename T, int kItems>
+void LaunchRegisters(const RmsNormArgs& a, int64_t num_vecs, cudaStream_t stream) {
+  const int threads = RoundUpToWarp((num_vecs + kItems - 1) / kItems);
+  RmsNormRegistersKernel<T, kItems><<<static_cast<unsigned>(a.rows), threads, 0, stream>>>(
+      static_cast<const T*>(a.input), static_cast<T*>(a.residual), static_cast<const T*>(a.weight),
+      static_cast<T*>(a.output), static_cast<int>(a.dim), a.eps);
+}
+
+template <typename T, int kVec>
+void LaunchLoop(const RmsNormArgs& a, cudaStream_t stream) {
+  const int threads = std::min<int64_t>(kMaxThreads, RoundUpToWarp(a.dim / kVec));
+  RmsNormLoopKernel<T, kVec><<<static_cast<unsigned>(a.rows), threads, 0, stream>>>(
+      static_cast<const T*>(a.input), static_cast<T*>(a.residual), static_cast<const T*>(a.weight),
+      static_cast<T*>(a.output), a.dim, a.eps);
+}
+
+template <typename T>
+void Launch(const RmsNormArgs& a, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vectors = a.dim % kVec == 0 && Aligned16(a.input) && Aligned16(a.weight) && Aligned16(a.output) &&
+                       (a.residual == nullptr || Aligned16(a.residual));
+  if (!vectors) return LaunchLoop<T, 1>(a, stream);
+  // The fewest items per thread that fit the row in kMaxThreads threads:
+  // more threads give more loads in flight for a single decode row.
+  const int64_t num_vecs = a.dim / kVec;
+  if (num_vecs <= 1 * kMaxThreads) return LaunchRegisters<T, 1>(a, num_vecs, stream);
+  if (num_vecs <= 2 * kMaxThreads) return LaunchRegisters<T, 2>(a, num_vecs, stream);
+  if (num_vecs <= 4 * kMaxThreads) return LaunchRegisters<T, 4>(a, num_vecs, stream);
+  if (num_vecs <= 8 * kMaxThreads) return LaunchRegisters<T, 8>(a, num_vecs, stream);
+  LaunchLoop<T, kVec>(a, stream);
+}
+
+}  // namespace
+
+cudaError_t LaunchRmsNorm(const RmsNormArgs& args, cudaStream_t stream) {
+  return DispatchDType(args.dtype, [&](auto t) {
+    Launch<decltype(t)>(args, stream);
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace gantry::cuda

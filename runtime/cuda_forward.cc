@@ -1,0 +1,536 @@
+// The fused CUDA forward path: Gantry's kernels (runtime/cuda) for norms,
+// rotary embedding with the KV-cache write, attention over the paged cache and
+// the SwiGLU activation; cuBLAS (through at::linear) for the projections,
+// whose weights were fused at load and are used in their stored layout.
+//
+// Each step's metadata (token ids, positions, cache slots, sequence lengths,
+// query starts, block tables, logit rows) is packed into one pinned host
+// buffer and uploaded with one copy. Decode steps whose batch fits a captured
+// size replay a CUDA graph captured at load: the graph reads its inputs from
+// a persistent device buffer that the upload refreshes, so a replay launches
+// no kernel from the host and allocates nothing. Block tables in that buffer
+// are column-major ([block, padded batch]), so a step uploads only the
+// columns its longest sequence uses.
+#include "runtime/internal/forward.h"
+
+#ifdef GANTRY_WITH_CUDA_KERNELS
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/cuda/kernels.h"
+#endif
+
+namespace gantry::runtime {
+
+#ifdef GANTRY_WITH_CUDA_KERNELS
+namespace {
+
+cuda::DType KernelDType(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return cuda::DType::kFloat32;
+    case at::kHalf: return cuda::DType::kFloat16;
+    case at::kBFloat16: return cuda::DType::kBFloat16;
+    default: throw std::invalid_argument(absl::StrCat("no CUDA kernels for dtype ", c10::toString(type)));
+  }
+}
+
+// Kernel errors surface as exceptions inside a step, like LibTorch's own;
+// the runner turns them into a Status.
+void Check(const absl::Status& status) {
+  if (!status.ok()) throw std::runtime_error(std::string(status.message()));
+}
+
+const void* OptionalPtr(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+// Byte offsets of one step's metadata in the packed buffer; the int64
+// sections come first so every section is aligned.
+struct PackedLayout {
+  size_t slots = 0;        // int64 [tokens]
+  size_t logit_rows = 0;   // int64 [rows]
+  size_t token_ids = 0;    // int32 [tokens]
+  size_t positions = 0;    // int32 [tokens]
+  size_t seq_lens = 0;     // int32 [seqs]
+  size_t query_start = 0;  // int32 [seqs + 1]
+  size_t block_tables = 0; // int32 [table_entries]
+  size_t end = 0;
+
+  PackedLayout(int64_t tokens, int64_t seqs, int64_t table_entries, int64_t rows) {
+    size_t offset = 0;
+    auto take = [&offset](size_t bytes) {
+      const size_t at = offset;
+      offset += bytes;
+      return at;
+    };
+    slots = take(8 * tokens);
+    logit_rows = take(8 * rows);
+    token_ids = take(4 * tokens);
+    positions = take(4 * tokens);
+    seq_lens = take(4 * seqs);
+    query_start = take(4 * (seqs + 1));
+    block_tables = take(4 * table_entries);
+    end = offset;
+  }
+};
+
+// Device pointers of one forward pass.
+struct StepView {
+  int64_t num_tokens = 0;
+  int num_seqs = 0;
+  bool decode = false;     // one query per sequence, in row s
+  int max_query_len = 0;
+  int num_splits = 1;      // decode attention
+  at::Tensor token_ids;    // [num_tokens] int32
+  at::Tensor logit_rows;   // [rows] int64; undefined: every row
+  const int32_t* positions = nullptr;
+  const int64_t* slots = nullptr;
+  const int32_t* seq_lens = nullptr;
+  const int32_t* query_start = nullptr;
+  const int32_t* block_tables = nullptr;
+  int64_t bt_seq_stride = 0, bt_block_stride = 1;
+};
+
+// A growing pinned host buffer; steps write their metadata here before the
+// one upload. Reuse is safe: every step ends with a device-to-host read of
+// its samples, after which its upload has completed.
+class PinnedStaging {
+ public:
+  uint8_t* Reserve(size_t bytes) {
+    if (!host_.defined() || static_cast<size_t>(host_.numel()) < bytes) {
+      host_ = at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 4096) * 2)},
+                        at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+    }
+    return host_.data_ptr<uint8_t>();
+  }
+  // One asynchronous copy of the first `bytes` into `device`.
+  void Upload(size_t bytes, at::Tensor& device) {
+    device.narrow(0, 0, static_cast<int64_t>(bytes))
+        .copy_(host_.narrow(0, 0, static_cast<int64_t>(bytes)), /*non_blocking=*/true);
+  }
+
+ private:
+  at::Tensor host_;  // [capacity] uint8, pinned
+};
+
+class CudaForward final : public Forward {
+ public:
+  CudaForward(LlamaModel* model, const CudaForwardOptions& options)
+      : model_(model), options_(options), dtype_(KernelDType(model->dtype())) {
+    const ModelConfig& c = model_->config();
+    sm_count_ = at::cuda::getDeviceProperties(model_->device().index())->multiProcessorCount;
+    max_blocks_per_seq_ = (options_.max_context + options_.block_size - 1) / options_.block_size;
+    const at::Tensor& cache = model_->kv_cache();  // [layers, 2, blocks, block_size, kv_heads, head_dim]
+    cache_stride_bytes_ = static_cast<size_t>(cache.stride(1)) * cache.element_size();
+    (void)c;
+  }
+
+  absl::Status CaptureGraphs() {
+    if (options_.max_graph_batch <= 0) return absl::OkStatus();
+    std::vector<int64_t> sizes;
+    for (int64_t b = 1; b < options_.max_graph_batch; b *= 2) sizes.push_back(b);
+    sizes.push_back(options_.max_graph_batch);
+    const int64_t largest = sizes.back();
+    graph_inputs_ = at::zeros({static_cast<int64_t>(GraphLayout(largest).end)},
+                              at::TensorOptions().dtype(at::kByte).device(model_->device()));
+    c10::cuda::CUDAGuard device_guard(model_->device());
+    // Graphs are captured on a side stream (CUDA forbids capturing the legacy
+    // default stream), largest first so the smaller ones fit in the memory
+    // pool the largest leaves behind; all share that pool, which is safe as
+    // they are replayed one at a time on one stream.
+    c10::cuda::CUDAStream capture_stream = c10::cuda::getStreamFromPool(false, model_->device().index());
+    // MempoolId_t moved between LibTorch versions; take it from pool().
+    decltype(std::declval<at::cuda::CUDAGraph&>().pool()) pool{0, 0};
+    try {
+      c10::cuda::CUDAStreamGuard stream_guard(capture_stream);
+      for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
+        const int64_t batch = *it;
+        WritePaddingInputs(batch);
+        // A warm-up run outside the capture: cuBLAS handles and workspaces,
+        // lazy module loading and the allocator's first blocks.
+        (void)RunView(GraphView(batch));
+        capture_stream.synchronize();
+        auto graph = std::make_unique<DecodeGraph>();
+        graph->batch = batch;
+#if TORCH_VERSION_MAJOR >= 2
+        // Thread-local capture: other models' engine threads keep running
+        // their own steps while this one captures.
+        graph->graph.capture_begin(pool, cudaStreamCaptureModeThreadLocal);
+#else
+        graph->graph.capture_begin(pool);
+#endif
+        graph->logits = RunView(GraphView(batch));
+        graph->graph.capture_end();
+        pool = graph->graph.pool();
+        graphs_.emplace(batch, std::move(graph));
+      }
+      capture_stream.synchronize();
+    } catch (const std::exception& e) {
+      graphs_.clear();
+      return absl::InternalError(absl::StrCat("capturing CUDA graphs failed: ", e.what()));
+    }
+    return absl::OkStatus();
+  }
+
+  // One eager prompt step of each size 16, 32, ... up to warm_step_tokens:
+  // cuBLAS chooses (and the driver loads) its kernels per shape on first use,
+  // and the allocator grows to the largest step, here rather than in the
+  // first requests. The steps write block 0 of the cache, which no sequence
+  // holds yet.
+  absl::Status WarmUp() {
+    try {
+      for (int64_t tokens = 16; tokens <= options_.warm_step_tokens; tokens *= 2) {
+        std::vector<int32_t> table(BlocksFor(tokens), 0);
+        ForwardBatch batch;
+        batch.sequences.push_back({0, tokens, &table});
+        batch.token_ids.assign(tokens, 0);
+        batch.logit_rows = {tokens - 1};
+        (void)Run(batch);
+      }
+      c10::cuda::getCurrentCUDAStream(model_->device().index()).synchronize();
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("warming up the CUDA forward failed: ", e.what()));
+    }
+    return absl::OkStatus();
+  }
+
+  at::Tensor Run(const ForwardBatch& batch) override {
+    c10::cuda::CUDAGuard device_guard(model_->device());
+    const int64_t num_seqs = static_cast<int64_t>(batch.sequences.size());
+    bool decode = true;
+    for (const BatchSequence& s : batch.sequences) decode &= s.num_new == 1;
+    bool every_row = static_cast<int64_t>(batch.logit_rows.size()) == num_seqs;
+    for (int64_t i = 0; every_row && i < num_seqs; ++i) every_row = batch.logit_rows[i] == i;
+    if (decode && every_row) {
+      auto graph = graphs_.lower_bound(num_seqs);
+      if (graph != graphs_.end()) return ReplayGraph(*graph->second, batch);
+    }
+    return RunEager(batch, decode);
+  }
+
+  std::string Describe() const override {
+    if (graphs_.empty()) return "cuda kernels";
+    return absl::StrCat("cuda kernels, CUDA graphs for decode batches up to ", graphs_.rbegin()->first);
+  }
+
+ private:
+  struct DecodeGraph {
+    int64_t batch = 0;
+    at::cuda::CUDAGraph graph;
+    at::Tensor logits;  // [batch, vocab] float32, rewritten by every replay
+  };
+
+  PackedLayout GraphLayout(int64_t batch) const {
+    return PackedLayout(batch, batch, max_blocks_per_seq_ * batch, 0);
+  }
+
+  // The captured graph of `batch` reads its inputs here.
+  StepView GraphView(int64_t batch) {
+    const PackedLayout layout = GraphLayout(batch);
+    uint8_t* base = graph_inputs_.data_ptr<uint8_t>();
+    StepView view;
+    view.num_tokens = batch;
+    view.num_seqs = static_cast<int>(batch);
+    view.decode = true;
+    view.max_query_len = 1;
+    view.num_splits = cuda::ChooseDecodeSplits(static_cast<int>(batch), model_->config().num_kv_heads, sm_count_);
+    view.token_ids = graph_inputs_.narrow(0, layout.token_ids, 4 * batch).view(at::kInt);
+    view.positions = reinterpret_cast<const int32_t*>(base + layout.positions);
+    view.slots = reinterpret_cast<const int64_t*>(base + layout.slots);
+    view.seq_lens = reinterpret_cast<const int32_t*>(base + layout.seq_lens);
+    view.query_start = reinterpret_cast<const int32_t*>(base + layout.query_start);
+    view.block_tables = reinterpret_cast<const int32_t*>(base + layout.block_tables);
+    view.bt_seq_stride = 1;
+    view.bt_block_stride = batch;
+    return view;
+  }
+
+  // Inputs that make every row padding: no cache write, zero attention.
+  void WritePaddingInputs(int64_t batch) {
+    const PackedLayout layout = GraphLayout(batch);
+    uint8_t* host = staging_.Reserve(layout.block_tables);
+    std::memset(host, 0, layout.block_tables);
+    auto* slots = reinterpret_cast<int64_t*>(host + layout.slots);
+    std::fill(slots, slots + batch, int64_t{-1});
+    auto* query_start = reinterpret_cast<int32_t*>(host + layout.query_start);
+    for (int64_t i = 0; i <= batch; ++i) query_start[i] = static_cast<int32_t>(i);
+    staging_.Upload(layout.block_tables, graph_inputs_);
+  }
+
+  at::Tensor ReplayGraph(DecodeGraph& graph, const ForwardBatch& batch) {
+    const int64_t padded = graph.batch;
+    const int64_t num_seqs = static_cast<int64_t>(batch.sequences.size());
+    int64_t used_blocks = 1;
+    for (const BatchSequence& s : batch.sequences) {
+      used_blocks = std::max<int64_t>(used_blocks, BlocksFor(s.num_computed + s.num_new));
+    }
+    const PackedLayout layout = GraphLayout(padded);
+    const size_t upload = layout.block_tables + 4 * static_cast<size_t>(used_blocks * padded);
+    uint8_t* host = staging_.Reserve(upload);
+    auto* slots = reinterpret_cast<int64_t*>(host + layout.slots);
+    auto* ids = reinterpret_cast<int32_t*>(host + layout.token_ids);
+    auto* positions = reinterpret_cast<int32_t*>(host + layout.positions);
+    auto* seq_lens = reinterpret_cast<int32_t*>(host + layout.seq_lens);
+    auto* query_start = reinterpret_cast<int32_t*>(host + layout.query_start);
+    auto* tables = reinterpret_cast<int32_t*>(host + layout.block_tables);
+    const int64_t block_size = options_.block_size;
+    for (int64_t s = 0; s < padded; ++s) {
+      query_start[s] = static_cast<int32_t>(s);
+      if (s >= num_seqs) {  // padding row
+        slots[s] = -1;
+        ids[s] = 0;
+        positions[s] = 0;
+        seq_lens[s] = 0;
+        continue;
+      }
+      const BatchSequence& seq = batch.sequences[s];
+      const int64_t position = seq.num_computed;
+      const std::vector<int32_t>& table = *seq.block_table;
+      slots[s] = static_cast<int64_t>(table[position / block_size]) * block_size + position % block_size;
+      ids[s] = static_cast<int32_t>(batch.token_ids[s]);
+      positions[s] = static_cast<int32_t>(position);
+      seq_lens[s] = static_cast<int32_t>(position + 1);
+      const int64_t blocks = BlocksFor(position + 1);
+      for (int64_t j = 0; j < blocks; ++j) tables[j * padded + s] = table[j];
+    }
+    query_start[padded] = static_cast<int32_t>(padded);
+    staging_.Upload(upload, graph_inputs_);
+    graph.graph.replay();
+    return graph.logits.narrow(0, 0, num_seqs);
+  }
+
+  at::Tensor RunEager(const ForwardBatch& batch, bool decode) {
+    const int64_t num_seqs = static_cast<int64_t>(batch.sequences.size());
+    const int64_t num_tokens = static_cast<int64_t>(batch.token_ids.size());
+    const int64_t num_rows = static_cast<int64_t>(batch.logit_rows.size());
+    int64_t width = 1;  // block-table columns: the longest sequence's blocks
+    int max_query = 0;
+    for (const BatchSequence& s : batch.sequences) {
+      width = std::max<int64_t>(width, BlocksFor(s.num_computed + s.num_new));
+      max_query = std::max<int>(max_query, static_cast<int>(s.num_new));
+    }
+    const PackedLayout layout(num_tokens, num_seqs, width * num_seqs, num_rows);
+    uint8_t* host = staging_.Reserve(layout.end);
+    auto* slots = reinterpret_cast<int64_t*>(host + layout.slots);
+    auto* rows = reinterpret_cast<int64_t*>(host + layout.logit_rows);
+    auto* ids = reinterpret_cast<int32_t*>(host + layout.token_ids);
+    auto* positions = reinterpret_cast<int32_t*>(host + layout.positions);
+    auto* seq_lens = reinterpret_cast<int32_t*>(host + layout.seq_lens);
+    auto* query_start = reinterpret_cast<int32_t*>(host + layout.query_start);
+    auto* tables = reinterpret_cast<int32_t*>(host + layout.block_tables);
+    const int64_t block_size = options_.block_size;
+    int64_t row = 0;
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      const BatchSequence& seq = batch.sequences[s];
+      const std::vector<int32_t>& table = *seq.block_table;
+      query_start[s] = static_cast<int32_t>(row);
+      for (int64_t p = seq.num_computed; p < seq.num_computed + seq.num_new; ++p, ++row) {
+        slots[row] = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+        ids[row] = static_cast<int32_t>(batch.token_ids[row]);
+        positions[row] = static_cast<int32_t>(p);
+      }
+      const int64_t context = seq.num_computed + seq.num_new;
+      seq_lens[s] = static_cast<int32_t>(context);
+      const int64_t blocks = BlocksFor(context);
+      std::copy(table.begin(), table.begin() + blocks, tables + s * width);
+    }
+    query_start[num_seqs] = static_cast<int32_t>(row);
+    std::copy(batch.logit_rows.begin(), batch.logit_rows.end(), rows);
+
+    if (!eager_inputs_.defined() || static_cast<size_t>(eager_inputs_.numel()) < layout.end) {
+      eager_inputs_ = at::empty({static_cast<int64_t>(layout.end * 2)},
+                                at::TensorOptions().dtype(at::kByte).device(model_->device()));
+    }
+    staging_.Upload(layout.end, eager_inputs_);
+    uint8_t* base = eager_inputs_.data_ptr<uint8_t>();
+    StepView view;
+    view.num_tokens = num_tokens;
+    view.num_seqs = static_cast<int>(num_seqs);
+    view.decode = decode;
+    view.max_query_len = max_query;
+    view.num_splits = decode ? cuda::ChooseDecodeSplits(view.num_seqs, model_->config().num_kv_heads, sm_count_) : 1;
+    view.token_ids = eager_inputs_.narrow(0, layout.token_ids, 4 * num_tokens).view(at::kInt);
+    const bool every_row = num_rows == num_tokens;  // decode steps want every row
+    if (!every_row) view.logit_rows = eager_inputs_.narrow(0, layout.logit_rows, 8 * num_rows).view(at::kLong);
+    view.positions = reinterpret_cast<const int32_t*>(base + layout.positions);
+    view.slots = reinterpret_cast<const int64_t*>(base + layout.slots);
+    view.seq_lens = reinterpret_cast<const int32_t*>(base + layout.seq_lens);
+    view.query_start = reinterpret_cast<const int32_t*>(base + layout.query_start);
+    view.block_tables = reinterpret_cast<const int32_t*>(base + layout.block_tables);
+    view.bt_seq_stride = width;
+    view.bt_block_stride = 1;
+    return RunView(view);
+  }
+
+  int64_t BlocksFor(int64_t tokens) const { return (tokens + options_.block_size - 1) / options_.block_size; }
+
+  void* Cache(int64_t layer, int which) const {  // which: 0 keys, 1 values
+    return static_cast<uint8_t*>(model_->kv_cache().data_ptr()) + (2 * layer + which) * cache_stride_bytes_;
+  }
+
+  // The forward pass over `view`; returns [rows, vocab] float32 logits.
+  at::Tensor RunView(const StepView& view) {
+    const ModelConfig& c = model_->config();
+    const ModelWeights& w = model_->weights();
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream(model_->device().index()).stream();
+    const int64_t tokens = view.num_tokens;
+    const int64_t heads = c.num_heads, kv_heads = c.num_kv_heads, head_dim = c.head_dim;
+    const int64_t hidden_size = c.hidden_size, inter = c.intermediate_size;
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    auto options = w.embed_tokens.options();
+
+    at::Tensor hidden = w.embed_tokens.index_select(0, view.token_ids);  // [tokens, hidden]: the residual stream
+    at::Tensor x = at::empty({tokens, hidden_size}, options);            // [tokens, hidden] normalised
+    at::Tensor q = at::empty({tokens, heads, head_dim}, options);
+    at::Tensor attention = at::empty({tokens, heads * head_dim}, options);
+    at::Tensor act = at::empty({tokens, inter}, options);
+    at::Tensor workspace;
+    if (view.decode && view.num_splits > 1) {
+      const size_t bytes = cuda::DecodeAttentionWorkspaceBytes(view.num_seqs, static_cast<int>(heads),
+                                                               static_cast<int>(head_dim), view.num_splits);
+      workspace = at::empty({static_cast<int64_t>(bytes / sizeof(float))},
+                            options.dtype(at::kFloat));
+    }
+    at::Tensor mlp_out;  // [tokens, hidden] the previous layer's MLP output, not yet added to `hidden`
+
+    cuda::PagedAttentionArgs attn;
+    attn.dtype = dtype_;
+    attn.num_seqs = view.num_seqs;
+    attn.num_tokens = tokens;
+    attn.num_heads = static_cast<int>(heads);
+    attn.num_kv_heads = static_cast<int>(kv_heads);
+    attn.head_dim = static_cast<int>(head_dim);
+    attn.block_size = static_cast<int>(options_.block_size);
+    attn.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+    attn.sliding_window = static_cast<int>(c.sliding_window);
+    attn.q = q.data_ptr();
+    attn.out = attention.data_ptr();
+    attn.block_tables = view.block_tables;
+    attn.bt_seq_stride = view.bt_seq_stride;
+    attn.bt_block_stride = view.bt_block_stride;
+    attn.seq_lens = view.seq_lens;
+    attn.query_start = view.query_start;
+    attn.max_query_len = view.max_query_len;
+    attn.num_splits = view.num_splits;
+    attn.workspace = workspace.defined() ? workspace.data_ptr<float>() : nullptr;
+
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      const LayerWeights& lw = w.layers[l];
+      cuda::RmsNormArgs norm;
+      norm.dtype = dtype_;
+      norm.rows = tokens;
+      norm.dim = hidden_size;
+      norm.eps = eps;
+      norm.input = l == 0 ? hidden.data_ptr() : mlp_out.data_ptr();
+      norm.residual = l == 0 ? nullptr : hidden.data_ptr();
+      norm.weight = lw.input_norm.data_ptr();
+      norm.output = x.data_ptr();
+      Check(cuda::RmsNorm(norm, stream));
+
+      at::Tensor qkv = at::linear(x, lw.qkv_proj, lw.qkv_bias);  // [tokens, (heads + 2 kv_heads) * head_dim]
+      cuda::RopeCacheArgs rope;
+      rope.dtype = dtype_;
+      rope.num_tokens = tokens;
+      rope.num_heads = static_cast<int>(heads);
+      rope.num_kv_heads = static_cast<int>(kv_heads);
+      rope.head_dim = static_cast<int>(head_dim);
+      rope.qkv = qkv.data_ptr();
+      rope.positions = view.positions;
+      rope.slot_mapping = view.slots;
+      rope.inv_freq = model_->inv_freq().data_ptr<float>();
+      rope.q_norm = OptionalPtr(lw.q_norm);
+      rope.k_norm = OptionalPtr(lw.k_norm);
+      rope.norm_eps = eps;
+      rope.q_out = q.data_ptr();
+      rope.k_cache = Cache(l, 0);
+      rope.v_cache = Cache(l, 1);
+      Check(cuda::RopeAndCacheWrite(rope, stream));
+
+      attn.k_cache = Cache(l, 0);
+      attn.v_cache = Cache(l, 1);
+      Check(view.decode ? cuda::DecodeAttention(attn, stream) : cuda::PrefillAttention(attn, stream));
+
+      at::Tensor o = at::linear(attention, lw.o_proj, lw.o_bias);  // [tokens, hidden]
+      norm.input = o.data_ptr();
+      norm.residual = hidden.data_ptr();
+      norm.weight = lw.post_norm.data_ptr();
+      Check(cuda::RmsNorm(norm, stream));
+
+      at::Tensor gate_up = at::linear(x, lw.gate_up_proj, lw.gate_up_bias);  // [tokens, 2 * inter]
+      cuda::SiluMulArgs silu;
+      silu.dtype = dtype_;
+      silu.rows = tokens;
+      silu.dim = inter;
+      silu.gate_up = gate_up.data_ptr();
+      silu.output = act.data_ptr();
+      Check(cuda::SiluMul(silu, stream));
+      mlp_out = at::linear(act, lw.down_proj, lw.down_bias);
+    }
+
+    // The last residual add and the final norm, on the rows that need logits.
+    at::Tensor residual = hidden, last = mlp_out;
+    if (view.logit_rows.defined()) {
+      residual = residual.index_select(0, view.logit_rows);
+      if (last.defined()) last = last.index_select(0, view.logit_rows);
+    }
+    at::Tensor normed = at::empty_like(residual);
+    cuda::RmsNormArgs final_norm;
+    final_norm.dtype = dtype_;
+    final_norm.rows = residual.size(0);
+    final_norm.dim = hidden_size;
+    final_norm.eps = eps;
+    final_norm.input = last.defined() ? last.data_ptr() : residual.data_ptr();
+    final_norm.residual = last.defined() ? residual.data_ptr() : nullptr;
+    final_norm.weight = w.final_norm.data_ptr();
+    final_norm.output = normed.data_ptr();
+    Check(cuda::RmsNorm(final_norm, stream));
+    return at::linear(normed, w.lm_head).to(at::kFloat);
+  }
+
+  LlamaModel* model_;
+  CudaForwardOptions options_;
+  cuda::DType dtype_;
+  int sm_count_ = 1;
+  int64_t max_blocks_per_seq_ = 1;
+  size_t cache_stride_bytes_ = 0;  // bytes between layer l's keys and its values
+  PinnedStaging staging_;
+  at::Tensor eager_inputs_;  // [capacity] uint8 on the device, the eager steps' metadata
+  at::Tensor graph_inputs_;  // [capacity] uint8 on the device, read by the captured graphs
+  std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs_;  // by padded batch size
+};
+
+}  // namespace
+
+bool HaveCudaKernels() { return true; }
+
+absl::StatusOr<std::unique_ptr<Forward>> MakeCudaForward(LlamaModel* model, const CudaForwardOptions& options) {
+  if (!model->device().is_cuda()) return absl::InvalidArgumentError("the CUDA forward needs a CUDA model");
+  try {
+    auto forward = std::make_unique<CudaForward>(model, options);
+    if (auto status = forward->WarmUp(); !status.ok()) return status;
+    if (auto status = forward->CaptureGraphs(); !status.ok()) return status;
+    return std::unique_ptr<Forward>(std::move(forward));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("setting up the CUDA forward failed: ", e.what()));
+  }
+}
+
+#else  // !GANTRY_WITH_CUDA_KERNELS
+
+bool HaveCudaKernels() { return false; }
+
+absl::StatusOr<std::unique_ptr<Forward>> MakeCudaForward(LlamaModel*, const CudaForwardOptions&) {
+  return absl::UnimplementedError("this build has no CUDA kernels (CPU LibTorch or no nvcc)");
+}
+
+#endif  // GANTRY_WITH_CUDA_KERNELS
+
+}  // namespace gantry::runtime

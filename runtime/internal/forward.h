@@ -1,0 +1,57 @@
+// How a step's batch reaches the model: the host-side description of one
+// forward pass, and the two ways to run it. TorchForward builds LibTorch
+// attention metadata and runs LlamaModel::Forward (CPU, and CUDA builds
+// without Gantry's kernels). CudaForward (cuda_forward.cc, CUDA builds only)
+// packs the metadata into one upload, runs the fused kernels, and replays a
+// CUDA graph for decode steps whose batch fits a captured size.
+#ifndef GANTRY_RUNTIME_INTERNAL_FORWARD_H_
+#define GANTRY_RUNTIME_INTERNAL_FORWARD_H_
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/internal/attention.h"
+#include "runtime/internal/llama_model.h"
+
+namespace gantry::runtime {
+
+struct ForwardBatch {
+  // Sequence after sequence: num_computed tokens cached, num_new processed now.
+  std::vector<BatchSequence> sequences;
+  std::vector<int64_t> token_ids;   // [sum of num_new]
+  std::vector<int64_t> logit_rows;  // token rows whose next-token logits are wanted
+};
+
+class Forward {
+ public:
+  virtual ~Forward() = default;
+  // Writes the new tokens' keys and values into the cache and returns
+  // [logit_rows, vocab] float32 logits on the model's device.
+  virtual at::Tensor Run(const ForwardBatch& batch) = 0;
+  // "torch", "cuda kernels", "cuda kernels + graphs for batches up to N".
+  virtual std::string Describe() const = 0;
+};
+
+std::unique_ptr<Forward> MakeTorchForward(LlamaModel* model, int64_t block_size);
+
+struct CudaForwardOptions {
+  int64_t block_size = 16;
+  int64_t max_context = 0;      // longest sequence: sizes the graphs' block tables
+  int64_t max_graph_batch = 0;  // 0: no CUDA graphs; else graphs for decode batches up to this
+  int64_t warm_step_tokens = 0; // prompt steps of 16, 32, ... up to this many tokens run once at load
+};
+// Captures the decode graphs and runs the prompt shapes once (part of the
+// load, so the first request is already warm). Only in builds with CUDA LibTorch and Gantry's kernels;
+// elsewhere UNIMPLEMENTED.
+absl::StatusOr<std::unique_ptr<Forward>> MakeCudaForward(LlamaModel* model, const CudaForwardOptions& options);
+// True when this build has the fused CUDA path.
+bool HaveCudaKernels();
+
+}  // namespace gantry::runtime
+
+#endif  // GANTRY_RUNTIME_INTERNAL_FORWARD_H_

@@ -1,0 +1,192 @@
+// RmsNorm (runtime/cuda/norm.cu) against a double-precision CPU reference that
+// rounds to the storage type exactly where the kernel (and transformers) does:
+// the residual sum, the normalised value, and the weighted output. 16-bit
+// results must then match the reference to rounding: a small relative error,
+// and nearly every element bit-identical (a misplaced rounding point shows up
+// as thousands of 1-ulp differences).
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "runtime/cuda/kernels.h"
+#include "tests/cuda/kernel_test_util.h"
+
+namespace gantry::cuda {
+namespace {
+
+using ::gantry::cuda::testing::AllDTypes;
+using ::gantry::cuda::testing::DeviceBuffer;
+using ::gantry::cuda::testing::DownloadAs;
+using ::gantry::cuda::testing::ElementSize;
+using ::gantry::cuda::testing::RandomValues;
+using ::gantry::cuda::testing::RelativeError;
+using ::gantry::cuda::testing::RoundTo;
+using ::gantry::cuda::testing::Sync;
+using ::gantry::cuda::testing::UploadAs;
+
+// The kernel's rounding to the storage type; float32 keeps the double so the
+// reference stays exact there.
+double Store(DType dtype, double x) {
+  return dtype == DType::kFloat32 ? x : static_cast<double>(RoundTo(dtype, static_cast<float>(x)));
+}
+
+double Tolerance(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return 1e-6;
+    case DType::kFloat16: return 1e-3;
+    case DType::kBFloat16: return 4e-3;
+  }
+  return 0;
+}
+
+// Relative error under the dtype's tolerance and, for 16-bit types, at least
+// 99% of the elements equal to the reference rounded to the type.
+void ExpectMatches(DType dtype, const std::vector<float>& actual, const std::vector<double>& expected,
+                   const std::string& what) {
+  EXPECT_LT(RelativeError(actual, expected), Tolerance(dtype)) << what;
+  if (dtype == DType::kFloat32 || actual.size() != expected.size()) return;
+  size_t same = 0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    if (actual[i] == RoundTo(dtype, static_cast<float>(expected[i]))) ++same;
+  }
+  EXPECT_GE(same, 0.99 * actual.size()) << what << ": only " << same << " of " << actual.size()
+                                        << " elements bit-identical";
+}
+
+// One RmsNorm call on random data. `offset` shifts every row buffer by that
+// many elements from cudaMalloc's alignment (forcing the scalar path).
+void CheckRmsNorm(DType dtype, int64_t rows, int64_t dim, bool with_residual, float eps, int offset = 0) {
+  const std::string what = absl::StrCat(DTypeName(dtype), " rows=", rows, " dim=", dim,
+                                        with_residual ? " residual" : "", " offset=", offset);
+  std::mt19937 rng(static_cast<uint32_t>(rows * 7919 + dim * 31 + (with_residual ? 1 : 0) + offset));
+  const size_t n = static_cast<size_t>(rows * dim);
+  // Padded by `offset` leading elements, which the kernel must not touch.
+  std::vector<float> input = RandomValues(rng, dtype, n + offset, -2.0f, 2.0f);
+  std::vector<float> residual = RandomValues(rng, dtype, n + offset, -2.0f, 2.0f);
+  const std::vector<float> weight = RandomValues(rng, dtype, dim, -1.5f, 1.5f);
+
+  std::vector<double> expected(n), expected_residual(n);
+  std::vector<double> s(dim);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t d = 0; d < dim; ++d) {
+      const size_t i = offset + r * dim + d;
+      s[d] = with_residual ? Store(dtype, static_cast<double>(input[i]) + residual[i]) : input[i];
+      expected_residual[r * dim + d] = s[d];
+      sum += s[d] * s[d];
+    }
+    const double inv_rms = 1.0 / std::sqrt(sum / dim + static_cast<double>(eps));
+    for (int64_t d = 0; d < dim; ++d) {
+      expected[r * dim + d] = Store(dtype, weight[d] * Store(dtype, s[d] * inv_rms));
+    }
+  }
+
+  const size_t es = ElementSize(dtype);
+  DeviceBuffer d_input = UploadAs(dtype, input);
+  DeviceBuffer d_residual = UploadAs(dtype, residual);
+  DeviceBuffer d_weight = UploadAs(dtype, weight);
+  DeviceBuffer d_output((n + offset) * es);
+  d_output.Poison();
+
+  RmsNormArgs args;
+  args.dtype = dtype;
+  args.rows = rows;
+  args.dim = dim;
+  args.eps = eps;
+  args.input = d_input.as<uint8_t>() + offset * es;
+  args.residual = with_residual ? d_residual.as<uint8_t>() + offset * es : nullptr;
+  args.weight = d_weight.get();
+  args.output = d_output.as<uint8_t>() + offset * es;
+  ASSERT_TRUE(RmsNorm(args, nullptr).ok()) << what;
+  Sync();
+
+  std::vector<float> output = DownloadAs(dtype, d_output, n + offset);
+  output.erase(output.begin(), output.begin() + offset);
+  ExpectMatches(dtype, output, expected, what + " output");
+  std::vector<float> written_residual = DownloadAs(dtype, d_residual, n + offset);
+  for (int i = 0; i < offset; ++i) EXPECT_EQ(written_residual[i], residual[i]) << what << " padding";
+  written_residual.erase(written_residual.begin(), written_residual.begin() + offset);
+  if (with_residual) {
+    ExpectMatches(dtype, written_residual, expected_residual, what + " residual");
+  } else {
+    // Not passed: must be left alone.
+    EXPECT_EQ(written_residual, std::vector<float>(residual.begin() + offset, residual.end())) << what;
+  }
+}
+
+TEST(RmsNormTest, MatchesReference) {
+  GANTRY_REQUIRE_GPU();
+  // 64/96: q/k-norm sized; 100: no 16-byte vectors; 4096/5120: Llama/Qwen
+  // hidden sizes; 16384: the largest row held in registers in float32.
+  for (DType dtype : AllDTypes()) {
+    for (int64_t dim : {64, 96, 100, 4096, 5120, 16384}) {
+      for (int64_t rows : {1, 3, 64, 300}) {
+        for (bool with_residual : {false, true}) {
+          CheckRmsNorm(dtype, rows, dim, with_residual, 1e-6f);
+        }
+      }
+    }
+  }
+}
+
+TEST(RmsNormTest, OddAndVeryLargeDims) {
+  GANTRY_REQUIRE_GPU();
+  // 5001: scalar path looping over the row; 12288 and 24576: register path
+  // with 2-8 vectors per thread; 40000: rows too big for registers (streamed).
+  for (DType dtype : AllDTypes()) {
+    for (int64_t dim : {8, 5001, 12288, 24576, 40000}) {
+      for (bool with_residual : {false, true}) {
+        CheckRmsNorm(dtype, 3, dim, with_residual, 1e-5f);
+      }
+    }
+  }
+}
+
+TEST(RmsNormTest, UnalignedPointersUseScalarPath) {
+  GANTRY_REQUIRE_GPU();
+  for (DType dtype : AllDTypes()) {
+    for (bool with_residual : {false, true}) {
+      CheckRmsNorm(dtype, 5, 4096, with_residual, 1e-6f, /*offset=*/1);
+    }
+  }
+}
+
+TEST(RmsNormTest, ZeroRowsIsANoOp) {
+  GANTRY_REQUIRE_GPU();
+  DeviceBuffer buffer(64);
+  RmsNormArgs args;
+  args.rows = 0;
+  args.dim = 16;
+  args.input = buffer.get();
+  args.weight = buffer.get();
+  args.output = buffer.as<uint8_t>() + 32;
+  EXPECT_TRUE(RmsNorm(args, nullptr).ok());
+}
+
+TEST(RmsNormTest, RejectsInvalidArguments) {
+  GANTRY_REQUIRE_GPU();
+  DeviceBuffer input(1024), weight(1024), output(1024);
+  RmsNormArgs args;
+  args.rows = 1;
+  args.dim = 0;
+  args.input = input.get();
+  args.weight = weight.get();
+  args.output = output.get();
+  EXPECT_EQ(RmsNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+
+  args.dim = 16;
+  args.output = input.get();  // aliases the input
+  EXPECT_EQ(RmsNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+
+  args.output = output.get();
+  args.weight = nullptr;
+  EXPECT_EQ(RmsNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace gantry::cuda
