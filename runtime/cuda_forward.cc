@@ -82,6 +82,27 @@ struct PackedLayout {
   }
 };
 
+// Typed pointers to the sections of a packed buffer (the pinned host copy
+// or its device twin).
+struct PackedPointers {
+  int64_t* slots;
+  int64_t* logit_rows;
+  int32_t* token_ids;
+  int32_t* positions;
+  int32_t* seq_lens;
+  int32_t* query_start;
+  int32_t* block_tables;
+
+  PackedPointers(uint8_t* base, const PackedLayout& l)
+      : slots(reinterpret_cast<int64_t*>(base + l.slots)),
+        logit_rows(reinterpret_cast<int64_t*>(base + l.logit_rows)),
+        token_ids(reinterpret_cast<int32_t*>(base + l.token_ids)),
+        positions(reinterpret_cast<int32_t*>(base + l.positions)),
+        seq_lens(reinterpret_cast<int32_t*>(base + l.seq_lens)),
+        query_start(reinterpret_cast<int32_t*>(base + l.query_start)),
+        block_tables(reinterpret_cast<int32_t*>(base + l.block_tables)) {}
+};
+
 // Device pointers of one forward pass.
 struct StepView {
   int64_t num_tokens = 0;
@@ -232,22 +253,64 @@ class CudaForward final : public Forward {
     return PackedLayout(batch, batch, max_blocks_per_seq_ * batch, 0);
   }
 
-  // The captured graph of `batch` reads its inputs here.
-  StepView GraphView(int64_t batch) {
-    const PackedLayout layout = GraphLayout(batch);
-    uint8_t* base = graph_inputs_.data_ptr<uint8_t>();
+  // The packed inputs of `batch`'s sequences (and `padded - size` padding
+  // rows, which write no cache and attend to nothing), with block j of
+  // sequence s at tables[s * bt_seq_stride + j * bt_block_stride]. Logit
+  // rows are the caller's.
+  void Pack(const ForwardBatch& batch, int64_t padded, int64_t bt_seq_stride, int64_t bt_block_stride,
+            const PackedPointers& out) const {
+    const int64_t num_seqs = static_cast<int64_t>(batch.sequences.size());
+    const int64_t block_size = options_.block_size;
+    int64_t row = 0;
+    for (int64_t s = 0; s < padded; ++s) {
+      out.query_start[s] = static_cast<int32_t>(row);
+      if (s >= num_seqs) {  // a padding row
+        out.slots[row] = -1;
+        out.token_ids[row] = 0;
+        out.positions[row] = 0;
+        out.seq_lens[s] = 0;
+        ++row;
+        continue;
+      }
+      const BatchSequence& seq = batch.sequences[s];
+      const std::vector<int32_t>& table = *seq.block_table;
+      for (int64_t p = seq.num_computed; p < seq.num_computed + seq.num_new; ++p, ++row) {
+        out.slots[row] = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+        out.token_ids[row] = static_cast<int32_t>(batch.token_ids[row]);
+        out.positions[row] = static_cast<int32_t>(p);
+      }
+      const int64_t context = seq.num_computed + seq.num_new;
+      out.seq_lens[s] = static_cast<int32_t>(context);
+      for (int64_t j = 0; j < BlocksFor(context); ++j) out.block_tables[s * bt_seq_stride + j * bt_block_stride] = table[j];
+    }
+    out.query_start[padded] = static_cast<int32_t>(row);
+  }
+
+  // A view of the packed inputs at `base` (on the device).
+  StepView View(uint8_t* base, const at::Tensor& buffer, const PackedLayout& layout, int64_t num_tokens,
+                int64_t num_seqs, int64_t num_rows) const {
+    const PackedPointers p(base, layout);
     StepView view;
-    view.num_tokens = batch;
-    view.num_seqs = static_cast<int>(batch);
+    view.num_tokens = num_tokens;
+    view.num_seqs = static_cast<int>(num_seqs);
+    view.token_ids = buffer.narrow(0, layout.token_ids, 4 * num_tokens).view(at::kInt);
+    // Decode steps want every row; prompt steps only their last tokens'.
+    if (num_rows != num_tokens) view.logit_rows = buffer.narrow(0, layout.logit_rows, 8 * num_rows).view(at::kLong);
+    view.positions = p.positions;
+    view.slots = p.slots;
+    view.seq_lens = p.seq_lens;
+    view.query_start = p.query_start;
+    view.block_tables = p.block_tables;
+    return view;
+  }
+
+  // The captured graph of `batch` reads its inputs here: block tables
+  // column-major, so a step uploads only the columns it uses.
+  StepView GraphView(int64_t batch) {
+    StepView view = View(graph_inputs_.data_ptr<uint8_t>(), graph_inputs_, GraphLayout(batch), batch, batch, batch);
     view.decode = true;
     view.max_query_len = 1;
     view.num_splits = cuda::ChooseDecodeSplits(static_cast<int>(batch), model_->config().num_kv_heads, sm_count_);
-    view.token_ids = graph_inputs_.narrow(0, layout.token_ids, 4 * batch).view(at::kInt);
-    view.positions = reinterpret_cast<const int32_t*>(base + layout.positions);
-    view.slots = reinterpret_cast<const int64_t*>(base + layout.slots);
-    view.seq_lens = reinterpret_cast<const int32_t*>(base + layout.seq_lens);
-    view.query_start = reinterpret_cast<const int32_t*>(base + layout.query_start);
-    view.block_tables = reinterpret_cast<const int32_t*>(base + layout.block_tables);
     view.bt_seq_stride = 1;
     view.bt_block_stride = batch;
     return view;
@@ -257,54 +320,22 @@ class CudaForward final : public Forward {
   void WritePaddingInputs(int64_t batch) {
     const PackedLayout layout = GraphLayout(batch);
     uint8_t* host = staging_.Reserve(layout.block_tables);
-    std::memset(host, 0, layout.block_tables);
-    auto* slots = reinterpret_cast<int64_t*>(host + layout.slots);
-    std::fill(slots, slots + batch, int64_t{-1});
-    auto* query_start = reinterpret_cast<int32_t*>(host + layout.query_start);
-    for (int64_t i = 0; i <= batch; ++i) query_start[i] = static_cast<int32_t>(i);
+    Pack(ForwardBatch{}, batch, 1, batch, PackedPointers(host, layout));
     staging_.Upload(layout.block_tables, graph_inputs_);
   }
 
   at::Tensor ReplayGraph(DecodeGraph& graph, const ForwardBatch& batch) {
     const int64_t padded = graph.batch;
-    const int64_t num_seqs = static_cast<int64_t>(batch.sequences.size());
     int64_t used_blocks = 1;
     for (const BatchSequence& s : batch.sequences) {
       used_blocks = std::max<int64_t>(used_blocks, BlocksFor(s.num_computed + s.num_new));
     }
     const PackedLayout layout = GraphLayout(padded);
     const size_t upload = layout.block_tables + 4 * static_cast<size_t>(used_blocks * padded);
-    uint8_t* host = staging_.Reserve(upload);
-    auto* slots = reinterpret_cast<int64_t*>(host + layout.slots);
-    auto* ids = reinterpret_cast<int32_t*>(host + layout.token_ids);
-    auto* positions = reinterpret_cast<int32_t*>(host + layout.positions);
-    auto* seq_lens = reinterpret_cast<int32_t*>(host + layout.seq_lens);
-    auto* query_start = reinterpret_cast<int32_t*>(host + layout.query_start);
-    auto* tables = reinterpret_cast<int32_t*>(host + layout.block_tables);
-    const int64_t block_size = options_.block_size;
-    for (int64_t s = 0; s < padded; ++s) {
-      query_start[s] = static_cast<int32_t>(s);
-      if (s >= num_seqs) {  // padding row
-        slots[s] = -1;
-        ids[s] = 0;
-        positions[s] = 0;
-        seq_lens[s] = 0;
-        continue;
-      }
-      const BatchSequence& seq = batch.sequences[s];
-      const int64_t position = seq.num_computed;
-      const std::vector<int32_t>& table = *seq.block_table;
-      slots[s] = static_cast<int64_t>(table[position / block_size]) * block_size + position % block_size;
-      ids[s] = static_cast<int32_t>(batch.token_ids[s]);
-      positions[s] = static_cast<int32_t>(position);
-      seq_lens[s] = static_cast<int32_t>(position + 1);
-      const int64_t blocks = BlocksFor(position + 1);
-      for (int64_t j = 0; j < blocks; ++j) tables[j * padded + s] = table[j];
-    }
-    query_start[padded] = static_cast<int32_t>(padded);
+    Pack(batch, padded, 1, padded, PackedPointers(staging_.Reserve(upload), layout));  // logits: every row
     staging_.Upload(upload, graph_inputs_);
     graph.graph.replay();
-    return graph.logits.narrow(0, 0, num_seqs);
+    return graph.logits.narrow(0, 0, static_cast<int64_t>(batch.sequences.size()));
   }
 
   at::Tensor RunEager(const ForwardBatch& batch, bool decode) {
@@ -318,53 +349,18 @@ class CudaForward final : public Forward {
       max_query = std::max<int>(max_query, static_cast<int>(s.num_new));
     }
     const PackedLayout layout(num_tokens, num_seqs, width * num_seqs, num_rows);
-    uint8_t* host = staging_.Reserve(layout.end);
-    auto* slots = reinterpret_cast<int64_t*>(host + layout.slots);
-    auto* rows = reinterpret_cast<int64_t*>(host + layout.logit_rows);
-    auto* ids = reinterpret_cast<int32_t*>(host + layout.token_ids);
-    auto* positions = reinterpret_cast<int32_t*>(host + layout.positions);
-    auto* seq_lens = reinterpret_cast<int32_t*>(host + layout.seq_lens);
-    auto* query_start = reinterpret_cast<int32_t*>(host + layout.query_start);
-    auto* tables = reinterpret_cast<int32_t*>(host + layout.block_tables);
-    const int64_t block_size = options_.block_size;
-    int64_t row = 0;
-    for (int64_t s = 0; s < num_seqs; ++s) {
-      const BatchSequence& seq = batch.sequences[s];
-      const std::vector<int32_t>& table = *seq.block_table;
-      query_start[s] = static_cast<int32_t>(row);
-      for (int64_t p = seq.num_computed; p < seq.num_computed + seq.num_new; ++p, ++row) {
-        slots[row] = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
-        ids[row] = static_cast<int32_t>(batch.token_ids[row]);
-        positions[row] = static_cast<int32_t>(p);
-      }
-      const int64_t context = seq.num_computed + seq.num_new;
-      seq_lens[s] = static_cast<int32_t>(context);
-      const int64_t blocks = BlocksFor(context);
-      std::copy(table.begin(), table.begin() + blocks, tables + s * width);
-    }
-    query_start[num_seqs] = static_cast<int32_t>(row);
-    std::copy(batch.logit_rows.begin(), batch.logit_rows.end(), rows);
-
+    const PackedPointers host(staging_.Reserve(layout.end), layout);
+    Pack(batch, num_seqs, width, 1, host);
+    std::copy(batch.logit_rows.begin(), batch.logit_rows.end(), host.logit_rows);
     if (!eager_inputs_.defined() || static_cast<size_t>(eager_inputs_.numel()) < layout.end) {
       eager_inputs_ = at::empty({static_cast<int64_t>(layout.end * 2)},
                                 at::TensorOptions().dtype(at::kByte).device(model_->device()));
     }
     staging_.Upload(layout.end, eager_inputs_);
-    uint8_t* base = eager_inputs_.data_ptr<uint8_t>();
-    StepView view;
-    view.num_tokens = num_tokens;
-    view.num_seqs = static_cast<int>(num_seqs);
+    StepView view = View(eager_inputs_.data_ptr<uint8_t>(), eager_inputs_, layout, num_tokens, num_seqs, num_rows);
     view.decode = decode;
     view.max_query_len = max_query;
     view.num_splits = decode ? cuda::ChooseDecodeSplits(view.num_seqs, model_->config().num_kv_heads, sm_count_) : 1;
-    view.token_ids = eager_inputs_.narrow(0, layout.token_ids, 4 * num_tokens).view(at::kInt);
-    const bool every_row = num_rows == num_tokens;  // decode steps want every row
-    if (!every_row) view.logit_rows = eager_inputs_.narrow(0, layout.logit_rows, 8 * num_rows).view(at::kLong);
-    view.positions = reinterpret_cast<const int32_t*>(base + layout.positions);
-    view.slots = reinterpret_cast<const int64_t*>(base + layout.slots);
-    view.seq_lens = reinterpret_cast<const int32_t*>(base + layout.seq_lens);
-    view.query_start = reinterpret_cast<const int32_t*>(base + layout.query_start);
-    view.block_tables = reinterpret_cast<const int32_t*>(base + layout.block_tables);
     view.bt_seq_stride = width;
     view.bt_block_stride = 1;
     return RunView(view);

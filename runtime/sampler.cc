@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "runtime/cuda/hash32.h"
 #include "runtime/internal/torch_util.h"
 
 #ifdef GANTRY_WITH_CUDA_KERNELS
@@ -16,6 +17,8 @@
 #endif
 
 namespace gantry::runtime {
+
+using ::gantry::Hash32;  // the scalar hash, beside the tensor one below
 namespace {
 
 constexpr int64_t kMask32 = 0xFFFFFFFFll;
@@ -39,15 +42,6 @@ at::Tensor Hash32(const at::Tensor& x) {
   h = XorShift(h, 15);
   h = MulMod32(h, 0x846ca68b);
   return XorShift(h, 16);
-}
-
-uint32_t Hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
 }
 
 namespace {

@@ -56,6 +56,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "runtime/cuda/hash32.h"
 #include "runtime/cuda/launch.h"
 
 namespace gantry::cuda {
@@ -83,15 +84,6 @@ constexpr double kMaxFiniteGumbel = 16.0;
 
 // ---------------------------------------------------------------------------
 // Noise, as runtime/sampler.cc computes it on the device.
-
-__device__ __forceinline__ uint32_t Hash32(uint32_t x) {  // lowbias32
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
 
 __device__ __forceinline__ uint32_t NoiseBits(uint32_t key, uint32_t token) {
   return Hash32(Hash32(key + token) ^ key);

@@ -74,10 +74,9 @@ class Sampler {
   at::Tensor penalty_rows_;   // [rows] int64 PenaltyState rows
 };
 
-// 32-bit integer hash (Chris Wellons' lowbias32) on int64 tensors holding
-// values in [0, 2^32), with products split so nothing overflows int64.
+// runtime/cuda/hash32.h's hash on int64 tensors holding values in
+// [0, 2^32), with products split so nothing overflows int64.
 at::Tensor Hash32(const at::Tensor& x);
-uint32_t Hash32(uint32_t x);
 
 }  // namespace gantry::runtime
 

@@ -21,40 +21,16 @@ using ::gantry::cuda::testing::AllDTypes;
 using ::gantry::cuda::testing::DeviceBuffer;
 using ::gantry::cuda::testing::DownloadAs;
 using ::gantry::cuda::testing::ElementSize;
+using ::gantry::cuda::testing::ExpectRoundedMatch;
+using ::gantry::cuda::testing::Store;
 using ::gantry::cuda::testing::RandomValues;
 using ::gantry::cuda::testing::RelativeError;
 using ::gantry::cuda::testing::RoundTo;
 using ::gantry::cuda::testing::Sync;
 using ::gantry::cuda::testing::UploadAs;
 
-// The kernel's rounding to the storage type; float32 keeps the double so the
-// reference stays exact there.
-double Store(DType dtype, double x) {
-  return dtype == DType::kFloat32 ? x : static_cast<double>(RoundTo(dtype, static_cast<float>(x)));
-}
-
-double Tolerance(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return 1e-6;
-    case DType::kFloat16: return 1e-3;
-    case DType::kBFloat16: return 4e-3;
-  }
-  return 0;
-}
-
-// Relative error under the dtype's tolerance and, for 16-bit types, at least
-// 99% of the elements equal to the reference rounded to the type.
-void ExpectMatches(DType dtype, const std::vector<float>& actual, const std::vector<double>& expected,
-                   const std::string& what) {
-  EXPECT_LT(RelativeError(actual, expected), Tolerance(dtype)) << what;
-  if (dtype == DType::kFloat32 || actual.size() != expected.size()) return;
-  size_t same = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    if (actual[i] == RoundTo(dtype, static_cast<float>(expected[i]))) ++same;
-  }
-  EXPECT_GE(same, 0.99 * actual.size()) << what << ": only " << same << " of " << actual.size()
-                                        << " elements bit-identical";
-}
+// float32 results are held to this; 16-bit ones as ExpectRoundedMatch says.
+constexpr double kFloat32Tolerance = 1e-6;
 
 // One SiluMul call on random data; `offset` shifts both buffers by that many
 // elements from cudaMalloc's alignment (forcing the scalar path).
@@ -93,7 +69,7 @@ void CheckSiluMul(DType dtype, int64_t rows, int64_t dim, int offset = 0) {
 
   std::vector<float> output = DownloadAs(dtype, d_output, n + offset);
   output.erase(output.begin(), output.begin() + offset);
-  ExpectMatches(dtype, output, expected, what);
+  ExpectRoundedMatch(dtype, kFloat32Tolerance, output, expected, what);
 }
 
 TEST(SiluMulTest, MatchesReference) {

@@ -174,6 +174,29 @@ inline double Tolerance(DType dtype) {
   return 0;
 }
 
+// The kernels' rounding to the storage type; float32 keeps the double so a
+// reference stays exact there.
+inline double Store(DType dtype, double x) {
+  return dtype == DType::kFloat32 ? x : static_cast<double>(RoundTo(dtype, static_cast<float>(x)));
+}
+
+// For kernels whose reference follows their rounding points exactly:
+// relative error under float32_tolerance (float32), 1e-3 (fp16) or 4e-3
+// (bf16), and for 16-bit types at least 99% of the elements equal to the
+// reference rounded to the type (a wrong rounding point fails this).
+inline void ExpectRoundedMatch(DType dtype, double float32_tolerance, const std::vector<float>& actual,
+                               const std::vector<double>& expected, const std::string& what) {
+  const double tolerance = dtype == DType::kFloat32 ? float32_tolerance : dtype == DType::kFloat16 ? 1e-3 : 4e-3;
+  EXPECT_LT(RelativeError(actual, expected), tolerance) << what;
+  if (dtype == DType::kFloat32 || actual.size() != expected.size()) return;
+  size_t same = 0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    if (actual[i] == RoundTo(dtype, static_cast<float>(expected[i]))) ++same;
+  }
+  EXPECT_GE(same, 0.99 * actual.size()) << what << ": only " << same << " of " << actual.size()
+                                        << " elements bit-identical";
+}
+
 inline const std::vector<DType>& AllDTypes() {
   static const std::vector<DType> all = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
   return all;

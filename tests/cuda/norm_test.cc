@@ -23,40 +23,16 @@ using ::gantry::cuda::testing::AllDTypes;
 using ::gantry::cuda::testing::DeviceBuffer;
 using ::gantry::cuda::testing::DownloadAs;
 using ::gantry::cuda::testing::ElementSize;
+using ::gantry::cuda::testing::ExpectRoundedMatch;
+using ::gantry::cuda::testing::Store;
 using ::gantry::cuda::testing::RandomValues;
 using ::gantry::cuda::testing::RelativeError;
 using ::gantry::cuda::testing::RoundTo;
 using ::gantry::cuda::testing::Sync;
 using ::gantry::cuda::testing::UploadAs;
 
-// The kernel's rounding to the storage type; float32 keeps the double so the
-// reference stays exact there.
-double Store(DType dtype, double x) {
-  return dtype == DType::kFloat32 ? x : static_cast<double>(RoundTo(dtype, static_cast<float>(x)));
-}
-
-double Tolerance(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return 1e-6;
-    case DType::kFloat16: return 1e-3;
-    case DType::kBFloat16: return 4e-3;
-  }
-  return 0;
-}
-
-// Relative error under the dtype's tolerance and, for 16-bit types, at least
-// 99% of the elements equal to the reference rounded to the type.
-void ExpectMatches(DType dtype, const std::vector<float>& actual, const std::vector<double>& expected,
-                   const std::string& what) {
-  EXPECT_LT(RelativeError(actual, expected), Tolerance(dtype)) << what;
-  if (dtype == DType::kFloat32 || actual.size() != expected.size()) return;
-  size_t same = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    if (actual[i] == RoundTo(dtype, static_cast<float>(expected[i]))) ++same;
-  }
-  EXPECT_GE(same, 0.99 * actual.size()) << what << ": only " << same << " of " << actual.size()
-                                        << " elements bit-identical";
-}
+// float32 results are held to this; 16-bit ones as ExpectRoundedMatch says.
+constexpr double kFloat32Tolerance = 1e-6;
 
 // One RmsNorm call on random data. `offset` shifts every row buffer by that
 // many elements from cudaMalloc's alignment (forcing the scalar path).
@@ -107,12 +83,12 @@ void CheckRmsNorm(DType dtype, int64_t rows, int64_t dim, bool with_residual, fl
 
   std::vector<float> output = DownloadAs(dtype, d_output, n + offset);
   output.erase(output.begin(), output.begin() + offset);
-  ExpectMatches(dtype, output, expected, what + " output");
+  ExpectRoundedMatch(dtype, kFloat32Tolerance, output, expected, what + " output");
   std::vector<float> written_residual = DownloadAs(dtype, d_residual, n + offset);
   for (int i = 0; i < offset; ++i) EXPECT_EQ(written_residual[i], residual[i]) << what << " padding";
   written_residual.erase(written_residual.begin(), written_residual.begin() + offset);
   if (with_residual) {
-    ExpectMatches(dtype, written_residual, expected_residual, what + " residual");
+    ExpectRoundedMatch(dtype, kFloat32Tolerance, written_residual, expected_residual, what + " residual");
   } else {
     // Not passed: must be left alone.
     EXPECT_EQ(written_residual, std::vector<float>(residual.begin() + offset, residual.end())) << what;

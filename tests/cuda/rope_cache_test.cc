@@ -25,6 +25,8 @@ using ::gantry::cuda::testing::AllDTypes;
 using ::gantry::cuda::testing::DeviceBuffer;
 using ::gantry::cuda::testing::DownloadAs;
 using ::gantry::cuda::testing::ElementSize;
+using ::gantry::cuda::testing::ExpectRoundedMatch;
+using ::gantry::cuda::testing::Store;
 using ::gantry::cuda::testing::RandomValues;
 using ::gantry::cuda::testing::RelativeError;
 using ::gantry::cuda::testing::RoundTo;
@@ -32,34 +34,8 @@ using ::gantry::cuda::testing::Sync;
 using ::gantry::cuda::testing::Upload;
 using ::gantry::cuda::testing::UploadAs;
 
-// The kernel's rounding to the storage type; float32 keeps the double so the
-// reference stays exact there.
-double Store(DType dtype, double x) {
-  return dtype == DType::kFloat32 ? x : static_cast<double>(RoundTo(dtype, static_cast<float>(x)));
-}
-
-double Tolerance(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return 1e-5;
-    case DType::kFloat16: return 1e-3;
-    case DType::kBFloat16: return 4e-3;
-  }
-  return 0;
-}
-
-// Relative error under the dtype's tolerance and, for 16-bit types, at least
-// 99% of the elements equal to the reference rounded to the type.
-void ExpectMatches(DType dtype, const std::vector<float>& actual, const std::vector<double>& expected,
-                   const std::string& what) {
-  EXPECT_LT(RelativeError(actual, expected), Tolerance(dtype)) << what;
-  if (dtype == DType::kFloat32 || actual.size() != expected.size()) return;
-  size_t same = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    if (actual[i] == RoundTo(dtype, static_cast<float>(expected[i]))) ++same;
-  }
-  EXPECT_GE(same, 0.99 * actual.size()) << what << ": only " << same << " of " << actual.size()
-                                        << " elements bit-identical";
-}
+// float32 results are held to this; 16-bit ones as ExpectRoundedMatch says.
+constexpr double kFloat32Tolerance = 1e-5;
 
 // As transformers: exponents 2i/d in float32, inv_freq = 1 / theta^exponent
 // in float32.
@@ -188,7 +164,7 @@ void CheckRope(DType dtype, const RopeCase& c) {
   ASSERT_TRUE(RopeAndCacheWrite(args, nullptr).ok()) << what;
   Sync();
 
-  ExpectMatches(dtype, DownloadAs(dtype, d_q_out, expected_q.size()), expected_q, what + " q_out");
+  ExpectRoundedMatch(dtype, kFloat32Tolerance, DownloadAs(dtype, d_q_out, expected_q.size()), expected_q, what + " q_out");
 
   // k and v at the written slots; every other slot bit-for-bit as before.
   const std::vector<float> k_cache = DownloadAs(dtype, d_k_cache, cache_elements);
@@ -211,7 +187,7 @@ void CheckRope(DType dtype, const RopeCase& c) {
   }
   ASSERT_FALSE(k_written.empty()) << what;
   EXPECT_EQ(untouched_changed, 0) << what << ": unmapped cache slots were written";
-  ExpectMatches(dtype, k_written, k_expected, what + " k_cache");
+  ExpectRoundedMatch(dtype, kFloat32Tolerance, k_written, k_expected, what + " k_cache");
   // v is copied, not computed: exact.
   std::vector<float> v_expected_f(v_expected.begin(), v_expected.end());
   EXPECT_EQ(v_written, v_expected_f) << what << " v_cache";

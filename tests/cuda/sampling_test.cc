@@ -34,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "runtime/cuda/hash32.h"
 #include "runtime/cuda/kernels.h"
 #include "tests/cuda/kernel_test_util.h"
 
@@ -51,15 +52,6 @@ constexpr double kMinPTolerance = 1e-5;  // relative, on p / p_max
 
 // ---------------------------------------------------------------------------
 // Reference.
-
-uint32_t Hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7feb352du;
-  x ^= x >> 15;
-  x *= 0x846ca68bu;
-  x ^= x >> 16;
-  return x;
-}
 
 // As runtime/sampler.cc, in float32 (std::log on a float is logf).
 float Gumbel(uint32_t key, uint32_t token) {
