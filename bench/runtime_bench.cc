@@ -34,6 +34,7 @@ ABSL_FLAG(uint64_t, kv_cache_mib, 8192, "KV cache size in MiB");
 ABSL_FLAG(int64_t, ttft_prompt, 512, "prompt length of the time-to-first-token runs (0: skip)");
 ABSL_FLAG(bool, cuda_kernels, true, "use Gantry's CUDA kernels (false: LibTorch operators)");
 ABSL_FLAG(int64_t, cuda_graph_max_batch, 64, "CUDA graphs for decode batches up to this (0: none)");
+ABSL_FLAG(bool, skinny_gemm, true, "Gantry's kernel for projections of up to 8 rows (false: cuBLAS)");
 ABSL_FLAG(int64_t, profile_decode_steps, 0,
           "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "
           "(for ncu --profile-from-start off)");
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
   options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
   options.cuda_kernels = absl::GetFlag(FLAGS_cuda_kernels);
   options.cuda_graph_max_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
+  options.cuda_skinny_gemm = absl::GetFlag(FLAGS_skinny_gemm);
   if (options.model_dir.empty()) {
     std::fprintf(stderr, "usage: runtime_bench --model DIR [--device cuda] [--batches 1,8,32]\n");
     return 2;

@@ -1,7 +1,8 @@
 // The fused CUDA forward path: Gantry's kernels (runtime/cuda) for norms,
-// rotary embedding with the KV-cache write, attention over the paged cache and
-// the SwiGLU activation; cuBLAS (through at::linear) for the projections,
-// whose weights were fused at load and are used in their stored layout.
+// rotary embedding with the KV-cache write, attention over the paged cache,
+// the SwiGLU activation, and the projections of small decode batches
+// (SkinnyGemm, bandwidth-bound); cuBLAS (through at::linear) for larger
+// batches. Weights were fused at load and are used in their stored layout.
 //
 // Each step's metadata (token ids, positions, cache slots, sequence lengths,
 // query starts, block tables, logit rows) is packed into one pinned host
@@ -372,6 +373,25 @@ class CudaForward final : public Forward {
     return static_cast<uint8_t*>(model_->kv_cache().data_ptr()) + (2 * layer + which) * cache_stride_bytes_;
   }
 
+  // x [rows, k] W^T + bias -> [rows, n]: Gantry's skinny kernel for the few
+  // rows of a small decode batch, cuBLAS otherwise.
+  at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, cudaStream_t stream) const {
+    const int64_t rows = x.size(0);
+    if (!options_.skinny_gemm || rows < 1 || rows > cuda::kSkinnyGemmMaxRows) return at::linear(x, weight, bias);
+    at::Tensor y = at::empty({rows, weight.size(0)}, x.options());
+    cuda::SkinnyGemmArgs args;
+    args.dtype = dtype_;
+    args.m = static_cast<int>(rows);
+    args.n = weight.size(0);
+    args.k = weight.size(1);
+    args.x = x.data_ptr();
+    args.w = weight.data_ptr();
+    args.bias = OptionalPtr(bias);
+    args.y = y.data_ptr();
+    Check(cuda::SkinnyGemm(args, stream));
+    return y;
+  }
+
   // The forward pass over `view`; returns [rows, vocab] float32 logits.
   at::Tensor RunView(const StepView& view) {
     const ModelConfig& c = model_->config();
@@ -431,7 +451,7 @@ class CudaForward final : public Forward {
       norm.output = x.data_ptr();
       Check(cuda::RmsNorm(norm, stream));
 
-      at::Tensor qkv = at::linear(x, lw.qkv_proj, lw.qkv_bias);  // [tokens, (heads + 2 kv_heads) * head_dim]
+      at::Tensor qkv = Linear(x, lw.qkv_proj, lw.qkv_bias, stream);  // [tokens, (heads + 2 kv_heads) * head_dim]
       cuda::RopeCacheArgs rope;
       rope.dtype = dtype_;
       rope.num_tokens = tokens;
@@ -454,13 +474,13 @@ class CudaForward final : public Forward {
       attn.v_cache = Cache(l, 1);
       Check(view.decode ? cuda::DecodeAttention(attn, stream) : cuda::PrefillAttention(attn, stream));
 
-      at::Tensor o = at::linear(attention, lw.o_proj, lw.o_bias);  // [tokens, hidden]
+      at::Tensor o = Linear(attention, lw.o_proj, lw.o_bias, stream);  // [tokens, hidden]
       norm.input = o.data_ptr();
       norm.residual = hidden.data_ptr();
       norm.weight = lw.post_norm.data_ptr();
       Check(cuda::RmsNorm(norm, stream));
 
-      at::Tensor gate_up = at::linear(x, lw.gate_up_proj, lw.gate_up_bias);  // [tokens, 2 * inter]
+      at::Tensor gate_up = Linear(x, lw.gate_up_proj, lw.gate_up_bias, stream);  // [tokens, 2 * inter]
       cuda::SiluMulArgs silu;
       silu.dtype = dtype_;
       silu.rows = tokens;
@@ -468,7 +488,7 @@ class CudaForward final : public Forward {
       silu.gate_up = gate_up.data_ptr();
       silu.output = act.data_ptr();
       Check(cuda::SiluMul(silu, stream));
-      mlp_out = at::linear(act, lw.down_proj, lw.down_bias);
+      mlp_out = Linear(act, lw.down_proj, lw.down_bias, stream);
     }
 
     // The last residual add and the final norm, on the rows that need logits.
@@ -488,7 +508,7 @@ class CudaForward final : public Forward {
     final_norm.weight = w.final_norm.data_ptr();
     final_norm.output = normed.data_ptr();
     Check(cuda::RmsNorm(final_norm, stream));
-    return at::linear(normed, w.lm_head).to(at::kFloat);
+    return Linear(normed, w.lm_head, at::Tensor(), stream).to(at::kFloat);
   }
 
   LlamaModel* model_;

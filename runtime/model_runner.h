@@ -59,6 +59,9 @@ struct LoadOptions {
   // picks and loads its kernels per shape), so the first request is as fast
   // as later ones.
   int64_t warm_step_tokens = 2048;
+  // CUDA: projections of steps with up to 8 tokens through Gantry's
+  // bandwidth-bound kernel (false: cuBLAS, for comparison).
+  bool cuda_skinny_gemm = true;
 };
 
 struct ModelInfo {

@@ -321,6 +321,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
       cuda_options.max_context = info.max_context;
       cuda_options.max_graph_batch = std::max<int64_t>(0, options.cuda_graph_max_batch);
       cuda_options.warm_step_tokens = std::min<int64_t>(options.warm_step_tokens, info.max_context);
+      cuda_options.skinny_gemm = options.cuda_skinny_gemm;
       auto cuda_forward = MakeCudaForward(model.get(), cuda_options);
       if (!cuda_forward.ok()) return cuda_forward.status();
       forward = *std::move(cuda_forward);

@@ -119,8 +119,9 @@ at::Tensor Sampler::GumbelNoise() const {
   at::Tensor row_keys = keys_.to(at::kLong).bitwise_and(kMask32).view({n, 1});  // [rows, 1] in [0, 2^32)
   at::Tensor bits = Hash32((row_keys + ids).bitwise_and(kMask32).expand({n, vocab_size_}).contiguous());
   bits = Hash32(bits.bitwise_xor(row_keys));
-  // 24 random bits -> uniform in (0, 1) -> Gumbel(0, 1).
-  at::Tensor uniform = (bits.div(256, "floor").to(at::kFloat) + 0.5f) / 16777216.0f;
+  // 23 random bits -> uniform in [2^-24, 1 - 2^-24], exact in float32 (24
+  // bits could round to 1.0 and give an infinite noise) -> Gumbel(0, 1).
+  at::Tensor uniform = (bits.div(512, "floor").to(at::kFloat) + 0.5f) / 8388608.0f;
   return uniform.log().neg().log().neg();
 }
 

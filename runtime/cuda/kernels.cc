@@ -130,6 +130,18 @@ absl::Status PrefillAttention(const PagedAttentionArgs& a, Stream stream) {
   return Launched("PrefillAttention", LaunchPrefillAttention(a, stream));
 }
 
+absl::Status SkinnyGemm(const SkinnyGemmArgs& a, Stream stream) {
+  if (!ValidDType(a.dtype)) return Invalid("SkinnyGemm", "unknown dtype");
+  if (a.m < 0 || a.m > kSkinnyGemmMaxRows || a.n < 1 || a.k < 1) {
+    return Invalid("SkinnyGemm", absl::StrCat("bad shape m ", a.m, " (0..", kSkinnyGemmMaxRows, "), n ", a.n,
+                                              ", k ", a.k));
+  }
+  if (a.m == 0) return absl::OkStatus();
+  if (a.x == nullptr || a.w == nullptr || a.y == nullptr) return Invalid("SkinnyGemm", "x, w and y must be set");
+  if (a.y == a.x) return Invalid("SkinnyGemm", "y aliases x");
+  return Launched("SkinnyGemm", LaunchSkinnyGemm(a, stream));
+}
+
 absl::Status SampleTokens(const SampleArgs& a, Stream stream) {
   if (a.rows < 0 || a.vocab < 1) return Invalid("SampleTokens", absl::StrCat("bad shape [", a.rows, ", ", a.vocab, "]"));
   if (a.rows == 0) return absl::OkStatus();

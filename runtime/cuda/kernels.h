@@ -130,6 +130,25 @@ int ChooseDecodeSplits(int num_seqs, int num_kv_heads, int sm_count);
 absl::Status PrefillAttention(const PagedAttentionArgs& args, Stream stream);
 
 // ---------------------------------------------------------------------------
+// y = x W^T (+ bias) for the few rows of a small decode batch. Such a product
+// reads every weight once and does two flops per weight per row: it is bound
+// by memory bandwidth, and cuBLAS's kernels for one row leave part of it
+// unused. Each output element is one float32 dot product over k whose order
+// does not depend on m, so a row's result is the same in any batch; it is
+// rounded to dtype once, after the bias is added (as cuBLAS's epilogue does).
+inline constexpr int kSkinnyGemmMaxRows = 8;
+struct SkinnyGemmArgs {
+  DType dtype = DType::kBFloat16;
+  int m = 0;                   // rows of x: 1..kSkinnyGemmMaxRows
+  int64_t n = 0, k = 0;        // output features, input features
+  const void* x = nullptr;     // [m, k]
+  const void* w = nullptr;     // [n, k] (a Linear layer's weight as stored)
+  const void* bias = nullptr;  // [n] or nullptr
+  void* y = nullptr;           // [m, n]; must not alias x
+};
+absl::Status SkinnyGemm(const SkinnyGemmArgs& args, Stream stream);
+
+// ---------------------------------------------------------------------------
 // Sampling one token per row without sorting the vocabulary. For row r with
 // temperature t > 0, over the scaled logits z = logits / t and their softmax
 // probabilities p, a token with probability q is kept when all of these hold:
@@ -138,7 +157,7 @@ absl::Status PrefillAttention(const PagedAttentionArgs& args, Stream stream);
 //   min_p > 0:   q >= min_p * (the largest probability)
 // (tokens of equal value are kept or dropped together; the most probable
 // token is always kept). The draw is Gumbel-max over the kept tokens:
-//   argmax_v z[v] + g(key, v), g = -log(-log(u)), u = ((bits >> 8) + 0.5) / 2^24,
+//   argmax_v z[v] + g(key, v), g = -log(-log(u)), u = ((bits >> 9) + 0.5) / 2^23,
 //   bits = Hash32(Hash32(key + v) ^ key) with 32-bit wrap-around and
 //   Hash32 = lowbias32 (runtime/internal/sampler.h),
 // so a row's draw depends only on its logits, its parameters and its key.

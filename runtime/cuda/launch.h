@@ -16,6 +16,7 @@ cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);        
 cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& args, cudaStream_t stream);   // decode_attention.cu
 cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t stream);  // prefill_attention.cu
 
+cudaError_t LaunchSkinnyGemm(const SkinnyGemmArgs& args, cudaStream_t stream);                // skinny_gemm.cu
 cudaError_t LaunchSampleTokens(const SampleArgs& args, cudaStream_t stream);              // sampling.cu
 
 }  // namespace gantry::cuda

@@ -40,13 +40,11 @@
 // p_max sharing one float32 normaliser.
 //
 // The noise is bit-identical to the LibTorch sampler (runtime/sampler.cc),
-// which uses the same CUDA logf. Note its float32 rounding: u rounds to 1.0f
-// when bits >> 8 == 2^24 - 1, so g = -log(-log(1)) = +inf for one token in
-// 2^24 (about 1% of 128k-token rows); such a token wins if it is kept, as it
-// does in the LibTorch sampler. Every other g is at most 15.95, so pass 4
-// skips the division and the two logarithms of tokens whose z is more than
-// 16 below the score of the argmax token (which is always kept), after only
-// hashing them to spot an infinite g.
+// which uses the same CUDA logf. u = ((bits >> 9) + 0.5) / 2^23 is exact in
+// float32 and lies in [2^-24, 1 - 2^-24], so every g is finite and at most
+// 16.64: pass 4 skips the hash, the division and the two logarithms of tokens
+// whose z is more than 17 below the score of the argmax token (which is
+// always kept).
 //
 // No global memory besides the arguments, no host synchronisation, no
 // state carried between launches: safe to capture in a CUDA graph.
@@ -78,9 +76,9 @@ constexpr int kUnrollL2 = 2;
 constexpr float kMassOne = 0x1p40f;       // fixed-point scale: e = 1 is 2^40, sums < 2^64 below 2^24 tokens
 constexpr float kMinTemperature = 1e-6f;  // as the LibTorch sampler's clamp
 constexpr float kLog2e = 1.4426950408889634f;
-// Largest finite Gumbel value the noise formula produces (u = 1 - 2^-23
-// gives 15.9424), rounded up.
-constexpr double kMaxFiniteGumbel = 16.0;
+// Largest Gumbel value the noise formula produces (u = 1 - 2^-24 gives
+// 16.6355), rounded up.
+constexpr double kMaxGumbel = 17.0;
 
 // ---------------------------------------------------------------------------
 // Noise, as runtime/sampler.cc computes it on the device.
@@ -89,13 +87,10 @@ __device__ __forceinline__ uint32_t NoiseBits(uint32_t key, uint32_t token) {
   return Hash32(Hash32(key + token) ^ key);
 }
 
-// bits >> 8 == 2^24 - 1: u rounds to 1.0f and g is +inf.
-__device__ __forceinline__ bool InfiniteNoise(uint32_t bits) { return bits >= 0xFFFFFF00u; }
-
 __device__ __forceinline__ float Gumbel(uint32_t bits) {
   // The intrinsics keep the compiler from contracting or reassociating;
-  // multiplying by 2^-24 is exact, as torch's division by 2^24 is.
-  const float u = __fmul_rn(__fadd_rn(static_cast<float>(bits >> 8), 0.5f), 0x1p-24f);
+  // multiplying by 2^-23 is exact, as torch's division by 2^23 is.
+  const float u = __fmul_rn(__fadd_rn(static_cast<float>(bits >> 9), 0.5f), 0x1p-23f);
   return -logf(-logf(u));
 }
 
@@ -473,8 +468,8 @@ __device__ float SelectThreshold(SharedState& sh, const float* __restrict__ row,
   t.mass_above = 0;
   FindCrossings(sh, t);
   Crossing kc = sh.k_cross, pc = sh.p_cross;
-  // Not in the window: in the tail (top_k < vocab and p_limit < total mass,
-  // so both crossings exist somewhere).
+  // Not in the window: in the tail (top_k < vocab, and p_limit < total
+  // mass).
   const Crossing tail{kTailBin, static_cast<uint32_t>(vocab) - tail_count, window_mass, tail_count};
   if (kc.bin == kNoBin) kc = tail;
   if (pc.bin == kNoBin) pc = tail;
@@ -525,7 +520,10 @@ __device__ float SelectThreshold(SharedState& sh, const float* __restrict__ row,
     }
     __syncthreads();
     FindCrossings(sh, t);
-    if (!Narrow(t, sh.k_cross, sh.p_cross, &region)) break;  // unreachable: the region holds the crossings
+    // Neither crossing here: only when top_p's limit is within rounding of
+    // the total (the tail's normaliser share is summed in float): keep the
+    // region.
+    if (!Narrow(t, sh.k_cross, sh.p_cross, &region)) break;
     n = region.count;
     const uint32_t new_hi = hi - (static_cast<uint32_t>(region.bin) << shift);
     const uint32_t new_lo = new_hi - min(new_hi - lo, (1u << shift) - 1u);
@@ -601,25 +599,23 @@ __global__ void __launch_bounds__(kThreads)
           : __double2float_rd(static_cast<double>(nextafterf(z_threshold, -INFINITY)) * static_cast<double>(t));
 
   // The argmax token is always kept, so the winner scores at least its
-  // score; a token with finite noise and z <= prune_z scores strictly less
-  // (16 bounds the noise, the relative margin float rounding).
+  // score; a token with z <= prune_z scores strictly less (kMaxGumbel bounds
+  // the noise, the relative margin float rounding).
   const float argmax_score = __fadd_rn(__fdiv_rn(max_logit, t), Gumbel(NoiseBits(key, static_cast<uint32_t>(argmax))));
-  float prune_logit = argmax_score;  // +inf: only infinite noise can win
+  float prune_logit = argmax_score;  // +inf (an infinite logit): the argmax wins
   if (isfinite(argmax_score)) {
     const double s = argmax_score;
-    const float prune_z = __double2float_rd(s - kMaxFiniteGumbel - (fabs(s) + kMaxFiniteGumbel) * 0x1p-18);
+    const float prune_z = __double2float_rd(s - kMaxGumbel - (fabs(s) + kMaxGumbel) * 0x1p-18);
     prune_logit = __double2float_rd(static_cast<double>(prune_z) * static_cast<double>(t));
   }
 
   // Pass 4: the draw.
   ValueId best{-INFINITY, INT_MAX};
   ForEachInRow(row, vocab, [&](float l, int v) {
-    if (l < low_logit) return;
-    const uint32_t bits = NoiseBits(key, static_cast<uint32_t>(v));
-    if (l < prune_logit && !InfiniteNoise(bits)) return;
+    if (l < low_logit || l < prune_logit) return;
     const float z = __fdiv_rn(l, t);
     if (z < z_threshold) return;
-    const ValueId candidate{__fadd_rn(z, Gumbel(bits)), v};
+    const ValueId candidate{__fadd_rn(z, Gumbel(NoiseBits(key, static_cast<uint32_t>(v)))), v};
     if (Beats(candidate, best)) best = candidate;
   });
   best = BlockArgMax(sh, best);

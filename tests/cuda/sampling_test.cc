@@ -56,7 +56,7 @@ constexpr double kMinPTolerance = 1e-5;  // relative, on p / p_max
 // As runtime/sampler.cc, in float32 (std::log on a float is logf).
 float Gumbel(uint32_t key, uint32_t token) {
   const uint32_t bits = Hash32(Hash32(key + token) ^ key);
-  const float u = (static_cast<float>(bits >> 8) + 0.5f) / 16777216.0f;
+  const float u = (static_cast<float>(bits >> 9) + 0.5f) / 8388608.0f;
   return -std::log(-std::log(u));
 }
 
@@ -587,21 +587,24 @@ TEST(SampleTokensTest, LargeGroupsAndFlatRowsRefineOverTheRow) {
   EXPECT_LE(s.near_ties, 1);
 }
 
-TEST(SampleTokensTest, InfiniteNoiseWinsOnlyWhenKept) {
+TEST(SampleTokensTest, LargestNoiseIsFiniteAndWinsOnlyWhenKept) {
   GANTRY_REQUIRE_GPU();
-  // One token in 2^24 draws bits >> 8 == 2^24 - 1: u rounds to 1.0f and the
-  // noise formula gives +inf (as in the LibTorch sampler). Such a token wins
-  // whenever it is kept, however improbable, and never when dropped or -inf.
+  // The largest noise the formula gives (bits >> 9 == 2^23 - 1: u = 1 - 2^-24,
+  // g = 16.64) is finite, so no token wins by infinite noise; a token that
+  // draws it wins when kept and never when dropped or -inf.
   const int vocab = 4096, token = 777;
   uint32_t key = 0;
-  while ((Hash32(Hash32(key + token) ^ key) >> 8) != 0xFFFFFFu) ++key;
-  ASSERT_EQ(Gumbel(key, token), kInf);
+  while ((Hash32(Hash32(key + token) ^ key) >> 9) != 0x7FFFFFu) ++key;
+  ASSERT_TRUE(std::isfinite(Gumbel(key, token)));
+  ASSERT_GT(Gumbel(key, token), 16.6f);
   std::mt19937 rng(43);
   std::normal_distribution<float> unit(0.0f, 1.0f);
   std::vector<float> row(vocab);
   for (float& v : row) v = unit(rng);
-  row[token] = -20.0f;  // far below the pruning bound
-  row[5] = -40.0f;      // the least probable: top_k vocab - 1 keeps `token`
+  // Above most tokens but not the top: some 90 tokens are larger, holding
+  // about 15% of the mass, and the largest probability is ~4x its own.
+  row[token] = 2.0f;
+  row[5] = -40.0f;  // the least probable: top_k vocab - 1 keeps `token`
   std::vector<float> masked = row;
   masked[token] = -kInf;
   struct Case {
@@ -612,8 +615,8 @@ TEST(SampleTokensTest, InfiniteNoiseWinsOnlyWhenKept) {
   const Case cases[] = {{&row, {1.0f, 0, 1.0f, 0.0f, key}, token},
                         {&row, {0.5f, vocab - 1, 1.0f, 0.0f, key}, token},
                         {&row, {1.0f, 10, 1.0f, 0.0f, key}, -1},
-                        {&row, {1.0f, 0, 0.9f, 0.0f, key}, -1},
-                        {&row, {1.0f, 0, 1.0f, 0.01f, key}, -1},
+                        {&row, {1.0f, 0, 0.1f, 0.0f, key}, -1},
+                        {&row, {1.0f, 0, 1.0f, 0.5f, key}, -1},
                         {&masked, {1.0f, 0, 1.0f, 0.0f, key}, -1},
                         {&row, {0.0f, 0, 1.0f, 0.0f, key}, -1}};
   std::vector<float> logits;
