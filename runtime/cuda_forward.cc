@@ -22,6 +22,7 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -161,7 +162,8 @@ class CudaForward final : public Forward {
     for (int64_t b = 1; b < options_.max_graph_batch; b *= 2) sizes.push_back(b);
     sizes.push_back(options_.max_graph_batch);
     const int64_t largest = sizes.back();
-    graph_inputs_ = at::zeros({static_cast<int64_t>(GraphLayout(largest).end)},
+    // Slack behind the tables for ForwardBatch::extra when every column is used.
+    graph_inputs_ = at::zeros({static_cast<int64_t>(GraphLayout(largest).end + (64 << 10))},
                               at::TensorOptions().dtype(at::kByte).device(model_->device()));
     c10::cuda::CUDAGuard device_guard(model_->device());
     // Graphs are captured on a side stream (CUDA forbids capturing the legacy
@@ -224,7 +226,7 @@ class CudaForward final : public Forward {
     return absl::OkStatus();
   }
 
-  at::Tensor Run(const ForwardBatch& batch) override {
+  ForwardOutput Run(const ForwardBatch& batch) override {
     c10::cuda::CUDAGuard device_guard(model_->device());
     const int64_t num_seqs = static_cast<int64_t>(batch.sequences.size());
     bool decode = true;
@@ -325,21 +327,46 @@ class CudaForward final : public Forward {
     staging_.Upload(layout.block_tables, graph_inputs_);
   }
 
-  at::Tensor ReplayGraph(DecodeGraph& graph, const ForwardBatch& batch) {
+  // Where ForwardBatch::extra goes in a packed upload: behind the `used`
+  // bytes, when it fits in `capacity`.
+  struct ExtraPlacement {
+    size_t offset = 0;  // 0: not uploaded here
+    size_t end = 0;     // bytes to upload in all
+  };
+  static ExtraPlacement PlaceExtra(const ForwardBatch& batch, size_t used, size_t capacity) {
+    const size_t bytes = batch.extra != nullptr ? batch.extra->size() * sizeof(float) : 0;
+    const size_t offset = (used + 15) / 16 * 16;
+    if (bytes == 0 || offset + bytes > capacity) return {0, used};
+    return {offset, offset + bytes};
+  }
+  static void CopyExtra(const ForwardBatch& batch, const ExtraPlacement& place, uint8_t* host) {
+    if (place.offset > 0) std::memcpy(host + place.offset, batch.extra->data(), place.end - place.offset);
+  }
+  static at::Tensor ExtraView(const at::Tensor& device, const ExtraPlacement& place) {
+    if (place.offset == 0) return at::Tensor();
+    return device.narrow(0, place.offset, place.end - place.offset).view(at::kFloat);
+  }
+
+  ForwardOutput ReplayGraph(DecodeGraph& graph, const ForwardBatch& batch) {
     const int64_t padded = graph.batch;
     int64_t used_blocks = 1;
     for (const BatchSequence& s : batch.sequences) {
       used_blocks = std::max<int64_t>(used_blocks, BlocksFor(s.num_computed + s.num_new));
     }
     const PackedLayout layout = GraphLayout(padded);
-    const size_t upload = layout.block_tables + 4 * static_cast<size_t>(used_blocks * padded);
-    Pack(batch, padded, 1, padded, PackedPointers(staging_.Reserve(upload), layout));  // logits: every row
-    staging_.Upload(upload, graph_inputs_);
+    // The extra lands in block-table columns past the used ones, which the
+    // graph does not read (or in the slack behind the tables).
+    const ExtraPlacement extra = PlaceExtra(batch, layout.block_tables + 4 * static_cast<size_t>(used_blocks * padded),
+                                            static_cast<size_t>(graph_inputs_.numel()));
+    uint8_t* host = staging_.Reserve(extra.end);
+    Pack(batch, padded, 1, padded, PackedPointers(host, layout));  // logits: every row
+    CopyExtra(batch, extra, host);
+    staging_.Upload(extra.end, graph_inputs_);
     graph.graph.replay();
-    return graph.logits.narrow(0, 0, static_cast<int64_t>(batch.sequences.size()));
+    return {graph.logits.narrow(0, 0, static_cast<int64_t>(batch.sequences.size())), ExtraView(graph_inputs_, extra)};
   }
 
-  at::Tensor RunEager(const ForwardBatch& batch, bool decode) {
+  ForwardOutput RunEager(const ForwardBatch& batch, bool decode) {
     const int64_t num_seqs = static_cast<int64_t>(batch.sequences.size());
     const int64_t num_tokens = static_cast<int64_t>(batch.token_ids.size());
     const int64_t num_rows = static_cast<int64_t>(batch.logit_rows.size());
@@ -350,21 +377,24 @@ class CudaForward final : public Forward {
       max_query = std::max<int>(max_query, static_cast<int>(s.num_new));
     }
     const PackedLayout layout(num_tokens, num_seqs, width * num_seqs, num_rows);
-    const PackedPointers host(staging_.Reserve(layout.end), layout);
+    const ExtraPlacement extra = PlaceExtra(batch, layout.end, SIZE_MAX);
+    uint8_t* staged = staging_.Reserve(extra.end);
+    const PackedPointers host(staged, layout);
     Pack(batch, num_seqs, width, 1, host);
     std::copy(batch.logit_rows.begin(), batch.logit_rows.end(), host.logit_rows);
-    if (!eager_inputs_.defined() || static_cast<size_t>(eager_inputs_.numel()) < layout.end) {
-      eager_inputs_ = at::empty({static_cast<int64_t>(layout.end * 2)},
+    CopyExtra(batch, extra, staged);
+    if (!eager_inputs_.defined() || static_cast<size_t>(eager_inputs_.numel()) < extra.end) {
+      eager_inputs_ = at::empty({static_cast<int64_t>(extra.end * 2)},
                                 at::TensorOptions().dtype(at::kByte).device(model_->device()));
     }
-    staging_.Upload(layout.end, eager_inputs_);
+    staging_.Upload(extra.end, eager_inputs_);
     StepView view = View(eager_inputs_.data_ptr<uint8_t>(), eager_inputs_, layout, num_tokens, num_seqs, num_rows);
     view.decode = decode;
     view.max_query_len = max_query;
     view.num_splits = decode ? cuda::ChooseDecodeSplits(view.num_seqs, model_->config().num_kv_heads, sm_count_) : 1;
     view.bt_seq_stride = width;
     view.bt_block_stride = 1;
-    return RunView(view);
+    return {RunView(view), ExtraView(eager_inputs_, extra)};
   }
 
   int64_t BlocksFor(int64_t tokens) const { return (tokens + options_.block_size - 1) / options_.block_size; }

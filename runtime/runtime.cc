@@ -206,9 +206,11 @@ class TorchModelRunner final : public ModelRunner {
         sampler_rows.push_back({&seq.sampling, static_cast<int64_t>(seq.tokens.size()), seq.penalty_row});
       }
     }
-    // The sampler's uploads first, so they never wait behind the forward pass.
     Sampler sampler(sampler_rows, info_.config.vocab_size, device_, &penalties_);
-    at::Tensor logits = forward_->Run(batch);  // [rows, vocab]
+    batch.extra = &sampler.host_params();
+    ForwardOutput output = forward_->Run(batch);
+    sampler.Bind(output.extra);
+    at::Tensor& logits = output.logits;  // [rows, vocab]
 
     std::vector<SampledToken> sampled;
     if (!sample_rows.empty()) {

@@ -66,7 +66,8 @@ Sampler::Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const 
   use_kernel_ = device.is_cuda();
 #endif
   const int64_t n = static_cast<int64_t>(rows.size());
-  std::vector<float> values(kFields * n);
+  std::vector<float>& values = host_params_;
+  values.resize(kFields * n);
   auto set = [&](Field field, int64_t row, float value) { values[field * n + row] = value; };
   for (int64_t i = 0; i < n; ++i) {
     const SamplingParams& p = *rows[i].params;
@@ -89,8 +90,13 @@ Sampler::Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const 
     any_logprobs_ |= p.logprobs || p.top_logprobs > 0;
     max_top_logprobs_ = std::max<int64_t>(max_top_logprobs_, p.top_logprobs);
   }
-  if (!any_random_ && !any_penalty_) return;  // greedy rows need no parameters on the device
-  params_ = Upload(values, device).view({kFields, n});
+  if (!any_random_ && !any_penalty_) host_params_.clear();  // greedy rows need no parameters on the device
+}
+
+void Sampler::Bind(const at::Tensor& uploaded) {
+  if (host_params_.empty()) return;
+  const int64_t n = static_cast<int64_t>(rows_.size());
+  params_ = (uploaded.defined() ? uploaded : Upload(host_params_, device_)).view({kFields, n});
   temperature_ = params_[kTemperature];
   top_k_ = params_[kTopK].view(at::kInt);
   top_p_ = params_[kTopP];

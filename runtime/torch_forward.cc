@@ -11,13 +11,13 @@ class TorchForward final : public Forward {
  public:
   TorchForward(LlamaModel* model, int64_t block_size) : model_(model), block_size_(block_size) {}
 
-  at::Tensor Run(const ForwardBatch& batch) override {
+  ForwardOutput Run(const ForwardBatch& batch) override {
     const at::Device device = model_->device();
     AttentionBatch attention =
         BuildAttentionBatch(batch.sequences, block_size_, model_->config().sliding_window, device);
     at::Tensor ids = Upload(batch.token_ids, device);
     at::Tensor rows = Upload(batch.logit_rows, device);
-    return model_->Forward(ids, attention, rows);
+    return {model_->Forward(ids, attention, rows), at::Tensor()};
   }
 
   std::string Describe() const override { return "torch"; }

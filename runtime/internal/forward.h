@@ -25,14 +25,22 @@ struct ForwardBatch {
   std::vector<BatchSequence> sequences;
   std::vector<int64_t> token_ids;   // [sum of num_new]
   std::vector<int64_t> logit_rows;  // token rows whose next-token logits are wanted
+  // Uploaded with the step's inputs when the path packs them (the sampler's
+  // parameters): one host-to-device copy per step.
+  const std::vector<float>* extra = nullptr;
+};
+
+struct ForwardOutput {
+  at::Tensor logits;  // [logit_rows, vocab] float32 on the model's device
+  at::Tensor extra;   // the device copy of ForwardBatch::extra, or undefined if not uploaded
 };
 
 class Forward {
  public:
   virtual ~Forward() = default;
-  // Writes the new tokens' keys and values into the cache and returns
-  // [logit_rows, vocab] float32 logits on the model's device.
-  virtual at::Tensor Run(const ForwardBatch& batch) = 0;
+  // Writes the new tokens' keys and values into the cache and returns the
+  // logits of the requested rows.
+  virtual ForwardOutput Run(const ForwardBatch& batch) = 0;
   // "torch", "cuda kernels", "cuda kernels + graphs for batches up to N".
   virtual std::string Describe() const = 0;
 };

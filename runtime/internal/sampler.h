@@ -37,12 +37,18 @@ struct SampledToken {
 // noise, so they agree except where tied logits sit on a top-k or top-p edge.
 class Sampler {
  public:
-  // Uploads the rows' parameters in one copy (none when every row is
-  // greedy without penalties or log-probabilities); call before the forward
-  // pass so the upload overlaps it. `penalties` holds the rows' state and is
-  // updated by Sample.
+  // Packs the rows' parameters on the host; `penalties` holds the rows'
+  // state and is updated by Sample.
   Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const at::Device& device,
           PenaltyState* penalties);
+
+  // The parameters to upload ([kFields, rows] float32, integers bit for
+  // bit); empty when every row is greedy without penalties.
+  const std::vector<float>& host_params() const { return host_params_; }
+  // Takes the device copy of host_params() that the forward pass uploaded
+  // with its own inputs, or uploads them itself when `uploaded` is undefined.
+  // Call before Sample.
+  void Bind(const at::Tensor& uploaded);
 
   // logits: [rows, vocab] float32. One device-to-host copy.
   std::vector<SampledToken> Sample(const at::Tensor& logits) const;
@@ -60,8 +66,9 @@ class Sampler {
   bool any_random_ = false, any_filter_ = false, any_penalty_ = false;
   int64_t max_top_logprobs_ = 0;
   bool any_logprobs_ = false;
-  // One upload of every per-row value: [kFields, rows] float32, integer
-  // fields stored bit for bit.
+  // Every per-row value: [kFields, rows] float32, integer fields stored bit
+  // for bit; on the host, then on the device.
+  std::vector<float> host_params_;
   at::Tensor params_;
   at::Tensor temperature_;    // [rows] float32
   at::Tensor top_k_;          // [rows] int32, 0 when off
