@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "prometheus/text_serializer.h"
+#include "runtime/text/json_limits.h"
 
 namespace gantry::adapter {
 
@@ -153,12 +154,13 @@ void Gateway::Models(httplib::Response& response) {
 }
 
 void Gateway::Complete(const httplib::Request& http_request, httplib::Response& response, Endpoint endpoint) {
-  const json body = json::parse(http_request.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
+  auto parsed = text::ParseJsonLimited<json>(http_request.body, "the request body");
+  if (!parsed.ok()) {
     ApiError e;
-    e.message = "the request body is not valid JSON";
+    e.message = std::string(parsed.status().message());
     return SendError(response, e);
   }
+  const json body = *std::move(parsed);
   ReplyOptions options;
   auto call = std::make_shared<Call>();
   call->context.set_deadline(Deadline());

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "runtime/text/json_limits.h"
 #include "server/status_util.h"
 
 namespace gantry::server {
@@ -174,10 +175,10 @@ grpc::Status InferenceService::ChatStream(grpc::ServerContext* context, const v1
   if (auto s = ApplyParameters(request->parameters(), &generation); !s.ok()) return ToGrpc(s);
   nlohmann::ordered_json tools = nullptr;
   if (!request->tools_json().empty()) {
-    tools = nlohmann::ordered_json::parse(request->tools_json(), nullptr, /*allow_exceptions=*/false);
-    if (tools.is_discarded() || !tools.is_array()) {
-      return ToGrpc(absl::InvalidArgumentError("tools_json must be a JSON list of tool schemas"));
-    }
+    auto parsed = text::ParseJsonLimited<nlohmann::ordered_json>(request->tools_json(), "tools_json");
+    if (!parsed.ok()) return ToGrpc(parsed.status());
+    tools = *std::move(parsed);
+    if (!tools.is_array()) return ToGrpc(absl::InvalidArgumentError("tools_json must be a JSON list of tool schemas"));
   }
   auto engine = registry_->Acquire(request->model());
   if (!engine.ok()) return ToGrpc(engine.status());

@@ -47,15 +47,23 @@ class Context {
   void SetGlobal(const std::string& name, Value value) { scopes_.front()[name] = std::move(value); }
   void Push() { scopes_.emplace_back(); }
   void Pop() { scopes_.pop_back(); }
-  // Macros see the globals and the template's top level only.
-  std::vector<std::map<std::string, Value>> EnterMacro();
-  void LeaveMacro(std::vector<std::map<std::string, Value>> saved) { scopes_ = std::move(saved); }
+  // Macros see the globals and the template's top level only. A call
+  // nested deeper than kMaxMacroDepth (a recursive macro) is an Error at
+  // `line`: each level recurses in the evaluator, which would otherwise
+  // overflow the stack.
+  static constexpr int kMaxMacroDepth = 64;
+  std::vector<std::map<std::string, Value>> EnterMacro(int line);
+  void LeaveMacro(std::vector<std::map<std::string, Value>> saved) {
+    scopes_ = std::move(saved);
+    --macro_depth_;
+  }
 
   enum class LoopSignal { kNone, kBreak, kContinue };
   LoopSignal signal = LoopSignal::kNone;
 
  private:
   std::vector<std::map<std::string, Value>> scopes_;
+  int macro_depth_ = 0;
 };
 
 void ExecBody(const Body& body, Context& ctx, std::string* out);

@@ -679,7 +679,11 @@ Value Context::Lookup(const std::string& name) const {
   return Value();
 }
 
-std::vector<std::map<std::string, Value>> Context::EnterMacro() {
+std::vector<std::map<std::string, Value>> Context::EnterMacro(int line) {
+  if (macro_depth_ >= kMaxMacroDepth) {
+    Fail(absl::StrCat("macro calls nested deeper than ", kMaxMacroDepth, " levels (a recursive macro?)"), line);
+  }
+  ++macro_depth_;
   auto saved = scopes_;
   scopes_.resize(2);
   scopes_.emplace_back();
@@ -893,7 +897,7 @@ void MacroStmt::Exec(Context& ctx, std::string*) const {
   const MacroStmt* self = this;
   Context* context = &ctx;
   ctx.Set(name, Value::Func([self, context](const Arguments& args) {
-    auto saved = context->EnterMacro();
+    auto saved = context->EnterMacro(self->line);
     for (size_t i = 0; i < self->params.size(); ++i) {
       const auto& [param, fallback] = self->params[i];
       if (i < args.positional.size()) {

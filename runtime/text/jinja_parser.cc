@@ -9,6 +9,11 @@ namespace {
 
 using Type = Token::Type;
 
+// Nesting deeper than this (parentheses, brackets, unary operators,
+// statements inside statements) is refused: the parser recurses once per
+// level, and a hostile template could otherwise overflow the stack.
+constexpr int kMaxNesting = 200;
+
 class Parser {
  public:
   explicit Parser(const std::vector<Token>& tokens) : tokens_(tokens) {}
@@ -20,6 +25,22 @@ class Parser {
   }
 
  private:
+  // Counts one level of nesting for as long as it lives.
+  class Nested {
+   public:
+    explicit Nested(Parser* parser) : parser_(parser) {
+      if (++parser_->depth_ > kMaxNesting) {
+        parser_->Fail(absl::StrCat("template nested deeper than ", kMaxNesting, " levels"));
+      }
+    }
+    ~Nested() { --parser_->depth_; }
+    Nested(const Nested&) = delete;
+    Nested& operator=(const Nested&) = delete;
+
+   private:
+    Parser* parser_;
+  };
+
   const Token& Peek(size_t ahead = 0) const {
     return tokens_[std::min(pos_ + ahead, tokens_.size() - 1)];
   }
@@ -91,6 +112,7 @@ class Parser {
   }
 
   StmtPtr ParseStatement() {
+    Nested nested(this);
     const int line = Peek().line;
     const std::string keyword = ExpectName();
     if (keyword == "if") return ParseIf(line);
@@ -204,6 +226,7 @@ class Parser {
 
   // expression := or_expr ["if" or_expr ["else" expression]]
   ExprPtr ParseExpression() {
+    Nested nested(this);
     ExprPtr value = ParseOr();
     if (IsName("if")) {
       auto cond = std::make_unique<Conditional>(Peek().line);
@@ -246,6 +269,7 @@ class Parser {
     return left;
   }
   ExprPtr ParseNot() {
+    Nested nested(this);
     if (IsName("not")) {
       auto node = std::make_unique<Unary>(Next().line);
       node->op = "not";
@@ -308,6 +332,7 @@ class Parser {
     return left;
   }
   ExprPtr ParseUnary() {
+    Nested nested(this);
     if (IsOp("-") || IsOp("+")) {
       auto node = std::make_unique<Unary>(Peek().line);
       node->op = Next().text;
@@ -485,6 +510,7 @@ class Parser {
 
   const std::vector<Token>& tokens_;
   size_t pos_ = 0;
+  int depth_ = 0;  // current nesting, see Nested
   int loop_depth_ = 0;
 };
 

@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/text/json_limits.h"
 #include "tests/text/text_test_util.h"
 
 namespace gantry::text {
@@ -86,6 +87,63 @@ TEST(ChatTemplateTest, RuntimeErrorsNameTheLine) {
   ASSERT_FALSE(rendered.ok());
   EXPECT_THAT(rendered.status().message(), HasSubstr("line 2"));
   EXPECT_THAT(rendered.status().message(), HasSubstr("unsupported operand types for +: string and integer"));
+}
+
+// Hostile templates fail with an error instead of overflowing the stack
+// (each of these crashed the server before the nesting limits).
+TEST(ChatTemplateTest, DeepNestingIsRefusedAtLoad) {
+  const std::string parens = "{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}";
+  const std::string lists = "{{ " + std::string(100000, '[') + std::string(100000, ']') + " }}";
+  const std::string minus = "{{ " + std::string(100000, '-') + "1 }}";
+  const std::string nots = "{{ " + [] {
+    std::string s;
+    for (int i = 0; i < 100000; ++i) s += "not ";
+    return s;
+  }() + "x }}";
+  std::string ifs;
+  for (int i = 0; i < 100000; ++i) ifs += "{% if x %}";
+  for (const std::string* source : std::vector<const std::string*>{&parens, &lists, &minus, &nots, &ifs}) {
+    auto chat = ChatTemplate::Create(*source, "", "");
+    ASSERT_FALSE(chat.ok());
+    EXPECT_EQ(chat.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(chat.status().message(), HasSubstr("nested deeper than 200 levels"));
+  }
+  // Real nesting well inside the limit still works.
+  auto fine = ChatTemplate::Create("{{ " + std::string(30, '(') + "1" + std::string(30, ')') + " }}", "", "");
+  EXPECT_TRUE(fine.ok()) << fine.status();
+}
+
+TEST(ChatTemplateTest, RecursiveMacroIsAnErrorNotACrash) {
+  auto chat = ChatTemplate::Create("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}", "", "");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  auto rendered = (*chat)->Render(ordered_json::parse(R"([{"role": "user", "content": "x"}])"), false);
+  ASSERT_FALSE(rendered.ok());
+  EXPECT_EQ(rendered.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(rendered.status().message(), HasSubstr("macro calls nested deeper than 64 levels"));
+  // Bounded recursion renders.
+  auto bounded = ChatTemplate::Create(
+      "{% macro f(n) %}{% if n > 0 %}{{ n }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(10) }}", "", "");
+  ASSERT_TRUE(bounded.ok()) << bounded.status();
+  auto text = (*bounded)->Render(ordered_json::parse(R"([{"role": "user", "content": "x"}])"), false);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "10987654321");
+}
+
+TEST(JsonLimitsTest, DeepJsonIsRefusedWithoutBuildingIt) {
+  const std::string deep = std::string(20000, '[') + std::string(20000, ']');
+  auto parsed = ParseJsonLimited<ordered_json>(deep, "tools_json");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(parsed.status().message(), "tools_json is nested deeper than 100 levels");
+  const std::string at_limit = std::string(100, '[') + std::string(100, ']');
+  EXPECT_TRUE(ParseJsonLimited<ordered_json>(at_limit, "x").ok());
+  const std::string over = std::string(101, '[') + std::string(101, ']');
+  EXPECT_FALSE(ParseJsonLimited<ordered_json>(over, "x").ok());
+  auto broken = ParseJsonLimited<ordered_json>("{\"a\": ", "the request body");
+  EXPECT_EQ(broken.status().message(), "the request body is not valid JSON");
+  auto value = ParseJsonLimited<ordered_json>(R"({"a": [1, {"b": 2}]})", "x");
+  ASSERT_TRUE(value.ok());
+  EXPECT_EQ((*value)["a"][1]["b"], 2);
 }
 
 TEST(ChatTemplateTest, PlainFormatWithoutTemplate) {
