@@ -155,6 +155,21 @@ test('bad requests are BadRequestErrors naming the parameter', async () => {
   assert.equal((await raw.json()).error.type, 'invalid_request_error');
 });
 
+test('a body nested 100,000 deep is a 400, and the adapter and server keep serving', async () => {
+  // Before the nesting limit this took gantry-adapter down (stack overflow).
+  const deep = '['.repeat(100000) + ']'.repeat(100000);
+  const response = await fetch(`${baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
+    body: `{"model": "demo", "messages": [{"role": "user", "content": ${deep}}]}`,
+  });
+  assert.equal(response.status, 400);
+  const body = await response.json();
+  assert.match(body.error.message, /the request body is nested deeper than 100 levels/);
+  const reply = await client.chat.completions.create({ model, messages, max_tokens: 4 });
+  assert.equal(reply.choices.length, 1);
+});
+
 test('a wrong or missing API key is an AuthenticationError', async () => {
   const wrong = new OpenAI({ baseURL, apiKey: 'not-the-key', maxRetries: 0 });
   await assert.rejects(wrong.models.list(), (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);

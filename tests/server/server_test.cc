@@ -191,6 +191,25 @@ TEST_F(ServerTest, ChatUsesTheChatTemplate) {
   EXPECT_EQ(static_cast<uint32_t>(ids.token_ids_size()), g.last.usage().prompt_tokens());
 }
 
+TEST_F(ServerTest, ToolsJsonNested20000DeepIsRefusedAndTheServerRuns) {
+  // Before the nesting limit this 40 KB request took the server down.
+  v1::ChatRequest request;
+  request.set_model("demo");
+  auto* user = request.add_messages();
+  user->set_role("user");
+  user->set_content("Hi");
+  request.set_tools_json(std::string(20000, '[') + std::string(20000, ']'));
+  request.mutable_parameters()->set_max_tokens(4);
+  grpc::ClientContext context;
+  Generation g = Collect(inference_->Chat(&context, request));
+  EXPECT_EQ(g.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(g.status.error_message(), HasSubstr("tools_json is nested deeper than 100 levels"));
+  request.clear_tools_json();
+  grpc::ClientContext again;
+  Generation ok = Collect(inference_->Chat(&again, request));
+  EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
+}
+
 TEST_F(ServerTest, TokenIdPromptsGiveTransformersGreedyTokens) {
   // The llama fixture has no tokenizer; its greedy continuation through the
   // whole server equals transformers' own.
