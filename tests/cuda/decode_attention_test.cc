@@ -441,9 +441,16 @@ TEST(DecodeAttentionLongTest, OneSequenceOf32kTokens) {
   c.group = 4;
   c.block_size = 16;
   c.seq_lens = {32768};
-  c.num_splits = ChooseDecodeSplits(1, c.num_kv_heads, kH200Sms);
-  c.name = CaseName(c, "long32k");
-  RunCase(c, 1234, /*report_bandwidth=*/true);
+  std::mt19937 rng(1234);
+  const Problem p = MakeProblem(c, c.seq_lens, /*fill_all=*/false, rng);
+  const std::vector<double> expected = Reference(c, p, c.seq_lens);
+  // The runtime's choice, then more parts (how the bandwidth scales with them).
+  const int chosen = ChooseDecodeSplits(1, c.num_kv_heads, kH200Sms);
+  for (int num_splits : {chosen, 2 * chosen, 4 * chosen}) {
+    c.num_splits = std::min(num_splits, 256);
+    c.name = CaseName(c, "long32k");
+    CheckCase(c, p, expected, /*report_bandwidth=*/true);
+  }
 }
 
 // 64 sequences of about 1000 tokens, with the runtime's split count and with one split.
