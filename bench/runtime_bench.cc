@@ -34,7 +34,7 @@ ABSL_FLAG(uint64_t, kv_cache_mib, 8192, "KV cache size in MiB");
 ABSL_FLAG(int64_t, ttft_prompt, 512, "prompt length of the time-to-first-token runs (0: skip)");
 ABSL_FLAG(bool, cuda_kernels, true, "use Gantry's CUDA kernels (false: LibTorch operators)");
 ABSL_FLAG(int64_t, cuda_graph_max_batch, 64, "CUDA graphs for decode batches up to this (0: none)");
-ABSL_FLAG(bool, skinny_gemm, true, "Gantry's kernel for projections of up to 8 rows (false: cuBLAS)");
+ABSL_FLAG(bool, skinny_gemm, false, "Gantry's SkinnyGemm for projections of up to 8 rows (default: cuBLAS)");
 ABSL_FLAG(int64_t, profile_decode_steps, 0,
           "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "
           "(for ncu --profile-from-start off)");

@@ -1,8 +1,8 @@
 // The fused CUDA forward path: Gantry's kernels (runtime/cuda) for norms,
-// rotary embedding with the KV-cache write, attention over the paged cache,
-// the SwiGLU activation, and the projections of small decode batches
-// (SkinnyGemm, bandwidth-bound); cuBLAS (through at::linear) for larger
-// batches. Weights were fused at load and are used in their stored layout.
+// rotary embedding with the KV-cache write, attention over the paged cache
+// and the SwiGLU activation; cuBLAS (through at::linear) for the projections,
+// or SkinnyGemm for small decode batches when asked (cuda_skinny_gemm).
+// Weights were fused at load and are used in their stored layout.
 //
 // Each step's metadata (token ids, positions, cache slots, sequence lengths,
 // query starts, block tables, logit rows) is packed into one pinned host
@@ -403,8 +403,8 @@ class CudaForward final : public Forward {
     return static_cast<uint8_t*>(model_->kv_cache().data_ptr()) + (2 * layer + which) * cache_stride_bytes_;
   }
 
-  // x [rows, k] W^T + bias -> [rows, n]: Gantry's skinny kernel for the few
-  // rows of a small decode batch, cuBLAS otherwise.
+  // x [rows, k] W^T + bias -> [rows, n]: cuBLAS, or Gantry's skinny kernel
+  // for the few rows of a small decode batch when asked.
   at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, cudaStream_t stream) const {
     const int64_t rows = x.size(0);
     if (!options_.skinny_gemm || rows < 1 || rows > cuda::kSkinnyGemmMaxRows) return at::linear(x, weight, bias);

@@ -65,7 +65,8 @@ fi
 if has profile; then
   # One decode step's kernels under Nsight Compute, per batch size.
   for b in ${PROFILE_BATCHES:-1 64}; do
-    ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+    ncu --profile-from-start off --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+      --csv --print-units base \
       "$BUILD/bench/runtime_bench" --model "$LLAMA8B" --dtype bfloat16 --batches "$b" --decode_tokens 32 \
       --ttft_prompt 0 --profile_decode_steps 2 > "$OUT/ncu_b$b.csv" 2> "$OUT/ncu_b$b.err"
     step_ms=$(grep -o '[0-9.]* ms/step' "$OUT/ncu_b$b.csv" | head -1 | cut -d' ' -f1)

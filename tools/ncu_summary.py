@@ -12,8 +12,10 @@ import re
 
 
 def short(name):
-    name = re.sub(r"\(.*", "", name)  # drop argument lists
-    name = re.sub(r"<.*", "", name)   # and template arguments
+    name = re.sub(r"\((anonymous namespace|unnamed)\)::|<unnamed>::", "", name)
+    name = re.sub(r"^void ", "", name)
+    name = re.sub(r"<.*", "", name)   # template arguments
+    name = re.sub(r"\(.*", "", name)  # and argument lists
     return name.split("::")[-1][:60]
 
 

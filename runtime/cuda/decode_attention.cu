@@ -454,9 +454,13 @@ __global__ void __launch_bounds__(kThreads, 3)
   }
 }
 
-// Merges the splits of each (sequence, head) row, one warp per row:
+// Merges the splits of each (sequence, head) row:
 // out = sum_i w_i acc_i / sum_i w_i l_i with w_i = exp2(m_i - max_i m_i).
-// Empty splits (l_i == 0) are skipped; padding sequences get zero rows.
+// One warp per 32 dims of a row, a lane per dim, so a batch-1 step still
+// spreads over head_dim / 32 warps per head; the loop over splits is
+// unrolled so several partial reads are in flight (it is latency-bound: the
+// partials were just written and sit in L2). Empty splits have l_i == 0 and a
+// zero accumulator: weight 0. Padding sequences get zero rows.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     DecodeMergeKernel(const float* __restrict__ ws_acc,    // [num_seqs, num_heads, num_splits, head_dim]
@@ -468,11 +472,14 @@ __global__ void __launch_bounds__(kThreads)
                       T* __restrict__ out) {               // [num_seqs, num_heads, head_dim]
   __shared__ float weights[kWarps][256];  // num_splits <= 256 (kernels.cc)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const int slices = (head_dim + 31) / 32;
+  const int64_t warp_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const int64_t row = warp_index / slices;
   if (row >= num_rows) return;  // whole warps only; no block barrier below
+  const int d = static_cast<int>(warp_index % slices) * 32 + lane;
   T* const out_row = out + row * head_dim;
   if (seq_lens[row / num_heads] <= 0) {
-    for (int d = lane; d < head_dim; d += 32) out_row[d] = FromFloat<T>(0.0f);
+    if (d < head_dim) out_row[d] = FromFloat<T>(0.0f);
     return;
   }
   const float* const m = ws_max + row * num_splits;
@@ -490,15 +497,12 @@ __global__ void __launch_bounds__(kThreads)
   }
   total = WarpSum(total);
   __syncwarp();
-  const float* const acc = ws_acc + row * num_splits * head_dim;
-  for (int d = lane; d < head_dim; d += 32) {
-    float sum = 0.0f;
-    for (int i = 0; i < num_splits; ++i) {
-      const float w = weights[warp][i];
-      if (w != 0.0f) sum = fmaf(w, acc[static_cast<int64_t>(i) * head_dim + d], sum);
-    }
-    out_row[d] = FromFloat<T>(total > 0.0f ? sum / total : 0.0f);
-  }
+  if (d >= head_dim) return;
+  const float* const acc = ws_acc + row * num_splits * head_dim + d;
+  float sum = 0.0f;
+#pragma unroll 8
+  for (int i = 0; i < num_splits; ++i) sum = fmaf(weights[warp][i], acc[static_cast<int64_t>(i) * head_dim], sum);
+  out_row[d] = FromFloat<T>(total > 0.0f ? sum / total : 0.0f);
 }
 
 template <typename T, int kHeadDim>
@@ -528,7 +532,8 @@ cudaError_t LaunchTyped(const PagedAttentionArgs& a, cudaStream_t stream) {
   if (num_splits > 1) {
     const cudaError_t error = cudaGetLastError();
     if (error != cudaSuccess) return error;
-    const unsigned blocks = static_cast<unsigned>((rows + kWarps - 1) / kWarps);
+    const int64_t warps = rows * ((kHeadDim + 31) / 32);
+    const unsigned blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
     DecodeMergeKernel<T><<<blocks, kThreads, 0, stream>>>(ws_acc, ws_max, ws_sum, a.seq_lens, rows, a.num_heads,
                                                           kHeadDim, num_splits, static_cast<T*>(a.out));
   }
