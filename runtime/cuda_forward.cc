@@ -112,6 +112,7 @@ struct StepView {
   bool decode = false;     // one query per sequence, in row s
   int max_query_len = 0;
   int num_splits = 1;      // decode attention
+  float* workspace = nullptr;  // decode attention's, counters zero; nullptr: RunView makes one
   at::Tensor token_ids;    // [num_tokens] int32
   at::Tensor logit_rows;   // [rows] int64; undefined: every row
   const int32_t* positions = nullptr;
@@ -177,6 +178,11 @@ class CudaForward final : public Forward {
       c10::cuda::CUDAStreamGuard stream_guard(capture_stream);
       for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
         const int64_t batch = *it;
+        // The graph's own decode-attention workspace, zeroed once here: the
+        // kernel leaves its split counters at zero after every launch, so
+        // every replay (and every layer within one) starts clean.
+        const int splits = cuda::ChooseDecodeSplits(static_cast<int>(batch), model_->config().num_kv_heads, sm_count_);
+        if (splits > 1) graph_workspaces_[batch] = DecodeWorkspace(static_cast<int>(batch), splits);
         WritePaddingInputs(batch);
         // A warm-up run outside the capture: cuBLAS handles and workspaces,
         // lazy module loading and the allocator's first blocks.
@@ -199,6 +205,7 @@ class CudaForward final : public Forward {
       capture_stream.synchronize();
     } catch (const std::exception& e) {
       graphs_.clear();
+      graph_workspaces_.clear();
       return absl::InternalError(absl::StrCat("capturing CUDA graphs failed: ", e.what()));
     }
     return absl::OkStatus();
@@ -316,7 +323,19 @@ class CudaForward final : public Forward {
     view.num_splits = cuda::ChooseDecodeSplits(static_cast<int>(batch), model_->config().num_kv_heads, sm_count_);
     view.bt_seq_stride = 1;
     view.bt_block_stride = batch;
+    if (auto it = graph_workspaces_.find(batch); it != graph_workspaces_.end()) {
+      view.workspace = it->second.data_ptr<float>();
+    }
     return view;
+  }
+
+  // A zeroed decode-attention workspace ([bytes / 4] float32) for batches of num_seqs.
+  at::Tensor DecodeWorkspace(int num_seqs, int num_splits) const {
+    const ModelConfig& c = model_->config();
+    const size_t bytes = cuda::DecodeAttentionWorkspaceBytes(num_seqs, static_cast<int>(c.num_heads),
+                                                             static_cast<int>(c.head_dim), num_splits);
+    return at::zeros({static_cast<int64_t>(bytes / sizeof(float))},
+                     at::TensorOptions().dtype(at::kFloat).device(model_->device()));
   }
 
   // Inputs that make every row padding: no cache write, zero attention.
@@ -438,12 +457,13 @@ class CudaForward final : public Forward {
     at::Tensor q = at::empty({tokens, heads, head_dim}, options);
     at::Tensor attention = at::empty({tokens, heads * head_dim}, options);
     at::Tensor act = at::empty({tokens, inter}, options);
+    // Eager decode steps take a fresh zeroed workspace (one fill; its shape
+    // changes from step to step); graphs bring their own (GraphView).
     at::Tensor workspace;
-    if (view.decode && view.num_splits > 1) {
-      const size_t bytes = cuda::DecodeAttentionWorkspaceBytes(view.num_seqs, static_cast<int>(heads),
-                                                               static_cast<int>(head_dim), view.num_splits);
-      workspace = at::empty({static_cast<int64_t>(bytes / sizeof(float))},
-                            options.dtype(at::kFloat));
+    float* workspace_ptr = view.workspace;
+    if (view.decode && view.num_splits > 1 && workspace_ptr == nullptr) {
+      workspace = DecodeWorkspace(view.num_seqs, view.num_splits);
+      workspace_ptr = workspace.data_ptr<float>();
     }
     at::Tensor mlp_out;  // [tokens, hidden] the previous layer's MLP output, not yet added to `hidden`
 
@@ -466,7 +486,7 @@ class CudaForward final : public Forward {
     attn.query_start = view.query_start;
     attn.max_query_len = view.max_query_len;
     attn.num_splits = view.num_splits;
-    attn.workspace = workspace.defined() ? workspace.data_ptr<float>() : nullptr;
+    attn.workspace = workspace_ptr;
 
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const LayerWeights& lw = w.layers[l];
@@ -551,6 +571,7 @@ class CudaForward final : public Forward {
   at::Tensor eager_inputs_;  // [capacity] uint8 on the device, the eager steps' metadata
   at::Tensor graph_inputs_;  // [capacity] uint8 on the device, read by the captured graphs
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs_;  // by padded batch size
+  std::map<int64_t, at::Tensor> graph_workspaces_;  // by padded batch size: each graph's decode-attention workspace
 };
 
 }  // namespace

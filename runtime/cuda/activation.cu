@@ -13,6 +13,7 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
+#include "runtime/cuda/pdl.cuh"
 
 namespace gantry::cuda {
 namespace {
@@ -32,6 +33,7 @@ __global__ void __launch_bounds__(kThreads)
                   int64_t dim) {
   using P = Pack<T, kVec>;
   const int64_t i = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;  // vector in the row
+  WaitForPriorGrid();  // gate_up comes from the projection just before
   if (i >= dim / kVec) return;
   const int64_t row = blockIdx.x;
   const P g = reinterpret_cast<const P*>(gate_up + row * 2 * dim)[i];
@@ -50,31 +52,28 @@ __global__ void __launch_bounds__(kThreads)
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <typename T, int kVec>
-void LaunchWith(const SiluMulArgs& a, cudaStream_t stream) {
+cudaError_t LaunchWith(const SiluMulArgs& a, cudaStream_t stream) {
   const int64_t vecs = a.dim / kVec;
   // Narrow rows (small dims) get narrow blocks rather than idle threads.
   const int threads = static_cast<int>(std::min<int64_t>(kThreads, (vecs + 31) / 32 * 32));
   const dim3 grid(static_cast<unsigned>(a.rows), static_cast<unsigned>((vecs + threads - 1) / threads));
-  SiluMulKernel<T, kVec><<<grid, threads, 0, stream>>>(static_cast<const T*>(a.gate_up), static_cast<T*>(a.output),
-                                                       a.dim);
+  return LaunchKernel(&SiluMulKernel<T, kVec>, grid, dim3(threads), 0, stream, static_cast<const T*>(a.gate_up),
+                      static_cast<T*>(a.output), a.dim);
 }
 
 template <typename T>
-void Launch(const SiluMulArgs& a, cudaStream_t stream) {
+cudaError_t Launch(const SiluMulArgs& a, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   // gate_up rows start at multiples of 2 * dim and up at + dim: all 16-byte
   // aligned when the base is and dim is a multiple of kVec.
   if (a.dim % kVec == 0 && Aligned16(a.gate_up) && Aligned16(a.output)) return LaunchWith<T, kVec>(a, stream);
-  LaunchWith<T, 1>(a, stream);
+  return LaunchWith<T, 1>(a, stream);
 }
 
 }  // namespace
 
 cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream) {
-  return DispatchDType(args.dtype, [&](auto t) {
-    Launch<decltype(t)>(args, stream);
-    return cudaGetLastError();
-  });
+  return DispatchDType(args.dtype, [&](auto t) { return Launch<decltype(t)>(args, stream); });
 }
 
 }  // namespace gantry::cuda

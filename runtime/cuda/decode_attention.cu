@@ -10,10 +10,17 @@
 // any context length. Splits make a long context at a small batch fill the
 // GPU; each split derives its token range from seq_lens on the device, so the
 // grid depends only on host-side sizes and the launch can be captured in a
-// CUDA graph and replayed with other lengths. With more than one split, the
-// splits write unnormalised partial results to the workspace and a second,
-// small kernel merges them with log-sum-exp rescaling. Nothing is atomic or
-// accumulated across launches, so a replay is bit-for-bit the eager result.
+// CUDA graph and replayed with other lengths. A sequence uses only as many of
+// the splits as it has chunks of tokens (the others exit at once): a chunk
+// costs a block about the same time however few of its rows are valid, so
+// thinner splits would only add blocks and partials to merge. With one split
+// in use the block writes the output itself. Otherwise each split writes its
+// unnormalised partial result to the workspace, makes it visible
+// (__threadfence) and counts itself in on its (sequence, KV head) counter;
+// the last to arrive merges the partials with log-sum-exp rescaling, in split
+// order, and resets the counter to 0 for the next launch or graph replay. So
+// one kernel per layer, and a replay is bit-for-bit the eager result whatever
+// order the splits finish in.
 // Scores live in the log2 domain (q is pre-scaled by scale * log2(e)) so the
 // softmax uses exp2f, an accurate (2 ulp) function, not a fast-math intrinsic.
 #include <cuda_runtime.h>
@@ -24,6 +31,7 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
+#include "runtime/cuda/pdl.cuh"
 
 namespace gantry::cuda {
 namespace {
@@ -77,6 +85,8 @@ struct Config {
   // The stages are reused for the token-lane reduction: [token lanes, group, head_dim] floats.
   static_assert(4 * kStageBytes >= 4 * kHeadDim * (kHeadSlots > kMaxGroup ? kHeadSlots : kMaxGroup),
                 "the final reduction fits in the stages");
+  // ... and then for the merge's split weights: [group, splits <= 256] and [group] floats.
+  static_assert(4 * kStageBytes >= 4 * kMaxGroup * (256 + 1), "the merge weights fit in the stages");
 
   // Byte offset of 16-byte vector v of chunk row c inside a stage.
   static __device__ __forceinline__ int VecOffset(int c, int v) {
@@ -169,10 +179,13 @@ __device__ __forceinline__ float WarpSum(float x) {
 
 // One thread block per (sequence, KV head, split): grid (num_seqs *
 // num_kv_heads, num_splits). Attends the split's share of the visible keys
-// for the `group` query heads of the KV head. num_splits == 1: writes the
-// normalised output. Otherwise writes the unnormalised accumulator, the
-// running max (log2 domain) and the sum of exponentials to the workspace; an
-// empty split writes 0, -inf and 0 (no contribution).
+// for the `group` query heads of the KV head. Of the num_splits blocks of a
+// sequence, the first `active` (one per chunk of visible keys, at most
+// num_splits) have work; the rest exit. active == 1: the block writes the
+// normalised output. Otherwise each writes its unnormalised accumulator, its
+// running max (log2 domain) and its sum of exponentials to the workspace, and
+// the last of them to finish merges them into the output. A padding sequence
+// (no visible keys) gets zero rows from its split 0.
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kThreads, 3)
     DecodeSplitKernel(const T* __restrict__ q,                // [num_seqs, num_heads, head_dim]
@@ -183,7 +196,8 @@ __global__ void __launch_bounds__(kThreads, 3)
                       const int32_t* __restrict__ seq_lens,   // [num_seqs]; <= 0: padding
                       int num_kv_heads, int group, int block_size, int sliding_window,
                       float qk_scale_log2,                    // scale * log2(e)
-                      T* __restrict__ out,                    // [num_seqs, num_heads, head_dim] (one split)
+                      T* __restrict__ out,                    // [num_seqs, num_heads, head_dim]
+                      unsigned* __restrict__ counters,        // [num_seqs * num_heads], zero at rest
                       float* __restrict__ ws_acc,             // [num_seqs, num_heads, num_splits, head_dim]
                       float* __restrict__ ws_max,             // [num_seqs, num_heads, num_splits]
                       float* __restrict__ ws_sum) {           // [num_seqs, num_heads, num_splits]
@@ -210,28 +224,25 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int num_heads = num_kv_heads * group;
   const int64_t first_row = static_cast<int64_t>(seq) * num_heads + static_cast<int64_t>(kv_head) * group;
 
+  // seq_lens, q and the cache may come from the kernels just before this one.
+  WaitForPriorGrid();
+
   // Visible keys [lo, hi): the query sits at position seq_len - 1.
   const int hi = max(seq_lens[seq], 0);
   const int lo = sliding_window > 0 ? max(0, hi - sliding_window) : 0;
   const int64_t visible = hi - lo;
-  const int begin = lo + static_cast<int>(visible * split / num_splits);
-  const int end = lo + static_cast<int>(visible * (split + 1) / num_splits);
-
-  if (begin >= end) {  // uniform across the block: no barrier is skipped by some threads only
-    if (num_splits == 1) {  // only a padding sequence has nothing to attend
+  // Splits in use: one per chunk of keys, so each has >= 1 key (active <= visible).
+  const int active = static_cast<int>(min(static_cast<int64_t>(num_splits), (visible + kChunk - 1) / kChunk));
+  // Whole blocks leave here, so no barrier below is skipped by some threads only.
+  if (active == 0) {  // a padding sequence: nothing to attend
+    if (split == 0) {
       for (int i = tid; i < group * kHeadDim; i += kThreads) out[first_row * kHeadDim + i] = FromFloat<T>(0.0f);
-    } else {
-      for (int i = tid; i < group * kHeadDim; i += kThreads) {
-        const int64_t row = first_row + i / kHeadDim;
-        ws_acc[(row * num_splits + split) * kHeadDim + i % kHeadDim] = 0.0f;
-      }
-      if (tid < group) {
-        ws_max[(first_row + tid) * num_splits + split] = -INFINITY;
-        ws_sum[(first_row + tid) * num_splits + split] = 0.0f;
-      }
     }
     return;
   }
+  if (split >= active) return;
+  const int begin = lo + static_cast<int>(visible * split / active);
+  const int end = lo + static_cast<int>(visible * (split + 1) / active);
 
   for (int i = tid; i < group * kHeadDim; i += kThreads) {
     q_s[i] = ToFloat(q[first_row * kHeadDim + i]) * qk_scale_log2;
@@ -442,67 +453,62 @@ __global__ void __launch_bounds__(kThreads, 3)
     float sum = 0.0f;
     for (int t = 0; t < num_lanes; ++t) sum += red[t * group * kHeadDim + i];
     const int h = i / kHeadDim;
-    if (num_splits == 1) {
+    if (active == 1) {
       out[first_row * kHeadDim + i] = FromFloat<T>(sum / l_s[h]);  // l >= 1: the max term is exp2(0)
     } else {
       ws_acc[((first_row + h) * num_splits + split) * kHeadDim + i % kHeadDim] = sum;
     }
   }
-  if (num_splits > 1 && tid < group) {
+  if (active == 1) return;
+  if (tid < group) {
     ws_max[(first_row + tid) * num_splits + split] = m_s[tid];
     ws_sum[(first_row + tid) * num_splits + split] = l_s[tid];
   }
-}
 
-// Merges the splits of each (sequence, head) row:
-// out = sum_i w_i acc_i / sum_i w_i l_i with w_i = exp2(m_i - max_i m_i).
-// One warp per 32 dims of a row, a lane per dim, so a batch-1 step still
-// spreads over head_dim / 32 warps per head; the loop over splits is
-// unrolled so several partial reads are in flight (it is latency-bound: the
-// partials were just written and sit in L2). Empty splits have l_i == 0 and a
-// zero accumulator: weight 0. Padding sequences get zero rows.
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    DecodeMergeKernel(const float* __restrict__ ws_acc,    // [num_seqs, num_heads, num_splits, head_dim]
-                      const float* __restrict__ ws_max,    // [num_seqs, num_heads, num_splits]
-                      const float* __restrict__ ws_sum,    // [num_seqs, num_heads, num_splits]
-                      const int32_t* __restrict__ seq_lens,  // [num_seqs]
-                      int64_t num_rows,                    // num_seqs * num_heads
-                      int num_heads, int head_dim, int num_splits,
-                      T* __restrict__ out) {               // [num_seqs, num_heads, head_dim]
-  __shared__ float weights[kWarps][256];  // num_splits <= 256 (kernels.cc)
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int slices = (head_dim + 31) / 32;
-  const int64_t warp_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  const int64_t row = warp_index / slices;
-  if (row >= num_rows) return;  // whole warps only; no block barrier below
-  const int d = static_cast<int>(warp_index % slices) * 32 + lane;
-  T* const out_row = out + row * head_dim;
-  if (seq_lens[row / num_heads] <= 0) {
-    if (d < head_dim) out_row[d] = FromFloat<T>(0.0f);
-    return;
+  // Count this split in once its partials are visible device-wide (each
+  // thread fences its own writes before the barrier); the last to arrive
+  // merges, and leaves the counter at 0 for the next launch.
+  __shared__ bool is_last;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    const unsigned arrived = atomicAdd(&counters[first_row], 1u) + 1;
+    is_last = arrived == static_cast<unsigned>(active);
+    if (is_last) counters[first_row] = 0;
   }
-  const float* const m = ws_max + row * num_splits;
-  const float* const l = ws_sum + row * num_splits;
-  float m_max = -INFINITY;
-  for (int i = lane; i < num_splits; i += 32) {
-    if (l[i] > 0.0f) m_max = fmaxf(m_max, m[i]);
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();  // the other splits' partials are read after their count
+
+  // out = sum_i w_i acc_i / sum_i w_i l_i, w_i = exp2(m_i - max_i m_i), over
+  // the active splits in order. The partials were written by other blocks:
+  // read them from L2 (ld.cg), never from a stale L1 line.
+  float* const weights = reinterpret_cast<float*>(smem);  // [group, active] (the stages are free)
+  float* const totals = weights + group * active;          // [group]
+  for (int h = warp; h < group; h += kWarps) {
+    const int64_t row = first_row + h;
+    float m_max = -INFINITY;
+    for (int i = lane; i < active; i += 32) m_max = fmaxf(m_max, __ldcg(ws_max + row * num_splits + i));
+    m_max = WarpMax(m_max);
+    float total = 0.0f;
+    for (int i = lane; i < active; i += 32) {
+      const float w = exp2f(__ldcg(ws_max + row * num_splits + i) - m_max);
+      weights[h * active + i] = w;
+      total += w * __ldcg(ws_sum + row * num_splits + i);
+    }
+    total = WarpSum(total);
+    if (lane == 0) totals[h] = total;  // >= 1: every active split holds a key
   }
-  m_max = WarpMax(m_max);
-  float total = 0.0f;
-  for (int i = lane; i < num_splits; i += 32) {
-    const float w = l[i] > 0.0f ? exp2f(m[i] - m_max) : 0.0f;
-    weights[warp][i] = w;
-    total += w * l[i];
-  }
-  total = WarpSum(total);
-  __syncwarp();
-  if (d >= head_dim) return;
-  const float* const acc = ws_acc + row * num_splits * head_dim + d;
-  float sum = 0.0f;
+  __syncthreads();
+  for (int i = tid; i < group * kHeadDim; i += kThreads) {
+    const int h = i / kHeadDim;
+    const float* const acc = ws_acc + (first_row + h) * num_splits * kHeadDim + i % kHeadDim;
+    const float* const w = weights + h * active;
+    float sum = 0.0f;
 #pragma unroll 8
-  for (int i = 0; i < num_splits; ++i) sum = fmaf(weights[warp][i], acc[static_cast<int64_t>(i) * head_dim], sum);
-  out_row[d] = FromFloat<T>(total > 0.0f ? sum / total : 0.0f);
+    for (int j = 0; j < active; ++j) sum = fmaf(w[j], __ldcg(acc + static_cast<int64_t>(j) * kHeadDim), sum);
+    out[first_row * kHeadDim + i] = FromFloat<T>(sum / totals[h]);
+  }
 }
 
 template <typename T, int kHeadDim>
@@ -520,24 +526,17 @@ cudaError_t LaunchTyped(const PagedAttentionArgs& a, cudaStream_t stream) {
   }
   const int num_splits = a.num_splits;
   const int64_t rows = static_cast<int64_t>(a.num_seqs) * a.num_heads;
-  float* ws_acc = num_splits > 1 ? a.workspace : nullptr;
+  // Workspace layout: see DecodeAttentionWorkspaceBytes (kernels.cc).
+  unsigned* counters = num_splits > 1 ? reinterpret_cast<unsigned*>(a.workspace) : nullptr;
+  float* ws_acc = num_splits > 1 ? a.workspace + (rows + 3) / 4 * 4 : nullptr;
   float* ws_max = num_splits > 1 ? ws_acc + rows * num_splits * kHeadDim : nullptr;
   float* ws_sum = num_splits > 1 ? ws_max + rows * num_splits : nullptr;
 
   const dim3 grid(static_cast<unsigned>(a.num_seqs * a.num_kv_heads), static_cast<unsigned>(num_splits));
-  kernel<<<grid, kThreads, smem, stream>>>(
-      static_cast<const T*>(a.q), static_cast<const T*>(a.k_cache), static_cast<const T*>(a.v_cache),
-      a.block_tables, a.bt_seq_stride, a.bt_block_stride, a.seq_lens, a.num_kv_heads, group, a.block_size,
-      a.sliding_window, a.scale * kLog2e, static_cast<T*>(a.out), ws_acc, ws_max, ws_sum);
-  if (num_splits > 1) {
-    const cudaError_t error = cudaGetLastError();
-    if (error != cudaSuccess) return error;
-    const int64_t warps = rows * ((kHeadDim + 31) / 32);
-    const unsigned blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
-    DecodeMergeKernel<T><<<blocks, kThreads, 0, stream>>>(ws_acc, ws_max, ws_sum, a.seq_lens, rows, a.num_heads,
-                                                          kHeadDim, num_splits, static_cast<T*>(a.out));
-  }
-  return cudaGetLastError();
+  return LaunchKernel(kernel, grid, dim3(kThreads), smem, stream, static_cast<const T*>(a.q),
+                      static_cast<const T*>(a.k_cache), static_cast<const T*>(a.v_cache), a.block_tables,
+                      a.bt_seq_stride, a.bt_block_stride, a.seq_lens, a.num_kv_heads, group, a.block_size,
+                      a.sliding_window, a.scale * kLog2e, static_cast<T*>(a.out), counters, ws_acc, ws_max, ws_sum);
 }
 
 }  // namespace

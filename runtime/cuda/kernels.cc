@@ -4,6 +4,10 @@
 #include "runtime/cuda/kernels.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/cuda/launch.h"
@@ -68,7 +72,45 @@ absl::Status CheckAttention(const char* kernel, const PagedAttentionArgs& a, boo
   return absl::OkStatus();
 }
 
+// SetProgrammaticDependentLaunch's override: -1 none, 0 off, 1 on.
+std::atomic<int> pdl_override{-1};
+
+// Per device: 0 not asked yet, 1 compute capability 9.0+, 2 older.
+constexpr int kMaxDevices = 64;
+std::atomic<int8_t> pdl_capable[kMaxDevices];
+
+bool PdlFromEnvironment() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("GANTRY_PDL");
+    return value == nullptr || std::strcmp(value, "0") != 0;
+  }();
+  return enabled;
+}
+
 }  // namespace
+
+void SetProgrammaticDependentLaunch(bool enabled) { pdl_override.store(enabled ? 1 : 0); }
+
+bool ProgrammaticDependentLaunch() {
+  const int forced = pdl_override.load(std::memory_order_relaxed);
+  if (forced == 0 || (forced < 0 && !PdlFromEnvironment())) return false;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  int8_t capable = pdl_capable[device].load(std::memory_order_relaxed);
+  if (capable == 0) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    capable = major >= 9 ? 1 : 2;
+    pdl_capable[device].store(capable, std::memory_order_relaxed);
+  }
+  return capable == 1;
+}
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
@@ -153,9 +195,12 @@ absl::Status SampleTokens(const SampleArgs& a, Stream stream) {
 }
 
 size_t DecodeAttentionWorkspaceBytes(int num_seqs, int num_heads, int head_dim, int num_splits) {
+  // uint32 arrival counters [num_seqs * num_heads, rounded up to 16 bytes],
   // partial outputs [num_seqs, num_heads, num_splits, head_dim], then the
-  // running max and the sum of exponentials, each [num_seqs, num_heads, num_splits].
-  return sizeof(float) * static_cast<size_t>(num_seqs) * num_heads * num_splits * (head_dim + 2);
+  // running max and the sum of exponentials, each [num_seqs, num_heads, num_splits]
+  // (decode_attention.cu's LaunchTyped).
+  const size_t rows = static_cast<size_t>(num_seqs) * num_heads;
+  return sizeof(float) * ((rows + 3) / 4 * 4 + rows * num_splits * (head_dim + 2));
 }
 
 int ChooseDecodeSplits(int num_seqs, int num_kv_heads, int sm_count) {

@@ -28,6 +28,20 @@ using Stream = CUstream_st*;
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 const char* DTypeName(DType dtype);
 
+// Programmatic dependent launch (compute capability 9.0+): RmsNorm,
+// RopeAndCacheWrite, SiluMul and DecodeAttention are launched so that the
+// GPU may schedule them while the kernel before them in the stream is still
+// finishing (hiding launch latency between the small kernels of a decode
+// step); each waits for that kernel's results before it reads them (only
+// RmsNorm's weight is read before: it must not come from the kernel just
+// before, which no model weight does). Also
+// inside CUDA-graph capture (the graph keeps the programmatic edges). On by
+// default on devices that support it, unless the environment has
+// GANTRY_PDL=0; SetProgrammaticDependentLaunch overrides both (benchmarks,
+// tests). ProgrammaticDependentLaunch() answers for the current device.
+void SetProgrammaticDependentLaunch(bool enabled);
+bool ProgrammaticDependentLaunch();
+
 // ---------------------------------------------------------------------------
 // RMSNorm, with the residual add of the layer before fused in.
 //   residual == nullptr: output = weight * rmsnorm(input)
@@ -111,14 +125,25 @@ struct PagedAttentionArgs {
   const int32_t* seq_lens = nullptr;      // [num_seqs]; 0 marks a padding sequence: its rows are zeroed
   const int32_t* query_start = nullptr;   // [num_seqs + 1] (prefill only)
   int max_query_len = 0;                  // >= every sequence's query count (prefill only)
-  // Decode only: the context of each sequence is cut into num_splits parts
-  // computed by separate thread blocks, then merged; workspace holds the parts.
+  // Decode only: the context of each sequence is cut into up to num_splits
+  // parts (no part shorter than the kernel's chunk of tokens, so a short
+  // context takes fewer) computed by separate thread blocks; the last block
+  // of a sequence's KV head to finish merges them. The workspace holds the
+  // parts and one arrival counter per (sequence, head).
   int num_splits = 1;
-  float* workspace = nullptr;             // DecodeAttentionWorkspaceBytes(...) bytes
+  float* workspace = nullptr;             // DecodeAttentionWorkspaceBytes(...) bytes; see below
 };
 
 // Every sequence has exactly one query, in row s (query_start and
 // max_query_len are not read).
+//
+// Workspace (num_splits > 1): its first 4 * RoundUp(num_seqs * num_heads, 4)
+// bytes are the arrival counters, which must be zero before the first launch
+// (allocate it zeroed, once); every launch leaves them zero again, so the
+// same workspace serves any number of later launches and CUDA-graph replays
+// of the same num_seqs and num_heads. The rest is scratch. A launch with
+// other sizes lays the workspace out differently: give it its own, or zero
+// the counters again.
 absl::Status DecodeAttention(const PagedAttentionArgs& args, Stream stream);
 size_t DecodeAttentionWorkspaceBytes(int num_seqs, int num_heads, int head_dim, int num_splits);
 // A split count that fills `sm_count` multiprocessors with a batch of

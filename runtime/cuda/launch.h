@@ -6,6 +6,8 @@
 
 #include <cuda_runtime.h>
 
+#include <utility>
+
 #include "runtime/cuda/kernels.h"
 
 namespace gantry::cuda {
@@ -18,6 +20,28 @@ cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t 
 
 cudaError_t LaunchSkinnyGemm(const SkinnyGemmArgs& args, cudaStream_t stream);                // skinny_gemm.cu
 cudaError_t LaunchSampleTokens(const SampleArgs& args, cudaStream_t stream);              // sampling.cu
+
+// Launches `kernel` on `stream`, as a programmatic dependent launch when
+// ProgrammaticDependentLaunch() says so: it may then be scheduled before the
+// previous kernel of the stream has finished, so the kernel must call
+// WaitForPriorGrid() (pdl.cuh) in every thread block before it reads or
+// writes anything that an earlier kernel writes or reads. Outside a .cu file
+// only declare, never instantiate, it (the launch needs nvcc's kernel stubs).
+template <typename... KernelParams, typename... Args>
+cudaError_t LaunchKernel(void (*kernel)(KernelParams...), dim3 grid, dim3 block, size_t smem_bytes,
+                         cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem_bytes;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = ProgrammaticDependentLaunch() ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
 
 }  // namespace gantry::cuda
 

@@ -14,6 +14,7 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
+#include "runtime/cuda/pdl.cuh"
 
 namespace gantry::cuda {
 namespace {
@@ -97,18 +98,26 @@ __global__ void __launch_bounds__(kMaxThreads)
   const P* w = reinterpret_cast<const P*>(weight);
   P* out = reinterpret_cast<P*>(output + offset);
 
-  // Small rows (decode) load the weight up front, so its latency hides
-  // behind the reduction; big rows would run out of registers for it, and
-  // have enough rows in flight to hide it anyway.
+  // Small rows (decode) load the weight up front, before waiting for the
+  // previous kernel (nothing writes weights), so its latency hides behind
+  // that kernel's tail and the reduction; big rows would run out of
+  // registers for it, and have enough rows in flight to hide it anyway.
   constexpr bool kPrefetchWeight = kItems <= 2;
   P x[kItems], wv[kItems];
+  if constexpr (kPrefetchWeight) {
+#pragma unroll
+    for (int j = 0; j < kItems; ++j) {
+      const int i = j * blockDim.x + threadIdx.x;
+      if (i < num_vecs) wv[j] = w[i];
+    }
+  }
+  WaitForPriorGrid();  // input and residual come from the kernels before
   float sum = 0.0f;
 #pragma unroll
   for (int j = 0; j < kItems; ++j) {
     const int i = j * blockDim.x + threadIdx.x;
     if (i < num_vecs) {
       x[j] = in[i];
-      if (kPrefetchWeight) wv[j] = w[i];
       if (res != nullptr) {
         x[j] = AddRounded(x[j], res[i]);
         res[i] = x[j];
@@ -142,6 +151,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   const P* w = reinterpret_cast<const P*>(weight);
   P* out = reinterpret_cast<P*>(output + offset);
 
+  WaitForPriorGrid();  // input and residual come from the kernels before
   float sum = 0.0f;
   for (int64_t i = threadIdx.x; i < num_vecs; i += blockDim.x) {
     P x = in[i];
@@ -162,23 +172,23 @@ bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 int RoundUpToWarp(int64_t n) { return static_cast<int>((n + 31) / 32 * 32); }
 
 template <typename T, int kItems>
-void LaunchRegisters(const RmsNormArgs& a, int64_t num_vecs, cudaStream_t stream) {
+cudaError_t LaunchRegisters(const RmsNormArgs& a, int64_t num_vecs, cudaStream_t stream) {
   const int threads = RoundUpToWarp((num_vecs + kItems - 1) / kItems);
-  RmsNormRegistersKernel<T, kItems><<<static_cast<unsigned>(a.rows), threads, 0, stream>>>(
-      static_cast<const T*>(a.input), static_cast<T*>(a.residual), static_cast<const T*>(a.weight),
-      static_cast<T*>(a.output), static_cast<int>(a.dim), a.eps);
+  return LaunchKernel(&RmsNormRegistersKernel<T, kItems>, dim3(static_cast<unsigned>(a.rows)), dim3(threads), 0,
+                      stream, static_cast<const T*>(a.input), static_cast<T*>(a.residual),
+                      static_cast<const T*>(a.weight), static_cast<T*>(a.output), static_cast<int>(a.dim), a.eps);
 }
 
 template <typename T, int kVec>
-void LaunchLoop(const RmsNormArgs& a, cudaStream_t stream) {
+cudaError_t LaunchLoop(const RmsNormArgs& a, cudaStream_t stream) {
   const int threads = std::min<int64_t>(kMaxThreads, RoundUpToWarp(a.dim / kVec));
-  RmsNormLoopKernel<T, kVec><<<static_cast<unsigned>(a.rows), threads, 0, stream>>>(
-      static_cast<const T*>(a.input), static_cast<T*>(a.residual), static_cast<const T*>(a.weight),
-      static_cast<T*>(a.output), a.dim, a.eps);
+  return LaunchKernel(&RmsNormLoopKernel<T, kVec>, dim3(static_cast<unsigned>(a.rows)), dim3(threads), 0, stream,
+                      static_cast<const T*>(a.input), static_cast<T*>(a.residual), static_cast<const T*>(a.weight),
+                      static_cast<T*>(a.output), a.dim, a.eps);
 }
 
 template <typename T>
-void Launch(const RmsNormArgs& a, cudaStream_t stream) {
+cudaError_t Launch(const RmsNormArgs& a, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   const bool vectors = a.dim % kVec == 0 && Aligned16(a.input) && Aligned16(a.weight) && Aligned16(a.output) &&
                        (a.residual == nullptr || Aligned16(a.residual));
@@ -190,16 +200,13 @@ void Launch(const RmsNormArgs& a, cudaStream_t stream) {
   if (num_vecs <= 2 * kMaxThreads) return LaunchRegisters<T, 2>(a, num_vecs, stream);
   if (num_vecs <= 4 * kMaxThreads) return LaunchRegisters<T, 4>(a, num_vecs, stream);
   if (num_vecs <= 8 * kMaxThreads) return LaunchRegisters<T, 8>(a, num_vecs, stream);
-  LaunchLoop<T, kVec>(a, stream);
+  return LaunchLoop<T, kVec>(a, stream);
 }
 
 }  // namespace
 
 cudaError_t LaunchRmsNorm(const RmsNormArgs& args, cudaStream_t stream) {
-  return DispatchDType(args.dtype, [&](auto t) {
-    Launch<decltype(t)>(args, stream);
-    return cudaGetLastError();
-  });
+  return DispatchDType(args.dtype, [&](auto t) { return Launch<decltype(t)>(args, stream); });
 }
 
 }  // namespace gantry::cuda

@@ -21,6 +21,7 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
+#include "runtime/cuda/pdl.cuh"
 
 namespace gantry::cuda {
 namespace {
@@ -59,6 +60,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int task = first_task + threadIdx.x / 32;
   const int rotated = num_heads + num_kv_heads;  // q and k heads
   const int tasks = rotated + num_kv_heads;
+  WaitForPriorGrid();  // qkv comes from the projection just before
   const int64_t slot = slot_mapping[token];
 
   const bool is_q = task < num_heads;
@@ -136,31 +138,29 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 }
 
 template <typename T, int kPairs>
-void LaunchWith(const RopeCacheArgs& a, cudaStream_t stream) {
+cudaError_t LaunchWith(const RopeCacheArgs& a, cudaStream_t stream) {
   const int tasks = a.num_heads + 2 * a.num_kv_heads;
   const int warps = std::min(tasks, kWarpsPerBlock);
   const dim3 grid(static_cast<unsigned>(a.num_tokens), static_cast<unsigned>((tasks + warps - 1) / warps));
-  RopeCacheKernel<T, kPairs><<<grid, warps * 32, 0, stream>>>(
-      static_cast<const T*>(a.qkv), a.positions, a.slot_mapping, a.inv_freq, static_cast<const T*>(a.q_norm),
-      static_cast<const T*>(a.k_norm), a.norm_eps, static_cast<T*>(a.q_out), static_cast<T*>(a.k_cache),
-      static_cast<T*>(a.v_cache), a.num_heads, a.num_kv_heads, a.head_dim);
+  return LaunchKernel(&RopeCacheKernel<T, kPairs>, grid, dim3(warps * 32), 0, stream, static_cast<const T*>(a.qkv),
+                      a.positions, a.slot_mapping, a.inv_freq, static_cast<const T*>(a.q_norm),
+                      static_cast<const T*>(a.k_norm), a.norm_eps, static_cast<T*>(a.q_out),
+                      static_cast<T*>(a.k_cache), static_cast<T*>(a.v_cache), a.num_heads, a.num_kv_heads,
+                      a.head_dim);
 }
 
 template <typename T>
-void Launch(const RopeCacheArgs& a, cudaStream_t stream) {
+cudaError_t Launch(const RopeCacheArgs& a, cudaStream_t stream) {
   const int half = a.head_dim / 2;
   if (half <= 32) return LaunchWith<T, 1>(a, stream);
   if (half <= 64) return LaunchWith<T, 2>(a, stream);
-  LaunchWith<T, 4>(a, stream);  // half <= 128 (kernels.cc checks head_dim <= 256)
+  return LaunchWith<T, 4>(a, stream);  // half <= 128 (kernels.cc checks head_dim <= 256)
 }
 
 }  // namespace
 
 cudaError_t LaunchRopeAndCacheWrite(const RopeCacheArgs& args, cudaStream_t stream) {
-  return DispatchDType(args.dtype, [&](auto t) {
-    Launch<decltype(t)>(args, stream);
-    return cudaGetLastError();
-  });
+  return DispatchDType(args.dtype, [&](auto t) { return Launch<decltype(t)>(args, stream); });
 }
 
 }  // namespace gantry::cuda

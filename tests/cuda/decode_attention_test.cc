@@ -4,7 +4,9 @@
 // included), sliding windows, padding sequences, both block-table layouts,
 // a 32k-token context and a batch of 64. Cache rows the query must not see
 // (past the sequence end, before the window, unused blocks) hold NaN, so a
-// kernel that reads one fails; the output and the workspace are poisoned.
+// kernel that reads one fails; the output and the workspace's scratch are
+// poisoned, and its split counters must be back at zero after every launch
+// (they are reused by the next launch or graph replay).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -28,6 +30,7 @@ namespace {
 
 using ::gantry::cuda::testing::AllDTypes;
 using ::gantry::cuda::testing::DeviceBuffer;
+using ::gantry::cuda::testing::Download;
 using ::gantry::cuda::testing::DownloadAs;
 using ::gantry::cuda::testing::ElementSize;
 using ::gantry::cuda::testing::RandomValues;
@@ -192,10 +195,16 @@ std::vector<double> Reference(const Case& c, const Problem& p, const std::vector
   return out;
 }
 
+// Bytes of the workspace's arrival counters (kernels.h): they come first.
+size_t CounterBytes(int num_seqs, int num_heads) {
+  return 4 * ((static_cast<size_t>(num_seqs) * num_heads + 3) / 4 * 4);
+}
+
 // The problem on the device, with the output poisoned and, for several
-// splits, a poisoned workspace.
+// splits, a workspace whose counters are zero and whose scratch is poisoned.
 struct DeviceProblem {
   DeviceBuffer q, k_cache, v_cache, block_table, seq_lens, out, workspace;
+  size_t counter_bytes = 0;
   PagedAttentionArgs args;
 
   DeviceProblem(const Case& c, const Problem& p) {
@@ -208,7 +217,9 @@ struct DeviceProblem {
     out.Poison();
     if (c.num_splits > 1) {
       workspace = DeviceBuffer(DecodeAttentionWorkspaceBytes(p.num_seqs, p.num_heads, c.head_dim, c.num_splits));
+      counter_bytes = CounterBytes(p.num_seqs, p.num_heads);
       workspace.Poison();
+      EXPECT_EQ(cudaMemset(workspace.get(), 0, counter_bytes), cudaSuccess);
     }
     args.dtype = c.dtype;
     args.num_seqs = p.num_seqs;
@@ -233,6 +244,20 @@ struct DeviceProblem {
 
   std::vector<float> Output(const Case& c, const Problem& p) const {
     return DownloadAs(c.dtype, out, static_cast<size_t>(p.num_seqs) * p.num_heads * c.head_dim);
+  }
+
+  // NaN in the partials, the counters left as they are.
+  void PoisonScratch() {
+    if (workspace.get() == nullptr) return;
+    EXPECT_EQ(cudaMemset(workspace.as<uint8_t>() + counter_bytes, 0xFF, workspace.bytes() - counter_bytes),
+              cudaSuccess);
+  }
+
+  // Counters that are not zero (there should be none between launches).
+  size_t NonZeroCounters() const {
+    if (workspace.get() == nullptr) return 0;
+    const std::vector<uint32_t> counters = Download<uint32_t>(workspace, counter_bytes / 4);
+    return counters.size() - std::count(counters.begin(), counters.end(), 0u);
   }
 };
 
@@ -267,6 +292,7 @@ void CheckCase(const Case& c, const Problem& p, const std::vector<double>& expec
   ASSERT_TRUE(DecodeAttention(d.args, nullptr).ok());
   Sync();
   ExpectMatches(c, p, c.seq_lens, d.Output(c, p), expected);
+  EXPECT_EQ(d.NonZeroCounters(), 0u) << "split counters not reset";
   if (!report_bandwidth) return;
 
   // Not a check: the figure to compare with the GPU's peak bandwidth.
@@ -403,6 +429,27 @@ std::vector<Case> EdgeCases() {
       cases.push_back(c);
     }
   }
+  // Many splits, short sequences: most splits of each sequence have no
+  // chunk of keys (so they exit), some sequences use a single split (written
+  // directly), lengths sit at chunk boundaries (64 tokens at head_dim 128 in
+  // 16-bit types, 32 in float32, 128 at head_dim 64 in 16-bit types).
+  int k = 0;
+  for (DType dtype : AllDTypes()) {
+    for (int num_splits : {64, 256}) {
+      Case c;
+      c.dtype = dtype;
+      c.head_dim = k % 2 == 0 ? 128 : 64;
+      c.num_kv_heads = 8;
+      c.group = k % 3 == 0 ? 1 : 4;
+      c.block_size = k % 2 == 0 ? 16 : 7;
+      c.column_major = k % 2 == 1;
+      c.num_splits = num_splits;
+      c.seq_lens = {1, 2, 31, 32, 33, 63, 64, 65, 0, 127, 128, 129, 200, 5};
+      c.name = CaseName(c, "short");
+      cases.push_back(c);
+      ++k;
+    }
+  }
   for (DType dtype : AllDTypes()) {
     Case c;
     c.dtype = dtype;
@@ -516,7 +563,7 @@ TEST(DecodeAttentionGraphTest, ReplaysWithNewLengths) {
     EXPECT_EQ(cudaMemcpy(d.seq_lens.get(), lens32.data(), lens32.size() * sizeof(int32_t), cudaMemcpyHostToDevice),
               cudaSuccess);
     d.out.Poison();
-    d.workspace.Poison();
+    d.PoisonScratch();
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     EXPECT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
     EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
@@ -532,6 +579,80 @@ TEST(DecodeAttentionGraphTest, ReplaysWithNewLengths) {
     ASSERT_EQ(again.size(), eager_a.size());
     EXPECT_EQ(std::memcmp(again.data(), eager_a.data(), again.size() * sizeof(float)), 0)
         << "replay differs from the eager run";
+  }
+  EXPECT_EQ(d.NonZeroCounters(), 0u) << "split counters not reset";
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// The split counters return to zero after every launch, so one workspace
+// serves launch after launch: the runtime reuses it in every layer of a step
+// and across graph replays. Four launches per captured graph (back to back,
+// as programmatic dependent launches where the GPU has them), replayed 100
+// times, every tenth replay from a poisoned output and scratch; then 100
+// eager launches. Every result is the first eager one, bit for bit.
+TEST(DecodeAttentionGraphTest, CountersResetOverManyReplays) {
+  GANTRY_REQUIRE_GPU();
+  Case c;
+  c.dtype = DType::kBFloat16;
+  c.head_dim = 128;
+  c.num_kv_heads = 8;
+  c.group = 4;
+  c.block_size = 16;
+  c.num_splits = 33;  // the runtime's choice at batch 1 on an H200
+  c.column_major = true;
+  c.seq_lens = {4000, 150, 0, 64, 65, 1};
+  c.name = "repeat";
+  std::mt19937 rng(11);
+  const Problem p = MakeProblem(c, c.seq_lens, /*fill_all=*/false, rng);
+  DeviceProblem d(c, p);
+  ASSERT_TRUE(DecodeAttention(d.args, nullptr).ok());
+  Sync();
+  const std::vector<float> first = d.Output(c, p);
+  ExpectMatches(c, p, c.seq_lens, first, Reference(c, p, c.seq_lens));
+  ASSERT_EQ(d.NonZeroCounters(), 0u);
+
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  absl::Status captured;
+  for (int i = 0; i < 4 && captured.ok(); ++i) captured = DecodeAttention(d.args, stream);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_TRUE(captured.ok()) << captured;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+
+  auto expect_first = [&](const char* what, int i) {
+    const std::vector<float> got = d.Output(c, p);
+    ASSERT_EQ(got.size(), first.size());
+    EXPECT_EQ(std::memcmp(got.data(), first.data(), got.size() * sizeof(float)), 0) << what << " " << i;
+    EXPECT_EQ(d.NonZeroCounters(), 0u) << what << " " << i;
+  };
+  for (int i = 0; i < 100; ++i) {
+    if (i % 10 == 0) {  // the stream is idle here
+      d.out.Poison();
+      d.PoisonScratch();
+      Sync();
+    }
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    if (i % 10 == 9) {
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      expect_first("replay", i);
+    }
+  }
+  for (int i = 0; i < 100; ++i) {
+    if (i % 10 == 0) {  // the stream is idle here
+      d.out.Poison();
+      d.PoisonScratch();
+      Sync();
+    }
+    ASSERT_TRUE(DecodeAttention(d.args, stream).ok());
+    if (i % 10 == 9) {
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      expect_first("eager launch", i);
+    }
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
