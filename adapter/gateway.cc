@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "prometheus/text_serializer.h"
-#include "runtime/text/json_limits.h"
+#include "text/json_limits.h"
 
 namespace gantry::adapter {
 

@@ -1,5 +1,8 @@
 #include "adapter/openai_api.h"
 
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -116,7 +119,8 @@ std::string FinishReasonName(v1::FinishReason reason) {
 json UsageJson(const v1::Usage& usage) {
   return {{"prompt_tokens", usage.prompt_tokens()},
           {"completion_tokens", usage.completion_tokens()},
-          {"total_tokens", usage.prompt_tokens() + usage.completion_tokens()}};
+          {"total_tokens", usage.prompt_tokens() + usage.completion_tokens()},
+          {"prompt_tokens_details", {{"cached_tokens", usage.cached_prompt_tokens()}}}};
 }
 
 json Bytes(const std::string& text) {
@@ -164,6 +168,16 @@ json ApiError::ToJson() const {
             {"code", code.empty() ? json(nullptr) : json(code)}}}};
 }
 
+std::string StatusReason(const grpc::Status& status) {
+  google::rpc::Status details;
+  if (status.error_details().empty() || !details.ParseFromString(status.error_details())) return "";
+  for (const auto& any : details.details()) {
+    google::rpc::ErrorInfo info;
+    if (any.UnpackTo(&info)) return info.reason();
+  }
+  return "";
+}
+
 ApiError FromGrpc(const grpc::Status& status) {
   ApiError e;
   e.message = status.error_message();
@@ -173,27 +187,39 @@ ApiError FromGrpc(const grpc::Status& status) {
     e.code = code;
   };
   constexpr const char* kInvalid = "invalid_request_error";
-  switch (status.error_code()) {
-    case grpc::StatusCode::NOT_FOUND: set(404, kInvalid, "model_not_found"); break;
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::OUT_OF_RANGE: set(400, kInvalid, ""); break;
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      // The server says RESOURCE_EXHAUSTED for three things: a full queue
-      // (try again soon: 429), a request larger than the model's whole KV
-      // pool (never fits: 400), and no memory to load the model (503).
-      if (absl::StrContains(e.message, "queue of model")) {
-        set(429, "rate_limit_exceeded", "queue_full");
-      } else if (absl::StrContains(e.message, "KV blocks")) {
-        set(400, kInvalid, "");
-      } else {
-        set(503, "server_error", "insufficient_memory");
-      }
-      break;
-    case grpc::StatusCode::UNAVAILABLE: set(503, "server_error", "unavailable"); break;
-    case grpc::StatusCode::DEADLINE_EXCEEDED: set(504, "server_error", "timeout"); break;
-    case grpc::StatusCode::UNAUTHENTICATED: set(401, kInvalid, "invalid_api_key"); break;
-    default: set(500, "server_error", ""); break;
+  // The server's typed reason decides (server/status_util.h); the gRPC code
+  // only for errors without one (e.g. from the channel itself).
+  const std::string reason = StatusReason(status);
+  if (reason == "QUEUE_FULL") {
+    set(429, "rate_limit_exceeded", "queue_full");
+  } else if (reason == "CONTEXT_LENGTH") {
+    set(400, kInvalid, "context_length_exceeded");
+  } else if (reason == "KV_CAPACITY") {
+    set(400, kInvalid, "kv_capacity_exceeded");
+  } else if (reason == "MEMORY_BUDGET" || reason == "DEVICE_MEMORY") {
+    set(503, "server_error", "insufficient_memory");
+  } else if (reason == "MODEL_LOAD_FAILED") {
+    set(503, "server_error", "model_load_failed");
+  } else if (reason == "MODEL_NOT_FOUND") {
+    set(404, kInvalid, "model_not_found");
+  } else if (reason == "SHUTTING_DOWN") {
+    set(503, "server_error", "shutting_down");
+  } else if (reason == "INVALID_REQUEST") {
+    set(400, kInvalid, "");
+  } else if (reason == "UNSUPPORTED") {
+    set(400, kInvalid, "unsupported");
+  } else {
+    switch (status.error_code()) {
+      case grpc::StatusCode::NOT_FOUND: set(404, kInvalid, ""); break;
+      case grpc::StatusCode::INVALID_ARGUMENT:
+      case grpc::StatusCode::FAILED_PRECONDITION:
+      case grpc::StatusCode::OUT_OF_RANGE: set(400, kInvalid, ""); break;
+      case grpc::StatusCode::RESOURCE_EXHAUSTED: set(503, "server_error", ""); break;
+      case grpc::StatusCode::UNAVAILABLE: set(503, "server_error", "unavailable"); break;
+      case grpc::StatusCode::DEADLINE_EXCEEDED: set(504, "server_error", "timeout"); break;
+      case grpc::StatusCode::UNAUTHENTICATED: set(401, kInvalid, "invalid_api_key"); break;
+      default: set(500, "server_error", ""); break;
+    }
   }
   return e;
 }

@@ -32,6 +32,9 @@ struct ApiError {
 };
 
 // HTTP status and OpenAI error type for a gRPC error from the server.
+// The google.rpc.ErrorInfo reason in the status details ("" when none).
+std::string StatusReason(const grpc::Status& status);
+// The OpenAI-style error for a gRPC status, chosen by its reason.
 ApiError FromGrpc(const grpc::Status& status);
 
 enum class Endpoint { kChat, kCompletions };

@@ -23,6 +23,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "runtime/model_runner.h"
+#include "scheduler/runner_session.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model folder");
 ABSL_FLAG(std::string, device, "cuda", "cpu, cuda or cuda:N");
@@ -44,7 +45,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using gantry::runtime::ModelRunner;
 using gantry::runtime::SequenceId;
-using gantry::runtime::StepItem;
+using gantry::scheduler::RunnerSession;
+using gantry::scheduler::SessionItem;
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
@@ -108,12 +110,12 @@ int main(int argc, char** argv) {
   if (const int64_t ttft_prompt = absl::GetFlag(FLAGS_ttft_prompt); ttft_prompt > 0) {
     std::vector<double> times;
     for (int run = 0; run < 6; ++run) {
-      auto id = runner.AddSequence({Prompt(ttft_prompt, 1000 + run, vocab), {}, greedy});
+      RunnerSession session(&runner);
+      auto id = session.Add(Prompt(ttft_prompt, 1000 + run, vocab), {}, greedy);
       if (!id.ok()) return Fail(id.status());
       start = Clock::now();
-      if (auto r = runner.Step({StepItem{*id, ttft_prompt}}); !r.ok()) return Fail(r.status());
+      if (auto r = session.Step({SessionItem{*id, ttft_prompt}}); !r.ok()) return Fail(r.status());
       times.push_back(Seconds(start));
-      (void)runner.RemoveSequence(*id);
     }
     std::vector<double> later(times.begin() + 1, times.end());
     std::sort(later.begin(), later.end());
@@ -126,26 +128,27 @@ int main(int argc, char** argv) {
   const int64_t decode_tokens = absl::GetFlag(FLAGS_decode_tokens);
   for (const std::string& batch_text : absl::GetFlag(FLAGS_batches)) {
     const int batch = std::stoi(batch_text);
+    RunnerSession session(&runner);
     std::vector<SequenceId> ids;
     for (int b = 0; b < batch; ++b) {
-      auto id = runner.AddSequence({Prompt(prompt_tokens, b, vocab), {}, greedy});
+      auto id = session.Add(Prompt(prompt_tokens, b, vocab), {}, greedy);
       if (!id.ok()) return Fail(id.status());
       ids.push_back(*id);
     }
-    std::vector<StepItem> prefill, decode;
+    std::vector<SessionItem> prefill, decode;
     for (SequenceId id : ids) {
       prefill.push_back({id, prompt_tokens});
       decode.push_back({id, 1});
     }
     start = Clock::now();
-    if (auto r = runner.Step(prefill); !r.ok()) return Fail(r.status());
+    if (auto r = session.Step(prefill); !r.ok()) return Fail(r.status());
     const double prefill_s = Seconds(start);
     for (int i = 0; i < 3; ++i) {
-      if (auto r = runner.Step(decode); !r.ok()) return Fail(r.status());
+      if (auto r = session.Step(decode); !r.ok()) return Fail(r.status());
     }
     start = Clock::now();
     for (int64_t i = 0; i < decode_tokens; ++i) {
-      if (auto r = runner.Step(decode); !r.ok()) return Fail(r.status());
+      if (auto r = session.Step(decode); !r.ok()) return Fail(r.status());
     }
     const double decode_s = Seconds(start);
     const double step_s = decode_s / decode_tokens;
@@ -153,7 +156,7 @@ int main(int argc, char** argv) {
 #ifdef GANTRY_BENCH_CUDA
       cudaProfilerStart();
       for (int64_t i = 0; i < steps; ++i) {
-        if (auto r = runner.Step(decode); !r.ok()) return Fail(r.status());
+        if (auto r = session.Step(decode); !r.ok()) return Fail(r.status());
       }
       cudaProfilerStop();
 #else
@@ -175,7 +178,6 @@ int main(int argc, char** argv) {
       if (batch == 64) std::printf(" (target >= 7000 tokens/s)");
     }
     std::printf("\n");
-    for (SequenceId id : ids) (void)runner.RemoveSequence(id);
   }
   return 0;
 }

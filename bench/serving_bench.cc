@@ -9,6 +9,12 @@
 //
 //   serving_bench --model DIR [--dtype bfloat16] [--streams 1,8,32,64]
 //
+// Multi-turn chat (--chat_users U): as Dify sends a conversation, each of U
+// users resends the whole history every turn (a shared --chat_system_tokens
+// system prompt, then its earlier turns and replies, then a new message).
+// Run once with prefix caching on and once off; the median time to first
+// token of the turns is printed side by side.
+//
 // Swap: --swap_rounds R loads two copies of the model under a budget that
 // holds one (--swap_budget_mib, default: 1.5 x one model's cost) and
 // alternates requests between them, printing each cold load (GB/s) and each
@@ -39,6 +45,11 @@ ABSL_FLAG(int64_t, max_batch, 64, "engine max_batch");
 ABSL_FLAG(int64_t, max_step_tokens, 2048, "engine max_step_tokens");
 ABSL_FLAG(uint64_t, kv_cache_mib, 4096, "KV cache size in MiB");
 ABSL_FLAG(int64_t, max_context, 4096, "context length to serve");
+ABSL_FLAG(int32_t, chat_users, 0, "run the multi-turn chat workload with this many users");
+ABSL_FLAG(int32_t, chat_turns, 4, "turns per user in the chat workload");
+ABSL_FLAG(int64_t, chat_system_tokens, 1000, "shared system prompt of the chat workload");
+ABSL_FLAG(int64_t, chat_message_tokens, 64, "tokens of each user message in the chat workload");
+ABSL_FLAG(int64_t, chat_reply_tokens, 64, "tokens of each reply in the chat workload");
 ABSL_FLAG(int32_t, swap_rounds, 0, "alternate requests between two copies of the model this many times");
 ABSL_FLAG(uint64_t, swap_budget_mib, 0, "budget for the swap test (default: 1.5 x one model's cost)");
 
@@ -75,8 +86,10 @@ GenerationRequest MakeRequest(int64_t index, int64_t vocab) {
   return request;
 }
 
-// Waits for the stream's last event; returns generated tokens (or -1 on error).
-int64_t Drain(RequestStream& stream, double* first_token_s, Clock::time_point start) {
+// Waits for the stream's last event; returns generated tokens (or -1 on
+// error), their ids in `ids` when given.
+int64_t Drain(RequestStream& stream, double* first_token_s, Clock::time_point start,
+              std::vector<int32_t>* ids = nullptr) {
   StreamEvent event;
   int64_t tokens = 0;
   while (stream.Pop(&event, absl::Seconds(600))) {
@@ -86,6 +99,9 @@ int64_t Drain(RequestStream& stream, double* first_token_s, Clock::time_point st
     }
     if (tokens == 0 && !event.tokens.empty() && first_token_s) *first_token_s = Seconds(start);
     tokens += static_cast<int64_t>(event.tokens.size());
+    if (ids) {
+      for (const auto& t : event.tokens) ids->push_back(t.id);
+    }
     if (event.last()) return tokens;
   }
   return -1;
@@ -167,6 +183,85 @@ int Throughput() {
   return 0;
 }
 
+// The chat workload on a fresh engine; fills the time to first token of
+// every turn and the prompt tokens found cached.
+absl::Status Chat(bool prefix_caching, std::vector<double>* ttft, int64_t* cached_tokens, int64_t* prompt_tokens) {
+  ModelSpec spec = BaseSpec(prefix_caching ? "chat-cached" : "chat-uncached");
+  spec.engine.prefix_caching = prefix_caching;
+  ModelRegistry registry({spec}, LoadModelFolder, EstimateModelBytes, {}, RealClock::Get());
+  auto lease = registry.Acquire(spec.name);
+  if (!lease.ok()) return lease.status();
+  const int64_t vocab = (*lease)->info().config.vocab_size;
+  {  // warm-up
+    auto stream = (*lease)->Submit(MakeRequest(100000, vocab));
+    if (!stream.ok()) return stream.status();
+    if (Drain(**stream, nullptr, Clock::now()) < 0) return absl::InternalError("warm-up failed");
+  }
+  const int users = absl::GetFlag(FLAGS_chat_users), turns = absl::GetFlag(FLAGS_chat_turns);
+  const std::vector<int32_t> system = BenchPrompt(-1, absl::GetFlag(FLAGS_chat_system_tokens), vocab);
+  std::vector<std::vector<double>> times(users);
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> clients;
+  for (int u = 0; u < users; ++u) {
+    clients.emplace_back([&, u] {
+      std::vector<int32_t> history = system;
+      for (int turn = 0; turn < turns && !failed; ++turn) {
+        const std::vector<int32_t> message =
+            BenchPrompt(200000 + u * 1000 + turn, absl::GetFlag(FLAGS_chat_message_tokens), vocab);
+        history.insert(history.end(), message.begin(), message.end());
+        GenerationRequest request;
+        request.prompt = history;
+        request.max_tokens = absl::GetFlag(FLAGS_chat_reply_tokens);
+        request.ignore_eos = true;
+        request.sampling.temperature = 0;
+        const auto start = Clock::now();
+        auto stream = (*lease)->Submit(std::move(request));
+        double first = 0;
+        std::vector<int32_t> reply;
+        if (!stream.ok() || Drain(**stream, &first, start, &reply) < 0) {
+          failed = true;
+          return;
+        }
+        times[u].push_back(first);
+        history.insert(history.end(), reply.begin(), reply.end());
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  if (failed) return absl::InternalError("a chat request failed");
+  for (const auto& t : times) ttft->insert(ttft->end(), t.begin(), t.end());
+  const EngineStats stats = (*lease)->Stats();
+  *cached_tokens = stats.prefix_hit_tokens;
+  *prompt_tokens = stats.prefix_query_tokens;
+  return absl::OkStatus();
+}
+
+double Percentile(std::vector<double> values, double p) {
+  std::sort(values.begin(), values.end());
+  return values[static_cast<size_t>(p * static_cast<double>(values.size() - 1))];
+}
+
+int ChatWorkload() {
+  std::printf("chat: %d users x %d turns, a shared %lld-token system prompt, %lld-token messages, "
+              "%lld-token replies, each turn resending the history\n",
+              absl::GetFlag(FLAGS_chat_users), absl::GetFlag(FLAGS_chat_turns),
+              static_cast<long long>(absl::GetFlag(FLAGS_chat_system_tokens)),
+              static_cast<long long>(absl::GetFlag(FLAGS_chat_message_tokens)),
+              static_cast<long long>(absl::GetFlag(FLAGS_chat_reply_tokens)));
+  std::vector<double> on, off;
+  int64_t hits = 0, queries = 0, unused = 0;
+  if (auto s = Chat(true, &on, &hits, &queries); !s.ok()) return Fail(s);
+  if (auto s = Chat(false, &off, &unused, &unused); !s.ok()) return Fail(s);
+  const double median_on = Percentile(on, 0.5), median_off = Percentile(off, 0.5);
+  std::printf("time to first token, prefix cache on:  median %.1f ms, p90 %.1f ms (%lld of %lld prompt tokens cached)\n",
+              1e3 * median_on, 1e3 * Percentile(on, 0.9), static_cast<long long>(hits),
+              static_cast<long long>(queries));
+  std::printf("time to first token, prefix cache off: median %.1f ms, p90 %.1f ms\n", 1e3 * median_off,
+              1e3 * Percentile(off, 0.9));
+  std::printf("median cut %.1fx (target >= 5x with 32 users on the 8B-shaped model)\n", median_off / median_on);
+  return 0;
+}
+
 int Swap() {
   auto cost = EstimateModelBytes(BaseSpec("m0"));
   if (!cost.ok()) return Fail(cost.status());
@@ -204,9 +299,10 @@ int Swap() {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_model).empty()) {
-    std::fprintf(stderr, "usage: serving_bench --model DIR [--streams 1,8,32,64] [--swap_rounds 4]\n");
+    std::fprintf(stderr, "usage: serving_bench --model DIR [--streams 1,8,32,64] [--swap_rounds 4] [--chat_users 32]\n");
     return 2;
   }
   if (absl::GetFlag(FLAGS_swap_rounds) > 0) return Swap();
+  if (absl::GetFlag(FLAGS_chat_users) > 0) return ChatWorkload();
   return Throughput();
 }

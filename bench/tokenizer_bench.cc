@@ -25,7 +25,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/tokenizer.h"
+#include "text/tokenizer.h"
 
 ABSL_FLAG(std::string, tokenizers, "", "comma-separated tokenizer folders");
 ABSL_FLAG(int, rounds, 3, "timed rounds; the best is reported");

@@ -31,7 +31,7 @@ AttentionGroup BuildGroup(const std::vector<BatchSequence>& sequences,
       dst_rows.push_back(first_row[members[s]] + i);
     }
     for (int64_t j = 0; j < context; ++j) {
-      k_slots[s * lk + j] = static_cast<int64_t>((*seq.block_table)[j / block_size]) * block_size +
+      k_slots[s * lk + j] = static_cast<int64_t>(seq.block_table[j / block_size]) * block_size +
                             j % block_size;
     }
   }
@@ -98,7 +98,7 @@ AttentionBatch BuildAttentionBatch(const std::vector<BatchSequence>& sequences, 
     first_row[i] = static_cast<int64_t>(positions.size());
     for (int64_t p = seq.num_computed; p < seq.num_computed + seq.num_new; ++p) {
       positions.push_back(p);
-      slots.push_back(static_cast<int64_t>((*seq.block_table)[p / block_size]) * block_size +
+      slots.push_back(static_cast<int64_t>(seq.block_table[p / block_size]) * block_size +
                       p % block_size);
     }
     (seq.num_new == 1 ? decodes : prefills).push_back(i);

@@ -221,7 +221,7 @@ class CudaForward final : public Forward {
       for (int64_t tokens = 16; tokens <= options_.warm_step_tokens; tokens *= 2) {
         std::vector<int32_t> table(BlocksFor(tokens), 0);
         ForwardBatch batch;
-        batch.sequences.push_back({0, tokens, &table});
+        batch.sequences.push_back({0, tokens, table});
         batch.token_ids.assign(tokens, 0);
         batch.logit_rows = {tokens - 1};
         (void)Run(batch);
@@ -283,7 +283,7 @@ class CudaForward final : public Forward {
         continue;
       }
       const BatchSequence& seq = batch.sequences[s];
-      const std::vector<int32_t>& table = *seq.block_table;
+      const absl::Span<const int32_t> table = seq.block_table;
       for (int64_t p = seq.num_computed; p < seq.num_computed + seq.num_new; ++p, ++row) {
         out.slots[row] = static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
         out.token_ids[row] = static_cast<int32_t>(batch.token_ids[row]);

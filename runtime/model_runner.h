@@ -2,10 +2,10 @@
 // (with a fake implementation) include only this.
 //
 // A sequence is a token list (prompt, then sampled tokens) plus its KV-cache
-// block table. Each Step processes, for every listed sequence, the next
-// `num_tokens` tokens not yet in the cache: a prompt chunk (prefill) or the one
-// token sampled last step (decode). When a step reaches the end of a
-// sequence's known tokens it samples the next token and appends it.
+// block table, both owned by the scheduler. Each Step processes, for every
+// listed sequence, the next `num_tokens` tokens not yet in the cache: a prompt
+// chunk (prefill) or the one token sampled last step (decode). When a step
+// reaches the end of a sequence's known tokens it samples the next token.
 #ifndef GANTRY_RUNTIME_MODEL_RUNNER_H_
 #define GANTRY_RUNTIME_MODEL_RUNNER_H_
 
@@ -77,18 +77,21 @@ struct ModelInfo {
   std::string execution;        // how steps run, e.g. "cuda kernels, CUDA graphs for decode batches up to 32"
 };
 
-struct SequenceSpec {
-  std::vector<int32_t> prompt;
-  // Tokens generated before (a preempted sequence being recomputed): they
-  // count as generated for penalties and positions, so sampling resumes
-  // exactly where it stopped.
-  std::vector<int32_t> generated;
-  SamplingParams sampling;
-};
-
-struct StepItem {
+// One sequence of a step. The scheduler owns the token history and the KV
+// block table (scheduler/kv_cache_manager.h); the runtime reads them for the
+// step's duration and keeps nothing of them.
+struct StepSequence {
+  // The runtime keeps a sequence's sampler state (penalty counts) under its
+  // id from its first step until ReleaseSequence.
   SequenceId id = 0;
-  int64_t num_tokens = 1;
+  absl::Span<const int32_t> tokens;  // prompt, then generated tokens: the whole history
+  int64_t num_prompt = 0;            // leading tokens of `tokens` that are the prompt
+  int64_t num_computed = 0;          // tokens whose keys and values are in the cache (a cached prefix too)
+  int64_t num_tokens = 1;            // tokens processed now: tokens[num_computed, num_computed + num_tokens)
+  // KV blocks of tokens [0, num_computed + num_tokens): token p lives in slot
+  // p % block_size of block block_table[p / block_size].
+  absl::Span<const int32_t> block_table;
+  const SamplingParams* sampling = nullptr;  // used when the step reaches the end of `tokens`
   bool return_logits = false;  // copy the raw logits of the last processed position
 };
 
@@ -99,15 +102,15 @@ struct TokenLogprob {
 
 struct SequenceStepResult {
   SequenceId id = 0;
-  bool sampled = false;  // false for a prompt chunk that did not reach the end
+  bool sampled = false;  // false for a prompt chunk that did not reach the end of its tokens
   int32_t token = -1;
   float logprob = 0.0f;                     // when params.logprobs
   std::vector<TokenLogprob> top_logprobs;   // params.top_logprobs entries, best first
-  std::vector<float> logits;                // when StepItem::return_logits
+  std::vector<float> logits;                // when StepSequence::return_logits
 };
 
 struct StepResult {
-  std::vector<SequenceStepResult> sequences;  // in the order of the StepItems
+  std::vector<SequenceStepResult> sequences;  // in the order of the step's sequences
 };
 
 // Not thread-safe: one caller (a model's scheduling loop) drives a runner.
@@ -117,24 +120,19 @@ class ModelRunner {
 
   virtual const ModelInfo& info() const = 0;
 
-  virtual absl::StatusOr<SequenceId> AddSequence(SequenceSpec spec) = 0;
-  // Frees the sequence's KV blocks. NOT_FOUND for an unknown id.
-  virtual absl::Status RemoveSequence(SequenceId id) = 0;
+  // Forgets the sampler state kept for `id` (no-op for an unknown id). The
+  // scheduler calls it when a sequence ends or is preempted: a sequence that
+  // comes back starts afresh from its tokens.
+  virtual void ReleaseSequence(SequenceId id) = 0;
 
-  // Tokens known for the sequence (prompt + generated) and how many of them
-  // are in the KV cache.
-  virtual absl::StatusOr<int64_t> NumTokens(SequenceId id) const = 0;
-  virtual absl::StatusOr<int64_t> NumComputed(SequenceId id) const = 0;
-
-  virtual int64_t FreeBlocks() const = 0;
-  // Blocks that processing `num_tokens` more tokens of `id` would take.
-  virtual absl::StatusOr<int64_t> BlocksNeeded(SequenceId id, int64_t num_tokens) const = 0;
-
-  // Runs one batched forward step. On error no sequence changes: its tokens
-  // are neither computed nor sampled, and the runner stays usable.
-  // RESOURCE_EXHAUSTED: not enough free KV blocks, or the device ran out of
-  // memory (the message names the step's size).
-  virtual absl::StatusOr<StepResult> Step(absl::Span<const StepItem> items) = 0;
+  // Runs one batched forward step: writes the keys and values of each
+  // sequence's new tokens into its blocks and, for each sequence whose step
+  // reaches the end of its tokens, samples the next token (the caller appends
+  // it). On error nothing is sampled and the runner stays usable; INVALID_ARGUMENT
+  // for a malformed step (block tables that do not cover the tokens, block ids
+  // outside the pool, token ids outside the vocabulary), RESOURCE_EXHAUSTED when the
+  // device ran out of memory (the message names the step's size).
+  virtual absl::StatusOr<StepResult> Step(absl::Span<const StepSequence> batch) = 0;
 };
 
 // CUDA devices usable by this build (0 with a CPU-only LibTorch or no driver).

@@ -25,7 +25,7 @@ void PenaltyState::Grow() {
   for (int64_t row = capacity - 1; row >= std::max<int64_t>(2, old_capacity); --row) free_rows_.push_back(row);
 }
 
-int64_t PenaltyState::Add(const std::vector<int32_t>& tokens, int64_t num_prompt) {
+int64_t PenaltyState::Add(absl::Span<const int32_t> tokens, int64_t num_prompt) {
   if (free_rows_.empty()) Grow();
   const int64_t row = free_rows_.back();
   free_rows_.pop_back();

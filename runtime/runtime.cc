@@ -14,21 +14,11 @@
 #include "runtime/internal/sampler.h"
 #include "runtime/internal/torch_util.h"
 #include "runtime/internal/weights.h"
-#include "runtime/kv_cache.h"
 #include "runtime/model_runner.h"
 
 namespace gantry::runtime {
 
 namespace {
-
-struct Sequence {
-  std::vector<int32_t> tokens;  // prompt, then generated
-  int64_t num_prompt = 0;
-  int64_t num_computed = 0;     // tokens whose keys/values are in the cache
-  std::vector<int32_t> block_table;
-  SamplingParams sampling;
-  int64_t penalty_row = 0;  // its PenaltyState row; 0 without penalties
-};
 
 bool HasPenalties(const SamplingParams& p) {
   return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
@@ -39,7 +29,7 @@ class TorchModelRunner final : public ModelRunner {
   TorchModelRunner(ModelInfo info, std::unique_ptr<LlamaModel> model, std::unique_ptr<Forward> forward,
                    at::Device device)
       : info_(std::move(info)), model_(std::move(model)), forward_(std::move(forward)), device_(device),
-        allocator_(info_.num_blocks), penalties_(info_.config.vocab_size, device) {}
+        penalties_(info_.config.vocab_size, device) {}
 
   ~TorchModelRunner() override {
     forward_.reset();
@@ -50,129 +40,54 @@ class TorchModelRunner final : public ModelRunner {
   const ModelInfo& info() const override { return info_; }
 
   // Samples once greedily and once with a temperature and filters, from a
-  // throw-away sequence: the sampling kernels load here, not in the first
-  // request. The sequence's block is free again afterwards.
+  // throw-away sequence in block 0: the sampling kernels load here, not in
+  // the first request.
   absl::Status WarmUpSampling() {
     SamplingParams filtered;
     filtered.top_k = 40;
     filtered.top_p = 0.9f;
+    const std::vector<int32_t> tokens = {0};
+    const std::vector<int32_t> table = {0};
     for (const SamplingParams& params : {SamplingParams{0.0f}, filtered}) {
-      auto id = AddSequence({{0}, {}, params});
-      if (!id.ok()) return id.status();
-      auto step = Step({StepItem{*id, 1}});
-      (void)RemoveSequence(*id);
+      StepSequence seq;
+      seq.tokens = tokens;
+      seq.num_prompt = 1;
+      seq.block_table = table;
+      seq.sampling = &params;
+      auto step = Step({seq});
       if (!step.ok()) return step.status();
     }
     return absl::OkStatus();
   }
 
-  absl::StatusOr<SequenceId> AddSequence(SequenceSpec spec) override {
-    if (spec.prompt.empty()) return absl::InvalidArgumentError("prompt is empty: at least one token is needed");
-    if (auto s = ValidateSamplingParams(spec.sampling, info_.config.vocab_size); !s.ok()) return s;
-    Sequence seq;
-    seq.num_prompt = static_cast<int64_t>(spec.prompt.size());
-    seq.tokens = std::move(spec.prompt);
-    seq.tokens.insert(seq.tokens.end(), spec.generated.begin(), spec.generated.end());
-    const int64_t vocab = info_.config.vocab_size;
-    for (size_t i = 0; i < seq.tokens.size(); ++i) {
-      if (seq.tokens[i] < 0 || seq.tokens[i] >= vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("token id ", seq.tokens[i], " at index ", i,
-                                                       " is outside the vocabulary [0, ", vocab, ")"));
-      }
-    }
-    if (static_cast<int64_t>(seq.tokens.size()) > info_.max_context) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence of ", seq.tokens.size(),
-                                                     " tokens exceeds the context of ",
-                                                     info_.max_context));
-    }
-    seq.sampling = spec.sampling;
-    if (HasPenalties(seq.sampling)) {
-      try {
-        seq.penalty_row = penalties_.Add(seq.tokens, seq.num_prompt);
-      } catch (const std::exception& e) {
-        return absl::ResourceExhaustedError(absl::StrCat("penalty state for a new sequence: ", e.what()));
-      }
-    }
-    SequenceId id = next_id_++;
-    sequences_.emplace(id, std::move(seq));
-    return id;
+  void ReleaseSequence(SequenceId id) override {
+    auto it = penalty_rows_.find(id);
+    if (it == penalty_rows_.end()) return;
+    penalties_.Remove(it->second);
+    penalty_rows_.erase(it);
   }
 
-  absl::Status RemoveSequence(SequenceId id) override {
-    auto it = sequences_.find(id);
-    if (it == sequences_.end()) return UnknownSequence(id);
-    allocator_.Free(&it->second.block_table);
-    if (it->second.penalty_row > 0) penalties_.Remove(it->second.penalty_row);
-    sequences_.erase(it);
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<int64_t> NumTokens(SequenceId id) const override {
-    auto it = sequences_.find(id);
-    if (it == sequences_.end()) return UnknownSequence(id);
-    return static_cast<int64_t>(it->second.tokens.size());
-  }
-
-  absl::StatusOr<int64_t> NumComputed(SequenceId id) const override {
-    auto it = sequences_.find(id);
-    if (it == sequences_.end()) return UnknownSequence(id);
-    return it->second.num_computed;
-  }
-
-  int64_t FreeBlocks() const override { return allocator_.num_free(); }
-
-  absl::StatusOr<int64_t> BlocksNeeded(SequenceId id, int64_t num_tokens) const override {
-    auto it = sequences_.find(id);
-    if (it == sequences_.end()) return UnknownSequence(id);
-    const Sequence& seq = it->second;
-    return std::max<int64_t>(0, BlocksForTokens(seq.num_computed + num_tokens, info_.block_size) -
-                                    static_cast<int64_t>(seq.block_table.size()));
-  }
-
-  absl::StatusOr<StepResult> Step(absl::Span<const StepItem> items) override {
-    if (items.empty()) return StepResult{};
-    // Validate everything before touching any state.
+  absl::StatusOr<StepResult> Step(absl::Span<const StepSequence> batch) override {
+    if (batch.empty()) return StepResult{};
+    // Check everything before touching any state. The request was validated
+    // where it entered (the engine); these checks guard the device's memory
+    // against a malformed step.
     std::set<SequenceId> seen;
-    int64_t blocks_needed = 0, total_tokens = 0;
-    for (const StepItem& item : items) {
-      auto it = sequences_.find(item.id);
-      if (it == sequences_.end()) return UnknownSequence(item.id);
-      if (!seen.insert(item.id).second) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", item.id, " is listed twice in one step"));
+    int64_t total_tokens = 0;
+    for (const StepSequence& seq : batch) {
+      if (auto status = CheckStepSequence(seq); !status.ok()) return status;
+      if (!seen.insert(seq.id).second) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, " is listed twice in one step"));
       }
-      const Sequence& seq = it->second;
-      const int64_t pending = static_cast<int64_t>(seq.tokens.size()) - seq.num_computed;
-      if (item.num_tokens < 1 || item.num_tokens > pending) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", item.id, ": num_tokens ",
-                                                       item.num_tokens, " must be in [1, ", pending,
-                                                       "] (tokens not yet computed)"));
-      }
-      if (seq.num_computed + item.num_tokens > info_.max_context) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", item.id, ": ",
-                                                       seq.num_computed + item.num_tokens,
-                                                       " tokens exceed the context of ", info_.max_context));
-      }
-      blocks_needed += *BlocksNeeded(item.id, item.num_tokens);
-      total_tokens += item.num_tokens;
+      total_tokens += seq.num_tokens;
     }
-    if (blocks_needed > allocator_.num_free()) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "KV cache: this step of ", items.size(), " sequences and ", total_tokens, " tokens needs ",
-          blocks_needed, " more blocks, ", allocator_.num_free(), " of ", info_.num_blocks, " free"));
-    }
-    for (const StepItem& item : items) {
-      Sequence& seq = sequences_.at(item.id);
-      // Cannot fail: the total was checked above.
-      (void)allocator_.Allocate(*BlocksNeeded(item.id, item.num_tokens), &seq.block_table);
-    }
-
     try {
-      return RunStep(items, total_tokens);
+      return RunStep(batch, total_tokens);
     } catch (const std::exception& e) {
       if (IsOutOfMemory(e)) {
         ReleaseCachedDeviceMemory();
         return absl::ResourceExhaustedError(absl::StrCat(
-            "out of device memory running a step of ", items.size(), " sequences and ", total_tokens,
+            "out of device memory running a step of ", batch.size(), " sequences and ", total_tokens,
             " tokens on ", info_.device, "; retry with fewer tokens"));
       }
       return absl::InternalError(absl::StrCat("forward step failed: ", e.what()));
@@ -180,30 +95,80 @@ class TorchModelRunner final : public ModelRunner {
   }
 
  private:
-  static absl::Status UnknownSequence(SequenceId id) {
-    return absl::NotFoundError(absl::StrCat("no sequence with id ", id));
+  absl::Status CheckStepSequence(const StepSequence& seq) const {
+    const int64_t known = static_cast<int64_t>(seq.tokens.size());
+    if (seq.num_computed < 0 || seq.num_tokens < 1 || seq.num_computed + seq.num_tokens > known) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": num_computed ", seq.num_computed,
+                                                     " + num_tokens ", seq.num_tokens, " must be within its ",
+                                                     known, " tokens, with num_tokens >= 1"));
+    }
+    if (seq.num_prompt < 1 || seq.num_prompt > known) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": num_prompt ", seq.num_prompt,
+                                                     " must be in [1, ", known, "]"));
+    }
+    const int64_t end = seq.num_computed + seq.num_tokens;
+    if (end > info_.max_context) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": ", end,
+                                                     " tokens exceed the context of ", info_.max_context));
+    }
+    const int64_t blocks = (end + info_.block_size - 1) / info_.block_size;
+    if (static_cast<int64_t>(seq.block_table.size()) < blocks) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": block table of ",
+                                                     seq.block_table.size(), " blocks cannot hold ", end,
+                                                     " tokens (", blocks, " blocks of ", info_.block_size, ")"));
+    }
+    for (int64_t j = 0; j < blocks; ++j) {
+      if (seq.block_table[j] < 0 || seq.block_table[j] >= info_.num_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": block id ", seq.block_table[j],
+                                                       " at index ", j, " is outside the pool [0, ",
+                                                       info_.num_blocks, ")"));
+      }
+    }
+    const int64_t vocab = info_.config.vocab_size;
+    for (int64_t p = seq.num_computed; p < end; ++p) {
+      if (seq.tokens[p] < 0 || seq.tokens[p] >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": token id ", seq.tokens[p],
+                                                       " at index ", p, " is outside the vocabulary [0, ",
+                                                       vocab, ")"));
+      }
+    }
+    if (end == known && seq.sampling == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, " samples this step but has no sampling parameters"));
+    }
+    return absl::OkStatus();
   }
 
-  absl::StatusOr<StepResult> RunStep(absl::Span<const StepItem> items, int64_t total_tokens) {
+  // The sequence's PenaltyState row (filled from its tokens on first use), or
+  // 0 when it has no penalties.
+  int64_t PenaltyRow(const StepSequence& seq) {
+    if (!HasPenalties(*seq.sampling)) return 0;
+    auto it = penalty_rows_.find(seq.id);
+    if (it != penalty_rows_.end()) return it->second;
+    const int64_t row = penalties_.Add(seq.tokens, seq.num_prompt);
+    penalty_rows_.emplace(seq.id, row);
+    return row;
+  }
+
+  absl::StatusOr<StepResult> RunStep(absl::Span<const StepSequence> batch_seqs, int64_t total_tokens) {
     c10::InferenceMode guard;
     ForwardBatch batch;
-    std::vector<int64_t> sample_rows;  // rows of the logits that sample, in item order
+    std::vector<int64_t> sample_rows;  // rows of the logits that sample, in sequence order
     std::vector<SamplerRow> sampler_rows;
-    std::vector<int> row_of_item(items.size(), -1);
+    std::vector<int> row_of_item(batch_seqs.size(), -1);
     batch.token_ids.reserve(total_tokens);
-    for (size_t i = 0; i < items.size(); ++i) {
-      const Sequence& seq = sequences_.at(items[i].id);
-      batch.sequences.push_back({seq.num_computed, items[i].num_tokens, &seq.block_table});
-      for (int64_t t = 0; t < items[i].num_tokens; ++t) batch.token_ids.push_back(seq.tokens[seq.num_computed + t]);
-      const bool reaches_end =
-          seq.num_computed + items[i].num_tokens == static_cast<int64_t>(seq.tokens.size());
-      if (reaches_end || items[i].return_logits) {
+    for (size_t i = 0; i < batch_seqs.size(); ++i) {
+      const StepSequence& seq = batch_seqs[i];
+      batch.sequences.push_back({seq.num_computed, seq.num_tokens, seq.block_table});
+      for (int64_t t = 0; t < seq.num_tokens; ++t) batch.token_ids.push_back(seq.tokens[seq.num_computed + t]);
+      const int64_t known = static_cast<int64_t>(seq.tokens.size());
+      const bool reaches_end = seq.num_computed + seq.num_tokens == known;
+      if (reaches_end || seq.return_logits) {
         row_of_item[i] = static_cast<int>(batch.logit_rows.size());
         batch.logit_rows.push_back(static_cast<int64_t>(batch.token_ids.size()) - 1);
       }
       if (reaches_end) {
         sample_rows.push_back(row_of_item[i]);
-        sampler_rows.push_back({&seq.sampling, static_cast<int64_t>(seq.tokens.size()), seq.penalty_row});
+        sampler_rows.push_back({seq.sampling, known, PenaltyRow(seq)});
       }
     }
     Sampler sampler(sampler_rows, info_.config.vocab_size, device_, &penalties_);
@@ -221,26 +186,23 @@ class TorchModelRunner final : public ModelRunner {
     }
     at::Tensor host_logits;
     bool any_logits = false;
-    for (const StepItem& item : items) any_logits |= item.return_logits;
+    for (const StepSequence& seq : batch_seqs) any_logits |= seq.return_logits;
     if (any_logits) host_logits = logits.to(at::kCPU).contiguous();
 
-    // Commit: nothing above changed a sequence.
     StepResult result;
     size_t next_sample = 0;
-    for (size_t i = 0; i < items.size(); ++i) {
-      Sequence& seq = sequences_.at(items[i].id);
+    for (size_t i = 0; i < batch_seqs.size(); ++i) {
+      const StepSequence& seq = batch_seqs[i];
       SequenceStepResult out;
-      out.id = items[i].id;
-      seq.num_computed += items[i].num_tokens;
-      if (seq.num_computed == static_cast<int64_t>(seq.tokens.size())) {
+      out.id = seq.id;
+      if (seq.num_computed + seq.num_tokens == static_cast<int64_t>(seq.tokens.size())) {
         SampledToken& token = sampled[next_sample++];
         out.sampled = true;
         out.token = token.token;
         out.logprob = token.logprob;
         out.top_logprobs = std::move(token.top_logprobs);
-        seq.tokens.push_back(token.token);
       }
-      if (items[i].return_logits) {
+      if (seq.return_logits) {
         const float* row = host_logits.data_ptr<float>() + row_of_item[i] * host_logits.size(1);
         out.logits.assign(row, row + host_logits.size(1));
       }
@@ -253,10 +215,8 @@ class TorchModelRunner final : public ModelRunner {
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<Forward> forward_;  // runs model_'s forward passes
   at::Device device_;
-  BlockAllocator allocator_;
   PenaltyState penalties_;
-  std::map<SequenceId, Sequence> sequences_;
-  SequenceId next_id_ = 1;
+  std::map<SequenceId, int64_t> penalty_rows_;  // PenaltyState rows of sequences with penalties
 };
 
 absl::StatusOr<at::ScalarType> ResolveDtype(const LoadOptions& options, const ModelConfig& config,

@@ -5,8 +5,9 @@
 namespace gantry::scheduler {
 
 StepPlan PlanStep(const std::vector<RunningSequence>& running, const std::vector<WaitingSequence>& waiting,
-                  int64_t free_blocks, const PlannerLimits& limits) {
+                  const KvCacheManager& kv, const PlannerLimits& limits) {
   StepPlan plan;
+  int64_t free_blocks = kv.NumFreeBlocks();
   int64_t budget = limits.max_step_tokens;
   // Sequences still in the batch; the newest sit at the back and go first
   // when blocks run short.
@@ -20,14 +21,14 @@ StepPlan PlanStep(const std::vector<RunningSequence>& running, const std::vector
       ++next;
       continue;
     }
-    const int64_t need = std::max<int64_t>(0, BlocksFor(seq.num_computed + tokens, limits.block_size) - seq.blocks_held);
+    const int64_t need = kv.BlocksToGrow(seq.key, seq.num_computed + tokens);
     if (need > free_blocks) {
       // Free the newest running sequence's blocks: it sits at or after
       // `next`, so it has not been scheduled; it may be this one.
       const RunningSequence* victim = active.back();
       active.pop_back();
       plan.preempted.push_back(victim->key);
-      free_blocks += victim->blocks_held;
+      free_blocks += kv.BlocksFreedByRelease(victim->key);
       continue;  // retry this sequence, unless it was the victim
     }
     free_blocks -= need;
@@ -39,8 +40,8 @@ StepPlan PlanStep(const std::vector<RunningSequence>& running, const std::vector
   if (plan.preempted.empty()) {
     for (const auto& w : waiting) {
       if (batch >= limits.max_batch || budget <= 0) break;
-      const int64_t tokens = std::min(w.num_pending, budget);
-      const int64_t need = BlocksFor(tokens, limits.block_size);
+      const int64_t tokens = std::min(w.num_tokens - w.cached.num_tokens, budget);
+      const int64_t need = kv.BlocksToStart(w.cached, w.cached.num_tokens + tokens);
       if (need > free_blocks) break;  // first come, first served: no overtaking
       free_blocks -= need;
       budget -= tokens;

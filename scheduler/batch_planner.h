@@ -1,36 +1,39 @@
 // One continuous-batching decision as a pure function, as TensorRT-LLM's
 // capacity scheduler and vLLM's SchedulerOutput: from the running and waiting
-// sequences and the free KV blocks to the tokens each sequence processes this
-// step, which waiting requests join, and which running ones are preempted.
+// sequences and the KV cache's state to the tokens each sequence processes
+// this step, which waiting requests join, and which running ones are
+// preempted. Block arithmetic is the KV cache manager's: the planner only
+// asks it what each choice costs.
 #ifndef GANTRY_SCHEDULER_BATCH_PLANNER_H_
 #define GANTRY_SCHEDULER_BATCH_PLANNER_H_
 
 #include <cstdint>
 #include <vector>
 
+#include "scheduler/kv_cache_manager.h"
+
 namespace gantry::scheduler {
 
 struct PlannerLimits {
   int64_t max_batch = 32;         // sequences in one step
   int64_t max_step_tokens = 2048; // tokens in one step (prompt chunks and decodes)
-  int64_t block_size = 16;        // tokens per KV block
 };
 
 struct RunningSequence {
   int64_t key = 0;
   int64_t num_computed = 0;  // tokens in the KV cache
   int64_t num_pending = 0;   // tokens known but not computed (1 when decoding)
-  int64_t blocks_held = 0;
 };
 
 struct WaitingSequence {
   int64_t key = 0;
-  int64_t num_pending = 0;  // its whole prompt (and, after preemption, its generated tokens)
+  int64_t num_tokens = 0;  // its whole prompt (and, after preemption, its generated tokens)
+  PrefixHit cached;        // what the KV cache already holds of them
 };
 
 struct ScheduledSequence {
   int64_t key = 0;
-  int64_t num_tokens = 0;
+  int64_t num_tokens = 0;  // tokens computed this step (after the cached prefix, for one just admitted)
 };
 
 struct StepPlan {
@@ -44,9 +47,7 @@ struct StepPlan {
 // ones are preempted (never failed). Waiting ones are admitted first come,
 // first served: admission stops at the first that does not fit.
 StepPlan PlanStep(const std::vector<RunningSequence>& running, const std::vector<WaitingSequence>& waiting,
-                  int64_t free_blocks, const PlannerLimits& limits);
-
-inline int64_t BlocksFor(int64_t tokens, int64_t block_size) { return (tokens + block_size - 1) / block_size; }
+                  const KvCacheManager& kv, const PlannerLimits& limits);
 
 }  // namespace gantry::scheduler
 

@@ -3,12 +3,19 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "scheduler/error_reason.h"
+#include "scheduler/runner_session.h"
 
 namespace gantry::scheduler {
 
 ModelEngine::ModelEngine(std::string name, LoadedModel model, EngineOptions options, const Clock* clock,
                          SchedulerObserver* observer)
-    : name_(std::move(name)), model_(std::move(model)), options_(options), clock_(clock), observer_(observer) {
+    : name_(std::move(name)),
+      model_(std::move(model)),
+      options_(options),
+      clock_(clock),
+      observer_(observer),
+      kv_(info().num_blocks, info().block_size, options.prefix_caching) {
   if (model_.tokenizer && !model_.tokenizer->eos_ids().empty()) {
     eos_ids_ = model_.tokenizer->eos_ids();
   } else {
@@ -22,32 +29,49 @@ ModelEngine::~ModelEngine() { Stop(absl::ZeroDuration()); }
 absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationRequest request) {
   const int64_t context = info().max_context;
   const int64_t prompt = static_cast<int64_t>(request.prompt.size());
-  if (prompt == 0) return absl::InvalidArgumentError("prompt is empty: at least one token is needed");
+  if (prompt == 0) {
+    return WithReason(absl::InvalidArgumentError("prompt is empty: at least one token is needed"),
+                      ErrorReason::kInvalidRequest);
+  }
   const int64_t vocab = info().config.vocab_size;
   for (size_t i = 0; i < request.prompt.size(); ++i) {
     if (request.prompt[i] < 0 || request.prompt[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", request.prompt[i], " at index ", i,
-                                                     " is outside the vocabulary [0, ", vocab, ")"));
+      return WithReason(absl::InvalidArgumentError(absl::StrCat("prompt token id ", request.prompt[i], " at index ",
+                                                                i, " is outside the vocabulary [0, ", vocab, ")")),
+                        ErrorReason::kInvalidRequest);
     }
   }
   if (prompt >= context) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt, " tokens leaves no room in the context of ",
-                                                   context, " tokens of model ", name_));
+    return WithReason(absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt,
+                                                              " tokens leaves no room in the context of ", context,
+                                                              " tokens of model ", name_)),
+                      ErrorReason::kContextLength);
   }
-  if (request.max_tokens < 0) return absl::InvalidArgumentError("max_tokens must be >= 1");
+  if (request.max_tokens < 0) {
+    return WithReason(absl::InvalidArgumentError("max_tokens must be >= 1"), ErrorReason::kInvalidRequest);
+  }
   if (request.max_tokens == 0) request.max_tokens = context - prompt;
   if (prompt + request.max_tokens > context) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt, " tokens plus max_tokens ", request.max_tokens,
-                                                   " exceeds the context of ", context, " tokens of model ", name_));
+    return WithReason(absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt, " tokens plus max_tokens ",
+                                                              request.max_tokens, " exceeds the context of ", context,
+                                                              " tokens of model ", name_)),
+                      ErrorReason::kContextLength);
   }
-  const int64_t blocks = BlocksFor(prompt + request.max_tokens, info().block_size);
-  if (blocks > info().num_blocks) {
-    return absl::ResourceExhaustedError(absl::StrCat("prompt plus max_tokens needs ", blocks, " KV blocks; model ",
-                                                     name_, " has ", info().num_blocks, " in all"));
+  const int64_t blocks = BlocksFor(prompt + request.max_tokens, kv_.block_size());
+  if (blocks > kv_.num_blocks()) {
+    return WithReason(absl::ResourceExhaustedError(absl::StrCat("prompt plus max_tokens needs ", blocks,
+                                                                " KV blocks; model ", name_, " has ",
+                                                                kv_.num_blocks(), " in all")),
+                      ErrorReason::kKvCapacity);
   }
-  if (auto s = runtime::ValidateSamplingParams(request.sampling, vocab); !s.ok()) return s;
+  if (auto s = runtime::ValidateSamplingParams(request.sampling, vocab); !s.ok()) {
+    return WithReason(s, ErrorReason::kInvalidRequest);
+  }
 
   auto active = std::make_unique<Active>();
+  active->tokens = std::move(request.prompt);
+  request.prompt.clear();
+  active->num_prompt = prompt;
   active->request = std::move(request);
   active->stream = std::make_shared<RequestStream>();
   active->arrival = clock_->Now();
@@ -58,10 +82,14 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationReq
   std::shared_ptr<RequestStream> stream = active->stream;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!accepting_) return absl::UnavailableError(absl::StrCat("model ", name_, " is shutting down"));
+    if (!accepting_) {
+      return WithReason(absl::UnavailableError(absl::StrCat("model ", name_, " is shutting down")),
+                        ErrorReason::kShuttingDown);
+    }
     if (stats_.waiting >= options_.max_queue) {  // counts incoming_ too
-      return absl::ResourceExhaustedError(absl::StrCat("queue of model ", name_, " is full (", options_.max_queue,
-                                                       " waiting requests)"));
+      return WithReason(absl::ResourceExhaustedError(absl::StrCat("queue of model ", name_, " is full (",
+                                                                  options_.max_queue, " waiting requests)")),
+                        ErrorReason::kQueueFull);
     }
     active->key = next_key_++;
     incoming_.push_back(std::move(active));
@@ -72,10 +100,11 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationReq
 }
 
 void ModelEngine::Release(Active& active) {
-  if (active.sequence >= 0) {
-    (void)model_.runner->RemoveSequence(active.sequence);
-    active.sequence = -1;
-  }
+  if (!active.holds_blocks) return;
+  kv_.Release(active.key);
+  model_.runner->ReleaseSequence(active.key);
+  active.holds_blocks = false;
+  active.num_computed = 0;
 }
 
 void ModelEngine::Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event) {
@@ -84,8 +113,9 @@ void ModelEngine::Finish(Active& active, FinishReason reason, std::string stop_r
   }
   event->reason = reason;
   event->stop_reason = std::move(stop_reason);
-  event->usage.prompt_tokens = static_cast<int64_t>(active.request.prompt.size());
-  event->usage.completion_tokens = static_cast<int64_t>(active.generated.size());
+  event->usage.prompt_tokens = active.num_prompt;
+  event->usage.cached_prompt_tokens = active.cached_prompt_tokens;
+  event->usage.completion_tokens = active.num_generated();
   if (active.first_scheduled) event->usage.queue_seconds = absl::ToDoubleSeconds(*active.first_scheduled - active.arrival);
   if (active.first_token) {
     event->usage.time_to_first_token_seconds = absl::ToDoubleSeconds(*active.first_token - active.arrival);
@@ -95,7 +125,7 @@ void ModelEngine::Finish(Active& active, FinishReason reason, std::string stop_r
 
 bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event) {
   const int32_t token = result.token;
-  active.generated.push_back(token);
+  active.tokens.push_back(token);
   if (!active.first_token) active.first_token = clock_->Now();
   event->tokens.push_back({token, result.logprob, result.top_logprobs});
   const auto& request = active.request;
@@ -114,8 +144,8 @@ bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& res
       return true;
     }
   }
-  const int64_t total = static_cast<int64_t>(request.prompt.size() + active.generated.size());
-  if (static_cast<int64_t>(active.generated.size()) >= request.max_tokens || total >= info().max_context) {
+  const int64_t total = static_cast<int64_t>(active.tokens.size());
+  if (active.num_generated() >= request.max_tokens || total >= info().max_context) {
     Finish(active, FinishReason::kLength, "", event);
     return true;
   }
@@ -170,19 +200,20 @@ bool ModelEngine::StepOnce() {
   drop_cancelled(waiting_);
   drop_cancelled(running_);
 
-  const int64_t block_size = info().block_size;
   std::vector<RunningSequence> running;
   for (const auto& a : running_) {
-    const int64_t computed = *model_.runner->NumComputed(a->sequence);
-    const int64_t pending = *model_.runner->NumTokens(a->sequence) - computed;
-    running.push_back({a->key, computed, pending, BlocksFor(computed, block_size)});
+    running.push_back({a->key, a->num_computed, static_cast<int64_t>(a->tokens.size()) - a->num_computed});
   }
+  // Only as many waiting requests as the batch has room for can start; only
+  // they are looked up in the prefix cache.
   std::vector<WaitingSequence> waiting;
-  for (const auto& a : waiting_) {
-    waiting.push_back({a->key, static_cast<int64_t>(a->request.prompt.size() + a->generated.size())});
+  const size_t slots = static_cast<size_t>(std::max<int64_t>(0, options_.max_batch - static_cast<int64_t>(running_.size())));
+  for (size_t i = 0; i < waiting_.size() && i < slots; ++i) {
+    const Active& a = *waiting_[i];
+    waiting.push_back({a.key, static_cast<int64_t>(a.tokens.size()), kv_.FindCachedPrefix(a.tokens)});
   }
-  PlannerLimits limits{options_.max_batch, options_.max_step_tokens, block_size};
-  StepPlan plan = PlanStep(running, waiting, model_.runner->FreeBlocks(), limits);
+  PlannerLimits limits{options_.max_batch, options_.max_step_tokens};
+  StepPlan plan = PlanStep(running, waiting, kv_, limits);
 
   // Preempted: drop their cache, back to the queue in arrival order.
   for (int64_t key : plan.preempted) {
@@ -192,32 +223,48 @@ bool ModelEngine::StepOnce() {
     waiting_.insert(pos, std::move(*it));
     running_.erase(it);
   }
-  // Admitted: their sequences start (a recomputed one with its tokens so far).
+  // Admitted: they start on their cached prefix (a recomputed one with its
+  // tokens so far). Before any sequence grows, so the blocks they share
+  // cannot be evicted under them.
+  int64_t query_tokens = 0, hit_tokens = 0;
   for (int64_t key : plan.admitted) {
     auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& a) { return a->key == key; });
     Active& a = **it;
-    auto id = model_.runner->AddSequence({a.request.prompt, a.generated, a.request.sampling});
-    if (!id.ok()) {
-      StreamEvent event;
-      event.error = id.status();
-      outbox.Add(a.stream, std::move(event));
-      waiting_.erase(it);
-      continue;
+    const PrefixHit hit = kv_.Start(a.key, a.tokens);
+    if (kv_.prefix_caching()) {
+      query_tokens += static_cast<int64_t>(a.tokens.size());
+      hit_tokens += hit.num_tokens;
     }
-    a.sequence = *id;
-    if (!a.first_scheduled) a.first_scheduled = clock_->Now();
+    a.holds_blocks = true;
+    a.num_computed = hit.num_tokens;
+    if (!a.first_scheduled) {
+      a.first_scheduled = clock_->Now();
+      a.cached_prompt_tokens = hit.num_tokens;
+    }
     auto pos = std::find_if(running_.begin(), running_.end(), [&](const auto& r) { return r->key > key; });
     running_.insert(pos, std::move(*it));
     waiting_.erase(it);
   }
 
-  std::vector<runtime::StepItem> items;
+  std::vector<runtime::StepSequence> items;
   std::vector<Active*> scheduled;
+  std::vector<int64_t> finished;
   for (const auto& s : plan.scheduled) {
     auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& a) { return a->key == s.key; });
-    if (it == running_.end()) continue;  // admission failed above
-    items.push_back({(*it)->sequence, s.num_tokens, false});
-    scheduled.push_back(it->get());
+    Active& a = **it;
+    if (auto grown = kv_.Grow(a.key, a.num_computed + s.num_tokens); !grown.ok()) {
+      // The planner counted these blocks free: a bookkeeping bug, not the
+      // client's. The request fails; the rest go on.
+      StreamEvent event;
+      event.error = absl::InternalError(absl::StrCat("planned step does not fit the KV cache: ", grown.message()));
+      Release(a);
+      outbox.Add(a.stream, std::move(event));
+      finished.push_back(a.key);
+      continue;
+    }
+    items.push_back(
+        MakeStepSequence(kv_, a.key, a.tokens, a.num_prompt, a.num_computed, s.num_tokens, &a.request.sampling));
+    scheduled.push_back(&a);
   }
   if (plan.preempted.size() > 0) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -229,47 +276,57 @@ bool ModelEngine::StepOnce() {
     StepReport report;
     report.sequences = static_cast<int64_t>(items.size());
     for (size_t i = 0; i < items.size(); ++i) {
-      const bool decode = items[i].num_tokens == 1 && !scheduled[i]->generated.empty();
+      const bool decode = items[i].num_tokens == 1 && scheduled[i]->num_generated() > 0;
       (decode ? report.decode_tokens : report.prompt_tokens) += items[i].num_tokens;
     }
     report.preempted = static_cast<int64_t>(plan.preempted.size());
+    report.prefix_query_tokens = query_tokens;
+    report.prefix_hit_tokens = hit_tokens;
     report.duration = duration;
     observer_->OnStep(name_, report);
   };
+  auto drop_finished = [&] {
+    running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                  [&](const auto& a) {
+                                    return std::count(finished.begin(), finished.end(), a->key) > 0;
+                                  }),
+                   running_.end());
+  };
   if (items.empty()) {
     report_step(absl::ZeroDuration());
+    drop_finished();
     RefreshStats();
-    return !plan.preempted.empty();
+    return !plan.preempted.empty() || !finished.empty();
   }
 
   const absl::Time step_start = absl::Now();
   auto result = model_.runner->Step(items);
   report_step(absl::Now() - step_start);
-  std::vector<int64_t> finished;
   if (!result.ok()) {
     // The step's requests fail with the runtime's error; the rest carry on.
+    const absl::Status error = result.status().code() == absl::StatusCode::kResourceExhausted
+                                   ? WithReason(result.status(), ErrorReason::kDeviceMemory)
+                                   : result.status();
     for (Active* a : scheduled) {
       StreamEvent event;
-      event.error = result.status();
+      event.error = error;
       Release(*a);
       outbox.Add(a->stream, std::move(event));
       finished.push_back(a->key);
     }
   } else {
     for (size_t i = 0; i < scheduled.size(); ++i) {
+      Active& a = *scheduled[i];
+      a.num_computed += items[i].num_tokens;
+      kv_.CacheComputedBlocks(a.key, a.tokens, a.num_computed);
       const runtime::SequenceStepResult& r = result->sequences[i];
       if (!r.sampled) continue;  // a prompt chunk that did not reach the end
-      Active& a = *scheduled[i];
       StreamEvent event;
       if (OnToken(a, r, &event)) finished.push_back(a.key);
       outbox.Add(a.stream, std::move(event));
     }
   }
-  running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                [&](const auto& a) {
-                                  return std::count(finished.begin(), finished.end(), a->key) > 0;
-                                }),
-                 running_.end());
+  drop_finished();
   RefreshStats();
   return true;
 }
@@ -278,8 +335,12 @@ void ModelEngine::RefreshStats() {
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.running = static_cast<int64_t>(running_.size());
   stats_.waiting = static_cast<int64_t>(waiting_.size() + incoming_.size());
-  stats_.blocks_total = info().num_blocks;
-  stats_.blocks_free = model_.runner->FreeBlocks();
+  const KvCacheStats kv = kv_.Stats();
+  stats_.blocks_total = kv.num_blocks;
+  stats_.blocks_free = kv.free_blocks;
+  stats_.cached_blocks = kv.cached_blocks;
+  stats_.prefix_query_tokens = kv.query_tokens;
+  stats_.prefix_hit_tokens = kv.hit_tokens;
   if (!HasWorkLocked()) idle_.notify_all();
 }
 

@@ -19,11 +19,12 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "runtime/model_runner.h"
-#include "runtime/text/chat_template.h"
-#include "runtime/text/stream_decoder.h"
-#include "runtime/text/tokenizer.h"
+#include "text/chat_template.h"
+#include "text/stream_decoder.h"
+#include "text/tokenizer.h"
 #include "scheduler/batch_planner.h"
 #include "scheduler/clock.h"
+#include "scheduler/kv_cache_manager.h"
 #include "scheduler/observer.h"
 #include "scheduler/request_stream.h"
 
@@ -43,6 +44,9 @@ struct EngineOptions {
   int64_t max_batch = 32;         // sequences per step
   int64_t max_step_tokens = 2048; // tokens per step; longer prompts are chunked
   int64_t max_queue = 256;        // waiting requests before RESOURCE_EXHAUSTED
+  // Automatic prefix caching: a request reuses the KV blocks of the longest
+  // prefix an earlier request computed (kv_cache_manager.h).
+  bool prefix_caching = true;
 };
 
 struct EngineStats {
@@ -51,6 +55,9 @@ struct EngineStats {
   int64_t blocks_total = 0;
   int64_t blocks_free = 0;
   int64_t preemptions = 0;
+  int64_t prefix_query_tokens = 0;  // prompt tokens looked up in the prefix cache
+  int64_t prefix_hit_tokens = 0;    // of those, tokens found cached (not computed again)
+  int64_t cached_blocks = 0;        // blocks holding a reusable prefix
 };
 
 // The model a engine serves: the runner plus, when the folder has them, its
@@ -92,12 +99,18 @@ class ModelEngine {
   const text::ChatTemplate* chat_template() const { return model_.chat_template.get(); }
 
  private:
+  // A request from submission to its end. `key` is also its sequence id in
+  // the KV cache manager and the runner.
   struct Active {
     int64_t key = 0;
-    GenerationRequest request;
+    GenerationRequest request;  // its prompt moved into `tokens`
     std::shared_ptr<RequestStream> stream;
-    runtime::SequenceId sequence = -1;  // -1 while waiting
-    std::vector<int32_t> generated;
+    std::vector<int32_t> tokens;  // prompt, then generated: the request's one token history
+    int64_t num_prompt = 0;
+    int64_t num_computed = 0;  // tokens in the KV cache; 0 while waiting
+    int64_t cached_prompt_tokens = 0;  // prompt tokens the prefix cache held at its first admission
+    bool holds_blocks = false;
+    int64_t num_generated() const { return static_cast<int64_t>(tokens.size()) - num_prompt; }
     std::unique_ptr<text::StreamDecoder> decoder;
     absl::Time arrival;
     std::optional<absl::Time> first_scheduled, first_token;
@@ -118,6 +131,7 @@ class ModelEngine {
   const Clock* clock_;
   SchedulerObserver* const observer_;
   std::vector<int32_t> eos_ids_;
+  KvCacheManager kv_;  // owned by the stepping thread
 
   mutable std::mutex mutex_;  // guards incoming_, stats_, accepting_, stopping_, cancel_all_
   std::condition_variable work_;

@@ -1,5 +1,7 @@
 #include "scheduler/model_registry.h"
 
+#include "scheduler/error_reason.h"
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -152,14 +154,17 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   std::unique_lock<std::mutex> lock(mutex_);
   Entry* entry = Find(name);
   if (entry == nullptr) {
-    return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue"));
+    return WithReason(absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue")),
+                      ErrorReason::kModelNotFound);
   }
   while (true) {
     // Wait out a load or unload in progress: one load however many callers.
     changed_.wait(lock, [&] {
       return shut_down_ || (entry->state != ModelState::kLoading && entry->state != ModelState::kUnloading);
     });
-    if (shut_down_) return absl::UnavailableError("the server is shutting down");
+    if (shut_down_) {
+      return WithReason(absl::UnavailableError("the server is shutting down"), ErrorReason::kShuttingDown);
+    }
     if (entry->state == ModelState::kReady) {
       entry->leases += 1;
       entry->last_used = clock_->Now();
@@ -178,7 +183,9 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
         lock.unlock();
         if (observer) observer->OnLoad(name, absl::ZeroDuration(), false);
         Notify(name, ModelState::kFailed);
-        return absl::UnavailableError(absl::StrCat("model \"", name, "\" failed to load: ", cost.status().message()));
+        return WithReason(absl::UnavailableError(
+                              absl::StrCat("model \"", name, "\" failed to load: ", cost.status().message())),
+                          ErrorReason::kModelLoadFailed);
       }
       entry->cost = *cost;
       continue;  // the state may have moved while unlocked
@@ -214,11 +221,12 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
       const uint64_t used = UsedLocked(device, entry);
       entry->state = previous;
       changed_.notify_all();
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "model \"", name, "\" needs ", *entry->cost, " bytes on ", device, " but ",
-          budget->second - std::min(budget->second, used), " of ", budget->second,
-          " bytes are free; no idle model can be unloaded to make room (loaded: ",
-          holders.empty() ? "none" : absl::StrJoin(holders, ", "), ")"));
+      return WithReason(absl::ResourceExhaustedError(absl::StrCat(
+                            "model \"", name, "\" needs ", *entry->cost, " bytes on ", device, " but ",
+                            budget->second - std::min(budget->second, used), " of ", budget->second,
+                            " bytes are free; no idle model can be unloaded to make room (loaded: ",
+                            holders.empty() ? "none" : absl::StrJoin(holders, ", "), ")")),
+                        ErrorReason::kMemoryBudget);
     }
     counters_.evictions_memory += 1;
     UnloadLocked(lock, *victim, absl::ZeroDuration(), UnloadReason::kMemory);
@@ -241,7 +249,9 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
     changed_.notify_all();
     lock.unlock();
     Notify(name, ModelState::kFailed);
-    return absl::UnavailableError(absl::StrCat("model \"", name, "\" failed to load: ", loaded.status().message()));
+    return WithReason(
+        absl::UnavailableError(absl::StrCat("model \"", name, "\" failed to load: ", loaded.status().message())),
+        ErrorReason::kModelLoadFailed);
   }
   counters_.loads += 1;
   entry->engine = std::make_shared<ModelEngine>(name, *std::move(loaded), spec.engine, clock_, observer);
@@ -268,7 +278,8 @@ void ModelRegistry::Release(const std::string& name, uint64_t generation) {
 absl::Status ModelRegistry::Unload(const std::string& name, bool force) {
   std::unique_lock<std::mutex> lock(mutex_);
   Entry* entry = Find(name);
-  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue"));
+  if (entry == nullptr) return WithReason(absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue")),
+                      ErrorReason::kModelNotFound);
   changed_.wait(lock, [&] { return entry->state != ModelState::kLoading && entry->state != ModelState::kUnloading; });
   if (entry->state != ModelState::kReady) return absl::OkStatus();
   counters_.unloads += 1;
@@ -308,7 +319,8 @@ void ModelRegistry::StartIdleMonitor(absl::Duration period) {
 absl::StatusOr<ModelSnapshot> ModelRegistry::Get(const std::string& name) const {
   std::lock_guard<std::mutex> lock(mutex_);
   const Entry* entry = Find(name);
-  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue"));
+  if (entry == nullptr) return WithReason(absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue")),
+                      ErrorReason::kModelNotFound);
   ModelSnapshot snapshot;
   snapshot.spec = entry->spec;
   snapshot.state = entry->state;

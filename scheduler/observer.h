@@ -24,6 +24,8 @@ struct StepReport {
   int64_t prompt_tokens = 0;   // prompt (or recomputed) tokens processed
   int64_t decode_tokens = 0;   // single-token decodes
   int64_t preempted = 0;       // sequences preempted before the step
+  int64_t prefix_query_tokens = 0;  // tokens of sequences started this step, looked up in the prefix cache
+  int64_t prefix_hit_tokens = 0;    // of those, tokens found cached
   absl::Duration duration;     // the runtime's Step call
 };
 

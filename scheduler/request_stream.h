@@ -21,6 +21,7 @@ enum class FinishReason { kNone, kStop, kLength, kCancelled };
 
 struct Usage {
   int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;  // of the prompt tokens, those the prefix cache held
   int64_t completion_tokens = 0;
   double queue_seconds = 0;
   double time_to_first_token_seconds = 0;

@@ -57,6 +57,7 @@ class Checker {
     if (auto s = ReadPositive(map, "max_batch", &spec->engine.max_batch); !s.ok()) return s;
     if (auto s = ReadPositive(map, "max_step_tokens", &spec->engine.max_step_tokens); !s.ok()) return s;
     if (auto s = ReadPositive(map, "max_queue", &spec->engine.max_queue); !s.ok()) return s;
+    if (auto s = Read(map, "prefix_caching", &spec->engine.prefix_caching, "true or false"); !s.ok()) return s;
     int64_t kv_mib = static_cast<int64_t>(spec->kv_cache_bytes >> 20);
     if (auto s = ReadPositive(map, "kv_cache_mib", &kv_mib); !s.ok()) return s;
     spec->kv_cache_bytes = static_cast<uint64_t>(kv_mib) << 20;
@@ -72,7 +73,7 @@ class Checker {
 };
 
 const std::set<std::string> kDefaultsKeys = {"max_batch", "max_step_tokens", "max_queue", "kv_cache_mib",
-                                             "idle_timeout_seconds"};
+                                             "idle_timeout_seconds", "prefix_caching"};
 
 absl::Status CheckDevice(const std::string& device) {
   static const std::regex pattern("cpu|cuda|cuda:[0-9]+");

@@ -18,6 +18,7 @@
 //     max_queue: 256
 //     kv_cache_mib: 256
 //     idle_timeout_seconds: 0      # 0 = never unload for idleness
+//     prefix_caching: true         # reuse the KV cache of prompts' shared prefixes
 //   models:
 //     - name: demo                 # [A-Za-z0-9._-]+, unique
 //       path: ../models/demo       # relative to this file

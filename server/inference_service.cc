@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/json_limits.h"
+#include "text/json_limits.h"
 #include "server/status_util.h"
 
 namespace gantry::server {
@@ -83,6 +83,7 @@ void FillResponse(const scheduler::StreamEvent& event, const text::Tokenizer* to
     out->set_stop_reason(event.stop_reason);
     v1::Usage* usage = out->mutable_usage();
     usage->set_prompt_tokens(static_cast<uint32_t>(event.usage.prompt_tokens));
+    usage->set_cached_prompt_tokens(static_cast<uint32_t>(event.usage.cached_prompt_tokens));
     usage->set_completion_tokens(static_cast<uint32_t>(event.usage.completion_tokens));
     usage->set_queue_seconds(event.usage.queue_seconds);
     usage->set_time_to_first_token_seconds(event.usage.time_to_first_token_seconds);
@@ -104,8 +105,8 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context, const schedu
       if (context->IsCancelled()) {
         (*stream)->Cancel();  // the engine drops it at its next step, freeing its blocks
         const bool expired = context->deadline() <= std::chrono::system_clock::now();
-        return grpc::Status(expired ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED,
-                            expired ? "deadline exceeded" : "cancelled by the client");
+        return ToGrpc(expired ? absl::DeadlineExceededError("deadline exceeded")
+                              : absl::CancelledError("cancelled by the client"));
       }
       continue;
     }
@@ -114,7 +115,7 @@ grpc::Status InferenceService::Stream(grpc::ServerContext* context, const schedu
     FillResponse(event, engine->tokenizer(), want_logprobs, &response);
     if (!writer->Write(response)) {
       (*stream)->Cancel();
-      return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      return ToGrpc(absl::CancelledError("the client went away"));
     }
     recorded->OnTokens(static_cast<int64_t>(event.tokens.size()));
     if (event.last()) {

@@ -175,6 +175,14 @@ Metrics::Metrics(const scheduler::ModelRegistry* registry, const GpuMonitor* gpu
                           .Name("gantry_step_tokens_total")
                           .Help("Tokens processed by engine steps: prompt (prefill and recomputation) or decode")
                           .Register(*events_);
+  auto& prefix_queries = BuildCounter()
+                             .Name("gantry_prefix_cache_queries_total")
+                             .Help("Tokens of sequences looked up in the prefix cache as they started")
+                             .Register(*events_);
+  auto& prefix_hits = BuildCounter()
+                          .Name("gantry_prefix_cache_hits_total")
+                          .Help("Tokens found in the prefix cache (their keys and values not computed again)")
+                          .Register(*events_);
   auto& preemptions = BuildCounter()
                           .Name("gantry_preemptions_total")
                           .Help("Running requests preempted for lack of KV blocks (recomputed later)")
@@ -201,6 +209,8 @@ Metrics::Metrics(const scheduler::ModelRegistry* registry, const GpuMonitor* gpu
     p.step_tokens_prompt = &step_tokens.Add({{"model", name}, {"kind", "prompt"}});
     p.step_tokens_decode = &step_tokens.Add({{"model", name}, {"kind", "decode"}});
     p.preemptions = &preemptions.Add(m);
+    p.prefix_queries = &prefix_queries.Add(m);
+    p.prefix_hits = &prefix_hits.Add(m);
     models_.emplace(name, p);
     requests_->Add({{"model", name}, {"code", "OK"}});  // present from the start, so rates start at 0
   }
@@ -235,6 +245,8 @@ void Metrics::OnStep(const std::string& model, const scheduler::StepReport& repo
   p->step_tokens_prompt->Increment(static_cast<double>(report.prompt_tokens));
   p->step_tokens_decode->Increment(static_cast<double>(report.decode_tokens));
   p->preemptions->Increment(static_cast<double>(report.preempted));
+  p->prefix_queries->Increment(static_cast<double>(report.prefix_query_tokens));
+  p->prefix_hits->Increment(static_cast<double>(report.prefix_hit_tokens));
 }
 
 Metrics::Request::Request(Metrics* metrics, const std::string& model)

@@ -74,6 +74,8 @@ class Metrics : public scheduler::SchedulerObserver {
     prometheus::Counter* step_tokens_prompt;
     prometheus::Counter* step_tokens_decode;
     prometheus::Counter* preemptions;
+    prometheus::Counter* prefix_queries;
+    prometheus::Counter* prefix_hits;
   };
   // The label value for `model`: itself when in the catalogue.
   const std::string& ModelLabel(const std::string& model) const;

@@ -1,4 +1,7 @@
-// absl::Status <-> grpc::Status at the server's edge.
+// absl::Status -> grpc::Status at the server's edge. Every refusal carries
+// its reason (scheduler/error_reason.h) as a google.rpc.ErrorInfo in the
+// status details, so grpcurl shows it and clients branch on it, never on
+// the message.
 #ifndef GANTRY_SERVER_STATUS_UTIL_H_
 #define GANTRY_SERVER_STATUS_UTIL_H_
 
@@ -7,12 +10,23 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "scheduler/error_reason.h"
 
 namespace gantry::server {
 
 inline grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  google::rpc::ErrorInfo info;
+  info.set_reason(ReasonOrCode(status));
+  info.set_domain(std::string(kErrorDomain));
+  google::rpc::Status details;
+  details.set_code(static_cast<int>(status.code()));
+  details.set_message(std::string(status.message()));
+  details.add_details()->PackFrom(info);
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()),
+                      details.SerializeAsString());
 }
 
 }  // namespace gantry::server

@@ -11,12 +11,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/types/span.h"
+
 namespace gantry::runtime {
 
 struct BatchSequence {
   int64_t num_computed = 0;  // tokens already in the cache
   int64_t num_new = 0;       // tokens processed this step
-  const std::vector<int32_t>* block_table = nullptr;
+  absl::Span<const int32_t> block_table;  // covers num_computed + num_new tokens
 };
 
 struct AttentionGroup {

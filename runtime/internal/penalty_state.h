@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/types/span.h"
+
 namespace gantry::runtime {
 
 class PenaltyState {
@@ -19,7 +21,7 @@ class PenaltyState {
 
   // Takes a free row (growing the state if none is left) and fills it from
   // `tokens`, the first `num_prompt` of which are the prompt. Returns the row.
-  int64_t Add(const std::vector<int32_t>& tokens, int64_t num_prompt);
+  int64_t Add(absl::Span<const int32_t> tokens, int64_t num_prompt);
   void Remove(int64_t row);
 
   // The rows named by `rows` ([n] int64 on the device): seen [n, vocab] bool,

@@ -1,5 +1,8 @@
 #include "adapter/openai_api.h"
 
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -79,18 +82,49 @@ TEST(OpenAiApiTest, CompletionPrompts) {
   EXPECT_EQ(error->param, "echo");
 }
 
-TEST(OpenAiApiTest, GrpcCodesBecomeHttpStatuses) {
-  auto status = [](grpc::StatusCode code, const char* message) { return FromGrpc(grpc::Status(code, message)).http_status; };
-  EXPECT_EQ(status(grpc::StatusCode::NOT_FOUND, "model x is not in the catalogue"), 404);
-  EXPECT_EQ(status(grpc::StatusCode::INVALID_ARGUMENT, "temperature"), 400);
-  EXPECT_EQ(status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue of model m is full (4 waiting requests)"), 429);
-  EXPECT_EQ(status(grpc::StatusCode::RESOURCE_EXHAUSTED, "prompt plus max_tokens needs 9 KV blocks; model m has 4"), 400);
-  EXPECT_EQ(status(grpc::StatusCode::RESOURCE_EXHAUSTED, "model \"m\" needs 10 bytes on cuda:0 but 2 of 8 bytes are free"), 503);
-  EXPECT_EQ(status(grpc::StatusCode::UNAVAILABLE, "failed to load"), 503);
-  EXPECT_EQ(status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline"), 504);
-  EXPECT_EQ(status(grpc::StatusCode::INTERNAL, "boom"), 500);
-  EXPECT_EQ(FromGrpc(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue of model m is full")).type,
-            "rate_limit_exceeded");
+// A status as the server sends it: the reason in a google.rpc.ErrorInfo.
+grpc::Status WithReason(grpc::StatusCode code, const std::string& reason, const std::string& message) {
+  google::rpc::ErrorInfo info;
+  info.set_reason(reason);
+  info.set_domain("gantry.dev");
+  google::rpc::Status details;
+  details.set_code(static_cast<int>(code));
+  details.set_message(message);
+  details.add_details()->PackFrom(info);
+  return grpc::Status(code, message, details.SerializeAsString());
+}
+
+TEST(OpenAiApiTest, ReasonsBecomeHttpStatuses) {
+  auto http = [](grpc::StatusCode code, const char* reason) {
+    return FromGrpc(WithReason(code, reason, "any words")).http_status;
+  };
+  EXPECT_EQ(http(grpc::StatusCode::NOT_FOUND, "MODEL_NOT_FOUND"), 404);
+  EXPECT_EQ(http(grpc::StatusCode::INVALID_ARGUMENT, "INVALID_REQUEST"), 400);
+  EXPECT_EQ(http(grpc::StatusCode::INVALID_ARGUMENT, "CONTEXT_LENGTH"), 400);
+  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "QUEUE_FULL"), 429);
+  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "KV_CAPACITY"), 400);
+  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "MEMORY_BUDGET"), 503);
+  EXPECT_EQ(http(grpc::StatusCode::UNAVAILABLE, "MODEL_LOAD_FAILED"), 503);
+  EXPECT_EQ(http(grpc::StatusCode::UNAVAILABLE, "SHUTTING_DOWN"), 503);
+  const ApiError queue = FromGrpc(WithReason(grpc::StatusCode::RESOURCE_EXHAUSTED, "QUEUE_FULL", "x"));
+  EXPECT_EQ(queue.type, "rate_limit_exceeded");
+  EXPECT_EQ(queue.code, "queue_full");
+  EXPECT_EQ(FromGrpc(WithReason(grpc::StatusCode::INVALID_ARGUMENT, "CONTEXT_LENGTH", "x")).code,
+            "context_length_exceeded");
+  EXPECT_EQ(StatusReason(WithReason(grpc::StatusCode::INTERNAL, "SOMETHING", "x")), "SOMETHING");
+}
+
+TEST(OpenAiApiTest, WithoutAReasonTheCodeDecidesNeverTheMessage) {
+  auto http = [](grpc::StatusCode code, const char* message) { return FromGrpc(grpc::Status(code, message)).http_status; };
+  // Words that once decided the status mean nothing now.
+  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue of model m is full (4 waiting requests)"), 503);
+  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "prompt plus max_tokens needs 9 KV blocks"), 503);
+  EXPECT_EQ(http(grpc::StatusCode::NOT_FOUND, "x"), 404);
+  EXPECT_EQ(http(grpc::StatusCode::INVALID_ARGUMENT, "temperature"), 400);
+  EXPECT_EQ(http(grpc::StatusCode::UNAVAILABLE, "connection refused"), 503);
+  EXPECT_EQ(http(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline"), 504);
+  EXPECT_EQ(http(grpc::StatusCode::INTERNAL, "boom"), 500);
+  EXPECT_EQ(StatusReason(grpc::Status(grpc::StatusCode::INTERNAL, "boom", "not a proto")), "");
 }
 
 TEST(OpenAiApiTest, ChunksCarryRoleFirstAndFinishReasonLast) {

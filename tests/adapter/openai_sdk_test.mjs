@@ -54,6 +54,21 @@ test('chat, not streamed, with usage', async () => {
   assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
 });
 
+test('a repeated conversation reports its cached prompt tokens, as OpenAI does', async () => {
+  const system = 'You are a careful assistant for the legal team. '.repeat(8);
+  const conversation = [{ role: 'system', content: system }, { role: 'user', content: 'Summarise clause 4.' }];
+  const hitsBefore = await metric('gantry_prefix_cache_hits_total', ['model="demo"']);
+  const first = await client.chat.completions.create({ model, messages: conversation, max_tokens: 4, temperature: 0 });
+  const second = await client.chat.completions.create({ model, messages: conversation, max_tokens: 4, temperature: 0 });
+  const before = first.usage.prompt_tokens_details.cached_tokens;
+  const cached = second.usage.prompt_tokens_details.cached_tokens;
+  assert.ok(before < 64, `the first sees at most a shared template header cached (${before})`);
+  assert.ok(cached > before && cached < second.usage.prompt_tokens, `cached ${cached} of ${second.usage.prompt_tokens}`);
+  assert.equal(cached % 16, 0, 'whole KV blocks');
+  assert.equal(second.choices[0].message.content, first.choices[0].message.content);
+  assert.equal(await metric('gantry_prefix_cache_hits_total', ['model="demo"']), hitsBefore + before + cached);
+});
+
 test('chat streamed equals chat not streamed; role first, finish_reason last, no usage chunk', async () => {
   const whole = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0 });
   const chunks = await collect(

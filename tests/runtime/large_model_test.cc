@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/model_runner.h"
+#include "scheduler/runner_session.h"
 #include "runtime/safetensors.h"
 
 namespace gantry::runtime {
@@ -66,14 +67,14 @@ class LargeModelTest : public ::testing::Test {
   std::vector<std::vector<float>> LastTwoLogits(ModelRunner& runner) {
     SamplingParams greedy;
     greedy.temperature = 0;
-    auto id = runner.AddSequence({prompt_, {}, greedy});
+    scheduler::RunnerSession session(&runner);
+    auto id = session.Add(prompt_, {}, greedy);
     EXPECT_TRUE(id.ok()) << id.status();
     const int64_t n = static_cast<int64_t>(prompt_.size());
-    auto first = runner.Step({StepItem{*id, n - 1, true}});
+    auto first = session.Step({scheduler::SessionItem{*id, n - 1, true}});
     EXPECT_TRUE(first.ok()) << first.status();
-    auto second = runner.Step({StepItem{*id, 1, true}});
+    auto second = session.Step({scheduler::SessionItem{*id, 1, true}});
     EXPECT_TRUE(second.ok()) << second.status();
-    EXPECT_TRUE(runner.RemoveSequence(*id).ok());
     return {first->sequences[0].logits, second->sequences[0].logits};
   }
 
@@ -132,19 +133,20 @@ TEST_F(LargeModelTest, OutOfMemoryStepIsReportedAndRecovered) {
   for (size_t i = 0; i < huge.size(); ++i) huge[i] = static_cast<int32_t>(i % 128000);
   SamplingParams greedy;
   greedy.temperature = 0;
-  auto big = runner->AddSequence({huge, {}, greedy});
+  scheduler::RunnerSession session(runner.get());
+  auto big = session.Add(huge, {}, greedy);
   ASSERT_TRUE(big.ok()) << big.status();
-  auto result = runner->Step({StepItem{*big, 100000}});
+  auto result = session.Step({scheduler::SessionItem{*big, 100000}});
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted) << result.status();
   EXPECT_THAT(result.status().message(),
               HasSubstr("out of device memory running a step of 1 sequences and 100000 tokens"));
-  EXPECT_EQ(*runner->NumComputed(*big), 0);
-  EXPECT_TRUE(runner->RemoveSequence(*big).ok());
+  EXPECT_EQ(session.NumComputed(*big), 0);
+  EXPECT_TRUE(session.Remove(*big).ok());
 
-  auto small = runner->AddSequence({{128000, 9906, 1917}, {}, greedy});
+  auto small = session.Add({128000, 9906, 1917}, {}, greedy);
   ASSERT_TRUE(small.ok());
-  auto ok = runner->Step({StepItem{*small, 3}});
+  auto ok = session.Step({scheduler::SessionItem{*small, 3}});
   EXPECT_TRUE(ok.ok()) << ok.status();
 }
 

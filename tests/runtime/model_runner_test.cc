@@ -9,11 +9,14 @@
 #include "gtest/gtest.h"
 #include "runtime/model_runner.h"
 #include "runtime/safetensors.h"
+#include "scheduler/runner_session.h"
 #include "tests/runtime/test_files.h"
 
 namespace gantry::runtime {
 namespace {
 
+using ::gantry::scheduler::RunnerSession;
+using ::gantry::scheduler::SessionItem;
 using ::gantry::testing::MakeTempDir;
 using ::gantry::testing::TestModelDir;
 using ::testing::HasSubstr;
@@ -101,7 +104,15 @@ class ModelRunnerTest : public ::testing::TestWithParam<Case> {
     // rounds 8x finer, to the float32 truth.
     expected_ = GetParam().dtype == "bfloat16" ? &ref_.logits_bf16 : &ref_.logits;
     ASSERT_EQ(expected_->size(), ref_.prompt.size()) << "reference lacks logits for " << GetParam().dtype;
-    runner_ = Load();
+    Reset(Load());
+  }
+
+  // Serves `runner` from now on, with a fresh session (prefix caching off
+  // unless asked: most cases check one sequence's own computation).
+  void Reset(std::unique_ptr<ModelRunner> runner, bool prefix_caching = false) {
+    session_.reset();
+    runner_ = std::move(runner);
+    if (runner_) session_ = std::make_unique<RunnerSession>(runner_.get(), prefix_caching);
   }
 
   std::unique_ptr<ModelRunner> Load(uint64_t kv_cache_bytes = 8ull << 20, int64_t cuda_graph_max_batch = 32) {
@@ -118,14 +129,14 @@ class ModelRunnerTest : public ::testing::TestWithParam<Case> {
 
   SequenceId Add(std::vector<int32_t> prompt, SamplingParams params = Greedy(),
                  std::vector<int32_t> generated = {}) {
-    auto id = runner_->AddSequence({std::move(prompt), std::move(generated), params});
+    auto id = session_->Add(std::move(prompt), std::move(generated), params);
     EXPECT_TRUE(id.ok()) << id.status();
     return *id;
   }
 
   SequenceStepResult StepOne(SequenceId id, int64_t num_tokens, bool logits = false) {
-    StepItem item{id, num_tokens, logits};
-    auto result = runner_->Step({item});
+    SessionItem item{id, num_tokens, logits};
+    auto result = session_->Step({item});
     EXPECT_TRUE(result.ok()) << result.status();
     return result.ok() ? result->sequences.at(0) : SequenceStepResult{};
   }
@@ -133,7 +144,7 @@ class ModelRunnerTest : public ::testing::TestWithParam<Case> {
   // Prefill then decode until `count` tokens are sampled.
   std::vector<int32_t> Generate(SequenceId id, int count) {
     std::vector<int32_t> out;
-    int64_t pending = *runner_->NumTokens(id) - *runner_->NumComputed(id);
+    int64_t pending = session_->NumTokens(id) - session_->NumComputed(id);
     while (static_cast<int>(out.size()) < count) {
       out.push_back(StepOne(id, pending).token);
       pending = 1;
@@ -144,6 +155,7 @@ class ModelRunnerTest : public ::testing::TestWithParam<Case> {
   Reference ref_;
   const std::vector<std::vector<float>>* expected_ = nullptr;
   std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<RunnerSession> session_;  // over runner_
 };
 
 TEST_P(ModelRunnerTest, PromptLogitsMatchTransformers) {
@@ -164,7 +176,7 @@ TEST_P(ModelRunnerTest, EveryPositionMatchesWhenFedInChunks) {
   for (int64_t chunk : {int64_t{1}, int64_t{7}, int64_t{9}, total - 17}) {
     SequenceStepResult result = StepOne(id, chunk, /*logits=*/true);
     done += chunk;
-    EXPECT_EQ(*runner_->NumComputed(id), done);
+    EXPECT_EQ(session_->NumComputed(id), done);
     worst = std::max(worst, RelativeError(result.logits, (*expected_)[done - 1]));
   }
   // The worst of every position: in bfloat16 that is rounding noise, which
@@ -203,16 +215,16 @@ TEST_P(ModelRunnerTest, BatchMixingPrefillAndDecodeMatchesEachAlone) {
     logits.push_back(StepOne(id, first_chunk, true).logits);
     logits.push_back(StepOne(id, static_cast<int64_t>(prompt.size()) - first_chunk, true).logits);
     logits.push_back(StepOne(id, 1, true).logits);
-    EXPECT_TRUE(runner_->RemoveSequence(id).ok());
+    EXPECT_TRUE(session_->Remove(id).ok());
     return logits;
   };
   auto a_alone = alone(a, 20), b_alone = alone(b, 10), c_alone = alone(c, 2);
 
   SequenceId ia = Add(a), ib = Add(b), ic = Add(c);
   std::map<SequenceId, std::vector<std::vector<float>>> batched;
-  auto step = [&](std::vector<StepItem> items) {
+  auto step = [&](std::vector<SessionItem> items) {
     for (auto& item : items) item.return_logits = true;
-    auto result = runner_->Step(items);
+    auto result = session_->Step(items);
     ASSERT_TRUE(result.ok()) << result.status();
     for (const auto& seq : result->sequences) batched[seq.id].push_back(seq.logits);
   };
@@ -231,16 +243,17 @@ TEST_P(ModelRunnerTest, CudaGraphReplaysGiveTheEagerTokens) {
   // Five sequences decode together (a padded graph of 8 rows) for 24 steps,
   // once through the captured graphs and once eagerly.
   auto run = [&](ModelRunner& runner) {
-    std::vector<StepItem> items;
+    RunnerSession session(&runner);
+    std::vector<SessionItem> items;
     for (int s = 0; s < 5; ++s) {
       std::vector<int32_t> prompt(ref_.prompt.begin() + s, ref_.prompt.begin() + 12 + 5 * s);
-      auto id = runner.AddSequence({prompt, {}, Greedy()});
+      auto id = session.Add(prompt, {}, Greedy());
       EXPECT_TRUE(id.ok()) << id.status();
       items.push_back({*id, static_cast<int64_t>(prompt.size())});
     }
     std::vector<std::vector<int32_t>> tokens(items.size());
     for (int step = 0; step < 24; ++step) {
-      auto result = runner.Step(items);
+      auto result = session.Step(items);
       EXPECT_TRUE(result.ok()) << result.status();
       if (!result.ok()) break;
       for (size_t i = 0; i < items.size(); ++i) {
@@ -277,9 +290,9 @@ TEST_P(ModelRunnerTest, SeededSamplingRepeatsAloneAndInABatch) {
   SequenceId x = Add(ref_.prompt, Random(42));
   SequenceId y = Add({ref_.prompt.begin(), ref_.prompt.begin() + 9}, Random(7));
   std::vector<int32_t> batched;
-  std::vector<StepItem> items = {{x, static_cast<int64_t>(ref_.prompt.size())}, {y, 9}};
+  std::vector<SessionItem> items = {{x, static_cast<int64_t>(ref_.prompt.size())}, {y, 9}};
   for (int i = 0; i < 24; ++i) {
-    auto result = runner_->Step(items);
+    auto result = session_->Step(items);
     ASSERT_TRUE(result.ok()) << result.status();
     batched.push_back(result->sequences[0].token);
     items = {{x, 1}, {y, 1}};
@@ -295,7 +308,7 @@ TEST_P(ModelRunnerTest, RecomputedSequenceResumesIdentically) {
   std::vector<int32_t> straight = Generate(Add(ref_.prompt, params), 20);
   SequenceId first = Add(ref_.prompt, params);
   std::vector<int32_t> head = Generate(first, 10);
-  ASSERT_TRUE(runner_->RemoveSequence(first).ok());
+  ASSERT_TRUE(session_->Remove(first).ok());
   std::vector<int32_t> generated(head.begin(), head.end() - 1);  // the last one is not yet computed
   SequenceId resumed = Add(ref_.prompt, params, generated);
   std::vector<int32_t> tail = Generate(resumed, 11);
@@ -378,44 +391,90 @@ TEST_P(ModelRunnerTest, RunningOutOfBlocksChangesNothing) {
   // 3 blocks of 16 tokens: a 40-token prompt fits, a second one does not.
   ModelInfo info = runner_->info();
   const uint64_t block_bytes = info.kv_cache_bytes / info.num_blocks;
-  runner_ = Load(3 * block_bytes);
+  Reset(Load(3 * block_bytes));
   ASSERT_EQ(runner_->info().num_blocks, 3);
   SequenceId a = Add(ref_.prompt);
   SequenceId b = Add(ref_.prompt);
   StepOne(a, static_cast<int64_t>(ref_.prompt.size()));
-  auto result = runner_->Step({StepItem{b, 20}});
+  auto result = session_->Step({SessionItem{b, 20}});
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(result.status().message(), HasSubstr("needs 2 more blocks, 0 of 3 free"));
-  EXPECT_EQ(*runner_->NumComputed(b), 0);
-  ASSERT_TRUE(runner_->RemoveSequence(a).ok());
-  EXPECT_EQ(runner_->FreeBlocks(), 3);
-  EXPECT_TRUE(runner_->Step({StepItem{b, 20}}).ok());
+  EXPECT_EQ(session_->NumComputed(b), 0);
+  ASSERT_TRUE(session_->Remove(a).ok());
+  EXPECT_EQ(session_->kv().NumFreeBlocks(), 3);
+  EXPECT_TRUE(session_->Step({SessionItem{b, 20}}).ok());
 }
 
-TEST_P(ModelRunnerTest, BadRequestsNameTheProblem) {
-  auto bad_token = runner_->AddSequence({{1, 2, 100000}, {}, Greedy()});
-  ASSERT_FALSE(bad_token.ok());
-  EXPECT_THAT(bad_token.status().message(), HasSubstr("token id 100000 at index 2 is outside the vocabulary"));
-  auto empty = runner_->AddSequence({{}, {}, Greedy()});
-  EXPECT_THAT(empty.status().message(), HasSubstr("prompt is empty"));
+TEST_P(ModelRunnerTest, MalformedStepsNameTheProblem) {
+  // The request was validated where it entered; the runner still refuses a
+  // step that would read or write outside its memory, and stays usable.
+  const std::vector<int32_t> tokens = {1, 2, 3, 100000};
+  const std::vector<int32_t> table = {0};
+  const SamplingParams greedy = Greedy();
+  StepSequence seq;
+  seq.id = 1;
+  seq.tokens = tokens;
+  seq.num_prompt = 4;
+  seq.num_tokens = 4;
+  seq.block_table = table;
+  seq.sampling = &greedy;
+  EXPECT_THAT(runner_->Step({seq}).status().message(),
+              HasSubstr("token id 100000 at index 3 is outside the vocabulary"));
+  seq.num_tokens = 5;
+  EXPECT_THAT(runner_->Step({seq}).status().message(), HasSubstr("num_computed 0 + num_tokens 5 must be within its 4 tokens"));
+  seq.num_tokens = 3;
+  const std::vector<int32_t> outside = {static_cast<int32_t>(runner_->info().num_blocks)};
+  seq.block_table = outside;
+  EXPECT_THAT(runner_->Step({seq}).status().message(), HasSubstr("is outside the pool"));
+  seq.block_table = {};
+  EXPECT_THAT(runner_->Step({seq}).status().message(), HasSubstr("block table of 0 blocks cannot hold 3 tokens"));
+  seq.block_table = table;
+  EXPECT_THAT(runner_->Step({seq, seq}).status().message(), HasSubstr("listed twice"));
+  // Still usable.
+  EXPECT_TRUE(runner_->Step({seq}).ok());
+  // Parameters are checked where requests enter; the session does that too.
   SamplingParams params;
   params.top_p = 1.5f;
-  auto bad_param = runner_->AddSequence({{1, 2}, {}, params});
-  EXPECT_THAT(bad_param.status().message(), HasSubstr("top_p must be in (0, 1], got 1.5"));
-  params = SamplingParams();
-  params.top_logprobs = 21;
-  EXPECT_THAT(runner_->AddSequence({{1}, {}, params}).status().message(),
-              HasSubstr("top_logprobs must be in [0, 20], got 21"));
+  EXPECT_THAT(session_->Add({1, 2}, {}, params).status().message(), HasSubstr("top_p must be in (0, 1], got 1.5"));
+  EXPECT_THAT(session_->Add({}, {}, Greedy()).status().message(), HasSubstr("prompt is empty"));
+  EXPECT_EQ(session_->Step({SessionItem{999, 1}}).status().code(), absl::StatusCode::kNotFound);
+}
 
-  SequenceId id = Add({1, 2, 3});
-  auto too_many = runner_->Step({StepItem{id, 4}});
-  EXPECT_THAT(too_many.status().message(), HasSubstr("num_tokens 4 must be in [1, 3]"));
-  auto twice = runner_->Step({StepItem{id, 1}, StepItem{id, 1}});
-  EXPECT_THAT(twice.status().message(), HasSubstr("listed twice"));
-  EXPECT_EQ(runner_->Step({StepItem{999, 1}}).status().code(), absl::StatusCode::kNotFound);
-  // Still usable.
-  EXPECT_TRUE(runner_->Step({StepItem{id, 3}}).ok());
+TEST_P(ModelRunnerTest, PrefixCachingGivesTheSameTokensAndLogits) {
+  // A second sequence that starts with the first one's prompt reads the
+  // cached blocks of that prefix and computes only the rest; its logits and
+  // greedy tokens are those of a run without the cache, whole or chunked.
+  std::vector<int32_t> longer = ref_.prompt;
+  longer.insert(longer.end(), ref_.greedy.begin(), ref_.greedy.begin() + 4);
+  auto run = [&](bool caching, int64_t chunk, SamplingParams params = Greedy()) {
+    Reset(std::move(runner_), caching);
+    // The first request computes the prompt's blocks (cached when on).
+    Generate(Add(ref_.prompt), 2);
+    SequenceId id = Add(longer, params);
+    const int64_t cached = session_->NumComputed(id);
+    std::vector<std::vector<float>> logits;
+    int64_t pending = static_cast<int64_t>(longer.size()) - cached;
+    while (pending > 0) {
+      const int64_t n = std::min(chunk, pending);
+      logits.push_back(StepOne(id, n, true).logits);
+      pending -= n;
+    }
+    std::vector<int32_t> tokens = Generate(id, 6);
+    return std::make_tuple(cached, logits.back(), tokens);
+  };
+  for (int64_t chunk : {int64_t{1000}, int64_t{7}}) {
+    SCOPED_TRACE(chunk == 1000 ? "unchunked" : "chunks of 7");
+    auto [cached_on, logits_on, tokens_on] = run(true, chunk);
+    auto [cached_off, logits_off, tokens_off] = run(false, chunk);
+    EXPECT_EQ(cached_on, (static_cast<int64_t>(ref_.prompt.size()) / 16) * 16) << "whole blocks of the prompt";
+    EXPECT_GT(cached_on, 0);
+    EXPECT_EQ(cached_off, 0);
+    EXPECT_LE(RelativeError(logits_on, logits_off), GetParam().device == "cpu" ? 1e-5 : 1e-4);
+    EXPECT_EQ(tokens_on, tokens_off);
+    // Seeded sampling draws the same tokens too.
+    EXPECT_EQ(std::get<2>(run(true, chunk, Random(11))), std::get<2>(run(false, chunk, Random(11))));
+  }
 }
 
 std::vector<Case> Cases() {

@@ -1,15 +1,16 @@
-// A ModelRunner without a model, for scheduler tests: the next token is a
-// fixed function of the sequence's tokens (so a recomputed sequence resumes
-// exactly, as with the real runtime), and KV blocks are accounted for as the
-// real runner does.
+// A ModelRunner without a model, for scheduler tests. Its "KV cache" holds
+// token ids: a step writes each new token into the slot its block table
+// names, and the next token is a fixed function of the tokens read back
+// through the table. So a sequence given the wrong blocks (a bad prefix hit,
+// a block freed under it) produces different tokens, and a recomputed or
+// prefix-cached sequence resumes exactly, as with the real runtime.
 #ifndef GANTRY_TESTS_SCHEDULER_FAKE_RUNNER_H_
 #define GANTRY_TESTS_SCHEDULER_FAKE_RUNNER_H_
 
-#include <map>
 #include <set>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/kv_cache.h"
 #include "runtime/model_runner.h"
 
 namespace gantry::testing {
@@ -17,7 +18,7 @@ namespace gantry::testing {
 class FakeRunner : public runtime::ModelRunner {
  public:
   explicit FakeRunner(int64_t num_blocks, int32_t block_size = 4, int64_t max_context = 256)
-      : allocator_(num_blocks) {
+      : slots_(static_cast<size_t>(num_blocks * block_size), -1) {
     info_.config.vocab_size = 100;
     info_.config.eos_token_ids = {2};
     info_.device = "cpu";
@@ -27,7 +28,7 @@ class FakeRunner : public runtime::ModelRunner {
     info_.max_context = max_context;
   }
 
-  // The token following `tokens`: never eos (2) unless eos_after is reached.
+  // The token following `tokens`: never eos (2).
   static int32_t NextToken(const std::vector<int32_t>& tokens) {
     int64_t h = 17;
     for (int32_t t : tokens) h = (h * 31 + t) % 1000003;
@@ -36,47 +37,36 @@ class FakeRunner : public runtime::ModelRunner {
 
   const runtime::ModelInfo& info() const override { return info_; }
 
-  absl::StatusOr<runtime::SequenceId> AddSequence(runtime::SequenceSpec spec) override {
-    Seq seq;
-    seq.tokens = spec.prompt;
-    seq.tokens.insert(seq.tokens.end(), spec.generated.begin(), spec.generated.end());
-    sequences_[next_] = std::move(seq);
-    return next_++;
-  }
-  absl::Status RemoveSequence(runtime::SequenceId id) override {
-    auto it = sequences_.find(id);
-    if (it == sequences_.end()) return absl::NotFoundError("no sequence");
-    allocator_.Free(&it->second.blocks);
-    sequences_.erase(it);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<int64_t> NumTokens(runtime::SequenceId id) const override {
-    return static_cast<int64_t>(sequences_.at(id).tokens.size());
-  }
-  absl::StatusOr<int64_t> NumComputed(runtime::SequenceId id) const override { return sequences_.at(id).computed; }
-  int64_t FreeBlocks() const override { return allocator_.num_free(); }
-  absl::StatusOr<int64_t> BlocksNeeded(runtime::SequenceId id, int64_t n) const override {
-    const Seq& s = sequences_.at(id);
-    return std::max<int64_t>(0, runtime::BlocksForTokens(s.computed + n, info_.block_size) -
-                                    static_cast<int64_t>(s.blocks.size()));
-  }
-  absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepItem> items) override {
+  void ReleaseSequence(runtime::SequenceId id) override { released.push_back(id); }
+
+  absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepSequence> batch) override {
     ++steps;
-    int64_t need = 0;
-    for (const auto& item : items) need += *BlocksNeeded(item.id, item.num_tokens);
-    if (need > allocator_.num_free()) return absl::ResourceExhaustedError("fake: out of blocks");
+    const int64_t bs = info_.block_size;
+    std::set<int32_t> written;
+    for (const auto& seq : batch) {
+      const int64_t end = seq.num_computed + seq.num_tokens;
+      if (seq.num_tokens < 1 || end > static_cast<int64_t>(seq.tokens.size())) {
+        return absl::InvalidArgumentError("fake: bad num_tokens");
+      }
+      if (static_cast<int64_t>(seq.block_table.size()) * bs < end) return absl::InvalidArgumentError("fake: short table");
+      // Two sequences writing one block in one step would corrupt each other.
+      for (int64_t b = seq.num_computed / bs; b < (end + bs - 1) / bs; ++b) {
+        if (!written.insert(seq.block_table[b]).second) return absl::InternalError("fake: block written twice");
+      }
+    }
     runtime::StepResult result;
-    for (const auto& item : items) {
-      Seq& s = sequences_.at(item.id);
-      (void)allocator_.Allocate(*BlocksNeeded(item.id, item.num_tokens), &s.blocks);
-      s.computed += item.num_tokens;
-      max_step_tokens_seen = std::max(max_step_tokens_seen, item.num_tokens);
+    for (const auto& seq : batch) {
+      const int64_t end = seq.num_computed + seq.num_tokens;
+      for (int64_t p = seq.num_computed; p < end; ++p) slots_[Slot(seq, p)] = seq.tokens[p];
+      prompt_tokens_sent.push_back(seq.num_tokens);
+      max_step_tokens_seen = std::max(max_step_tokens_seen, seq.num_tokens);
       runtime::SequenceStepResult r;
-      r.id = item.id;
-      if (s.computed == static_cast<int64_t>(s.tokens.size())) {
+      r.id = seq.id;
+      if (end == static_cast<int64_t>(seq.tokens.size())) {
+        std::vector<int32_t> cached;  // what the cache holds for this sequence
+        for (int64_t p = 0; p < end; ++p) cached.push_back(slots_[Slot(seq, p)]);
         r.sampled = true;
-        r.token = NextToken(s.tokens);
-        s.tokens.push_back(r.token);
+        r.token = NextToken(cached);
       }
       result.sequences.push_back(r);
     }
@@ -85,17 +75,16 @@ class FakeRunner : public runtime::ModelRunner {
 
   int64_t steps = 0;
   int64_t max_step_tokens_seen = 0;
+  std::vector<int64_t> prompt_tokens_sent;  // num_tokens of every sequence of every step
+  std::vector<runtime::SequenceId> released;
 
  private:
-  struct Seq {
-    std::vector<int32_t> tokens;
-    int64_t computed = 0;
-    std::vector<int32_t> blocks;
-  };
+  size_t Slot(const runtime::StepSequence& seq, int64_t p) const {
+    return static_cast<size_t>(seq.block_table[p / info_.block_size] * info_.block_size + p % info_.block_size);
+  }
+
   runtime::ModelInfo info_;
-  runtime::BlockAllocator allocator_;
-  std::map<runtime::SequenceId, Seq> sequences_;
-  runtime::SequenceId next_ = 1;
+  std::vector<int32_t> slots_;  // [num_blocks * block_size] token ids
 };
 
 }  // namespace gantry::testing

@@ -19,6 +19,7 @@ struct Outcome {
   std::vector<int32_t> tokens;
   FinishReason reason = FinishReason::kNone;
   absl::Status error;
+  Usage usage;
 };
 
 LoadedModel FakeModel(FakeRunner** runner, int64_t num_blocks, int32_t block_size = 4, int64_t max_context = 256) {
@@ -37,6 +38,7 @@ bool Collect(RequestStream& stream, Outcome* out) {
     if (!event.error.ok()) out->error = event.error;
     if (event.last()) {
       out->reason = event.reason;
+      out->usage = event.usage;
       return true;
     }
   }
@@ -87,7 +89,7 @@ TEST(ModelEngineTest, GeneratesMaxTokensAndFinishesWithLength) {
   auto out = RunToEnd(engine, {*stream});
   EXPECT_EQ(out[0].tokens, Expected({5, 6, 7}, 10));
   EXPECT_EQ(out[0].reason, FinishReason::kLength);
-  EXPECT_EQ(runner->FreeBlocks(), 64) << "a finished request frees its blocks";
+  EXPECT_EQ(engine.Stats().blocks_free, 64) << "a finished request frees its blocks";
 }
 
 TEST(ModelEngineTest, StopTokenEndsTheRequest) {
@@ -177,7 +179,67 @@ TEST(ModelEngineTest, PreemptedRequestsResumeWithIdenticalOutput) {
     EXPECT_EQ(out[i].tokens, Expected(prompts[i], 20)) << i;
   }
   EXPECT_GT(engine.Stats().preemptions, 0);
-  EXPECT_EQ(runner->FreeBlocks(), 12);
+  EXPECT_EQ(engine.Stats().blocks_free, 12);
+}
+
+std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST(ModelEngineTest, ASharedPrefixIsComputedOnce) {
+  // Blocks of 16 tokens: a 1,000-token prefix is 62 full blocks (992 tokens).
+  std::vector<int32_t> prefix;
+  for (int i = 0; i < 1000; ++i) prefix.push_back(3 + (i * 7) % 90);
+  const std::vector<int32_t> first = Concat(prefix, {11, 12, 13, 14, 15});
+  const std::vector<int32_t> second = Concat(prefix, {21, 22, 23, 24, 25, 26, 27});
+  for (bool caching : {true, false}) {
+    SCOPED_TRACE(caching ? "prefix caching on" : "prefix caching off");
+    FakeClock clock;
+    FakeRunner* runner;
+    EngineOptions options;
+    options.prefix_caching = caching;
+    ModelEngine engine("m", FakeModel(&runner, 200, 16, 2048), options, &clock);
+    auto a = RunToEnd(engine, {*engine.Submit(Prompt(first, 4))});
+    EXPECT_EQ(a[0].tokens, Expected(first, 4));
+    EXPECT_EQ(a[0].usage.cached_prompt_tokens, 0);
+    runner->prompt_tokens_sent.clear();
+    auto b = RunToEnd(engine, {*engine.Submit(Prompt(second, 4))});
+    EXPECT_EQ(b[0].tokens, Expected(second, 4)) << "the shared blocks hold the right tokens";
+    ASSERT_FALSE(runner->prompt_tokens_sent.empty());
+    EXPECT_EQ(runner->prompt_tokens_sent[0], caching ? 1007 - 992 : 1007) << "only the suffix is sent";
+    EXPECT_EQ(b[0].usage.cached_prompt_tokens, caching ? 992 : 0);
+    EXPECT_EQ(b[0].usage.prompt_tokens, 1007);
+    const EngineStats stats = engine.Stats();
+    EXPECT_EQ(stats.prefix_hit_tokens, caching ? 992 : 0);
+    EXPECT_EQ(stats.prefix_query_tokens, caching ? 1005 + 1007 : 0);
+    EXPECT_EQ(stats.blocks_free, 200) << "cached blocks count as free";
+  }
+}
+
+TEST(ModelEngineTest, PreemptingOrCancellingASharerLeavesTheOthersIntact) {
+  // Four requests share an 8-token prefix; 12 blocks of 4 cannot hold them
+  // all to the end, so some are preempted, and one is cancelled midway.
+  const std::vector<int32_t> prefix = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<std::vector<int32_t>> prompts;
+  for (int32_t i = 0; i < 4; ++i) prompts.push_back(Concat(prefix, {20 + i, 30 + i}));
+  FakeClock clock;
+  FakeRunner* runner;
+  ModelEngine engine("m", FakeModel(&runner, 12), {}, &clock);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& p : prompts) streams.push_back(*engine.Submit(Prompt(p, 24)));
+  for (int i = 0; i < 6; ++i) engine.StepOnce();
+  streams[1]->Cancel();
+  auto out = RunToEnd(engine, streams);
+  EXPECT_EQ(out[1].reason, FinishReason::kCancelled);
+  for (size_t i : {0, 2, 3}) {
+    EXPECT_TRUE(out[i].error.ok()) << out[i].error;
+    EXPECT_EQ(out[i].reason, FinishReason::kLength);
+    EXPECT_EQ(out[i].tokens, Expected(prompts[i], 24)) << i;
+  }
+  EXPECT_GT(engine.Stats().preemptions, 0);
+  EXPECT_GT(engine.Stats().prefix_hit_tokens, 0);
+  EXPECT_EQ(engine.Stats().blocks_free, 12) << "the pool is whole again";
 }
 
 TEST(ModelEngineTest, FirstComeFirstServed) {
@@ -204,14 +266,14 @@ TEST(ModelEngineTest, CancelledRequestLeavesAndFreesItsBlocks) {
   ModelEngine engine("m", FakeModel(&runner, 64), {}, &clock);
   auto stream = *engine.Submit(Prompt({1, 2, 3, 4, 5, 6}, 100));
   for (int i = 0; i < 5; ++i) engine.StepOnce();
-  EXPECT_LT(runner->FreeBlocks(), 64);
+  EXPECT_LT(engine.Stats().blocks_free, 64);
   stream->Cancel();
   engine.StepOnce();
   Outcome out;
   ASSERT_TRUE(Collect(*stream, &out));
   EXPECT_EQ(out.reason, FinishReason::kCancelled);
   EXPECT_EQ(out.tokens.size(), 5u);
-  EXPECT_EQ(runner->FreeBlocks(), 64);
+  EXPECT_EQ(engine.Stats().blocks_free, 64);
   EXPECT_EQ(engine.Stats().running, 0);
 }
 

@@ -24,7 +24,7 @@ using ::testing::IsEmpty;
 class GatedRunner : public FakeRunner {
  public:
   GatedRunner(absl::Notification* gate, absl::Notification* stepping) : FakeRunner(64), gate_(gate), stepping_(stepping) {}
-  absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepItem> items) override {
+  absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepSequence> items) override {
     if (!stepping_->HasBeenNotified()) stepping_->Notify();
     gate_->WaitForNotification();
     return FakeRunner::Step(items);
@@ -39,7 +39,7 @@ class GatedRunner : public FakeRunner {
 class StallingRunner : public FakeRunner {
  public:
   StallingRunner() : FakeRunner(64) {}
-  absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepItem> items) override {
+  absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepSequence> items) override {
     runtime::StepResult result;
     for (const auto& item : items) {
       runtime::SequenceStepResult r;

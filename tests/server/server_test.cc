@@ -13,6 +13,8 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "runtime/model_runner.h"
 #include "runtime/safetensors.h"
 #include "tests/server/models_client.h"
@@ -123,6 +125,17 @@ class ServerTest : public ::testing::Test {
 
 testing::ServerProcess* ServerTest::server_ = nullptr;
 
+// The reason in the status details, as a client reads it.
+std::string Reason(const grpc::Status& status) {
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) return "(details do not parse)";
+  for (const auto& any : details.details()) {
+    google::rpc::ErrorInfo info;
+    if (any.UnpackTo(&info)) return info.domain() == "gantry.dev" ? info.reason() : "(wrong domain)";
+  }
+  return "(no ErrorInfo)";
+}
+
 bool ValidUtf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
     unsigned char c = static_cast<unsigned char>(s[i]);
@@ -163,6 +176,21 @@ TEST_F(ServerTest, StreamsAGenerationWithUsage) {
   v1::TokenizeResponse ids;
   ASSERT_TRUE(inference_->Tokenize(&context, tokenize, &ids).ok());
   EXPECT_EQ(static_cast<uint32_t>(ids.token_ids_size()), g.last.usage().prompt_tokens());
+}
+
+TEST_F(ServerTest, ARepeatedPromptReportsItsCachedTokens) {
+  std::string text;
+  for (int i = 0; i < 12; ++i) text += "The licensee shall keep every notice intact. ";
+  v1::GenerateRequest request = TextRequest("demo", text, 2);
+  Generation first = Generate(request);
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  Generation second = Generate(request);
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  const uint32_t prompt = second.last.usage().prompt_tokens();
+  ASSERT_GT(prompt, 32u);
+  // Whole 16-token blocks of the prompt, leaving at least one to compute.
+  EXPECT_EQ(second.last.usage().cached_prompt_tokens(), (prompt - 1) / 16 * 16);
+  EXPECT_EQ(second.tokens, first.tokens) << "the cache changes nothing of the output";
 }
 
 TEST_F(ServerTest, ChatUsesTheChatTemplate) {
@@ -290,37 +318,39 @@ TEST_F(ServerTest, BadRequestsGetCodesThatNameTheProblem) {
     v1::GenerateRequest request;
     grpc::StatusCode code;
     std::string message;
+    std::string reason;  // the google.rpc.ErrorInfo reason in the status details
   };
   std::vector<Case> cases;
-  cases.push_back({TextRequest("nope", "x", 4), grpc::StatusCode::NOT_FOUND, "model \"nope\" is not in the catalogue"});
+  cases.push_back({TextRequest("nope", "x", 4), grpc::StatusCode::NOT_FOUND, "model \"nope\" is not in the catalogue", "MODEL_NOT_FOUND"});
   v1::GenerateRequest bad_top_p = TextRequest("demo", "x", 4);
   bad_top_p.mutable_parameters()->set_top_p(1.5f);
-  cases.push_back({bad_top_p, grpc::StatusCode::INVALID_ARGUMENT, "top_p must be in (0, 1], got 1.5"});
+  cases.push_back({bad_top_p, grpc::StatusCode::INVALID_ARGUMENT, "top_p must be in (0, 1], got 1.5", "INVALID_REQUEST"});
   v1::GenerateRequest bad_temperature = TextRequest("demo", "x", 4);
   bad_temperature.mutable_parameters()->set_temperature(-1);
-  cases.push_back({bad_temperature, grpc::StatusCode::INVALID_ARGUMENT, "temperature must be in [0, 100], got -1"});
+  cases.push_back({bad_temperature, grpc::StatusCode::INVALID_ARGUMENT, "temperature must be in [0, 100], got -1", "INVALID_REQUEST"});
   v1::GenerateRequest bad_logprobs = TextRequest("demo", "x", 4);
   bad_logprobs.mutable_parameters()->set_top_logprobs(21);
-  cases.push_back({bad_logprobs, grpc::StatusCode::INVALID_ARGUMENT, "top_logprobs must be in [0, 20], got 21"});
+  cases.push_back({bad_logprobs, grpc::StatusCode::INVALID_ARGUMENT, "top_logprobs must be in [0, 20], got 21", "INVALID_REQUEST"});
   v1::GenerateRequest too_long = TextRequest("demo", "hello", 2047);
-  cases.push_back({too_long, grpc::StatusCode::INVALID_ARGUMENT, "plus max_tokens 2047 exceeds the context of 2048"});
+  cases.push_back({too_long, grpc::StatusCode::INVALID_ARGUMENT, "plus max_tokens 2047 exceeds the context of 2048", "CONTEXT_LENGTH"});
   v1::GenerateRequest zero_tokens = TextRequest("demo", "hello", 0);
-  cases.push_back({zero_tokens, grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be >= 1, got 0"});
+  cases.push_back({zero_tokens, grpc::StatusCode::INVALID_ARGUMENT, "max_tokens must be >= 1, got 0", "INVALID_REQUEST"});
   v1::GenerateRequest no_prompt;
   no_prompt.set_model("demo");
-  cases.push_back({no_prompt, grpc::StatusCode::INVALID_ARGUMENT, "prompt is required"});
+  cases.push_back({no_prompt, grpc::StatusCode::INVALID_ARGUMENT, "prompt is required", "INVALID_REQUEST"});
   v1::GenerateRequest text_without_tokenizer = TextRequest("llama", "hello", 4);
-  cases.push_back({text_without_tokenizer, grpc::StatusCode::FAILED_PRECONDITION, "has no tokenizer.json"});
+  cases.push_back({text_without_tokenizer, grpc::StatusCode::FAILED_PRECONDITION, "has no tokenizer.json", "UNSUPPORTED"});
   v1::GenerateRequest bad_id;
   bad_id.set_model("llama");
   bad_id.mutable_token_ids()->add_ids(99999);
-  cases.push_back({bad_id, grpc::StatusCode::INVALID_ARGUMENT, "prompt token id 99999 at index 0 is outside the vocabulary [0, 512)"});
+  cases.push_back({bad_id, grpc::StatusCode::INVALID_ARGUMENT, "prompt token id 99999 at index 0 is outside the vocabulary [0, 512)", "INVALID_REQUEST"});
   v1::GenerateRequest broken = TextRequest("broken", "x", 4);
-  cases.push_back({broken, grpc::StatusCode::UNAVAILABLE, "model \"broken\" failed to load"});
+  cases.push_back({broken, grpc::StatusCode::UNAVAILABLE, "model \"broken\" failed to load", "MODEL_LOAD_FAILED"});
   for (const Case& c : cases) {
     Generation g = Generate(c.request);
     EXPECT_EQ(g.status.error_code(), c.code) << c.message << ": " << g.status.error_message();
     EXPECT_THAT(g.status.error_message(), HasSubstr(c.message));
+    EXPECT_EQ(Reason(g.status), c.reason) << c.message;
   }
   v1::ModelStatus broken_status = GetModel("broken");
   EXPECT_EQ(broken_status.state(), v1::MODEL_STATE_FAILED);
@@ -346,6 +376,7 @@ TEST_F(ServerTest, FullQueueIsResourceExhausted) {
   Generation third = Generate(TextRequest("one_at_a_time", "third", 4));
   EXPECT_EQ(third.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(third.status.error_message(), HasSubstr("queue of model one_at_a_time is full (1 waiting requests)"));
+  EXPECT_EQ(Reason(third.status), "QUEUE_FULL");
   first_context.TryCancel();
   second_context.TryCancel();
   while (first->Read(&response)) {

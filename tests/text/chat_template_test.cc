@@ -1,11 +1,11 @@
-#include "runtime/text/chat_template.h"
+#include "text/chat_template.h"
 
 #include <fstream>
 #include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/text/json_limits.h"
+#include "text/json_limits.h"
 #include "tests/text/text_test_util.h"
 
 namespace gantry::text {

@@ -1,4 +1,4 @@
-#include "runtime/text/stream_decoder.h"
+#include "text/stream_decoder.h"
 
 #include "gtest/gtest.h"
 #include "tests/text/text_test_util.h"

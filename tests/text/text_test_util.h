@@ -9,7 +9,7 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace gantry::testing {
 

@@ -1,4 +1,4 @@
-#include "runtime/text/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <utf8proc.h>
 
@@ -6,7 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/text/stream_decoder.h"
+#include "text/stream_decoder.h"
 #include "tests/text/text_test_util.h"
 
 namespace gantry::text {

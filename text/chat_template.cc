@@ -1,4 +1,4 @@
-#include "runtime/text/chat_template.h"
+#include "text/chat_template.h"
 
 #include <cctype>
 

@@ -1,4 +1,4 @@
-#include "runtime/text/decoder.h"
+#include "text/decoder.h"
 
 #include <vector>
 
@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/component_list.h"
-#include "runtime/text/utf8.h"
+#include "text/component_list.h"
+#include "text/utf8.h"
 
 namespace gantry::text {
 namespace {

@@ -1,7 +1,7 @@
-// Values of the Jinja interpreter (runtime/text/jinja.h): Python-like
+// Values of the Jinja interpreter (text/jinja.h): Python-like
 // semantics for truthiness, equality, str() and tojson.
-#ifndef GANTRY_RUNTIME_TEXT_JINJA_VALUE_H_
-#define GANTRY_RUNTIME_TEXT_JINJA_VALUE_H_
+#ifndef GANTRY_TEXT_JINJA_VALUE_H_
+#define GANTRY_TEXT_JINJA_VALUE_H_
 
 #include <cstdint>
 #include <functional>
@@ -101,4 +101,4 @@ bool LessThan(const Value& a, const Value& b, int line);
 
 }  // namespace gantry::text::jinja
 
-#endif  // GANTRY_RUNTIME_TEXT_JINJA_VALUE_H_
+#endif  // GANTRY_TEXT_JINJA_VALUE_H_

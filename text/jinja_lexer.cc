@@ -1,10 +1,10 @@
-#include "runtime/text/jinja_lexer.h"
+#include "text/jinja_lexer.h"
 
 #include <cctype>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/text/jinja_value.h"
-#include "runtime/text/utf8.h"
+#include "text/jinja_value.h"
+#include "text/utf8.h"
 
 namespace gantry::text::jinja {
 namespace {

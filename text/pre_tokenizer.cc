@@ -1,12 +1,12 @@
-#include "runtime/text/pre_tokenizer.h"
+#include "text/pre_tokenizer.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/component_list.h"
-#include "runtime/text/regex.h"
-#include "runtime/text/utf8.h"
+#include "text/component_list.h"
+#include "text/regex.h"
+#include "text/utf8.h"
 
 namespace gantry::text {
 namespace {

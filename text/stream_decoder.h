@@ -3,14 +3,14 @@
 // pieces waits until whole) and not possibly the start of a stop string. The
 // concatenation of everything released equals Tokenizer::Decode of all the
 // tokens, cut before the first stop string.
-#ifndef GANTRY_RUNTIME_TEXT_STREAM_DECODER_H_
-#define GANTRY_RUNTIME_TEXT_STREAM_DECODER_H_
+#ifndef GANTRY_TEXT_STREAM_DECODER_H_
+#define GANTRY_TEXT_STREAM_DECODER_H_
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "runtime/text/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace gantry::text {
 
@@ -46,4 +46,4 @@ class StreamDecoder {
 
 }  // namespace gantry::text
 
-#endif  // GANTRY_RUNTIME_TEXT_STREAM_DECODER_H_
+#endif  // GANTRY_TEXT_STREAM_DECODER_H_

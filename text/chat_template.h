@@ -4,15 +4,15 @@
 //   {Role}: {content}\n\n     for each message ("System", "User", "Assistant",
 //                             or the role name capitalised), then
 //   Assistant:                when add_generation_prompt is set.
-#ifndef GANTRY_RUNTIME_TEXT_CHAT_TEMPLATE_H_
-#define GANTRY_RUNTIME_TEXT_CHAT_TEMPLATE_H_
+#ifndef GANTRY_TEXT_CHAT_TEMPLATE_H_
+#define GANTRY_TEXT_CHAT_TEMPLATE_H_
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/jinja.h"
+#include "text/jinja.h"
 
 namespace gantry::text {
 
@@ -38,4 +38,4 @@ class ChatTemplate {
 
 }  // namespace gantry::text
 
-#endif  // GANTRY_RUNTIME_TEXT_CHAT_TEMPLATE_H_
+#endif  // GANTRY_TEXT_CHAT_TEMPLATE_H_

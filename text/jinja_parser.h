@@ -1,12 +1,12 @@
 // Jinja parser: tokens to a statement list. Unsupported tags, filters and
 // tests fail here, naming the construct and its line.
-#ifndef GANTRY_RUNTIME_TEXT_JINJA_PARSER_H_
-#define GANTRY_RUNTIME_TEXT_JINJA_PARSER_H_
+#ifndef GANTRY_TEXT_JINJA_PARSER_H_
+#define GANTRY_TEXT_JINJA_PARSER_H_
 
 #include <vector>
 
-#include "runtime/text/jinja_ast.h"
-#include "runtime/text/jinja_lexer.h"
+#include "text/jinja_ast.h"
+#include "text/jinja_lexer.h"
 
 namespace gantry::text::jinja {
 
@@ -15,4 +15,4 @@ Body Parse(const std::vector<Token>& tokens);
 
 }  // namespace gantry::text::jinja
 
-#endif  // GANTRY_RUNTIME_TEXT_JINJA_PARSER_H_
+#endif  // GANTRY_TEXT_JINJA_PARSER_H_

@@ -1,12 +1,12 @@
-#include "runtime/text/jinja.h"
+#include "text/jinja.h"
 
 #include <ctime>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "runtime/text/jinja_ast.h"
-#include "runtime/text/jinja_lexer.h"
-#include "runtime/text/jinja_parser.h"
+#include "text/jinja_ast.h"
+#include "text/jinja_lexer.h"
+#include "text/jinja_parser.h"
 
 namespace gantry::text::jinja {
 namespace {

@@ -1,8 +1,8 @@
-#include "runtime/text/stream_decoder.h"
+#include "text/stream_decoder.h"
 
 #include <algorithm>
 
-#include "runtime/text/utf8.h"
+#include "text/utf8.h"
 
 namespace gantry::text {
 

@@ -1,4 +1,4 @@
-#include "runtime/text/bpe_model.h"
+#include "text/bpe_model.h"
 
 #include <queue>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/utf8.h"
+#include "text/utf8.h"
 
 namespace gantry::text {
 namespace {

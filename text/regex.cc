@@ -1,5 +1,5 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "runtime/text/regex.h"
+#include "text/regex.h"
 
 #include <pcre2.h>
 

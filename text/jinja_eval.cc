@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "runtime/text/jinja_ast.h"
-#include "runtime/text/utf8.h"
+#include "text/jinja_ast.h"
+#include "text/utf8.h"
 
 namespace gantry::text::jinja {
 namespace {

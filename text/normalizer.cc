@@ -1,4 +1,4 @@
-#include "runtime/text/normalizer.h"
+#include "text/normalizer.h"
 
 #include <utf8proc.h>
 
@@ -9,9 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/component_list.h"
-#include "runtime/text/regex.h"
-#include "runtime/text/utf8.h"
+#include "text/component_list.h"
+#include "text/regex.h"
+#include "text/utf8.h"
 
 namespace gantry::text {
 namespace {

@@ -1,6 +1,6 @@
-// Jinja syntax tree and the evaluation context (runtime/text/jinja.h).
-#ifndef GANTRY_RUNTIME_TEXT_JINJA_AST_H_
-#define GANTRY_RUNTIME_TEXT_JINJA_AST_H_
+// Jinja syntax tree and the evaluation context (text/jinja.h).
+#ifndef GANTRY_TEXT_JINJA_AST_H_
+#define GANTRY_TEXT_JINJA_AST_H_
 
 #include <map>
 #include <memory>
@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "runtime/text/jinja_value.h"
+#include "text/jinja_value.h"
 
 namespace gantry::text::jinja {
 
@@ -196,4 +196,4 @@ bool IsKnownTest(const std::string& name);
 
 }  // namespace gantry::text::jinja
 
-#endif  // GANTRY_RUNTIME_TEXT_JINJA_AST_H_
+#endif  // GANTRY_TEXT_JINJA_AST_H_

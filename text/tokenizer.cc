@@ -1,4 +1,4 @@
-#include "runtime/text/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <algorithm>
 #include <fstream>
@@ -7,11 +7,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "runtime/text/bpe_model.h"
-#include "runtime/text/decoder.h"
-#include "runtime/text/normalizer.h"
-#include "runtime/text/pre_tokenizer.h"
-#include "runtime/text/utf8.h"
+#include "text/bpe_model.h"
+#include "text/decoder.h"
+#include "text/normalizer.h"
+#include "text/pre_tokenizer.h"
+#include "text/utf8.h"
 
 namespace gantry::text {
 namespace {

@@ -1,4 +1,4 @@
-#include "runtime/text/jinja_parser.h"
+#include "text/jinja_parser.h"
 
 #include <set>
 
