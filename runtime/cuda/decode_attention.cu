@@ -10,17 +10,18 @@
 // any context length. Splits make a long context at a small batch fill the
 // GPU; each split derives its token range from seq_lens on the device, so the
 // grid depends only on host-side sizes and the launch can be captured in a
-// CUDA graph and replayed with other lengths. A sequence uses only as many of
-// the splits as it has chunks of tokens (the others exit at once): a chunk
-// costs a block about the same time however few of its rows are valid, so
-// thinner splits would only add blocks and partials to merge. With one split
-// in use the block writes the output itself. Otherwise each split writes its
-// unnormalised partial result to the workspace, makes it visible
-// (__threadfence) and counts itself in on its (sequence, KV head) counter;
-// the last to arrive merges the partials with log-sum-exp rescaling, in split
-// order, and resets the counter to 0 for the next launch or graph replay. So
-// one kernel per layer, and a replay is bit-for-bit the eager result whatever
-// order the splits finish in.
+// CUDA graph and replayed with other lengths. A sequence's visible keys are
+// cut evenly over all the launched splits, as long as each gets at least
+// kMinSplitTokens of them (a shorter context uses fewer splits; the others
+// exit at once): at a small batch the splits are what spreads a short
+// context over the multiprocessors, and a block's time is mostly fixed
+// latency for so few rows. With one split in use the block writes the output
+// itself. Otherwise each split writes its unnormalised partial result to the
+// workspace, makes it visible (__threadfence) and counts itself in on its
+// (sequence, KV head) counter; the last to arrive merges the partials with
+// log-sum-exp rescaling, in split order, and resets the counter to 0 for the
+// next launch or graph replay. So one kernel per layer, and a replay is
+// bit-for-bit the eager result whatever order the splits finish in.
 // Scores live in the log2 domain (q is pre-scaled by scale * log2(e)) so the
 // softmax uses exp2f, an accurate (2 ulp) function, not a fast-math intrinsic.
 #include <cuda_runtime.h>
@@ -39,6 +40,12 @@ namespace {
 constexpr int kThreads = 128;  // 4 warps: 3 blocks fit one SM at head_dim 128
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxGroup = 16;  // query heads per KV head; kernels.cc rejects more
+// Fewest keys per split while a context is shorter than num_splits times it:
+// thinner splits would add blocks and partials to merge, not speed.
+constexpr int kMinSplitTokens = 16;
+// Partials the merge reads per round trip to L2 (per thread: one float4 of
+// each, and the split's max and sum).
+constexpr int kMergeBatch = 16;
 constexpr float kLog2e = 1.4426950408889634f;
 
 constexpr int Min(int a, int b) { return a < b ? a : b; }
@@ -85,8 +92,7 @@ struct Config {
   // The stages are reused for the token-lane reduction: [token lanes, group, head_dim] floats.
   static_assert(4 * kStageBytes >= 4 * kHeadDim * (kHeadSlots > kMaxGroup ? kHeadSlots : kMaxGroup),
                 "the final reduction fits in the stages");
-  // ... and then for the merge's split weights: [group, splits <= 256] and [group] floats.
-  static_assert(4 * kStageBytes >= 4 * kMaxGroup * (256 + 1), "the merge weights fit in the stages");
+  static_assert(kHeadDim % 4 == 0, "the merge reads partials as float4");
 
   // Byte offset of 16-byte vector v of chunk row c inside a stage.
   static __device__ __forceinline__ int VecOffset(int c, int v) {
@@ -180,12 +186,13 @@ __device__ __forceinline__ float WarpSum(float x) {
 // One thread block per (sequence, KV head, split): grid (num_seqs *
 // num_kv_heads, num_splits). Attends the split's share of the visible keys
 // for the `group` query heads of the KV head. Of the num_splits blocks of a
-// sequence, the first `active` (one per chunk of visible keys, at most
-// num_splits) have work; the rest exit. active == 1: the block writes the
-// normalised output. Otherwise each writes its unnormalised accumulator, its
-// running max (log2 domain) and its sum of exponentials to the workspace, and
-// the last of them to finish merges them into the output. A padding sequence
-// (no visible keys) gets zero rows from its split 0.
+// sequence, the first `active` = min(num_splits, ceil(visible /
+// kMinSplitTokens)) share the visible keys evenly (each has >= 1 key); the
+// rest exit. active == 1: the block writes the normalised output. Otherwise
+// each writes its unnormalised accumulator, its running max (log2 domain) and
+// its sum of exponentials to the workspace, and the last of them to finish
+// merges them into the output. A padding sequence (no visible keys) gets zero
+// rows from its split 0.
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kThreads, 3)
     DecodeSplitKernel(const T* __restrict__ q,                // [num_seqs, num_heads, head_dim]
@@ -231,8 +238,10 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int hi = max(seq_lens[seq], 0);
   const int lo = sliding_window > 0 ? max(0, hi - sliding_window) : 0;
   const int64_t visible = hi - lo;
-  // Splits in use: one per chunk of keys, so each has >= 1 key (active <= visible).
-  const int active = static_cast<int>(min(static_cast<int64_t>(num_splits), (visible + kChunk - 1) / kChunk));
+  // Splits in use: all of them once every one gets kMinSplitTokens keys;
+  // active <= visible, so each has >= 1 key.
+  const int active = static_cast<int>(
+      min(static_cast<int64_t>(num_splits), (visible + kMinSplitTokens - 1) / kMinSplitTokens));
   // Whole blocks leave here, so no barrier below is skipped by some threads only.
   if (active == 0) {  // a padding sequence: nothing to attend
     if (split == 0) {
@@ -481,33 +490,67 @@ __global__ void __launch_bounds__(kThreads, 3)
   __threadfence();  // the other splits' partials are read after their count
 
   // out = sum_i w_i acc_i / sum_i w_i l_i, w_i = exp2(m_i - max_i m_i), over
-  // the active splits in order. The partials were written by other blocks:
-  // read them from L2 (ld.cg), never from a stale L1 line.
-  float* const weights = reinterpret_cast<float*>(smem);  // [group, active] (the stages are free)
-  float* const totals = weights + group * active;          // [group]
-  for (int h = warp; h < group; h += kWarps) {
+  // the active splits in order, spread over all the block's warps: each
+  // thread owns 4 dims (a float4) of one head, so at group * head_dim / 4 <=
+  // kThreads (8B-shaped: 4 heads x 128 dims) every thread makes one pass. It
+  // reads kMergeBatch splits' partials, maxes and sums at once (one round
+  // trip to L2 for up to kMergeBatch splits, unrolled) and folds them into a
+  // running max, sum and accumulator: no barrier, no shared memory, no
+  // separate pass for the max. The partials were written by other blocks:
+  // read them from L2 (ld.cg), never from a stale L1 line. The order of the
+  // arithmetic depends only on `active`, so the result does not depend on
+  // which block merges.
+  constexpr int kSlots = kHeadDim / 4;  // float4 slots per head
+  for (int e = tid; e < group * kSlots; e += kThreads) {
+    const int h = e / kSlots, dv = e % kSlots;
     const int64_t row = first_row + h;
-    float m_max = -INFINITY;
-    for (int i = lane; i < active; i += 32) m_max = fmaxf(m_max, __ldcg(ws_max + row * num_splits + i));
-    m_max = WarpMax(m_max);
-    float total = 0.0f;
-    for (int i = lane; i < active; i += 32) {
-      const float w = exp2f(__ldcg(ws_max + row * num_splits + i) - m_max);
-      weights[h * active + i] = w;
-      total += w * __ldcg(ws_sum + row * num_splits + i);
+    const float* const m_row = ws_max + row * num_splits;
+    const float* const l_row = ws_sum + row * num_splits;
+    const float4* const acc_row = reinterpret_cast<const float4*>(ws_acc + row * num_splits * kHeadDim) + dv;
+    float m_run = -INFINITY, l_run = 0.0f;
+    float4 a_run = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int j0 = 0; j0 < active; j0 += kMergeBatch) {
+      float m[kMergeBatch], l[kMergeBatch];
+      float4 acc[kMergeBatch];
+#pragma unroll
+      for (int u = 0; u < kMergeBatch; ++u) {
+        const int j = j0 + u;
+        if (j < active) {
+          m[u] = __ldcg(m_row + j);
+          l[u] = __ldcg(l_row + j);
+          acc[u] = __ldcg(acc_row + static_cast<int64_t>(j) * kSlots);
+        } else {
+          m[u] = -INFINITY;  // weight 0
+          l[u] = 0.0f;
+          acc[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+      }
+      float m_new = m_run;
+#pragma unroll
+      for (int u = 0; u < kMergeBatch; ++u) m_new = fmaxf(m_new, m[u]);  // finite: split j0 holds a key
+      const float rescale = exp2f(m_run - m_new);                       // 0 on the first batch
+      l_run *= rescale;
+      a_run.x *= rescale;
+      a_run.y *= rescale;
+      a_run.z *= rescale;
+      a_run.w *= rescale;
+#pragma unroll
+      for (int u = 0; u < kMergeBatch; ++u) {
+        const float w = exp2f(m[u] - m_new);
+        l_run = fmaf(w, l[u], l_run);
+        a_run.x = fmaf(w, acc[u].x, a_run.x);
+        a_run.y = fmaf(w, acc[u].y, a_run.y);
+        a_run.z = fmaf(w, acc[u].z, a_run.z);
+        a_run.w = fmaf(w, acc[u].w, a_run.w);
+      }
+      m_run = m_new;
     }
-    total = WarpSum(total);
-    if (lane == 0) totals[h] = total;  // >= 1: every active split holds a key
-  }
-  __syncthreads();
-  for (int i = tid; i < group * kHeadDim; i += kThreads) {
-    const int h = i / kHeadDim;
-    const float* const acc = ws_acc + (first_row + h) * num_splits * kHeadDim + i % kHeadDim;
-    const float* const w = weights + h * active;
-    float sum = 0.0f;
-#pragma unroll 8
-    for (int j = 0; j < active; ++j) sum = fmaf(w[j], __ldcg(acc + static_cast<int64_t>(j) * kHeadDim), sum);
-    out[first_row * kHeadDim + i] = FromFloat<T>(sum / totals[h]);
+    // l_run >= 1: the split holding the overall max contributes exp2(0) * l >= 1.
+    T* const o = out + row * kHeadDim + dv * 4;
+    o[0] = FromFloat<T>(a_run.x / l_run);
+    o[1] = FromFloat<T>(a_run.y / l_run);
+    o[2] = FromFloat<T>(a_run.z / l_run);
+    o[3] = FromFloat<T>(a_run.w / l_run);
   }
 }
 
@@ -545,6 +588,10 @@ cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& args, cudaStream_t s
   // The 16-byte cache copies need 16-byte aligned caches (cudaMalloc and
   // LibTorch allocations are); q and out are read and written per element.
   if ((reinterpret_cast<uintptr_t>(args.k_cache) | reinterpret_cast<uintptr_t>(args.v_cache)) % 16 != 0) {
+    return cudaErrorMisalignedAddress;
+  }
+  // The merge reads the partials as float4 (cudaMalloc'd and LibTorch workspaces are 16-byte aligned).
+  if (args.num_splits > 1 && reinterpret_cast<uintptr_t>(args.workspace) % 16 != 0) {
     return cudaErrorMisalignedAddress;
   }
   return DispatchDType(args.dtype, [&](auto tag) -> cudaError_t {

@@ -125,11 +125,12 @@ struct PagedAttentionArgs {
   const int32_t* seq_lens = nullptr;      // [num_seqs]; 0 marks a padding sequence: its rows are zeroed
   const int32_t* query_start = nullptr;   // [num_seqs + 1] (prefill only)
   int max_query_len = 0;                  // >= every sequence's query count (prefill only)
-  // Decode only: the context of each sequence is cut into up to num_splits
-  // parts (no part shorter than the kernel's chunk of tokens, so a short
-  // context takes fewer) computed by separate thread blocks; the last block
-  // of a sequence's KV head to finish merges them. The workspace holds the
-  // parts and one arrival counter per (sequence, head).
+  // Decode only: the context of each sequence is spread evenly over up to
+  // num_splits parts (none shorter than 16 tokens, so a short context takes
+  // fewer) computed by separate thread blocks; the last block of a
+  // sequence's KV head to finish merges them. The workspace (16-byte
+  // aligned when num_splits > 1) holds the parts and one arrival counter per
+  // (sequence, head).
   int num_splits = 1;
   float* workspace = nullptr;             // DecodeAttentionWorkspaceBytes(...) bytes; see below
 };

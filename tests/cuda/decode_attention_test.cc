@@ -1,12 +1,13 @@
 // DecodeAttention against a CPU reference in double: one query per sequence
 // over a paged cache whose blocks sit at random places, for every dtype and
-// head_dim, grouped-query ratios, block sizes, split counts (empty splits
-// included), sliding windows, padding sequences, both block-table layouts,
-// a 32k-token context and a batch of 64. Cache rows the query must not see
-// (past the sequence end, before the window, unused blocks) hold NaN, so a
-// kernel that reads one fails; the output and the workspace's scratch are
-// poisoned, and its split counters must be back at zero after every launch
-// (they are reused by the next launch or graph replay).
+// head_dim, grouped-query ratios, block sizes, split counts (idle splits
+// included, and contexts at multiples of the 16-key share), sliding windows,
+// padding sequences, both block-table layouts, a 32k-token context and a
+// batch of 64. Cache rows the query must not see (past the sequence end,
+// before the window, unused blocks) hold NaN, so a kernel that reads one
+// fails; the output and the workspace's scratch are poisoned, and its split
+// counters must be back at zero after every launch (they are reused by the
+// next launch or graph replay).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -430,9 +431,10 @@ std::vector<Case> EdgeCases() {
     }
   }
   // Many splits, short sequences: most splits of each sequence have no
-  // chunk of keys (so they exit), some sequences use a single split (written
-  // directly), lengths sit at chunk boundaries (64 tokens at head_dim 128 in
-  // 16-bit types, 32 in float32, 128 at head_dim 64 in 16-bit types).
+  // 16-token share of keys (so they exit), some sequences use a single split
+  // (written directly), lengths sit at share and chunk boundaries (64 tokens
+  // at head_dim 128 in 16-bit types, 32 in float32, 128 at head_dim 64 in
+  // 16-bit types).
   int k = 0;
   for (DType dtype : AllDTypes()) {
     for (int num_splits : {64, 256}) {
@@ -449,6 +451,36 @@ std::vector<Case> EdgeCases() {
       cases.push_back(c);
       ++k;
     }
+  }
+  // The context spread evenly over all the splits once each gets 16 keys:
+  // lengths below, at and just past num_splits x 16 (some splits idle, all
+  // exactly 16, all in use unevenly), one key, one share, the merge's batch
+  // of 16 partials exactly and one past it (256, 257, 512, 513 at 33 splits),
+  // ~170 tokens (the 8B decode that was measured: 11 of 33 splits), a window.
+  struct Spread {
+    DType dtype;
+    int num_splits, head_dim, num_kv_heads, group, block_size, sliding_window;
+    bool column_major;
+  };
+  const Spread spreads[] = {
+      {DType::kFloat32, 2, 256, 2, 1, 16, 0, false},   {DType::kBFloat16, 8, 128, 2, 4, 16, 0, true},
+      {DType::kFloat16, 33, 64, 2, 3, 7, 0, false},    {DType::kBFloat16, 33, 128, 8, 4, 16, 0, true},
+      {DType::kBFloat16, 33, 128, 2, 8, 1, 300, false}, {DType::kFloat16, 3, 32, 2, 4, 32, 0, true},
+  };
+  for (const Spread& spread : spreads) {
+    Case c;
+    c.dtype = spread.dtype;
+    c.num_splits = spread.num_splits;
+    c.head_dim = spread.head_dim;
+    c.num_kv_heads = spread.num_kv_heads;
+    c.group = spread.group;
+    c.block_size = spread.block_size;
+    c.sliding_window = spread.sliding_window;
+    c.column_major = spread.column_major;
+    c.seq_lens = {1,   2,   15,  16,  17,  31,  32,  33,  47,  48,  49,  127,
+                  128, 129, 136, 170, 256, 257, 512, 513, 527, 528, 529, 1000};
+    c.name = CaseName(c, "spread");
+    cases.push_back(c);
   }
   for (DType dtype : AllDTypes()) {
     Case c;
