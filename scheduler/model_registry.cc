@@ -150,13 +150,33 @@ void ModelRegistry::UnloadLocked(std::unique_lock<std::mutex>& lock, Entry& entr
   lock.lock();
 }
 
+namespace {
+
+absl::Status NotInCatalogue(const std::string& name) {
+  return WithReason(absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue")),
+                    ErrorReason::kModelNotFound);
+}
+
+}  // namespace
+
+std::optional<absl::StatusOr<ModelLease>> ModelRegistry::TryAcquire(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Entry* entry = Find(name);
+  if (entry == nullptr) return absl::StatusOr<ModelLease>(NotInCatalogue(name));
+  if (shut_down_ || entry->state != ModelState::kReady) return std::nullopt;
+  return absl::StatusOr<ModelLease>(LeaseLocked(name, *entry));
+}
+
+ModelLease ModelRegistry::LeaseLocked(const std::string& name, Entry& entry) {
+  entry.leases += 1;
+  entry.last_used = clock_->Now();
+  return ModelLease(this, name, entry.generation, entry.engine);
+}
+
 absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   std::unique_lock<std::mutex> lock(mutex_);
   Entry* entry = Find(name);
-  if (entry == nullptr) {
-    return WithReason(absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue")),
-                      ErrorReason::kModelNotFound);
-  }
+  if (entry == nullptr) return NotInCatalogue(name);
   while (true) {
     // Wait out a load or unload in progress: one load however many callers.
     changed_.wait(lock, [&] {
@@ -165,11 +185,7 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
     if (shut_down_) {
       return WithReason(absl::UnavailableError("the server is shutting down"), ErrorReason::kShuttingDown);
     }
-    if (entry->state == ModelState::kReady) {
-      entry->leases += 1;
-      entry->last_used = clock_->Now();
-      return ModelLease(this, name, entry->generation, entry->engine);
-    }
+    if (entry->state == ModelState::kReady) return LeaseLocked(name, *entry);
     // kUnloaded or kFailed: this caller loads (a failed load is retried).
     if (!entry->cost) {
       lock.unlock();
@@ -278,8 +294,7 @@ void ModelRegistry::Release(const std::string& name, uint64_t generation) {
 absl::Status ModelRegistry::Unload(const std::string& name, bool force) {
   std::unique_lock<std::mutex> lock(mutex_);
   Entry* entry = Find(name);
-  if (entry == nullptr) return WithReason(absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue")),
-                      ErrorReason::kModelNotFound);
+  if (entry == nullptr) return NotInCatalogue(name);
   changed_.wait(lock, [&] { return entry->state != ModelState::kLoading && entry->state != ModelState::kUnloading; });
   if (entry->state != ModelState::kReady) return absl::OkStatus();
   counters_.unloads += 1;
@@ -319,8 +334,7 @@ void ModelRegistry::StartIdleMonitor(absl::Duration period) {
 absl::StatusOr<ModelSnapshot> ModelRegistry::Get(const std::string& name) const {
   std::lock_guard<std::mutex> lock(mutex_);
   const Entry* entry = Find(name);
-  if (entry == nullptr) return WithReason(absl::NotFoundError(absl::StrCat("model \"", name, "\" is not in the catalogue")),
-                      ErrorReason::kModelNotFound);
+  if (entry == nullptr) return NotInCatalogue(name);
   ModelSnapshot snapshot;
   snapshot.spec = entry->spec;
   snapshot.state = entry->state;

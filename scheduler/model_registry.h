@@ -118,6 +118,10 @@ class ModelRegistry {
   // bytes free).
   absl::StatusOr<ModelLease> Acquire(const std::string& name);
   absl::Status Load(const std::string& name) { return Acquire(name).status(); }
+  // Acquire without waiting: the lease when the model is ready, NOT_FOUND
+  // for a name outside the catalogue, nullopt when Acquire would wait for or
+  // start a load (the event-driven server then calls Acquire off its threads).
+  std::optional<absl::StatusOr<ModelLease>> TryAcquire(const std::string& name);
   // Unloads once every lease is released (running requests finish); new
   // requests wait meanwhile and reload it afterwards. `force` cancels running
   // requests after the grace period.
@@ -144,6 +148,8 @@ class ModelRegistry {
 
  private:
   friend class ModelLease;
+  struct Entry;
+  ModelLease LeaseLocked(const std::string& name, Entry& entry);
   struct Entry {
     ModelSpec spec;
     ModelState state = ModelState::kUnloaded;

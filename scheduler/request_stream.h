@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -44,6 +45,8 @@ struct StreamEvent {
   bool last() const { return reason != FinishReason::kNone || !error.ok(); }
 };
 
+// Consumers either block in Pop or, event-driven (the gRPC server), set a
+// listener that is called after every Push and then Pop with a zero timeout.
 class RequestStream {
  public:
   void Push(StreamEvent event) {
@@ -52,6 +55,17 @@ class RequestStream {
       events_.push_back(std::move(event));
     }
     ready_.notify_all();
+    std::lock_guard<std::mutex> lock(listener_mutex_);
+    if (listener_) listener_();
+  }
+
+  // Called (on the pushing thread) after each Push; events pushed before it
+  // was set are the listener's to pop too. Setting another, or none, waits
+  // until a call in progress has returned, so a consumer that clears it may
+  // then go away. The listener must not set the listener itself.
+  void SetListener(std::function<void()> listener) {
+    std::lock_guard<std::mutex> lock(listener_mutex_);
+    listener_ = std::move(listener);
   }
 
   // Waits up to `timeout`; false when nothing arrived.
@@ -73,6 +87,8 @@ class RequestStream {
   std::condition_variable ready_;
   std::deque<StreamEvent> events_;
   std::atomic<bool> cancelled_{false};
+  std::mutex listener_mutex_;  // held while the listener runs
+  std::function<void()> listener_;
 };
 
 }  // namespace gantry::scheduler

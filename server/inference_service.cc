@@ -1,5 +1,9 @@
 #include "server/inference_service.h"
 
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -90,154 +94,330 @@ void FillResponse(const scheduler::StreamEvent& event, const text::Tokenizer* to
   }
 }
 
-}  // namespace
+// Builds the prompt once the model is known (tokenizing, rendering the chat
+// template); the request's parameters are already applied.
+using Prepare = std::function<absl::Status(const scheduler::ModelLease&, GenerationRequest*)>;
 
-grpc::Status InferenceService::Stream(grpc::ServerContext* context, const scheduler::ModelLease& engine,
-                                      GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer,
-                                      Metrics::Request* recorded) {
-  // `engine` is the request's lease: the model stays loaded until it returns.
-  const bool want_logprobs = request.sampling.logprobs;
-  auto stream = engine->Submit(std::move(request));
-  if (!stream.ok()) return ToGrpc(stream.status());
-  scheduler::StreamEvent event;
-  while (true) {
-    if (!(*stream)->Pop(&event, absl::Milliseconds(20))) {
-      if (context->IsCancelled()) {
-        (*stream)->Cancel();  // the engine drops it at its next step, freeing its blocks
-        const bool expired = context->deadline() <= std::chrono::system_clock::now();
-        return ToGrpc(expired ? absl::DeadlineExceededError("deadline exceeded")
-                              : absl::CancelledError("cancelled by the client"));
+// One Generate or Chat stream. Owned jointly by gRPC (until OnDone) and, while
+// it waits for a model, by the work queue's task: the last to let go deletes
+// it. Every method that may finish the call does so as its last act.
+class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  GenerationCall(InferenceService* service, grpc::CallbackServerContext* context, const std::string& model)
+      : service_(service), context_(context), model_(model), recorded_(service->metrics(), model) {}
+
+  // Validation errors so far in `checked`; otherwise waits for the model,
+  // prepares and submits the request.
+  void Start(absl::Status checked, GenerationRequest request, Prepare prepare) {
+    if (!checked.ok()) return FinishNow(checked);
+    refs_.fetch_add(1);
+    service_->WithLease(model_, [this, request = std::move(request), prepare = std::move(prepare)](
+                                    absl::StatusOr<scheduler::ModelLease> lease) mutable {
+      Admit(std::move(lease), std::move(request), prepare);
+      Unref();
+    });
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::Status end;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      writing_ = false;
+      if (finished_) {
+        // Cancelled while the write was in flight.
+        end = pending_end_;
+      } else if (!ok) {
+        finished_ = true;
+        if (stream_) stream_->Cancel();
+        end = absl::CancelledError("the client went away");
       }
-      continue;
     }
-    if (!event.error.ok()) return ToGrpc(event.error);
-    v1::GenerateResponse response;
-    FillResponse(event, engine->tokenizer(), want_logprobs, &response);
-    if (!writer->Write(response)) {
-      (*stream)->Cancel();
-      return ToGrpc(absl::CancelledError("the client went away"));
+    if (!end.ok()) return FinishWith(end);
+    Pump();
+  }
+
+  void OnCancel() override {
+    const bool expired = context_->deadline() <= std::chrono::system_clock::now();
+    const absl::Status end =
+        expired ? absl::DeadlineExceededError("deadline exceeded") : absl::CancelledError("cancelled by the client");
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stream_) stream_->Cancel();  // the engine drops it at its next step, freeing its blocks
+      if (finished_) return;
+      finished_ = true;
+      if (writing_) {  // OnWriteDone finishes
+        pending_end_ = end;
+        return;
+      }
     }
-    recorded->OnTokens(static_cast<int64_t>(event.tokens.size()));
-    if (event.last()) {
-      recorded->OnUsage(event.usage.prompt_tokens, event.usage.queue_seconds);
-      return grpc::Status::OK;
+    FinishWith(end);
+  }
+
+  void OnDone() override {
+    std::shared_ptr<scheduler::RequestStream> stream;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stream = stream_;
     }
+    // Waits for a listener call in progress: none comes after this.
+    if (stream) stream->SetListener(nullptr);
+    recorded_.Finish(code_.load());
+    Unref();
   }
-}
 
-grpc::Status InferenceService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                                        grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  Metrics::Request recorded(metrics_, request->model());
-  grpc::Status status = GenerateStream(context, request, writer, &recorded);
-  recorded.Finish(status.error_code());
-  return status;
-}
-
-grpc::Status InferenceService::Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
-                                    grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  Metrics::Request recorded(metrics_, request->model());
-  grpc::Status status = ChatStream(context, request, writer, &recorded);
-  recorded.Finish(status.error_code());
-  return status;
-}
-
-grpc::Status InferenceService::GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                                              grpc::ServerWriter<v1::GenerateResponse>* writer,
-                                              Metrics::Request* recorded) {
-  if (auto s = CheckModelName(request->model()); !s.ok()) return ToGrpc(s);
-  GenerationRequest generation;
-  if (auto s = ApplyParameters(request->parameters(), &generation); !s.ok()) return ToGrpc(s);
-  if (request->prompt_case() == v1::GenerateRequest::PROMPT_NOT_SET) {
-    return ToGrpc(absl::InvalidArgumentError("prompt is required: set text or token_ids"));
+ private:
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
   }
-  auto engine = registry_->Acquire(request->model());
-  if (!engine.ok()) return ToGrpc(engine.status());
-  if (request->has_token_ids()) {
-    for (uint32_t id : request->token_ids().ids()) generation.prompt.push_back(static_cast<int32_t>(id));
-  } else {
-    const text::Tokenizer* tokenizer = (*engine)->tokenizer();
-    if (tokenizer == nullptr) {
-      return ToGrpc(absl::FailedPreconditionError(
-          absl::StrCat("model ", request->model(), " has no tokenizer.json: send token_ids instead of text")));
+
+  // Finishes a call nothing else is touching yet (no write, no stream).
+  void FinishNow(const absl::Status& status) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      finished_ = true;
     }
-    auto ids = tokenizer->Encode(request->text(), request->has_add_special_tokens() ? request->add_special_tokens() : true);
-    if (!ids.ok()) return ToGrpc(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
-    generation.prompt = *std::move(ids);
+    FinishWith(status);
   }
-  return Stream(context, *engine, std::move(generation), writer, recorded);
-}
 
-grpc::Status InferenceService::ChatStream(grpc::ServerContext* context, const v1::ChatRequest* request,
-                                          grpc::ServerWriter<v1::GenerateResponse>* writer,
-                                          Metrics::Request* recorded) {
-  if (auto s = CheckModelName(request->model()); !s.ok()) return ToGrpc(s);
-  if (request->messages().empty()) return ToGrpc(absl::InvalidArgumentError("messages must not be empty"));
-  GenerationRequest generation;
-  if (auto s = ApplyParameters(request->parameters(), &generation); !s.ok()) return ToGrpc(s);
-  nlohmann::ordered_json tools = nullptr;
-  if (!request->tools_json().empty()) {
-    auto parsed = text::ParseJsonLimited<nlohmann::ordered_json>(request->tools_json(), "tools_json");
-    if (!parsed.ok()) return ToGrpc(parsed.status());
-    tools = *std::move(parsed);
-    if (!tools.is_array()) return ToGrpc(absl::InvalidArgumentError("tools_json must be a JSON list of tool schemas"));
+  void FinishWith(const absl::Status& status) {
+    code_.store(static_cast<int>(status.code()));
+    Finish(ToGrpc(status));
   }
-  auto engine = registry_->Acquire(request->model());
-  if (!engine.ok()) return ToGrpc(engine.status());
-  const text::Tokenizer* tokenizer = (*engine)->tokenizer();
+
+  void Admit(absl::StatusOr<scheduler::ModelLease> lease, GenerationRequest request, const Prepare& prepare) {
+    absl::Status error;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (finished_) return;  // cancelled while the model loaded; the lease goes here
+      if (!lease.ok()) {
+        error = lease.status();
+      } else if (auto prepared = prepare(*lease, &request); !prepared.ok()) {
+        error = prepared;
+      } else {
+        want_logprobs_ = request.sampling.logprobs;
+        tokenizer_ = (*lease)->tokenizer();
+        auto stream = (*lease)->Submit(std::move(request));
+        if (!stream.ok()) {
+          error = stream.status();
+        } else {
+          lease_.emplace(*std::move(lease));
+          stream_ = *std::move(stream);
+        }
+      }
+      if (!error.ok()) finished_ = true;
+    }
+    if (!error.ok()) return FinishWith(error);
+    // Events pushed before the listener was set are found by the first Pump.
+    stream_->SetListener([this] { Pump(); });
+    Pump();
+    // A call that ended meanwhile (cancelled, perhaps already past OnDone)
+    // must not leave a listener behind: this task's reference keeps it alive
+    // until here.
+    bool over;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      over = finished_;
+    }
+    if (over) stream_->SetListener(nullptr);
+  }
+
+  // Writes the next event, unless a write is in flight (its OnWriteDone
+  // comes back here) or the call is over.
+  void Pump() {
+    bool last = false;
+    absl::Status error;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (writing_ || finished_) return;
+      scheduler::StreamEvent event;
+      if (!stream_->Pop(&event, absl::ZeroDuration())) return;
+      if (!event.error.ok()) {
+        finished_ = true;
+        error = event.error;
+      } else {
+        response_.Clear();
+        FillResponse(event, tokenizer_, want_logprobs_, &response_);
+        recorded_.OnTokens(static_cast<int64_t>(event.tokens.size()));
+        writing_ = true;
+        last = event.last();
+        if (last) {
+          finished_ = true;
+          recorded_.OnUsage(event.usage.prompt_tokens, event.usage.queue_seconds);
+          code_.store(0);
+        }
+      }
+    }
+    if (!error.ok()) return FinishWith(error);
+    if (last) return StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    StartWrite(&response_);
+  }
+
+  InferenceService* const service_;
+  grpc::CallbackServerContext* const context_;
+  const std::string model_;
+  Metrics::Request recorded_;
+  std::atomic<int> refs_{1};   // gRPC's, plus the load wait's while it runs
+  std::atomic<int> code_{0};   // the status code the call ended with
+
+  std::mutex mutex_;
+  bool finished_ = false;  // Finish called or about to be: nothing more is written
+  bool writing_ = false;   // a write is in flight
+  absl::Status pending_end_;  // the status to finish with when a write in flight returns
+  std::optional<scheduler::ModelLease> lease_;  // keeps the model loaded until the call is done
+  std::shared_ptr<scheduler::RequestStream> stream_;
+  const text::Tokenizer* tokenizer_ = nullptr;
+  bool want_logprobs_ = false;
+  v1::GenerateResponse response_;  // the message being written
+};
+
+absl::Status PrepareGenerate(const v1::GenerateRequest& request, const scheduler::ModelLease& engine,
+                             GenerationRequest* generation) {
+  if (request.has_token_ids()) {
+    for (uint32_t id : request.token_ids().ids()) generation->prompt.push_back(static_cast<int32_t>(id));
+    return absl::OkStatus();
+  }
+  const text::Tokenizer* tokenizer = engine->tokenizer();
   if (tokenizer == nullptr) {
-    return ToGrpc(absl::FailedPreconditionError(
-        absl::StrCat("model ", request->model(), " has no tokenizer.json, so it cannot chat; use Generate with token_ids")));
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", request.model(), " has no tokenizer.json: send token_ids instead of text"));
+  }
+  auto ids = tokenizer->Encode(request.text(), request.has_add_special_tokens() ? request.add_special_tokens() : true);
+  if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
+  generation->prompt = *std::move(ids);
+  return absl::OkStatus();
+}
+
+absl::Status PrepareChat(const v1::ChatRequest& request, const nlohmann::ordered_json& tools,
+                         const scheduler::ModelLease& engine, GenerationRequest* generation) {
+  const text::Tokenizer* tokenizer = engine->tokenizer();
+  if (tokenizer == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model ", request.model(), " has no tokenizer.json, so it cannot chat; use Generate with token_ids"));
   }
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  for (const auto& m : request->messages()) {
-    if (m.role().empty()) return ToGrpc(absl::InvalidArgumentError("every message needs a role"));
-    messages.push_back({{"role", m.role()}, {"content", m.content()}});
-  }
-  auto prompt = (*engine)->chat_template()->Render(
-      messages, request->has_add_generation_prompt() ? request->add_generation_prompt() : true, tools);
-  if (!prompt.ok()) return ToGrpc(prompt.status());
+  for (const auto& m : request.messages()) messages.push_back({{"role", m.role()}, {"content", m.content()}});
+  auto prompt = engine->chat_template()->Render(
+      messages, request.has_add_generation_prompt() ? request.add_generation_prompt() : true, tools);
+  if (!prompt.ok()) return prompt.status();
   // The template writes the special tokens it wants (BOS included).
   auto ids = tokenizer->Encode(*prompt, /*add_special_tokens=*/false);
-  if (!ids.ok()) return ToGrpc(absl::InvalidArgumentError(absl::StrCat("messages: ", ids.status().message())));
-  generation.prompt = *std::move(ids);
-  return Stream(context, *engine, std::move(generation), writer, recorded);
+  if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("messages: ", ids.status().message()));
+  generation->prompt = *std::move(ids);
+  return absl::OkStatus();
 }
 
-grpc::Status InferenceService::Tokenize(grpc::ServerContext*, const v1::TokenizeRequest* request,
-                                        v1::TokenizeResponse* response) {
-  if (auto s = CheckModelName(request->model()); !s.ok()) return ToGrpc(s);
-  auto engine = registry_->Acquire(request->model());
-  if (!engine.ok()) return ToGrpc(engine.status());
+// The request's fields that need no model, checked before waiting for one.
+absl::Status CheckGenerate(const v1::GenerateRequest& request, GenerationRequest* generation) {
+  if (auto s = CheckModelName(request.model()); !s.ok()) return s;
+  if (auto s = ApplyParameters(request.parameters(), generation); !s.ok()) return s;
+  if (request.prompt_case() == v1::GenerateRequest::PROMPT_NOT_SET) {
+    return absl::InvalidArgumentError("prompt is required: set text or token_ids");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckChat(const v1::ChatRequest& request, GenerationRequest* generation, nlohmann::ordered_json* tools) {
+  if (auto s = CheckModelName(request.model()); !s.ok()) return s;
+  if (request.messages().empty()) return absl::InvalidArgumentError("messages must not be empty");
+  for (const auto& m : request.messages()) {
+    if (m.role().empty()) return absl::InvalidArgumentError("every message needs a role");
+  }
+  if (auto s = ApplyParameters(request.parameters(), generation); !s.ok()) return s;
+  if (!request.tools_json().empty()) {
+    auto parsed = text::ParseJsonLimited<nlohmann::ordered_json>(request.tools_json(), "tools_json");
+    if (!parsed.ok()) return parsed.status();
+    *tools = *std::move(parsed);
+    if (!tools->is_array()) return absl::InvalidArgumentError("tools_json must be a JSON list of tool schemas");
+  }
+  return absl::OkStatus();
+}
+
+// A tokenizer request's model, or the error.
+absl::StatusOr<const text::Tokenizer*> TokenizerOf(const absl::StatusOr<scheduler::ModelLease>& engine,
+                                                   const std::string& model) {
+  if (!engine.ok()) return engine.status();
   if ((*engine)->tokenizer() == nullptr) {
-    return ToGrpc(absl::FailedPreconditionError(absl::StrCat("model ", request->model(), " has no tokenizer.json")));
+    return absl::FailedPreconditionError(absl::StrCat("model ", model, " has no tokenizer.json"));
   }
-  auto ids = (*engine)->tokenizer()->Encode(request->text(),
-                                            request->has_add_special_tokens() ? request->add_special_tokens() : true);
-  if (!ids.ok()) return ToGrpc(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message())));
-  for (int32_t id : *ids) response->add_token_ids(static_cast<uint32_t>(id));
-  return grpc::Status::OK;
+  return (*engine)->tokenizer();
 }
 
-grpc::Status InferenceService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* request,
-                                          v1::DetokenizeResponse* response) {
-  if (auto s = CheckModelName(request->model()); !s.ok()) return ToGrpc(s);
-  auto engine = registry_->Acquire(request->model());
-  if (!engine.ok()) return ToGrpc(engine.status());
-  const text::Tokenizer* tokenizer = (*engine)->tokenizer();
-  if (tokenizer == nullptr) {
-    return ToGrpc(absl::FailedPreconditionError(absl::StrCat("model ", request->model(), " has no tokenizer.json")));
+}  // namespace
+
+void InferenceService::WithLease(const std::string& model,
+                                 std::function<void(absl::StatusOr<scheduler::ModelLease>)> then) {
+  if (auto ready = registry_->TryAcquire(model)) return then(*std::move(ready));
+  load_waiters_.Post([this, model, then = std::move(then)] { then(registry_->Acquire(model)); });
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc::CallbackServerContext* context,
+                                                                           const v1::GenerateRequest* request) {
+  auto* call = new GenerationCall(this, context, request->model());
+  GenerationRequest generation;
+  absl::Status checked = CheckGenerate(*request, &generation);
+  // `request` lives until the call is done.
+  call->Start(checked, std::move(generation), [request](const scheduler::ModelLease& engine, GenerationRequest* g) {
+    return PrepareGenerate(*request, engine, g);
+  });
+  return call;
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Chat(grpc::CallbackServerContext* context,
+                                                                       const v1::ChatRequest* request) {
+  auto* call = new GenerationCall(this, context, request->model());
+  GenerationRequest generation;
+  auto tools = std::make_shared<nlohmann::ordered_json>(nullptr);
+  absl::Status checked = CheckChat(*request, &generation, tools.get());
+  call->Start(checked, std::move(generation),
+              [request, tools](const scheduler::ModelLease& engine, GenerationRequest* g) {
+                return PrepareChat(*request, *tools, engine, g);
+              });
+  return call;
+}
+
+grpc::ServerUnaryReactor* InferenceService::WithTokenizer(
+    grpc::CallbackServerContext* context, const std::string& model,
+    std::function<absl::Status(const text::Tokenizer&)> body) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (auto s = CheckModelName(model); !s.ok()) {
+    reactor->Finish(ToGrpc(s));
+    return reactor;
   }
-  std::vector<int32_t> ids;
-  for (int i = 0; i < request->token_ids_size(); ++i) {
-    const uint32_t id = request->token_ids(i);
-    if (id >= static_cast<uint32_t>(tokenizer->vocab_size())) {
-      return ToGrpc(absl::InvalidArgumentError(absl::StrCat("token_ids[", i, "] = ", id,
-                                                            " is outside the vocabulary [0, ", tokenizer->vocab_size(), ")")));
+  WithLease(model, [reactor, model, body = std::move(body)](absl::StatusOr<scheduler::ModelLease> engine) {
+    auto tokenizer = TokenizerOf(engine, model);
+    reactor->Finish(ToGrpc(tokenizer.ok() ? body(**tokenizer) : tokenizer.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
+                                                     const v1::TokenizeRequest* request,
+                                                     v1::TokenizeResponse* response) {
+  return WithTokenizer(context, request->model(), [request, response](const text::Tokenizer& tokenizer) {
+    auto ids = tokenizer.Encode(request->text(),
+                                request->has_add_special_tokens() ? request->add_special_tokens() : true);
+    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()));
+    for (int32_t id : *ids) response->add_token_ids(static_cast<uint32_t>(id));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* InferenceService::Detokenize(grpc::CallbackServerContext* context,
+                                                       const v1::DetokenizeRequest* request,
+                                                       v1::DetokenizeResponse* response) {
+  return WithTokenizer(context, request->model(), [request, response](const text::Tokenizer& tokenizer) {
+    std::vector<int32_t> ids;
+    for (int i = 0; i < request->token_ids_size(); ++i) {
+      const uint32_t id = request->token_ids(i);
+      if (id >= static_cast<uint32_t>(tokenizer.vocab_size())) {
+        return absl::InvalidArgumentError(absl::StrCat("token_ids[", i, "] = ", id,
+                                                       " is outside the vocabulary [0, ", tokenizer.vocab_size(), ")"));
+      }
+      ids.push_back(static_cast<int32_t>(id));
     }
-    ids.push_back(static_cast<int32_t>(id));
-  }
-  response->set_text(tokenizer->Decode(ids, request->skip_special_tokens()));
-  return grpc::Status::OK;
+    response->set_text(tokenizer.Decode(ids, request->skip_special_tokens()));
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace gantry::server

@@ -1,39 +1,54 @@
-// gantry.v1.Inference: Generate, Chat, Tokenize, Detokenize.
+// gantry.v1.Inference (Generate, Chat, Tokenize, Detokenize) on gRPC's
+// callback API: a stream holds no thread while it waits for tokens. The
+// engine's RequestStream calls the call back when it has an event, the call
+// writes it and, when the write is done, looks for the next; a cancellation,
+// a passed deadline or a closed connection is an OnCancel event, handled at
+// once. Only waiting for a model to load is done off gRPC's threads, on a
+// small work queue.
 #ifndef GANTRY_SERVER_INFERENCE_SERVICE_H_
 #define GANTRY_SERVER_INFERENCE_SERVICE_H_
+
+#include <functional>
+#include <string>
 
 #include "gantry/v1/gantry.grpc.pb.h"
 #include "scheduler/model_registry.h"
 #include "server/metrics.h"
+#include "server/work_queue.h"
 
 namespace gantry::server {
 
-class InferenceService final : public gantry::v1::Inference::Service {
+class InferenceService final : public gantry::v1::Inference::CallbackService {
  public:
-  // `metrics` may be null.
-  InferenceService(scheduler::ModelRegistry* registry, Metrics* metrics) : registry_(registry), metrics_(metrics) {}
+  // `metrics` may be null. `load_waiters` threads wait for model loads for
+  // requests that arrive while their model is not ready.
+  InferenceService(scheduler::ModelRegistry* registry, Metrics* metrics, int load_waiters = 8)
+      : registry_(registry), metrics_(metrics), load_waiters_(load_waiters) {}
 
-  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
-  grpc::Status Chat(grpc::ServerContext* context, const v1::ChatRequest* request,
-                    grpc::ServerWriter<v1::GenerateResponse>* writer) override;
-  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
-                        v1::TokenizeResponse* response) override;
-  grpc::Status Detokenize(grpc::ServerContext* context, const v1::DetokenizeRequest* request,
-                          v1::DetokenizeResponse* response) override;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
+                                                           const v1::GenerateRequest* request) override;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Chat(grpc::CallbackServerContext* context,
+                                                       const v1::ChatRequest* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context, const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
+
+  // Runs `then` with a lease on `model` (or the error): at once, on this
+  // thread, when the model is ready; otherwise on the work queue once
+  // Acquire has waited for or done the load.
+  void WithLease(const std::string& model, std::function<void(absl::StatusOr<scheduler::ModelLease>)> then);
+
+  Metrics* metrics() const { return metrics_; }
 
  private:
-  // Submits and streams until the last message, cancellation or deadline.
-  grpc::Status Stream(grpc::ServerContext* context, const scheduler::ModelLease& engine,
-                      scheduler::GenerationRequest request, grpc::ServerWriter<v1::GenerateResponse>* writer,
-                      Metrics::Request* recorded);
-  grpc::Status GenerateStream(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                              grpc::ServerWriter<v1::GenerateResponse>* writer, Metrics::Request* recorded);
-  grpc::Status ChatStream(grpc::ServerContext* context, const v1::ChatRequest* request,
-                          grpc::ServerWriter<v1::GenerateResponse>* writer, Metrics::Request* recorded);
+  // A unary call that needs the model's tokenizer: `body` fills the response.
+  grpc::ServerUnaryReactor* WithTokenizer(grpc::CallbackServerContext* context, const std::string& model,
+                                          std::function<absl::Status(const text::Tokenizer&)> body);
 
   scheduler::ModelRegistry* registry_;
   Metrics* metrics_;
+  WorkQueue load_waiters_;  // declared last: joined first, while the registry is alive
 };
 
 }  // namespace gantry::server

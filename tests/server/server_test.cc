@@ -41,6 +41,8 @@ std::string Config() {
          "  - name: demo\n    path: " + root + "/models/demo\n    resident: true\n    max_context: 2048\n" + device +
          "  - name: llama\n    path: " + root + "/tests/models/llama\n    dtype: float32\n" + device +
          "  - name: one_at_a_time\n    path: " + root + "/models/demo\n    max_batch: 1\n    max_queue: 1\n" + device +
+         "  - name: wide\n    path: " + root + "/models/demo\n    max_batch: 256\n    max_queue: 2000\n"
+         "    kv_cache_mib: 64\n" + device +
          "  - name: broken\n    path: " + root + "/models/does-not-exist\n";
 }
 
@@ -388,11 +390,77 @@ TEST_F(ServerTest, FullQueueIsResourceExhausted) {
   EXPECT_TRUE(WaitIdle("one_at_a_time"));
 }
 
+// Threads of a running process, from /proc.
+int ThreadCount(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+TEST_F(ServerTest, AThousandConcurrentStreamsRunOnABoundedNumberOfThreads) {
+  // Event-driven streams hold no thread while they wait: 1,000 at once (the
+  // client is event-driven too) and the server's thread count stays far
+  // below one per stream.
+  struct Reader : grpc::ClientReadReactor<v1::GenerateResponse> {
+    Reader(v1::Inference::Stub* stub, int i, std::atomic<int>* done) : done_(done) {
+      request_.set_model("wide");
+      request_.set_text("Request number " + std::to_string(i));
+      request_.mutable_parameters()->set_max_tokens(8);
+      request_.mutable_parameters()->set_ignore_eos(true);
+      request_.mutable_parameters()->set_temperature(0);
+      context_.set_deadline(std::chrono::system_clock::now() + 300s);
+      stub->async()->Generate(&context_, &request_, this);
+      StartRead(&response_);
+      StartCall();
+    }
+    void OnReadDone(bool ok) override {
+      if (!ok) return;
+      tokens += response_.token_ids_size();
+      StartRead(&response_);
+    }
+    void OnDone(const grpc::Status& s) override {
+      status = s;
+      done_->fetch_add(1);
+    }
+    grpc::ClientContext context_;
+    v1::GenerateRequest request_;
+    v1::GenerateResponse response_;
+    std::atomic<int>* done_;
+    int tokens = 0;
+    grpc::Status status;
+  };
+  ASSERT_TRUE(Generate(TextRequest("wide", "load it", 1)).status.ok());
+  const int baseline = ThreadCount(server_->pid());
+  constexpr int kStreams = 1000;
+  std::atomic<int> done{0};
+  std::vector<std::unique_ptr<Reader>> readers;
+  for (int i = 0; i < kStreams; ++i) readers.push_back(std::make_unique<Reader>(inference_.get(), i, &done));
+  int most = baseline;
+  const auto deadline = std::chrono::steady_clock::now() + 300s;
+  while (done.load() < kStreams && std::chrono::steady_clock::now() < deadline) {
+    most = std::max(most, ThreadCount(server_->pid()));
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(done.load(), kStreams);
+  int ok = 0;
+  for (const auto& r : readers) {
+    if (r->status.ok() && r->tokens == 8) ++ok;
+  }
+  EXPECT_EQ(ok, kStreams) << readers[0]->status.error_message();
+  RecordProperty("server_threads_at_most", most);
+  std::printf("[ INFO ] %d concurrent streams: server threads %d before, %d at most\n", kStreams, baseline, most);
+  EXPECT_LT(most, baseline + 64) << "threads must not grow with the number of streams";
+  EXPECT_TRUE(WaitIdle("wide"));
+}
+
 TEST_F(ServerTest, ModelsListLoadAndUnload) {
   grpc::ClientContext list_context;
   v1::ListModelsResponse list;
   ASSERT_TRUE(models_->List(&list_context, {}, &list).ok());
-  ASSERT_EQ(list.models_size(), 4);
+  ASSERT_EQ(list.models_size(), 5);
   EXPECT_EQ(list.models(0).name(), "demo");
   EXPECT_EQ(list.models(0).state(), v1::MODEL_STATE_READY) << "resident: loaded at start-up";
   EXPECT_TRUE(list.models(0).resident());
