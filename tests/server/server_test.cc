@@ -509,6 +509,18 @@ TEST_F(ServerTest, ReflectionListsAndDescribesServices) {
     }
   }
   EXPECT_TRUE(found);
+  // grpcurl decodes error details (google.protobuf.Any) by asking reflection
+  // for their type: google.rpc.ErrorInfo must resolve.
+  request.set_file_containing_symbol("google.rpc.ErrorInfo");
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_GE(response.file_descriptor_response().file_descriptor_proto_size(), 1) << response.DebugString();
+  std::vector<std::string> packages;
+  for (const auto& bytes : response.file_descriptor_response().file_descriptor_proto()) {
+    ASSERT_TRUE(file.ParseFromString(bytes));
+    packages.push_back(file.name());
+  }
+  EXPECT_THAT(packages, ::testing::Contains("google/rpc/error_details.proto"));
   stream->WritesDone();
   stream->Finish();
 }
