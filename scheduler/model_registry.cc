@@ -55,7 +55,7 @@ ModelRegistry::ModelRegistry(std::vector<ModelSpec> specs, ModelLoader loader, M
   }
 }
 
-ModelRegistry::~ModelRegistry() { Shutdown(/*cancel=*/true); }
+ModelRegistry::~ModelRegistry() { Shutdown(absl::ZeroDuration()); }
 
 void ModelRegistry::SetObserver(SchedulerObserver* observer) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -370,7 +370,7 @@ std::map<std::string, std::pair<uint64_t, uint64_t>> ModelRegistry::BudgetUse() 
   return use;
 }
 
-void ModelRegistry::Shutdown(bool cancel) {
+void ModelRegistry::Shutdown(std::optional<absl::Duration> cancel_after) {
   std::vector<std::shared_ptr<ModelEngine>> engines;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -381,7 +381,10 @@ void ModelRegistry::Shutdown(bool cancel) {
     changed_.notify_all();
   }
   if (idle_monitor_.joinable()) idle_monitor_.join();
-  for (auto& engine : engines) engine->Stop(cancel ? std::optional<absl::Duration>(absl::ZeroDuration()) : std::nullopt);
+  // In parallel: each engine's grace period runs at the same time.
+  std::vector<std::thread> stopping;
+  for (auto& engine : engines) stopping.emplace_back([&engine, cancel_after] { engine->Stop(cancel_after); });
+  for (auto& t : stopping) t.join();
 }
 
 }  // namespace gantry::scheduler

@@ -139,8 +139,10 @@ class ModelRegistry {
   // Budget bytes in use and in all per device with a budget.
   std::map<std::string, std::pair<uint64_t, uint64_t>> BudgetUse() const;
 
-  // Stops every engine; `cancel` ends running requests instead of draining.
-  void Shutdown(bool cancel);
+  // Stops every engine, all at once: no new requests; running ones finish,
+  // or, with `cancel_after`, end with FinishReason::kCancelled (their final
+  // message) once that long has passed (zero: at once).
+  void Shutdown(std::optional<absl::Duration> cancel_after);
 
   // Receives state changes, loads, unloads and (through each engine) steps.
   // Set before the first load; it must outlive the registry.

@@ -13,7 +13,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
+#include "absl/status/status.h"
 #include "gantry/v1/gantry.grpc.pb.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "gantry-server address");
 ABSL_FLAG(std::string, model, "", "model name (generate, chat)");
@@ -36,9 +39,20 @@ const char* StateName(gantry::v1::ModelState state) {
   }
 }
 
+// "error: NOT_FOUND (MODEL_NOT_FOUND): model ..." — the code's name and the
+// reason from the status details.
 int Report(const grpc::Status& status) {
   if (status.ok()) return 0;
-  std::fprintf(stderr, "error (%d): %s\n", static_cast<int>(status.error_code()), status.error_message().c_str());
+  std::string reason;
+  google::rpc::Status details;
+  if (!status.error_details().empty() && details.ParseFromString(status.error_details())) {
+    for (const auto& any : details.details()) {
+      google::rpc::ErrorInfo info;
+      if (any.UnpackTo(&info)) reason = " (" + info.reason() + ")";
+    }
+  }
+  const std::string code = absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+  std::fprintf(stderr, "error: %s%s: %s\n", code.c_str(), reason.c_str(), status.error_message().c_str());
   return 1;
 }
 

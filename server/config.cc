@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -47,6 +48,28 @@ class Checker {
     }
   }
 
+  // A finite number of seconds in [min, one year], or `min` excluded when
+  // `positive`. NaN and infinities are refused, as yaml-cpp reads them.
+  absl::Status ReadSeconds(const YAML::Node& map, const char* key, double* out, bool positive) const {
+    if (auto s = Read(map, key, out, "a number of seconds"); !s.ok()) return s;
+    if (!map[key]) return absl::OkStatus();
+    constexpr double kYear = 365.0 * 24 * 3600;
+    if (!std::isfinite(*out) || *out < 0 || (positive && *out == 0) || *out > kYear) {
+      return Error(map[key], absl::StrCat("'", key, "' must be a number of seconds ", positive ? "> 0" : ">= 0",
+                                          " and at most a year (", kYear, "), got ", map[key].Scalar()));
+    }
+    return absl::OkStatus();
+  }
+
+  // MiB that fit in bytes many times over: at most 2^24 MiB (16 TiB).
+  absl::Status CheckMib(const YAML::Node& node, const char* key, int64_t mib) const {
+    constexpr int64_t kMaxMib = int64_t{1} << 24;
+    if (mib > kMaxMib) {
+      return Error(node, absl::StrCat("'", key, "' must be at most ", kMaxMib, " MiB (16 TiB), got ", mib));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ReadPositive(const YAML::Node& map, const char* key, int64_t* out) const {
     if (auto s = Read(map, key, out, "a positive integer"); !s.ok()) return s;
     if (map[key] && *out <= 0) return Error(map[key], absl::StrCat("'", key, "' must be a positive integer, got ", *out));
@@ -60,10 +83,10 @@ class Checker {
     if (auto s = Read(map, "prefix_caching", &spec->engine.prefix_caching, "true or false"); !s.ok()) return s;
     int64_t kv_mib = static_cast<int64_t>(spec->kv_cache_bytes >> 20);
     if (auto s = ReadPositive(map, "kv_cache_mib", &kv_mib); !s.ok()) return s;
+    if (auto s = CheckMib(map["kv_cache_mib"], "kv_cache_mib", kv_mib); !s.ok()) return s;
     spec->kv_cache_bytes = static_cast<uint64_t>(kv_mib) << 20;
     double idle = absl::ToDoubleSeconds(spec->idle_timeout);
-    if (auto s = Read(map, "idle_timeout_seconds", &idle, "a number of seconds"); !s.ok()) return s;
-    if (idle < 0) return Error(map["idle_timeout_seconds"], "'idle_timeout_seconds' must be >= 0 (0 = never)");
+    if (auto s = ReadSeconds(map, "idle_timeout_seconds", &idle, /*positive=*/false); !s.ok()) return s;
     spec->idle_timeout = absl::Seconds(idle);
     return absl::OkStatus();
   }
@@ -108,22 +131,16 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
     return s;
   }
   if (auto s = check.Read(root, "listen", &config.listen, "an address such as 127.0.0.1:50051"); !s.ok()) return s;
-  if (auto s = check.Read(root, "drain_timeout_seconds", &config.drain_timeout_seconds, "a number of seconds"); !s.ok()) {
+  if (auto s = check.ReadSeconds(root, "drain_timeout_seconds", &config.drain_timeout_seconds, false); !s.ok()) {
     return s;
-  }
-  if (config.drain_timeout_seconds < 0) {
-    return check.Error(root["drain_timeout_seconds"], "'drain_timeout_seconds' must be >= 0");
   }
   if (auto s = check.Read(root, "allow_cpu_fallback", &config.allow_cpu_fallback, "true or false"); !s.ok()) return s;
   if (auto s = check.Read(root, "metrics_listen", &config.metrics_listen, "an address:port"); !s.ok()) return s;
   if (!config.metrics_listen.empty() && config.metrics_listen.rfind(':') == std::string::npos) {
     return check.Error(root["metrics_listen"], "'metrics_listen' must be address:port (or \"\" to turn it off)");
   }
-  if (auto s = check.Read(root, "gpu_sample_seconds", &config.gpu_sample_seconds, "a number of seconds"); !s.ok()) {
+  if (auto s = check.ReadSeconds(root, "gpu_sample_seconds", &config.gpu_sample_seconds, /*positive=*/true); !s.ok()) {
     return s;
-  }
-  if (config.gpu_sample_seconds <= 0) {
-    return check.Error(root["gpu_sample_seconds"], "'gpu_sample_seconds' must be > 0");
   }
   if (const YAML::Node budgets = root["memory_budget_mib"]; budgets) {
     if (!budgets.IsMap()) return check.Error(budgets, "'memory_budget_mib' must map devices to MiB");
@@ -141,14 +158,16 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
       if (mib <= 0) {
         return check.Error(item.second, absl::StrCat("memory_budget_mib: '", device, "' must be a positive number of MiB"));
       }
+      if (auto s = check.CheckMib(item.second, "memory_budget_mib", mib); !s.ok()) return s;
       config.memory_budget_bytes[device] = static_cast<uint64_t>(mib) << 20;
     }
   }
   int64_t reserve_mib = static_cast<int64_t>(config.gpu_memory_reserve_bytes >> 20);
   if (auto s = check.Read(root, "gpu_memory_reserve_mib", &reserve_mib, "a number of MiB"); !s.ok()) return s;
   if (reserve_mib < 0) return check.Error(root["gpu_memory_reserve_mib"], "'gpu_memory_reserve_mib' must be >= 0");
+  if (auto s = check.CheckMib(root["gpu_memory_reserve_mib"], "gpu_memory_reserve_mib", reserve_mib); !s.ok()) return s;
   config.gpu_memory_reserve_bytes = static_cast<uint64_t>(reserve_mib) << 20;
-  if (auto s = check.Read(root, "unload_grace_seconds", &config.unload_grace_seconds, "a number of seconds"); !s.ok()) {
+  if (auto s = check.ReadSeconds(root, "unload_grace_seconds", &config.unload_grace_seconds, false); !s.ok()) {
     return s;
   }
   scheduler::ModelSpec defaults;

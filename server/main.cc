@@ -17,6 +17,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <thread>
 #include <memory>
 
 #include "absl/flags/flag.h"
@@ -28,6 +29,7 @@
 #include "scheduler/model_loader.h"
 #include "scheduler/model_registry.h"
 #include "server/config.h"
+#include "grpc/health/v1/health.pb.h"
 #include "server/inference_service.h"
 #include "server/gpu_monitor.h"
 #include "server/metrics.h"
@@ -206,6 +208,10 @@ int main(int argc, char** argv) {
   gantry::server::ModelsService models(&registry);
 
   grpc::EnableDefaultHealthCheckService(true);
+  // gRPC's built-in health service carries no protobuf descriptor; linking
+  // ours (and naming it here, so the linker keeps it) lets reflection
+  // describe grpc.health.v1.Health, as grpcurl needs.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
@@ -239,9 +245,16 @@ int main(int argc, char** argv) {
   const int signal_number = WaitForSignal();
   spdlog::info("signal {}: draining for up to {} s", signal_number, config.drain_timeout_seconds);
   health->SetServingStatus("", false);
-  server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(config.drain_timeout_seconds * 1000)));
-  registry.Shutdown(/*cancel=*/true);
+  // gRPC stops taking calls at once and waits for those in flight; the
+  // engines let running requests finish for the drain time, then end them
+  // with their final message (finish_reason CANCELLED), which the calls
+  // write before they close. The gRPC deadline is only a backstop.
+  std::thread grpc_shutdown([&] {
+    server->Shutdown(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(config.drain_timeout_seconds * 1000) + 10000));
+  });
+  registry.Shutdown(absl::Seconds(config.drain_timeout_seconds));
+  grpc_shutdown.join();
   spdlog::info("stopped");
   return 0;
 }

@@ -72,7 +72,15 @@ TEST(ConfigTest, ErrorsNameKeyAndLine) {
            {"models:\n  - name: a\n", "g.yaml:2: models[0] needs 'name' and 'path'"},
            {"models:\n  - {name: a, path: p}\n  - {name: a, path: q}\n", "g.yaml:3: model name 'a' appears twice"},
            {"models:\n  - name: 'a b'\n    path: p\n", "'name' must match [A-Za-z0-9._-]+"},
-           {"defaults:\n  idle_timeout_seconds: -1\n", "g.yaml:2: 'idle_timeout_seconds' must be >= 0"},
+           {"defaults:\n  idle_timeout_seconds: -1\n", "g.yaml:2: 'idle_timeout_seconds' must be a number of seconds >= 0"},
+           // Issue 13: NaN, infinities, negative graces and MiB overflows were accepted.
+           {"defaults:\n  idle_timeout_seconds: .nan\n", "g.yaml:2: 'idle_timeout_seconds' must be a number of seconds >= 0"},
+           {"gpu_sample_seconds: .NaN\n", "g.yaml:1: 'gpu_sample_seconds' must be a number of seconds > 0"},
+           {"drain_timeout_seconds: .inf\n", "g.yaml:1: 'drain_timeout_seconds' must be a number of seconds >= 0"},
+           {"unload_grace_seconds: -3\n", "g.yaml:1: 'unload_grace_seconds' must be a number of seconds >= 0"},
+           {"defaults:\n  kv_cache_mib: 99999999999999\n", "g.yaml:2: 'kv_cache_mib' must be at most 16777216 MiB"},
+           {"memory_budget_mib:\n  cpu: 99999999999999\n", "g.yaml:2: 'memory_budget_mib' must be at most 16777216 MiB"},
+           {"gpu_memory_reserve_mib: 99999999999999\n", "g.yaml:1: 'gpu_memory_reserve_mib' must be at most"},
            {"listen: [1, 2\n", "g.yaml:2: YAML syntax error"},
            {"memory_budget_mib: 100\n", "g.yaml:1: 'memory_budget_mib' must map devices to MiB"},
            {"memory_budget_mib:\n  gpu0: 100\n", "g.yaml:2: memory_budget_mib: 'gpu0' is not cpu or cuda:N"},
@@ -82,7 +90,7 @@ TEST(ConfigTest, ErrorsNameKeyAndLine) {
            {"gpu_memory_reserve_mib: -5\n", "g.yaml:1: 'gpu_memory_reserve_mib' must be >= 0"},
            {"unload_grace_seconds: soon\n", "g.yaml:1: 'unload_grace_seconds' must be a number of seconds"},
            {"metrics_listen: 9464\n", "g.yaml:1: 'metrics_listen' must be address:port"},
-           {"gpu_sample_seconds: 0\n", "g.yaml:1: 'gpu_sample_seconds' must be > 0"},
+           {"gpu_sample_seconds: 0\n", "g.yaml:1: 'gpu_sample_seconds' must be a number of seconds > 0"},
        }) {
     auto config = ParseConfig(c.yaml, "g.yaml");
     ASSERT_FALSE(config.ok()) << c.yaml;

@@ -25,6 +25,7 @@
 #include "prometheus/metric_family.h"
 #include "runtime/model_runner.h"
 #include "server/metrics_http.h"
+#include "tests/server/metrics_scrape.h"
 #include "tests/server/models_client.h"
 #include "tests/server/server_process.h"
 
@@ -33,6 +34,8 @@ namespace {
 
 using ::testing::HasSubstr;
 using namespace std::chrono_literals;
+using testing::HostPort;
+using testing::ScrapeValue;
 
 // A port nobody listens on now (bound, read, released).
 int FreePort() {
@@ -48,11 +51,6 @@ int FreePort() {
 }
 
 // "http://127.0.0.1:PORT/metrics" -> ("127.0.0.1", PORT)
-std::pair<std::string, int> HostPort(const std::string& url) {
-  std::string rest = url.substr(url.find("//") + 2);
-  rest = rest.substr(0, rest.find('/'));
-  return {rest.substr(0, rest.rfind(':')), std::stoi(rest.substr(rest.rfind(':') + 1))};
-}
 
 class PrometheusProcess {
  public:
@@ -214,18 +212,6 @@ TEST(MetricsTest, PrometheusScrapesAndEveryDashboardQueryReturnsData) {
   EXPECT_EQ(server.Terminate(15s), 0) << server.Log();
 }
 
-// The value of the first sample of `metric` whose labels contain `label`.
-std::optional<double> ScrapeValue(httplib::Client& client, const std::string& metric, const std::string& label) {
-  auto response = client.Get("/metrics");
-  if (!response || response->status != 200) return std::nullopt;
-  std::istringstream lines(response->body);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(metric + "{", 0) == 0 && line.find(label) != std::string::npos) {
-      return std::stod(line.substr(line.rfind(' ') + 1));
-    }
-  }
-  return std::nullopt;
-}
 
 // memory.used, memory.total (MiB), temperature.gpu (C), power.draw (W) of GPU 0.
 std::vector<double> NvidiaSmi() {

@@ -17,6 +17,7 @@
 #include "google/rpc/status.pb.h"
 #include "runtime/model_runner.h"
 #include "runtime/safetensors.h"
+#include "tests/server/metrics_scrape.h"
 #include "tests/server/models_client.h"
 #include "tests/server/server_process.h"
 
@@ -309,10 +310,19 @@ TEST_F(ServerTest, DeadlineIsHonoured) {
   request.mutable_parameters()->set_ignore_eos(true);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 300ms);
+  const auto [host, port] = testing::HostPort(server_->metrics_url());
+  httplib::Client metrics(host, port);
+  auto deadline_count = [&] {
+    return testing::ScrapeValue(metrics, "gantry_requests_total", {"model=\"demo\"", "code=\"DEADLINE_EXCEEDED\""})
+        .value_or(0);
+  };
+  const double before = deadline_count();
   Generation g = Collect(inference_->Generate(&context, request));
   EXPECT_EQ(g.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_LT(g.tokens.size(), 1500u);
   EXPECT_TRUE(WaitIdle("demo"));
+  // Issue 13: expired streams were counted as CANCELLED.
+  EXPECT_EQ(deadline_count(), before + 1);
 }
 
 TEST_F(ServerTest, BadRequestsGetCodesThatNameTheProblem) {
@@ -521,6 +531,17 @@ TEST_F(ServerTest, ReflectionListsAndDescribesServices) {
     packages.push_back(file.name());
   }
   EXPECT_THAT(packages, ::testing::Contains("google/rpc/error_details.proto"));
+  // grpcurl's health line (README): the health service's descriptor resolves.
+  request.set_file_containing_symbol("grpc.health.v1.Health");
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_FALSE(response.has_error_response()) << response.error_response().error_message();
+  packages.clear();
+  for (const auto& bytes : response.file_descriptor_response().file_descriptor_proto()) {
+    ASSERT_TRUE(file.ParseFromString(bytes));
+    packages.push_back(file.name());
+  }
+  EXPECT_THAT(packages, ::testing::Contains("grpc/health/v1/health.proto"));
   stream->WritesDone();
   stream->Finish();
 }
@@ -559,13 +580,14 @@ TEST(ServerLifecycleTest, SigtermDuringAStreamExitsCleanly) {
   v1::GenerateResponse response;
   ASSERT_TRUE(reader->Read(&response));
   kill(server.pid(), SIGTERM);
-  int messages = 0;
-  while (reader->Read(&response)) ++messages;
+  v1::GenerateResponse last;
+  while (reader->Read(&response)) last = response;
   grpc::Status status = reader->Finish();
-  // Drain timeout 1 s: the stream either finished or was cancelled by the server.
-  EXPECT_TRUE(status.ok() || status.error_code() == grpc::StatusCode::CANCELLED ||
-              status.error_code() == grpc::StatusCode::UNAVAILABLE)
-      << status.error_message();
+  // Drain timeout 1 s: the stream ends with its documented final message
+  // (finish_reason CANCELLED, usage), not a transport error (issue 13).
+  EXPECT_TRUE(status.ok()) << status.error_code() << ": " << status.error_message();
+  EXPECT_EQ(last.finish_reason(), v1::FINISH_REASON_CANCELLED);
+  EXPECT_GT(last.usage().completion_tokens(), 1u);
   EXPECT_EQ(server.WaitExit(15s), 0) << server.Log();
   EXPECT_THAT(server.Log(), HasSubstr("draining"));
 }
@@ -646,7 +668,7 @@ TEST(ServerLifecycleTest, CliStreamsAndAdministers) {
   EXPECT_THAT(RunCli(at + "chat --model demo --max_tokens 3 --system be-brief hi"), HasSubstr("generated tokens"));
   EXPECT_THAT(RunCli(at + "load llama"), HasSubstr("llama                ready"));
   EXPECT_THAT(RunCli(at + "unload llama"), HasSubstr("llama                unloaded"));
-  EXPECT_THAT(RunCli(at + "generate --model nope x"), HasSubstr("error (5): model \"nope\" is not in the catalogue"));
+  EXPECT_THAT(RunCli(at + "generate --model nope x"), HasSubstr("error: NOT_FOUND (MODEL_NOT_FOUND): model \"nope\" is not in the catalogue"));
   EXPECT_EQ(server.Terminate(15s), 0);
 }
 
