@@ -1,12 +1,15 @@
 #include "adapter/gateway.h"
 
 #include <httplib.h>
+#include <spdlog/spdlog.h>
 
 #include <ctime>
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "prometheus/text_serializer.h"
 #include "text/json_limits.h"
@@ -27,6 +30,27 @@ void SendError(httplib::Response& response, const ApiError& error) {
 }
 
 std::string Sse(const json& payload) { return absl::StrCat("data: ", JsonText(payload), "\n\n"); }
+
+// What an HTTP client is told of a gRPC error. Refusals (4xx) name the
+// field or the limit and are passed on; the server's own failures (5xx)
+// may carry paths and library details, so the client gets a short message
+// and a request id, and the details go to the log under that id.
+ApiError ClientError(const grpc::Status& status) {
+  ApiError e = FromGrpc(status);
+  if (e.http_status < 500) return e;
+  thread_local absl::BitGen gen;
+  const std::string id = absl::StrFormat("req-%016x", absl::Uniform<uint64_t>(gen));
+  spdlog::warn("request {}: {} from gantry-server (gRPC {}, reason '{}'): {}", id, e.http_status,
+               static_cast<int>(status.error_code()), StatusReason(status), status.error_message());
+  const char* what = e.code == "model_load_failed"      ? "the model failed to load"
+                     : e.code == "insufficient_memory"  ? "not enough device memory for the request now"
+                     : e.code == "shutting_down"        ? "the server is shutting down"
+                     : e.http_status == 503              ? "gantry-server is unavailable"
+                     : e.http_status == 504              ? "the request timed out"
+                                                         : "internal error";
+  e.message = absl::StrCat(what, " (request id ", id, "; the details are in gantry-adapter's log)");
+  return e;
+}
 
 // One gRPC generation call; a call dropped before its end is cancelled and
 // drained, so the server sees the cancellation and the stub is not leaked.
@@ -143,7 +167,7 @@ void Gateway::Models(httplib::Response& response) {
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::ListModelsResponse list;
   grpc::Status status = models_->List(&context, {}, &list);
-  if (!status.ok()) return SendError(response, FromGrpc(status));
+  if (!status.ok()) return SendError(response, ClientError(status));
   json data = json::array();
   for (const auto& m : list.models()) {
     json model = {{"id", m.name()}, {"object", "model"}, {"created", 0}, {"owned_by", "gantry"}};
@@ -176,7 +200,7 @@ void Gateway::Complete(const httplib::Request& http_request, httplib::Response& 
   // The first response decides the HTTP status: errors (unknown model, bad
   // parameters, a full queue) come before any token.
   v1::GenerateResponse first;
-  if (!call->reader->Read(&first)) return SendError(response, FromGrpc(call->Finish()));
+  if (!call->reader->Read(&first)) return SendError(response, ClientError(call->Finish()));
   const std::string id = NewCompletionId(endpoint);
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
 
@@ -186,7 +210,7 @@ void Gateway::Complete(const httplib::Request& http_request, httplib::Response& 
     v1::GenerateResponse next;
     while (call->reader->Read(&next)) reply.Add(next);
     grpc::Status status = call->Finish();
-    if (!status.ok()) return SendError(response, FromGrpc(status));
+    if (!status.ok()) return SendError(response, ClientError(status));
     response.set_content(JsonText(reply.Finish(id, created)), "application/json");
     return;
   }
@@ -206,7 +230,7 @@ void Gateway::Complete(const httplib::Request& http_request, httplib::Response& 
           grpc::Status status = call->Finish();
           std::string tail;
           if (!status.ok()) {
-            tail = Sse(FromGrpc(status).ToJson());  // the SDKs raise an APIError on it
+            tail = Sse(ClientError(status).ToJson());  // the SDKs raise an APIError on it
           } else if (auto usage = chunks->UsageChunk()) {
             tail = Sse(*usage);
           }
@@ -236,13 +260,11 @@ void Gateway::Health(httplib::Response& response) {
   grpc::health::v1::HealthCheckResponse reply;
   grpc::Status status = stub->Check(&context, request, &reply);
   const bool serving = status.ok() && reply.status() == grpc::health::v1::HealthCheckResponse::SERVING;
-  json body = {{"status", serving ? "ok" : "unavailable"}, {"upstream", config_.upstream}};
-  if (status.ok()) {
-    body["upstream_status"] = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(reply.status());
-  } else {
-    body["upstream_status"] = "UNREACHABLE";
-    body["error"] = status.error_message();
-  }
+  // No addresses or error texts here: /health is unauthenticated.
+  json body = {{"status", serving ? "ok" : "unavailable"}};
+  body["upstream_status"] =
+      status.ok() ? grpc::health::v1::HealthCheckResponse::ServingStatus_Name(reply.status()) : "UNREACHABLE";
+  if (!status.ok()) spdlog::warn("health check of gantry-server failed: {}", status.error_message());
   response.status = serving ? 200 : 503;
   response.set_content(JsonText(body), "application/json");
 }

@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "adapter/adapter_config.h"
 #include "adapter/gateway.h"
+#include "server/limits.h"
 #include "server/http_listen.h"
 
 ABSL_FLAG(std::string, config, "", "YAML configuration file (keys: adapter/adapter_config.h)");
@@ -63,14 +64,19 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto channel = grpc::CreateChannel(config.upstream, grpc::InsecureChannelCredentials());
+  // Messages as large as the HTTP bodies the adapter accepts (gRPC's default
+  // is 4 MiB); the server takes the same.
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxSendMessageSize(gantry::kMaxMessageBytes);
+  channel_args.SetMaxReceiveMessageSize(gantry::kMaxMessageBytes);
+  auto channel = grpc::CreateCustomChannel(config.upstream, grpc::InsecureChannelCredentials(), channel_args);
   gantry::adapter::Gateway gateway(config, channel);
   httplib::Server server;
   const int threads = config.max_connections;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   server.set_read_timeout(60, 0);
   server.set_write_timeout(60, 0);
-  server.set_payload_max_length(64 << 20);
+  server.set_payload_max_length(gantry::kMaxRequestBodyBytes);
   gateway.Register(&server);
   auto bound = gantry::server::BindHttpServer(&server, config.listen, "listen", "listen");
   if (!bound.ok()) return Fail(std::string(bound.status().message()));

@@ -89,7 +89,10 @@ std::optional<ApiError> ParseCommon(const json& body, v1::SamplingParameters* p,
     if (value) (p->*f.set)(static_cast<float>(*value));
   }
   if (auto e = ReadInteger(body, "top_k", &top_k)) return e;
-  if (top_k && *top_k > 0) p->set_top_k(static_cast<uint32_t>(*top_k));
+  if (top_k && *top_k < -1) {
+    return Invalid("top_k", absl::StrCat("'top_k' must be -1 or 0 (off) or a positive count, got ", *top_k));
+  }
+  if (top_k && *top_k > 0) p->set_top_k(static_cast<uint32_t>(std::min<int64_t>(*top_k, UINT32_MAX)));
   if (auto stop = body.find("stop"); stop != body.end() && !stop->is_null()) {
     if (stop->is_string()) {
       p->add_stop(stop->get<std::string>());
@@ -214,7 +217,9 @@ ApiError FromGrpc(const grpc::Status& status) {
       case grpc::StatusCode::INVALID_ARGUMENT:
       case grpc::StatusCode::FAILED_PRECONDITION:
       case grpc::StatusCode::OUT_OF_RANGE: set(400, kInvalid, ""); break;
-      case grpc::StatusCode::RESOURCE_EXHAUSTED: set(503, "server_error", ""); break;
+      // Without a reason it is not the server's refusal but the channel's
+      // message size limit: the request is too large.
+      case grpc::StatusCode::RESOURCE_EXHAUSTED: set(413, kInvalid, "request_too_large"); break;
       case grpc::StatusCode::UNAVAILABLE: set(503, "server_error", "unavailable"); break;
       case grpc::StatusCode::DEADLINE_EXCEEDED: set(504, "server_error", "timeout"); break;
       case grpc::StatusCode::UNAUTHENTICATED: set(401, kInvalid, "invalid_api_key"); break;
@@ -246,7 +251,10 @@ std::optional<ApiError> ParseChatRequest(const json& body, v1::ChatRequest* requ
     } else if (content.is_array()) {
       std::string text;
       for (const auto& part : content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+        const bool text_part = part.is_object() && part.contains("type") && part["type"].is_string() &&
+                               part["type"].get<std::string>() == "text" && part.contains("text") &&
+                               part["text"].is_string();
+        if (!text_part) {
           return Invalid(where + ".content", "only text content parts are supported");
         }
         text += part["text"].get<std::string>();
@@ -260,7 +268,8 @@ std::optional<ApiError> ParseChatRequest(const json& body, v1::ChatRequest* requ
     return Invalid("tools", "tool calling is not supported yet: send the request without 'tools'");
   }
   if (auto format = body.find("response_format"); format != body.end() && !format->is_null()) {
-    if (!format->is_object() || format->value("type", "") != "text") {
+    if (!format->is_object() || !format->contains("type") || !(*format)["type"].is_string() ||
+        (*format)["type"].get<std::string>() != "text") {
       return Invalid("response_format", "only response_format {\"type\": \"text\"} is supported yet");
     }
   }
@@ -288,10 +297,18 @@ std::optional<ApiError> ParseCompletionRequest(const json& body, v1::GenerateReq
     request->set_text(prompt->get<std::string>());
   } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
     request->set_text((*prompt)[0].get<std::string>());
-  } else if (prompt->is_array() && !prompt->empty() && std::all_of(prompt->begin(), prompt->end(), [](const json& t) {
-               return t.is_number_integer() && t.get<int64_t>() >= 0;
-             })) {
-    for (const auto& t : *prompt) request->mutable_token_ids()->add_ids(static_cast<uint32_t>(t.get<int64_t>()));
+  } else if (prompt->is_array() && !prompt->empty() &&
+             std::all_of(prompt->begin(), prompt->end(), [](const json& t) { return t.is_number_integer(); })) {
+    for (size_t i = 0; i < prompt->size(); ++i) {
+      // Unsigned JSON integers above INT64_MAX read back as negative here too.
+      const json& t = (*prompt)[i];
+      const bool in_range = t.is_number_unsigned() ? t.get<uint64_t>() <= INT32_MAX
+                                                   : t.get<int64_t>() >= 0 && t.get<int64_t>() <= INT32_MAX;
+      if (!in_range) {
+        return Invalid("prompt", absl::StrCat("prompt[", i, "] = ", t.dump(), " is not a token id (0 to ", INT32_MAX, ")"));
+      }
+      request->mutable_token_ids()->add_ids(static_cast<uint32_t>(t.get<int64_t>()));
+    }
   } else {
     return Invalid("prompt", "'prompt' must be a string, a list of one string, or a list of token ids");
   }

@@ -30,6 +30,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/internal/torch_util.h"
 #endif
 
 namespace gantry::runtime {
@@ -206,7 +207,7 @@ class CudaForward final : public Forward {
     } catch (const std::exception& e) {
       graphs_.clear();
       graph_workspaces_.clear();
-      return absl::InternalError(absl::StrCat("capturing CUDA graphs failed: ", e.what()));
+      return absl::InternalError(absl::StrCat("capturing CUDA graphs failed: ", ErrorText(e)));
     }
     return absl::OkStatus();
   }
@@ -228,7 +229,7 @@ class CudaForward final : public Forward {
       }
       c10::cuda::getCurrentCUDAStream(model_->device().index()).synchronize();
     } catch (const std::exception& e) {
-      return absl::InternalError(absl::StrCat("warming up the CUDA forward failed: ", e.what()));
+      return absl::InternalError(absl::StrCat("warming up the CUDA forward failed: ", ErrorText(e)));
     }
     return absl::OkStatus();
   }
@@ -586,7 +587,7 @@ absl::StatusOr<std::unique_ptr<Forward>> MakeCudaForward(LlamaModel* model, cons
     if (auto status = forward->CaptureGraphs(); !status.ok()) return status;
     return std::unique_ptr<Forward>(std::move(forward));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("setting up the CUDA forward failed: ", e.what()));
+    return absl::InternalError(absl::StrCat("setting up the CUDA forward failed: ", ErrorText(e)));
   }
 }
 

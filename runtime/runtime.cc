@@ -90,7 +90,7 @@ class TorchModelRunner final : public ModelRunner {
             "out of device memory running a step of ", batch.size(), " sequences and ", total_tokens,
             " tokens on ", info_.device, "; retry with fewer tokens"));
       }
-      return absl::InternalError(absl::StrCat("forward step failed: ", e.what()));
+      return absl::InternalError(absl::StrCat("forward step failed: ", ErrorText(e)));
     }
   }
 
@@ -300,9 +300,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     if (IsOutOfMemory(e)) {
       ReleaseCachedDeviceMemory();
       return absl::ResourceExhaustedError(absl::StrCat("out of memory loading ", options.model_dir,
-                                                       " onto ", device->str(), ": ", e.what()));
+                                                       " onto ", device->str(), ": ", ErrorText(e)));
     }
-    return absl::InternalError(absl::StrCat("loading ", options.model_dir, " failed: ", e.what()));
+    return absl::InternalError(absl::StrCat("loading ", options.model_dir, " failed: ", ErrorText(e)));
   }
 }
 

@@ -1,6 +1,7 @@
 #include "runtime/internal/torch_util.h"
 #include "runtime/model_runner.h"
 
+#include <c10/util/Exception.h>
 #include <torch/cuda.h>
 
 #include <chrono>
@@ -110,7 +111,7 @@ absl::StatusOr<double> MeasureCopyBandwidth(const std::string& device_name) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return 2.0 * kBytes * kRounds / seconds;
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("measuring copy bandwidth failed: ", e.what()));
+    return absl::InternalError(absl::StrCat("measuring copy bandwidth failed: ", ErrorText(e)));
   }
 }
 
@@ -122,6 +123,11 @@ std::string DescribeBuild() {
   absl::StrAppend(&text, ", CPU only");
 #endif
   return text;
+}
+
+std::string ErrorText(const std::exception& error) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&error)) return c10_error->what_without_backtrace();
+  return error.what();
 }
 
 bool IsOutOfMemory(const std::exception& error) {

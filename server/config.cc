@@ -179,6 +179,10 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
   const std::filesystem::path base = std::filesystem::path(path).parent_path();
   const YAML::Node models = root["models"];
   if (models && !models.IsSequence()) return check.Error(models, "'models' must be a list");
+  constexpr size_t kMaxModels = 256;  // each is a registry entry, health name and metrics label set
+  if (models && models.size() > kMaxModels) {
+    return check.Error(models, absl::StrCat("'models' lists ", models.size(), " models; at most ", kMaxModels));
+  }
   std::set<std::string> names;
   std::set<std::string> model_keys = kDefaultsKeys;
   model_keys.insert({"name", "path", "device", "dtype", "max_context", "resident"});

@@ -16,6 +16,11 @@ namespace {
 
 using scheduler::GenerationRequest;
 
+// Caps on what one request may ask of every step (README, "Limits").
+constexpr int kMaxStopStrings = 64;
+constexpr size_t kMaxStopBytes = 1024;
+constexpr int kMaxStopTokenIds = 1024;
+
 absl::Status CheckModelName(const std::string& model) {
   if (model.empty()) return absl::InvalidArgumentError("model is required (see Models.List)");
   return absl::OkStatus();
@@ -46,11 +51,30 @@ absl::Status ApplyParameters(const v1::SamplingParameters& p, GenerationRequest*
   }
   s.logprobs = p.logprobs() || p.top_logprobs() > 0;
   s.top_logprobs = static_cast<int32_t>(p.top_logprobs());
+  // Every stop string is matched against every step's text: a request with
+  // thousands would slow every other request in its batch.
+  if (p.stop_size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop: at most ", kMaxStopStrings, " stop strings, got ", p.stop_size()));
+  }
   for (const auto& stop : p.stop()) {
     if (stop.empty()) return absl::InvalidArgumentError("stop strings must not be empty");
+    if (stop.size() > kMaxStopBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop: each stop string at most ", kMaxStopBytes, " bytes, got one of ", stop.size()));
+    }
     request->stop.push_back(stop);
   }
-  for (uint32_t id : p.stop_token_ids()) request->stop_token_ids.push_back(static_cast<int32_t>(id));
+  if (p.stop_token_ids_size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop_token_ids: at most ", kMaxStopTokenIds, ", got ", p.stop_token_ids_size()));
+  }
+  for (uint32_t id : p.stop_token_ids()) {
+    if (id > static_cast<uint32_t>(INT32_MAX)) {
+      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids: ", id, " is not a token id"));
+    }
+    request->stop_token_ids.push_back(static_cast<int32_t>(id));
+  }
   request->ignore_eos = p.ignore_eos();
   request->skip_special_tokens = p.has_skip_special_tokens() ? p.skip_special_tokens() : true;
   return absl::OkStatus();
@@ -129,7 +153,7 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
       } else if (!ok) {
         finished_ = true;
         if (stream_) stream_->Cancel();
-        end = absl::CancelledError("the client went away");
+        end = EndedByClient("the client went away");
       }
     }
     if (!end.ok()) return FinishWith(end);
@@ -137,9 +161,7 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
   }
 
   void OnCancel() override {
-    const bool expired = context_->deadline() <= std::chrono::system_clock::now();
-    const absl::Status end =
-        expired ? absl::DeadlineExceededError("deadline exceeded") : absl::CancelledError("cancelled by the client");
+    const absl::Status end = EndedByClient("cancelled by the client");
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stream_) stream_->Cancel();  // the engine drops it at its next step, freeing its blocks
@@ -166,6 +188,15 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
   }
 
  private:
+  // Why the client side ended the call: its deadline, or a cancellation.
+  // The client's own timer usually fires a little before the server's copy
+  // of the deadline passes, so an end within 250 ms of it is the deadline.
+  absl::Status EndedByClient(const char* otherwise) const {
+    const bool expired =
+        context_->deadline() <= std::chrono::system_clock::now() + std::chrono::milliseconds(250);
+    return expired ? absl::DeadlineExceededError("deadline exceeded") : absl::CancelledError(otherwise);
+  }
+
   void Unref() {
     if (refs_.fetch_sub(1) == 1) delete this;
   }

@@ -31,6 +31,7 @@
 #include "server/config.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/inference_service.h"
+#include "server/limits.h"
 #include "server/gpu_monitor.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
@@ -219,6 +220,8 @@ int main(int argc, char** argv) {
   // would start and take a share of the calls; a port in use must fail.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(gantry::kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(gantry::kMaxMessageBytes);
   builder.RegisterService(&inference);
   builder.RegisterService(&models);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -52,6 +52,11 @@ class Context {
   // `line`: each level recurses in the evaluator, which would otherwise
   // overflow the stack.
   static constexpr int kMaxMacroDepth = 64;
+  // No string a template builds, and not its output, may exceed this: a
+  // template (or the messages it repeats) cannot make the server build a
+  // prompt of hundreds of megabytes before the context check refuses it.
+  static constexpr size_t kMaxStringBytes = 8 << 20;
+  static void CheckSize(double bytes, int line);  // double: a repeat count times a size cannot wrap
   std::vector<std::map<std::string, Value>> EnterMacro(int line);
   void LeaveMacro(std::vector<std::map<std::string, Value>> saved) {
     scopes_ = std::move(saved);

@@ -594,7 +594,10 @@ Value CallMethod(const Value& object, const std::string& name, const Arguments& 
 Value Arithmetic(const std::string& op, const Value& a, const Value& b, int line) {
   const bool floats = a.kind() == Value::Kind::kFloat || b.kind() == Value::Kind::kFloat;
   if (op == "+") {
-    if (a.is_string() && b.is_string()) return Value::String(a.str() + b.str());
+    if (a.is_string() && b.is_string()) {
+      Context::CheckSize(static_cast<double>(a.str().size() + b.str().size()), line);
+      return Value::String(a.str() + b.str());
+    }
     if (a.is_list() && b.is_list()) {
       std::vector<Value> items = a.items();
       items.insert(items.end(), b.items().begin(), b.items().end());
@@ -605,10 +608,13 @@ Value Arithmetic(const std::string& op, const Value& a, const Value& b, int line
     const Value& seq = a.is_string() || a.is_list() ? a : b;
     const int64_t n = (a.is_string() || a.is_list() ? b : a).int_value();
     if (seq.is_string()) {
+      Context::CheckSize(static_cast<double>(n) * static_cast<double>(seq.str().size()), line);
       std::string out;
       for (int64_t i = 0; i < n; ++i) out += seq.str();
       return Value::String(out);
     }
+    // A list costs at least a word per item: the same cap, in items.
+    Context::CheckSize(static_cast<double>(n) * static_cast<double>(seq.items().size()) * 8, line);
     std::vector<Value> out;
     for (int64_t i = 0; i < n; ++i) out.insert(out.end(), seq.items().begin(), seq.items().end());
     return Value::List(std::move(out));
@@ -679,6 +685,14 @@ Value Context::Lookup(const std::string& name) const {
   return Value();
 }
 
+void Context::CheckSize(double bytes, int line) {
+  if (bytes > static_cast<double>(kMaxStringBytes)) {
+    Fail(absl::StrCat("the template builds a string of ", absl::SixDigits(bytes), " bytes, more than the limit of ",
+                      kMaxStringBytes),
+         line);
+  }
+}
+
 std::vector<std::map<std::string, Value>> Context::EnterMacro(int line) {
   if (macro_depth_ >= kMaxMacroDepth) {
     Fail(absl::StrCat("macro calls nested deeper than ", kMaxMacroDepth, " levels (a recursive macro?)"), line);
@@ -693,6 +707,7 @@ std::vector<std::map<std::string, Value>> Context::EnterMacro(int line) {
 void ExecBody(const Body& body, Context& ctx, std::string* out) {
   for (const auto& stmt : body) {
     stmt->Exec(ctx, out);
+    Context::CheckSize(static_cast<double>(out->size()), stmt->line);
     if (ctx.signal != Context::LoopSignal::kNone) return;
   }
 }
@@ -785,7 +800,11 @@ Value Binary::Eval(Context& ctx) const {
     return l.Truthy() ? l : right->Eval(ctx);
   }
   Value l = left->Eval(ctx), r = right->Eval(ctx);
-  if (op == "~") return Value::String(l.ToString() + r.ToString());
+  if (op == "~") {
+    std::string joined = l.ToString() + r.ToString();
+    Context::CheckSize(static_cast<double>(joined.size()), line);
+    return Value::String(std::move(joined));
+  }
   if (op == "==") return Value::Bool(l == r);
   if (op == "!=") return Value::Bool(l != r);
   if (op == "<") return Value::Bool(LessThan(l, r, line));

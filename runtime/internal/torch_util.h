@@ -28,6 +28,9 @@ at::Tensor Upload(const std::vector<float>& values, const at::Device& device);
 
 // True when `error` is an allocator out-of-memory error.
 bool IsOutOfMemory(const std::exception& error);
+// The error's message without LibTorch's C++ backtrace (library addresses
+// and source paths have no place in what a client reads).
+std::string ErrorText(const std::exception& error);
 
 // Returns cached, unused device memory to the driver (CUDA only).
 void ReleaseCachedDeviceMemory();

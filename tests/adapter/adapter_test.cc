@@ -30,7 +30,8 @@ TEST(AdapterTest, OpenAiSdkAgainstTheRealServices) {
   ASSERT_EQ(std::system(("test -d " + root + "/tests/adapter/node_modules/openai").c_str()), 0)
       << "run tools/setup.sh (npm ci in tests/adapter) first";
   testing::ServerProcess server("adapter_upstream", "defaults:\n  kv_cache_mib: 64\nmodels:\n  - name: demo\n    path: " +
-                                                        root + "/models/demo\n    resident: true\n    max_context: 2048\n");
+                                                        root + "/models/demo\n    resident: true\n    max_context: 2048\n"
+                                                        "  - name: broken\n    path: " + root + "/models/does-not-exist\n");
   ASSERT_FALSE(server.address().empty()) << server.Log();
   testing::ServerProcess adapter("adapter", GANTRY_ADAPTER_BINARY,
                                  {"--listen", "127.0.0.1:0", "--upstream", server.address(), "--api_keys",
@@ -57,11 +58,15 @@ TEST(AdapterTest, HealthFollowsTheUpstream) {
   std::string out = RunCommand("curl -s -w ' %{http_code}' http://" + adapter.address() + "/health", &exit_code);
   EXPECT_THAT(out, HasSubstr("\"upstream_status\":\"UNREACHABLE\""));
   EXPECT_THAT(out, HasSubstr(" 503"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("127.0.0.1"))) << "issue 13: /health showed the upstream address";
   out = RunCommand("curl -s -w ' %{http_code}' http://" + adapter.address() +
                        "/v1/chat/completions -d '{\"model\":\"demo\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}'",
                    &exit_code);
   EXPECT_THAT(out, HasSubstr(" 503"));
   EXPECT_THAT(out, HasSubstr("\"type\":\"server_error\""));
+  // A short message and a request id; the transport's details go to the log.
+  EXPECT_THAT(out, HasSubstr("request id req-"));
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("127.0.0.1")));
   // The adapter's own metrics count both, and promtool accepts them.
   const std::string scrape = ::testing::TempDir() + "/adapter_scrape.txt";
   RunCommand("curl -s -o " + scrape + " http://" + adapter.address() + "/metrics", &exit_code);

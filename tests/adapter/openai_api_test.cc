@@ -56,6 +56,10 @@ TEST(OpenAiApiTest, RefusalsNameTheParameter) {
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0})", "max_tokens"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": 5})", "stop"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", "top_logprobs"},
+           // Issue 13: a non-string part type was a 500; negative top_k was ignored.
+           {R"({"model": "m", "messages": [{"role": "user", "content": [{"type": 5}]}]})", "messages[0].content"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_k": -5})", "top_k"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": 7}})", "response_format"},
        }) {
     v1::ChatRequest request;
     ReplyOptions options;
@@ -65,6 +69,26 @@ TEST(OpenAiApiTest, RefusalsNameTheParameter) {
     EXPECT_EQ(error->param, c.param) << c.body;
     EXPECT_EQ(error->ToJson()["error"]["type"], "invalid_request_error");
   }
+}
+
+TEST(OpenAiApiTest, TokenIdsOutsideInt32AreRefusedNotTruncated) {
+  // Issue 13: 4294967301 became token 5.
+  for (const char* body : {R"({"model": "m", "prompt": [1, 4294967301]})", R"({"model": "m", "prompt": [1, -2]})",
+                           R"({"model": "m", "prompt": [1, 18446744073709551615]})"}) {
+    v1::GenerateRequest request;
+    ReplyOptions options;
+    auto error = ParseCompletionRequest(json::parse(body), &request, &options);
+    ASSERT_TRUE(error) << body;
+    EXPECT_EQ(error->param, "prompt");
+    EXPECT_THAT(error->message, ::testing::HasSubstr("prompt[1]")) << body;
+  }
+  v1::GenerateRequest request;
+  ReplyOptions options;
+  ASSERT_FALSE(ParseCompletionRequest(json::parse(R"({"model": "m", "prompt": [0, 2147483647]})"), &request, &options));
+  EXPECT_EQ(request.token_ids().ids(1), 2147483647u);
+  // top_k -1 is vLLM's "off".
+  ASSERT_FALSE(ParseCompletionRequest(json::parse(R"({"model": "m", "prompt": "x", "top_k": -1})"), &request, &options));
+  EXPECT_FALSE(request.parameters().has_top_k());
 }
 
 TEST(OpenAiApiTest, CompletionPrompts) {
@@ -117,8 +141,10 @@ TEST(OpenAiApiTest, ReasonsBecomeHttpStatuses) {
 TEST(OpenAiApiTest, WithoutAReasonTheCodeDecidesNeverTheMessage) {
   auto http = [](grpc::StatusCode code, const char* message) { return FromGrpc(grpc::Status(code, message)).http_status; };
   // Words that once decided the status mean nothing now.
-  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue of model m is full (4 waiting requests)"), 503);
-  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "prompt plus max_tokens needs 9 KV blocks"), 503);
+  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "queue of model m is full (4 waiting requests)"), 413);
+  // Reasonless RESOURCE_EXHAUSTED is the channel's message size limit (issue
+  // 13: it was a 503 "insufficient_memory").
+  EXPECT_EQ(http(grpc::StatusCode::RESOURCE_EXHAUSTED, "Sent message larger than max (5000000 vs. 4194304)"), 413);
   EXPECT_EQ(http(grpc::StatusCode::NOT_FOUND, "x"), 404);
   EXPECT_EQ(http(grpc::StatusCode::INVALID_ARGUMENT, "temperature"), 400);
   EXPECT_EQ(http(grpc::StatusCode::UNAVAILABLE, "connection refused"), 503);

@@ -145,6 +145,16 @@ test('an unknown model is a NotFoundError', async () => {
   });
 });
 
+test('a model that fails to load is a 503 with a request id, not the server\'s paths', async () => {
+  await assert.rejects(client.chat.completions.create({ model: 'broken', messages }), (e) => {
+    assert.equal(e.status, 503, String(e));
+    assert.match(e.message, /the model failed to load \(request id req-[0-9a-f]{16}/);
+    assert.doesNotMatch(e.message, /\/|does-not-exist/, 'no filesystem paths (issue 13)');
+    assert.equal(e.code, 'model_load_failed');
+    return true;
+  });
+});
+
 test('bad requests are BadRequestErrors naming the parameter', async () => {
   const cases = [
     [{ model, messages, n: 2 }, 'n'],

@@ -93,9 +93,17 @@ TEST(ConfigTest, ErrorsNameKeyAndLine) {
            {"gpu_sample_seconds: 0\n", "g.yaml:1: 'gpu_sample_seconds' must be a number of seconds > 0"},
        }) {
     auto config = ParseConfig(c.yaml, "g.yaml");
-    ASSERT_FALSE(config.ok()) << c.yaml;
+    ASSERT_FALSE(config.ok()) << c.yaml.substr(0, 200);
     EXPECT_THAT(config.status().message(), HasSubstr(c.message)) << c.yaml;
   }
+}
+
+TEST(ConfigTest, CatalogueSizeIsCapped) {
+  std::string yaml = "models:\n";
+  for (int i = 0; i < 257; ++i) yaml += "  - {name: m" + std::to_string(i) + ", path: p}\n";
+  auto config = ParseConfig(yaml, "g.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("'models' lists 257 models; at most 256"));
 }
 
 TEST(ConfigTest, ModelFlag) {

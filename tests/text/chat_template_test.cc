@@ -113,6 +113,26 @@ TEST(ChatTemplateTest, DeepNestingIsRefusedAtLoad) {
   EXPECT_TRUE(fine.ok()) << fine.status();
 }
 
+TEST(ChatTemplateTest, HugeOutputIsRefusedBeforeItIsBuilt) {
+  // Issue 13: a template emitted 200 MB of prompt before the context check.
+  const ordered_json messages = ordered_json::parse(R"([{"role": "user", "content": "x"}])");
+  for (const char* source : {"{{ 'a' * 200000000 }}", "{{ [1] * 100000000000 }}",
+                             "{% set s = 'abcdefgh' %}{% for i in range(30) %}{% set s = s ~ s %}{% endfor %}{{ s }}",
+                             "{% for i in range(1000) %}{% for j in range(1000) %}{{ 'xxxxxxxxxx' }}{% endfor %}{% endfor %}",
+                             "{{ 'a' * 9223372036854775807 }}"}) {
+    auto chat = ChatTemplate::Create(source, "", "");
+    ASSERT_TRUE(chat.ok()) << chat.status();
+    auto rendered = (*chat)->Render(messages, false);
+    ASSERT_FALSE(rendered.ok()) << source;
+    EXPECT_EQ(rendered.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(rendered.status().message(), HasSubstr("more than the limit of 8388608")) << source;
+  }
+  // Below the limit renders.
+  auto fine = ChatTemplate::Create("{{ 'ab' * 1000 }}", "", "");
+  ASSERT_TRUE(fine.ok());
+  EXPECT_EQ((*fine)->Render(messages, false)->size(), 2000u);
+}
+
 TEST(ChatTemplateTest, RecursiveMacroIsAnErrorNotACrash) {
   auto chat = ChatTemplate::Create("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}", "", "");
   ASSERT_TRUE(chat.ok()) << chat.status();
