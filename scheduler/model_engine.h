@@ -47,6 +47,9 @@ struct EngineOptions {
   // Automatic prefix caching: a request reuses the KV blocks of the longest
   // prefix an earlier request computed (kv_cache_manager.h).
   bool prefix_caching = true;
+  // Chat: special-token text in message content is encoded as special tokens
+  // (false: as ordinary text, so clients cannot forge turns; text/chat_encoder.h).
+  bool special_tokens_in_content = false;
 };
 
 struct EngineStats {
@@ -94,6 +97,7 @@ class ModelEngine {
 
   EngineStats Stats() const;
   const std::string& name() const { return name_; }
+  const EngineOptions& options() const { return options_; }
   const runtime::ModelInfo& info() const { return model_.runner->info(); }
   const text::Tokenizer* tokenizer() const { return model_.tokenizer.get(); }
   const text::ChatTemplate* chat_template() const { return model_.chat_template.get(); }

@@ -81,6 +81,10 @@ class Checker {
     if (auto s = ReadPositive(map, "max_step_tokens", &spec->engine.max_step_tokens); !s.ok()) return s;
     if (auto s = ReadPositive(map, "max_queue", &spec->engine.max_queue); !s.ok()) return s;
     if (auto s = Read(map, "prefix_caching", &spec->engine.prefix_caching, "true or false"); !s.ok()) return s;
+    if (auto s = Read(map, "special_tokens_in_content", &spec->engine.special_tokens_in_content, "true or false");
+        !s.ok()) {
+      return s;
+    }
     int64_t kv_mib = static_cast<int64_t>(spec->kv_cache_bytes >> 20);
     if (auto s = ReadPositive(map, "kv_cache_mib", &kv_mib); !s.ok()) return s;
     if (auto s = CheckMib(map["kv_cache_mib"], "kv_cache_mib", kv_mib); !s.ok()) return s;
@@ -96,7 +100,8 @@ class Checker {
 };
 
 const std::set<std::string> kDefaultsKeys = {"max_batch", "max_step_tokens", "max_queue", "kv_cache_mib",
-                                             "idle_timeout_seconds", "prefix_caching"};
+                                             "idle_timeout_seconds", "prefix_caching",
+                                             "special_tokens_in_content"};
 
 absl::Status CheckDevice(const std::string& device) {
   static const std::regex pattern("cpu|cuda|cuda:[0-9]+");

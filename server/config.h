@@ -19,6 +19,7 @@
 //     kv_cache_mib: 256
 //     idle_timeout_seconds: 0      # 0 = never unload for idleness
 //     prefix_caching: true         # reuse the KV cache of prompts' shared prefixes
+//     special_tokens_in_content: false  # true: "<|im_start|>" in a message is the special token
 //   models:
 //     - name: demo                 # [A-Za-z0-9._-]+, unique
 //       path: ../models/demo       # relative to this file

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "text/chat_encoder.h"
 #include "text/json_limits.h"
 #include "server/status_util.h"
 
@@ -327,11 +328,10 @@ absl::Status PrepareChat(const v1::ChatRequest& request, const nlohmann::ordered
   }
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
   for (const auto& m : request.messages()) messages.push_back({{"role", m.role()}, {"content", m.content()}});
-  auto prompt = engine->chat_template()->Render(
-      messages, request.has_add_generation_prompt() ? request.add_generation_prompt() : true, tools);
-  if (!prompt.ok()) return prompt.status();
-  // The template writes the special tokens it wants (BOS included).
-  auto ids = tokenizer->Encode(*prompt, /*add_special_tokens=*/false);
+  text::ChatEncodeOptions options;
+  options.add_generation_prompt = request.has_add_generation_prompt() ? request.add_generation_prompt() : true;
+  options.special_tokens_in_content = engine->options().special_tokens_in_content;
+  auto ids = text::EncodeChat(*engine->chat_template(), *tokenizer, std::move(messages), tools, options);
   if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("messages: ", ids.status().message()));
   generation->prompt = *std::move(ids);
   return absl::OkStatus();

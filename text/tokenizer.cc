@@ -211,7 +211,15 @@ const std::string* Tokenizer::TokenText(int32_t id) const {
   return model_->IdToToken(id);
 }
 
-absl::Status Tokenizer::SplitAddedTokens(absl::string_view text, bool normalized_pass,
+std::vector<std::string> Tokenizer::SpecialTokenTexts() const {
+  std::vector<std::string> texts;
+  for (const auto& token : added_) {
+    if (token.special) texts.push_back(token.content);
+  }
+  return texts;
+}
+
+absl::Status Tokenizer::SplitAddedTokens(absl::string_view text, bool normalized_pass, bool skip_special,
                                          std::vector<std::pair<std::string, int32_t>>* out) const {
   // Leftmost-longest matches of the added tokens of this pass; -1 marks text.
   size_t text_start = 0, pos = 0;
@@ -219,7 +227,7 @@ absl::Status Tokenizer::SplitAddedTokens(absl::string_view text, bool normalized
     const AddedToken* match = nullptr;
     for (size_t index : added_by_first_byte_[static_cast<uint8_t>(text[pos])]) {
       const AddedToken& token = added_[index];
-      if (token.normalized != normalized_pass) continue;
+      if (token.normalized != normalized_pass || (skip_special && token.special)) continue;
       if (text.compare(pos, token.content.size(), token.content) != 0) continue;
       if (token.single_word) {
         size_t end = pos + token.content.size();
@@ -247,10 +255,11 @@ absl::Status Tokenizer::SplitAddedTokens(absl::string_view text, bool normalized
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, bool add_special_tokens) const {
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, bool add_special_tokens,
+                                                      bool split_special_tokens) const {
   if (auto s = ValidateUtf8(text); !s.ok()) return s;
   std::vector<std::pair<std::string, int32_t>> sections;
-  (void)SplitAddedTokens(text, /*normalized_pass=*/false, &sections);
+  (void)SplitAddedTokens(text, /*normalized_pass=*/false, split_special_tokens, &sections);
 
   std::vector<int32_t> ids;
   if (add_special_tokens) ids = prefix_ids_;
@@ -265,7 +274,7 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, b
     if (normalizer_) normalizer_->Normalize(&section);
     normalized_sections.clear();
     if (has_normalized_added_) {
-      (void)SplitAddedTokens(section, /*normalized_pass=*/true, &normalized_sections);
+      (void)SplitAddedTokens(section, /*normalized_pass=*/true, split_special_tokens, &normalized_sections);
     } else {
       normalized_sections.emplace_back(std::move(section), -1);
     }

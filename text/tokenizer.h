@@ -45,7 +45,14 @@ class Tokenizer {
 
   // INVALID_ARGUMENT for text that is not UTF-8 (naming the byte offset).
   // `add_special_tokens` applies the post-processor (e.g. a leading BOS).
-  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text, bool add_special_tokens = true) const;
+  // `split_special_tokens` (as in transformers): the text of a special token
+  // is encoded as ordinary text, not as that token (added tokens that are
+  // not special still match).
+  absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text, bool add_special_tokens = true,
+                                              bool split_special_tokens = false) const;
+
+  // The texts of the special added tokens (e.g. "<|im_start|>").
+  std::vector<std::string> SpecialTokenTexts() const;
 
   // Decodes as the reference does without clean_up_tokenization_spaces, so
   // Decode(Encode(text)) == text. Invalid UTF-8 becomes U+FFFD.
@@ -73,7 +80,7 @@ class Tokenizer {
 
  private:
   Tokenizer();
-  absl::Status SplitAddedTokens(absl::string_view text, bool normalized_pass,
+  absl::Status SplitAddedTokens(absl::string_view text, bool normalized_pass, bool skip_special,
                                 std::vector<std::pair<std::string, int32_t>>* out) const;
   const std::string* TokenText(int32_t id) const;
 

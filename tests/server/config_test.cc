@@ -16,6 +16,7 @@ defaults:
   max_batch: 16
   kv_cache_mib: 512
   idle_timeout_seconds: 300
+  prefix_caching: false
 models:
   - name: llama-8b
     path: models/llama
@@ -23,6 +24,8 @@ models:
     dtype: bfloat16
     max_context: 8192
     max_batch: 64
+    prefix_caching: true
+    special_tokens_in_content: true
   - name: demo
     path: /abs/demo
     resident: true
@@ -38,6 +41,10 @@ models:
   EXPECT_EQ(llama.idle_timeout, absl::Seconds(300));
   EXPECT_EQ(config->models[1].engine.max_batch, 16) << "from defaults";
   EXPECT_TRUE(config->models[1].resident);
+  EXPECT_TRUE(llama.engine.prefix_caching);
+  EXPECT_TRUE(llama.engine.special_tokens_in_content);
+  EXPECT_FALSE(config->models[1].engine.prefix_caching) << "from defaults";
+  EXPECT_FALSE(config->models[1].engine.special_tokens_in_content) << "off unless asked";
 }
 
 TEST(ConfigTest, MemoryBudgets) {
