@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -39,14 +40,32 @@ absl::StatusOr<AdapterConfig> ParseAdapterConfig(const std::string& yaml_text, c
       } else if (key == "max_connections") {
         config.max_connections = value.as<int>();
         if (config.max_connections < 1) return at(value, "'max_connections' must be >= 1");
+      } else if (std::string* file = key == "upstream_token_file" ? &config.upstream_token_file
+                                     : key == "upstream_ca_file"   ? &config.upstream_ca_file
+                                     : key == "upstream_cert_file" ? &config.upstream_cert_file
+                                     : key == "upstream_key_file"  ? &config.upstream_key_file
+                                     : key == "tls_cert_file"      ? &config.tls_cert_file
+                                     : key == "tls_key_file"       ? &config.tls_key_file
+                                                                   : nullptr) {
+        *file = value.as<std::string>();
+        if (!file->empty() && std::filesystem::path(*file).is_relative()) {
+          *file = (std::filesystem::path(path).parent_path() / *file).lexically_normal().string();
+        }
       } else {
         return at(item.first, absl::StrCat("unknown key '", key,
                                            "'; known: listen, upstream, api_keys, request_timeout_seconds, "
-                                           "max_connections"));
+                                           "max_connections, upstream_token_file, upstream_ca_file, "
+                                           "upstream_cert_file, upstream_key_file, tls_cert_file, tls_key_file"));
       }
     } catch (const YAML::Exception&) {
       return at(value, absl::StrCat("'", key, "' has the wrong type: '", value.Scalar(), "'"));
     }
+  }
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tls_cert_file and tls_key_file go together"));
+  }
+  if (config.upstream_cert_file.empty() != config.upstream_key_file.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": upstream_cert_file and upstream_key_file go together"));
   }
   for (const auto& key : config.api_keys) {
     if (key.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": api_keys must not contain empty keys"));

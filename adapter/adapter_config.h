@@ -5,6 +5,12 @@
 //   api_keys: [key-1, key-2]        # Bearer keys; empty: no authentication
 //   request_timeout_seconds: 600    # gRPC deadline of one completion
 //   max_connections: 256            # concurrent HTTP connections served
+//   upstream_token_file: token      # bearer token for gantry-server (or GANTRY_UPSTREAM_TOKEN)
+//   upstream_ca_file: ca.crt        # gRPC to gantry-server over TLS, verified against this CA
+//   upstream_cert_file: client.crt  # client certificate, when the server requires one
+//   upstream_key_file: client.key
+//   tls_cert_file: adapter.crt      # HTTPS instead of HTTP
+//   tls_key_file: adapter.key
 #ifndef GANTRY_ADAPTER_ADAPTER_CONFIG_H_
 #define GANTRY_ADAPTER_ADAPTER_CONFIG_H_
 
@@ -21,6 +27,9 @@ struct AdapterConfig {
   std::vector<std::string> api_keys;
   double request_timeout_seconds = 600;
   int max_connections = 256;
+  std::string upstream_token_file;
+  std::string upstream_ca_file, upstream_cert_file, upstream_key_file;
+  std::string tls_cert_file, tls_key_file;
 };
 
 // Errors name the file, line and key.

@@ -86,9 +86,10 @@ const char* RouteLabel(const std::string& path) {
 
 }  // namespace
 
-Gateway::Gateway(AdapterConfig config, std::shared_ptr<grpc::Channel> upstream)
+Gateway::Gateway(AdapterConfig config, std::shared_ptr<grpc::Channel> upstream, std::string upstream_token)
     : config_(std::move(config)),
       channel_(std::move(upstream)),
+      upstream_token_(std::move(upstream_token)),
       inference_(v1::Inference::NewStub(channel_)),
       models_(v1::Models::NewStub(channel_)),
       registry_(std::make_shared<prometheus::Registry>()) {
@@ -165,6 +166,7 @@ void Gateway::Register(httplib::Server* server) {
 void Gateway::Models(httplib::Response& response) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  Authenticate(&context);
   v1::ListModelsResponse list;
   grpc::Status status = models_->List(&context, {}, &list);
   if (!status.ok()) return SendError(response, ClientError(status));
@@ -188,6 +190,7 @@ void Gateway::Complete(const httplib::Request& http_request, httplib::Response& 
   ReplyOptions options;
   auto call = std::make_shared<Call>();
   call->context.set_deadline(Deadline());
+  Authenticate(&call->context);
   if (endpoint == Endpoint::kChat) {
     v1::ChatRequest request;
     if (auto e = ParseChatRequest(body, &request, &options)) return SendError(response, *e);
@@ -250,6 +253,10 @@ void Gateway::Complete(const httplib::Request& http_request, httplib::Response& 
       [call](bool success) {
         if (!success) call->context.TryCancel();
       });
+}
+
+void Gateway::Authenticate(grpc::ClientContext* context) const {
+  if (!upstream_token_.empty()) context->AddMetadata("authorization", "Bearer " + upstream_token_);
 }
 
 void Gateway::Health(httplib::Response& response) {

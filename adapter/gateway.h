@@ -30,7 +30,8 @@ namespace gantry::adapter {
 
 class Gateway {
  public:
-  Gateway(AdapterConfig config, std::shared_ptr<grpc::Channel> upstream);
+  // `upstream_token`: sent to gantry-server as a bearer token ("" = none).
+  Gateway(AdapterConfig config, std::shared_ptr<grpc::Channel> upstream, std::string upstream_token = "");
   // Installs the routes, the API-key check and request accounting.
   void Register(httplib::Server* server);
 
@@ -41,9 +42,12 @@ class Gateway {
   void Metrics(httplib::Response& response);
   bool Authorized(const httplib::Request& request) const;
   std::chrono::system_clock::time_point Deadline() const;
+  // Adds the upstream token to a call's metadata.
+  void Authenticate(grpc::ClientContext* context) const;
 
   const AdapterConfig config_;
   std::shared_ptr<grpc::Channel> channel_;
+  const std::string upstream_token_;
   std::unique_ptr<v1::Inference::Stub> inference_;
   std::unique_ptr<v1::Models::Stub> models_;
   std::shared_ptr<prometheus::Registry> registry_;

@@ -6,17 +6,23 @@
 //
 // Prints "gantry-adapter listening on HOST:PORT" on stdout once it serves;
 // SIGTERM or SIGINT stops it.
+// Before httplib.h: the adapter serves HTTPS when configured.
+#define CPPHTTPLIB_OPENSSL_SUPPORT
 #include <httplib.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "adapter/adapter_config.h"
 #include "adapter/gateway.h"
@@ -37,6 +43,47 @@ int Fail(const std::string& message) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(what, " ", path, " cannot be read"));
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// TLS to gantry-server when a CA is configured (with a client certificate
+// when one is); plaintext otherwise.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> UpstreamCredentials(
+    const gantry::adapter::AdapterConfig& config) {
+  if (config.upstream_ca_file.empty()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions options;
+  auto ca = ReadFile(config.upstream_ca_file, "upstream_ca_file");
+  if (!ca.ok()) return ca.status();
+  options.pem_root_certs = *ca;
+  if (!config.upstream_cert_file.empty()) {
+    auto cert = ReadFile(config.upstream_cert_file, "upstream_cert_file");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadFile(config.upstream_key_file, "upstream_key_file");
+    if (!key.ok()) return key.status();
+    options.pem_cert_chain = *cert;
+    options.pem_private_key = *key;
+  }
+  return grpc::SslCredentials(options);
+}
+
+// The bearer token for gantry-server: GANTRY_UPSTREAM_TOKEN, else the first
+// line of upstream_token_file that is not blank or a '#' comment (the
+// server's token file format), else none. Never logged.
+absl::StatusOr<std::string> UpstreamToken(const gantry::adapter::AdapterConfig& config) {
+  if (const char* env = std::getenv("GANTRY_UPSTREAM_TOKEN"); env != nullptr && *env != 0) return std::string(env);
+  if (config.upstream_token_file.empty()) return std::string();
+  auto text = ReadFile(config.upstream_token_file, "upstream_token_file");
+  if (!text.ok()) return text.status();
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (!line.empty() && line[0] != '#') return std::string(line);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("upstream_token_file ", config.upstream_token_file, " holds no token"));
+}
 
 int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("gantry-adapter"));
@@ -69,9 +116,25 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments channel_args;
   channel_args.SetMaxSendMessageSize(gantry::kMaxMessageBytes);
   channel_args.SetMaxReceiveMessageSize(gantry::kMaxMessageBytes);
-  auto channel = grpc::CreateCustomChannel(config.upstream, grpc::InsecureChannelCredentials(), channel_args);
-  gantry::adapter::Gateway gateway(config, channel);
-  httplib::Server server;
+  auto credentials = UpstreamCredentials(config);
+  if (!credentials.ok()) return Fail(std::string(credentials.status().message()));
+  auto token = UpstreamToken(config);
+  if (!token.ok()) return Fail(std::string(token.status().message()));
+  auto channel = grpc::CreateCustomChannel(config.upstream, *credentials, channel_args);
+  gantry::adapter::Gateway gateway(config, channel, *token);
+  // HTTPS when a certificate is configured (cpp-httplib on OpenSSL).
+  std::unique_ptr<httplib::Server> https_or_http;
+  if (!config.tls_cert_file.empty()) {
+    auto https = std::make_unique<httplib::SSLServer>(config.tls_cert_file.c_str(), config.tls_key_file.c_str());
+    if (!https->is_valid()) {
+      return Fail("tls_cert_file " + config.tls_cert_file + " and tls_key_file " + config.tls_key_file +
+                  " do not make a usable certificate and key");
+    }
+    https_or_http = std::move(https);
+  } else {
+    https_or_http = std::make_unique<httplib::Server>();
+  }
+  httplib::Server& server = *https_or_http;
   const int threads = config.max_connections;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   server.set_read_timeout(60, 0);
@@ -89,7 +152,8 @@ int main(int argc, char** argv) {
   });
   std::printf("gantry-adapter listening on %s:%d\n", bound->host.c_str(), bound->port);
   std::fflush(stdout);
-  spdlog::info("serving OpenAI-compatible HTTP on {}:{} for gantry-server at {}{}", bound->host, bound->port, config.upstream,
+  spdlog::info("serving OpenAI-compatible {} on {}:{} for gantry-server at {}{}",
+               config.tls_cert_file.empty() ? "HTTP" : "HTTPS", bound->host, bound->port, config.upstream,
                config.api_keys.empty() ? "" : " (API keys required)");
   server.listen_after_bind();
   stopper.join();

@@ -21,6 +21,8 @@ const char* ErrorReasonName(ErrorReason reason) {
     case ErrorReason::kDeviceMemory: return "DEVICE_MEMORY";
     case ErrorReason::kInvalidRequest: return "INVALID_REQUEST";
     case ErrorReason::kUnsupported: return "UNSUPPORTED";
+    case ErrorReason::kUnauthenticated: return "UNAUTHENTICATED";
+    case ErrorReason::kPermissionDenied: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }

@@ -25,6 +25,8 @@ enum class ErrorReason {
   kDeviceMemory,     // the device ran out of memory running the request
   kInvalidRequest,   // a field is malformed or out of range (the message names it)
   kUnsupported,      // the model cannot do what was asked (e.g. no tokenizer for text)
+  kUnauthenticated,  // no or unknown bearer token
+  kPermissionDenied, // the token may not do this (e.g. unload without an admin token)
 };
 
 // The wire name, e.g. "QUEUE_FULL".

@@ -4,9 +4,13 @@
 //   gantry-cli load NAME | unload NAME [--force]
 //   gantry-cli generate --model NAME [--max_tokens N] [--temperature T] [--seed S] PROMPT...
 //   gantry-cli chat --model NAME [--system TEXT] MESSAGE...
+// With --tls_ca FILE over TLS; the bearer token, if the server wants one,
+// from GANTRY_TOKEN.
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 
 #include "absl/flags/flag.h"
@@ -25,6 +29,7 @@ ABSL_FLAG(double, temperature, -1, "sampling temperature (negative: the server's
 ABSL_FLAG(int64_t, seed, -1, "sampling seed (negative: random)");
 ABSL_FLAG(std::string, system, "", "system message (chat)");
 ABSL_FLAG(bool, force, false, "unload: cancel running requests after the grace period");
+ABSL_FLAG(std::string, tls_ca, "", "connect over TLS, verifying the server against this CA file");
 
 namespace {
 
@@ -103,10 +108,22 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[1];
   const std::string rest = absl::StrJoin(args.begin() + 2, args.end(), " ");
-  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!absl::GetFlag(FLAGS_tls_ca).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_tls_ca));
+    if (!in) return Report(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "--tls_ca cannot be read"));
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    credentials = grpc::SslCredentials(options);
+  }
+  auto channel = grpc::CreateChannel(absl::GetFlag(FLAGS_server), credentials);
   auto models = gantry::v1::Models::NewStub(channel);
   auto inference = gantry::v1::Inference::NewStub(channel);
   grpc::ClientContext context;
+  // The bearer token from the environment (a flag would show in `ps`).
+  if (const char* token = std::getenv("GANTRY_TOKEN"); token != nullptr && *token != 0) {
+    context.AddMetadata("authorization", std::string("Bearer ") + token);
+  }
   if (command == "models") {
     gantry::v1::ListModelsResponse response;
     grpc::Status status = models->List(&context, {}, &response);

@@ -131,7 +131,7 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
   if (auto s = check.CheckKeys(root, "the top level",
                                {"listen", "drain_timeout_seconds", "allow_cpu_fallback", "defaults", "models",
                                 "memory_budget_mib", "gpu_memory_reserve_mib", "unload_grace_seconds", "metrics_listen",
-                                "gpu_sample_seconds"});
+                                "gpu_sample_seconds", "auth", "tls"});
       !s.ok()) {
     return s;
   }
@@ -174,6 +174,29 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
   config.gpu_memory_reserve_bytes = static_cast<uint64_t>(reserve_mib) << 20;
   if (auto s = check.ReadSeconds(root, "unload_grace_seconds", &config.unload_grace_seconds, false); !s.ok()) {
     return s;
+  }
+  const std::filesystem::path config_dir = std::filesystem::path(path).parent_path();
+  auto file_key = [&](const YAML::Node& map, const char* key, std::string* out) -> absl::Status {
+    if (auto s = check.Read(map, key, out, "a file path"); !s.ok()) return s;
+    if (!out->empty() && std::filesystem::path(*out).is_relative()) *out = (config_dir / *out).lexically_normal().string();
+    return absl::OkStatus();
+  };
+  if (const YAML::Node auth = root["auth"]; auth) {
+    if (auto s = check.CheckKeys(auth, "auth", {"api_tokens_file", "admin_tokens_file"}); !s.ok()) return s;
+    if (auto s = file_key(auth, "api_tokens_file", &config.auth.api_tokens_file); !s.ok()) return s;
+    if (auto s = file_key(auth, "admin_tokens_file", &config.auth.admin_tokens_file); !s.ok()) return s;
+  }
+  if (const YAML::Node tls = root["tls"]; tls) {
+    if (auto s = check.CheckKeys(tls, "tls", {"cert_file", "key_file", "client_ca_file"}); !s.ok()) return s;
+    if (auto s = file_key(tls, "cert_file", &config.tls.cert_file); !s.ok()) return s;
+    if (auto s = file_key(tls, "key_file", &config.tls.key_file); !s.ok()) return s;
+    if (auto s = file_key(tls, "client_ca_file", &config.tls.client_ca_file); !s.ok()) return s;
+    if (config.tls.cert_file.empty() != config.tls.key_file.empty()) {
+      return check.Error(tls, "tls needs both 'cert_file' and 'key_file'");
+    }
+    if (config.tls.cert_file.empty() && !config.tls.client_ca_file.empty()) {
+      return check.Error(tls, "tls: 'client_ca_file' needs 'cert_file' and 'key_file'");
+    }
   }
   scheduler::ModelSpec defaults;
   defaults.kv_cache_bytes = 256ull << 20;

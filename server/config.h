@@ -12,6 +12,13 @@
 //     cpu: 16000
 //   gpu_memory_reserve_mib: 2048   # kept free on each GPU (activations, CUDA context)
 //   unload_grace_seconds: 10       # a forced unload cancels running requests after this
+//   auth:                          # bearer tokens (README, "Security"); none: no authentication
+//     api_tokens_file: tokens      #   one per line: generate, chat, tokenize, read model states
+//     admin_tokens_file: admin     #   also Models.Load / Unload
+//   tls:                           # gRPC over TLS
+//     cert_file: server.crt
+//     key_file: server.key
+//     client_ca_file: ca.crt       #   optional: require client certificates it signed
 //   defaults:                      # for every model that does not set its own
 //     max_batch: 32
 //     max_step_tokens: 2048
@@ -37,8 +44,15 @@
 
 #include "absl/status/statusor.h"
 #include "scheduler/model_registry.h"
+#include "server/auth.h"
 
 namespace gantry::server {
+
+// gRPC over TLS when cert_file is set; client certificates signed by
+// client_ca_file are then required when that is set too.
+struct TlsConfig {
+  std::string cert_file, key_file, client_ca_file;
+};
 
 struct ServerConfig {
   std::string listen = "127.0.0.1:50051";
@@ -50,6 +64,8 @@ struct ServerConfig {
   uint64_t gpu_memory_reserve_bytes = 2048ull << 20;
   double unload_grace_seconds = 10;
   std::vector<scheduler::ModelSpec> models;
+  AuthConfig auth;
+  TlsConfig tls;
 };
 
 // `path` names the file in errors and anchors relative model paths.

@@ -385,7 +385,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc:
                                                                            const v1::GenerateRequest* request) {
   auto* call = new GenerationCall(this, context, request->model());
   GenerationRequest generation;
-  absl::Status checked = CheckGenerate(*request, &generation);
+  absl::Status checked = Authorize(*context, "Inference.Generate");
+  if (checked.ok()) checked = CheckGenerate(*request, &generation);
   // `request` lives until the call is done.
   call->Start(checked, std::move(generation), [request](const scheduler::ModelLease& engine, GenerationRequest* g) {
     return PrepareGenerate(*request, engine, g);
@@ -398,7 +399,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Chat(grpc::Cal
   auto* call = new GenerationCall(this, context, request->model());
   GenerationRequest generation;
   auto tools = std::make_shared<nlohmann::ordered_json>(nullptr);
-  absl::Status checked = CheckChat(*request, &generation, tools.get());
+  absl::Status checked = Authorize(*context, "Inference.Chat");
+  if (checked.ok()) checked = CheckChat(*request, &generation, tools.get());
   call->Start(checked, std::move(generation),
               [request, tools](const scheduler::ModelLease& engine, GenerationRequest* g) {
                 return PrepareChat(*request, *tools, engine, g);
@@ -410,6 +412,10 @@ grpc::ServerUnaryReactor* InferenceService::WithTokenizer(
     grpc::CallbackServerContext* context, const std::string& model,
     std::function<absl::Status(const text::Tokenizer&)> body) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (auto s = Authorize(*context, "Inference.Tokenize/Detokenize"); !s.ok()) {
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
   if (auto s = CheckModelName(model); !s.ok()) {
     reactor->Finish(ToGrpc(s));
     return reactor;

@@ -13,6 +13,7 @@
 
 #include "gantry/v1/gantry.grpc.pb.h"
 #include "scheduler/model_registry.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 #include "server/work_queue.h"
 
@@ -22,8 +23,10 @@ class InferenceService final : public gantry::v1::Inference::CallbackService {
  public:
   // `metrics` may be null. `load_waiters` threads wait for model loads for
   // requests that arrive while their model is not ready.
-  InferenceService(scheduler::ModelRegistry* registry, Metrics* metrics, int load_waiters = 8)
-      : registry_(registry), metrics_(metrics), load_waiters_(load_waiters) {}
+  // `auth` (may be null: no authentication) decides who may call.
+  InferenceService(scheduler::ModelRegistry* registry, Metrics* metrics, const Authorizer* auth = nullptr,
+                   int load_waiters = 8)
+      : registry_(registry), metrics_(metrics), auth_(auth), load_waiters_(load_waiters) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
@@ -40,6 +43,10 @@ class InferenceService final : public gantry::v1::Inference::CallbackService {
   void WithLease(const std::string& model, std::function<void(absl::StatusOr<scheduler::ModelLease>)> then);
 
   Metrics* metrics() const { return metrics_; }
+  // OK when the caller may use the service.
+  absl::Status Authorize(const grpc::CallbackServerContext& context, const char* what) const {
+    return auth_ ? auth_->Check(context, Access::kUse, what) : absl::OkStatus();
+  }
 
  private:
   // A unary call that needs the model's tokenizer: `body` fills the response.
@@ -48,6 +55,7 @@ class InferenceService final : public gantry::v1::Inference::CallbackService {
 
   scheduler::ModelRegistry* registry_;
   Metrics* metrics_;
+  const Authorizer* auth_;
   WorkQueue load_waiters_;  // declared last: joined first, while the registry is alive
 };
 

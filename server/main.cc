@@ -17,6 +17,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
 #include <thread>
 #include <memory>
 
@@ -142,6 +143,28 @@ int Fail(const absl::Status& status) {
 
 }  // namespace
 
+// gRPC credentials from the tls section: insecure without a certificate.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const gantry::server::TlsConfig& tls) {
+  if (tls.cert_file.empty()) return grpc::InsecureServerCredentials();
+  auto read = [](const std::string& path, std::string* out) -> absl::Status {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("tls: ", path, " cannot be read"));
+    out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return absl::OkStatus();
+  };
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  if (auto s = read(tls.cert_file, &pair.cert_chain); !s.ok()) return s;
+  if (auto s = read(tls.key_file, &pair.private_key); !s.ok()) return s;
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!tls.client_ca_file.empty()) {
+    if (auto s = read(tls.client_ca_file, &options.pem_root_certs); !s.ok()) return s;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  spdlog::info("gRPC over TLS{}", tls.client_ca_file.empty() ? "" : ", client certificates required");
+  return grpc::SslServerCredentials(options);
+}
+
 int main(int argc, char** argv) {
   // Logs go to stderr; stdout carries only the "listening on" line.
   spdlog::set_default_logger(spdlog::stderr_color_mt("gantry"));
@@ -205,8 +228,20 @@ int main(int argc, char** argv) {
     std::printf("gantry-server metrics on %s\n", metrics_http->url().c_str());
     std::fflush(stdout);
   }
-  gantry::server::InferenceService inference(&registry, &metrics);
-  gantry::server::ModelsService models(&registry);
+  auto auth = gantry::server::Authorizer::Create(config.auth);
+  if (!auth.ok()) return Fail(auth.status());
+  if (auth->enabled()) {
+    spdlog::info("gRPC authentication: {} API token(s), {} admin token(s)", auth->num_api_tokens(),
+                 auth->num_admin_tokens());
+  } else {
+    spdlog::warn("gRPC authentication is off (no tokens configured): anyone who reaches {} can use and "
+                 "administer the server",
+                 config.listen);
+  }
+  auto credentials = ServerCredentials(config.tls);
+  if (!credentials.ok()) return Fail(credentials.status());
+  gantry::server::InferenceService inference(&registry, &metrics, &*auth);
+  gantry::server::ModelsService models(&registry, &*auth);
 
   grpc::EnableDefaultHealthCheckService(true);
   // gRPC's built-in health service carries no protobuf descriptor; linking
@@ -219,7 +254,7 @@ int main(int argc, char** argv) {
   // gRPC sets SO_REUSEPORT by default, so a second server on the same port
   // would start and take a share of the calls; a port in use must fail.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.listen, *credentials, &port);
   builder.SetMaxReceiveMessageSize(gantry::kMaxMessageBytes);
   builder.SetMaxSendMessageSize(gantry::kMaxMessageBytes);
   builder.RegisterService(&inference);

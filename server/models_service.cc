@@ -39,7 +39,9 @@ void ToProto(const scheduler::ModelSnapshot& s, v1::ModelStatus* out) {
   }
 }
 
-grpc::Status ModelsService::List(grpc::ServerContext*, const v1::ListModelsRequest*, v1::ListModelsResponse* response) {
+grpc::Status ModelsService::List(grpc::ServerContext* context, const v1::ListModelsRequest*,
+                                 v1::ListModelsResponse* response) {
+  if (auto s = Authorize(context, Access::kUse, "Models.List"); !s.ok()) return ToGrpc(s);
   for (const auto& snapshot : registry_->List()) ToProto(snapshot, response->add_models());
   for (const auto& [device, use] : registry_->BudgetUse()) {
     v1::DeviceBudget* budget = response->add_budgets();
@@ -50,21 +52,26 @@ grpc::Status ModelsService::List(grpc::ServerContext*, const v1::ListModelsReque
   return grpc::Status::OK;
 }
 
-grpc::Status ModelsService::Get(grpc::ServerContext*, const v1::GetModelRequest* request, v1::ModelStatus* response) {
+grpc::Status ModelsService::Get(grpc::ServerContext* context, const v1::GetModelRequest* request,
+                                v1::ModelStatus* response) {
+  if (auto s = Authorize(context, Access::kUse, "Models.Get"); !s.ok()) return ToGrpc(s);
   auto snapshot = registry_->Get(request->name());
   if (!snapshot.ok()) return ToGrpc(snapshot.status());
   ToProto(*snapshot, response);
   return grpc::Status::OK;
 }
 
-grpc::Status ModelsService::Load(grpc::ServerContext*, const v1::LoadModelRequest* request, v1::ModelStatus* response) {
+grpc::Status ModelsService::Load(grpc::ServerContext* context, const v1::LoadModelRequest* request,
+                                 v1::ModelStatus* response) {
+  if (auto s = Authorize(context, Access::kAdmin, "Models.Load"); !s.ok()) return ToGrpc(s);
   if (auto s = registry_->Load(request->name()); !s.ok()) return ToGrpc(s);
   ToProto(*registry_->Get(request->name()), response);
   return grpc::Status::OK;
 }
 
-grpc::Status ModelsService::Unload(grpc::ServerContext*, const v1::UnloadModelRequest* request,
+grpc::Status ModelsService::Unload(grpc::ServerContext* context, const v1::UnloadModelRequest* request,
                                    v1::ModelStatus* response) {
+  if (auto s = Authorize(context, Access::kAdmin, "Models.Unload"); !s.ok()) return ToGrpc(s);
   if (auto s = registry_->Unload(request->name(), request->force()); !s.ok()) return ToGrpc(s);
   ToProto(*registry_->Get(request->name()), response);
   return grpc::Status::OK;

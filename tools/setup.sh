@@ -13,6 +13,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev libcpp-httplib-dev
   prometheus  # promtool and a real Prometheus for the metrics tests
+  openssl curl  # certificates for the TLS tests; HTTP checks of the adapter
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 missing=()
