@@ -176,8 +176,9 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json,
       }
       continue;
     }
+    const std::string& name = key;  // lambdas cannot capture structured bindings before C++20 (clang)
     auto bad = [&](absl::string_view what) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": tensor \"", key, "\": ", what));
+      return absl::InvalidArgumentError(absl::StrCat(source, ": tensor \"", name, "\": ", what));
     };
     if (!value.is_object()) return bad("entry is not an object");
     TensorInfo info;

@@ -1,5 +1,7 @@
 #include "server/auth.h"
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstdlib>
 #include <fstream>
 

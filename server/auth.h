@@ -7,13 +7,15 @@
 #ifndef GANTRY_SERVER_AUTH_H_
 #define GANTRY_SERVER_AUTH_H_
 
-#include <grpcpp/grpcpp.h>
-
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+
+namespace grpc {
+class ServerContextBase;
+}  // namespace grpc
 
 namespace gantry::server {
 

@@ -118,7 +118,9 @@ absl::Status CheckDtype(const std::string& dtype) {
 
 }  // namespace
 
-absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std::string& path) {
+namespace {
+
+absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, const std::string& path) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -241,6 +243,19 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
     config.models.push_back(std::move(spec));
   }
   return config;
+}
+
+}  // namespace
+
+absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std::string& path) {
+  // yaml-cpp throws where a node is not what the code reads it as (a mapping
+  // used as a key, say); every such case is the file's error, not a crash
+  // (found by tests/fuzz).
+  try {
+    return ParseConfigThrowing(yaml_text, path);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ":", e.mark.line + 1, ": ", e.msg));
+  }
 }
 
 absl::StatusOr<ServerConfig> LoadConfig(const std::string& path) {

@@ -10,76 +10,13 @@
 #include "nlohmann/json.hpp"
 #include "text/chat_encoder.h"
 #include "text/json_limits.h"
+#include "server/request_checks.h"
 #include "server/status_util.h"
 
 namespace gantry::server {
 namespace {
 
 using scheduler::GenerationRequest;
-
-// Caps on what one request may ask of every step (README, "Limits").
-constexpr int kMaxStopStrings = 64;
-constexpr size_t kMaxStopBytes = 1024;
-constexpr int kMaxStopTokenIds = 1024;
-
-absl::Status CheckModelName(const std::string& model) {
-  if (model.empty()) return absl::InvalidArgumentError("model is required (see Models.List)");
-  return absl::OkStatus();
-}
-
-// SamplingParameters -> GenerationRequest fields; ranges are checked by the
-// engine's Submit (runtime::ValidateSamplingParams names field and range).
-absl::Status ApplyParameters(const v1::SamplingParameters& p, GenerationRequest* request) {
-  runtime::SamplingParams& s = request->sampling;
-  if (p.has_max_tokens()) {
-    if (p.max_tokens() == 0) return absl::InvalidArgumentError("max_tokens must be >= 1, got 0");
-    request->max_tokens = p.max_tokens();
-  }
-  if (p.has_temperature()) s.temperature = p.temperature();
-  if (p.has_top_p()) s.top_p = p.top_p();
-  if (p.has_top_k()) {
-    if (p.top_k() > 1000000) return absl::InvalidArgumentError(absl::StrCat("top_k must be in [0, 1000000], got ", p.top_k()));
-    s.top_k = static_cast<int32_t>(p.top_k());
-  }
-  if (p.has_min_p()) s.min_p = p.min_p();
-  if (p.has_repetition_penalty()) s.repetition_penalty = p.repetition_penalty();
-  if (p.has_presence_penalty()) s.presence_penalty = p.presence_penalty();
-  if (p.has_frequency_penalty()) s.frequency_penalty = p.frequency_penalty();
-  s.seed = p.has_seed() ? p.seed() : std::random_device()() * 4294967296ull + std::random_device()();
-  if (p.top_logprobs() > runtime::kMaxTopLogprobs) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_logprobs must be in [0, ", runtime::kMaxTopLogprobs, "], got ", p.top_logprobs()));
-  }
-  s.logprobs = p.logprobs() || p.top_logprobs() > 0;
-  s.top_logprobs = static_cast<int32_t>(p.top_logprobs());
-  // Every stop string is matched against every step's text: a request with
-  // thousands would slow every other request in its batch.
-  if (p.stop_size() > kMaxStopStrings) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stop: at most ", kMaxStopStrings, " stop strings, got ", p.stop_size()));
-  }
-  for (const auto& stop : p.stop()) {
-    if (stop.empty()) return absl::InvalidArgumentError("stop strings must not be empty");
-    if (stop.size() > kMaxStopBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop: each stop string at most ", kMaxStopBytes, " bytes, got one of ", stop.size()));
-    }
-    request->stop.push_back(stop);
-  }
-  if (p.stop_token_ids_size() > kMaxStopTokenIds) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stop_token_ids: at most ", kMaxStopTokenIds, ", got ", p.stop_token_ids_size()));
-  }
-  for (uint32_t id : p.stop_token_ids()) {
-    if (id > static_cast<uint32_t>(INT32_MAX)) {
-      return absl::InvalidArgumentError(absl::StrCat("stop_token_ids: ", id, " is not a token id"));
-    }
-    request->stop_token_ids.push_back(static_cast<int32_t>(id));
-  }
-  request->ignore_eos = p.ignore_eos();
-  request->skip_special_tokens = p.has_skip_special_tokens() ? p.skip_special_tokens() : true;
-  return absl::OkStatus();
-}
 
 v1::FinishReason ToProto(scheduler::FinishReason reason) {
   switch (reason) {
@@ -334,32 +271,6 @@ absl::Status PrepareChat(const v1::ChatRequest& request, const nlohmann::ordered
   auto ids = text::EncodeChat(*engine->chat_template(), *tokenizer, std::move(messages), tools, options);
   if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("messages: ", ids.status().message()));
   generation->prompt = *std::move(ids);
-  return absl::OkStatus();
-}
-
-// The request's fields that need no model, checked before waiting for one.
-absl::Status CheckGenerate(const v1::GenerateRequest& request, GenerationRequest* generation) {
-  if (auto s = CheckModelName(request.model()); !s.ok()) return s;
-  if (auto s = ApplyParameters(request.parameters(), generation); !s.ok()) return s;
-  if (request.prompt_case() == v1::GenerateRequest::PROMPT_NOT_SET) {
-    return absl::InvalidArgumentError("prompt is required: set text or token_ids");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckChat(const v1::ChatRequest& request, GenerationRequest* generation, nlohmann::ordered_json* tools) {
-  if (auto s = CheckModelName(request.model()); !s.ok()) return s;
-  if (request.messages().empty()) return absl::InvalidArgumentError("messages must not be empty");
-  for (const auto& m : request.messages()) {
-    if (m.role().empty()) return absl::InvalidArgumentError("every message needs a role");
-  }
-  if (auto s = ApplyParameters(request.parameters(), generation); !s.ok()) return s;
-  if (!request.tools_json().empty()) {
-    auto parsed = text::ParseJsonLimited<nlohmann::ordered_json>(request.tools_json(), "tools_json");
-    if (!parsed.ok()) return parsed.status();
-    *tools = *std::move(parsed);
-    if (!tools->is_array()) return absl::InvalidArgumentError("tools_json must be a JSON list of tool schemas");
-  }
   return absl::OkStatus();
 }
 

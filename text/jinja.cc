@@ -81,6 +81,11 @@ absl::StatusOr<std::unique_ptr<Template>> Template::Parse(const std::string& sou
     std::string message = e.what();
     if (message.find(" at line ") == std::string::npos) absl::StrAppend(&message, " at line ", e.line());
     return absl::InvalidArgumentError(absl::StrCat("chat template: ", message));
+  } catch (const std::exception& e) {
+    // A library call the parser makes on the template's text (a number
+    // literal out of range, say): still the template's error, never the
+    // process's end.
+    return absl::InvalidArgumentError(absl::StrCat("chat template: ", e.what()));
   }
   return t;
 }
@@ -98,6 +103,8 @@ absl::StatusOr<std::string> Template::Render(const nlohmann::ordered_json& conte
     return absl::InvalidArgumentError(e.what());
   } catch (const Error& e) {
     return absl::InvalidArgumentError(absl::StrCat("chat template error at line ", e.line(), ": ", e.what()));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("chat template error: ", e.what()));
   }
   return out;
 }

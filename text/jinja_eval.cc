@@ -140,7 +140,9 @@ int64_t Length(const Value& v, int line) {
   }
 }
 
-const Value& Arg(const Arguments& args, size_t index, const char* name, const Value& fallback) {
+// By value: callers pass temporaries as `fallback` (found by the fuzzer: a
+// reference to one outlived it).
+Value Arg(const Arguments& args, size_t index, const char* name, const Value& fallback) {
   if (index < args.positional.size()) return args.positional[index];
   if (const Value* kw = args.Keyword(name)) return *kw;
   return fallback;

@@ -177,8 +177,20 @@ class Lexer {
         case '\'': out.push_back('\''); break;
         case '"': out.push_back('"'); break;
         case 'u': {
+          // Four hex digits, checked here: std::stoul would throw out of
+          // the parser on "\\u+1" or "\\uZZZZ" (found by tests/fuzz).
           if (pos_ + 4 > src_.size()) throw Error("bad \\u escape", line_);
-          AppendUtf8(static_cast<char32_t>(std::stoul(src_.substr(pos_, 4), nullptr, 16)), &out);
+          char32_t code = 0;
+          for (size_t i = 0; i < 4; ++i) {
+            const char h = src_[pos_ + i];
+            const int digit = h >= '0' && h <= '9' ? h - '0'
+                              : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                              : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                                     : -1;
+            if (digit < 0) throw Error("bad \\u escape: four hex digits expected", line_);
+            code = code * 16 + static_cast<char32_t>(digit);
+          }
+          AppendUtf8(code, &out);
           pos_ += 4;
           break;
         }

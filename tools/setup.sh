@@ -14,6 +14,7 @@ PACKAGES=(
   libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev libcpp-httplib-dev
   prometheus  # promtool and a real Prometheus for the metrics tests
   openssl curl  # certificates for the TLS tests; HTTP checks of the adapter
+  clang  # libFuzzer targets (tools/fuzz.sh)
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 missing=()

@@ -2,7 +2,9 @@
 # Set-up (tools/setup.sh) and every test, through CTest; then the scheduler's
 # tests again in a ThreadSanitizer build (build-tsan/, GANTRY_TSAN=ON: only
 # the torch-free libraries, since LibTorch is not instrumented).
-# SKIP_TSAN=1 leaves the second part out.
+# SKIP_TSAN=1 leaves the second part out. Last, every libFuzzer target
+# (tools/fuzz.sh) for FUZZ_SECONDS each (10 by default here); SKIP_FUZZ=1
+# leaves them out.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -16,4 +18,8 @@ if [ "${SKIP_TSAN:-0}" != 1 ]; then
   # halt_on_error: any data race fails the run.
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     ctest --test-dir "$TSAN_DIR" --output-on-failure -j"$(nproc)"
+fi
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  FUZZ_SECONDS=${FUZZ_SECONDS:-10} "$ROOT/tools/fuzz.sh"
 fi

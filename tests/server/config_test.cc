@@ -105,6 +105,16 @@ TEST(ConfigTest, ErrorsNameKeyAndLine) {
   }
 }
 
+TEST(ConfigTest, NodesOfTheWrongKindAreErrorsNotExceptions) {
+  // Found by tests/fuzz: a mapping as a key threw out of ParseConfig.
+  for (const char* yaml : {"? {a: 1}\n: 2\n", "auth:\n  ? [x]\n  : y\n", "models:\n  - {? [1]: 2}\n"}) {
+    auto config = ParseConfig(yaml, "g.yaml");
+    ASSERT_FALSE(config.ok()) << yaml;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(), HasSubstr("g.yaml:")) << yaml;
+  }
+}
+
 TEST(ConfigTest, CatalogueSizeIsCapped) {
   std::string yaml = "models:\n";
   for (int i = 0; i < 257; ++i) yaml += "  - {name: m" + std::to_string(i) + ", path: p}\n";

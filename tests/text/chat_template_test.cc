@@ -113,6 +113,30 @@ TEST(ChatTemplateTest, DeepNestingIsRefusedAtLoad) {
   EXPECT_TRUE(fine.ok()) << fine.status();
 }
 
+TEST(ChatTemplateTest, BadEscapesAndHugeLiteralsAreErrorsNotCrashes) {
+  // Found by tests/fuzz: "\\u" without four hex digits and an integer literal
+  // past int64 threw out of the parser, which would take the server down
+  // while loading the model.
+  for (const char* source : {"{{ '\\u+1ab' }}", "{{ '\\uZZZZ' }}", "{{ 99999999999999999999999 }}"}) {
+    auto chat = ChatTemplate::Create(source, "", "");
+    ASSERT_FALSE(chat.ok()) << source;
+    EXPECT_EQ(chat.status().code(), absl::StatusCode::kInvalidArgument) << source;
+  }
+  auto fine = ChatTemplate::Create("{{ '\\u00e9' }}", "", "");
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(*(*fine)->Render(ordered_json::parse("[]"), false), "\xc3\xa9");
+}
+
+TEST(ChatTemplateTest, DefaultArgumentsOutliveTheCall) {
+  // Found by tests/fuzz (ASan, stack-use-after-scope): split() without a
+  // separator read a destroyed default; indent() likewise.
+  auto chat = ChatTemplate::Create("{{ 'a b  c'.split() | join(',') }}|{{ 'x\ny' | indent }}", "", "");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  auto text = (*chat)->Render(ordered_json::parse(R"([])"), false);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "a,b,c|x\n    y");
+}
+
 TEST(ChatTemplateTest, HugeOutputIsRefusedBeforeItIsBuilt) {
   // Issue 13: a template emitted 200 MB of prompt before the context check.
   const ordered_json messages = ordered_json::parse(R"([{"role": "user", "content": "x"}])");

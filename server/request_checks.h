@@ -1,0 +1,29 @@
+// The checks a gRPC generation request passes where it enters, before any
+// model is involved: model name, parameters into a GenerationRequest (caps
+// on stop strings and ids), prompt presence, chat messages and tools_json.
+// Torch- and gRPC-free apart from the messages, so the fuzz targets
+// (tests/fuzz) run them on arbitrary protobuf bytes.
+#ifndef GANTRY_SERVER_REQUEST_CHECKS_H_
+#define GANTRY_SERVER_REQUEST_CHECKS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "gantry/v1/gantry.pb.h"
+#include "nlohmann/json.hpp"
+#include "scheduler/model_engine.h"
+
+namespace gantry::server {
+
+absl::Status CheckModelName(const std::string& model);
+// SamplingParameters -> GenerationRequest fields; ranges are checked by the
+// engine's Submit (runtime::ValidateSamplingParams names field and range).
+absl::Status ApplyParameters(const v1::SamplingParameters& p, scheduler::GenerationRequest* request);
+absl::Status CheckGenerate(const v1::GenerateRequest& request, scheduler::GenerationRequest* generation);
+// `tools` receives the parsed tools_json (null when absent).
+absl::Status CheckChat(const v1::ChatRequest& request, scheduler::GenerationRequest* generation,
+                       nlohmann::ordered_json* tools);
+
+}  // namespace gantry::server
+
+#endif  // GANTRY_SERVER_REQUEST_CHECKS_H_
