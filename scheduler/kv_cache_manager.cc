@@ -18,23 +18,31 @@ uint64_t KvCacheManager::ChainHash(uint64_t parent, absl::Span<const int32_t> bl
   return absl::HashOf(parent, block_tokens);
 }
 
-PrefixHit KvCacheManager::FindCachedPrefix(absl::Span<const int32_t> tokens) const {
+PrefixHit KvCacheManager::WalkPrefix(absl::Span<const int32_t> tokens, std::vector<int32_t>* blocks,
+                                     uint64_t* last_hash) const {
   PrefixHit hit;
   if (!prefix_caching_ || tokens.empty()) return hit;
   const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / block_size_;
   uint64_t hash = 0;
   for (int64_t i = 0; i < max_blocks; ++i) {
     const auto block_tokens = tokens.subspan(i * block_size_, block_size_);
-    hash = ChainHash(hash, block_tokens);
-    auto it = cached_.find(hash);
+    const uint64_t next = ChainHash(hash, block_tokens);
+    auto it = cached_.find(next);
     if (it == cached_.end()) break;
     const Block& block = blocks_[it->second];
     if (!std::equal(block.tokens.begin(), block.tokens.end(), block_tokens.begin(), block_tokens.end())) break;
+    hash = next;
     ++hit.num_blocks;
     if (block.ref_count == 0) ++hit.num_evictable;
+    if (blocks != nullptr) blocks->push_back(it->second);
   }
   hit.num_tokens = hit.num_blocks * block_size_;
+  if (last_hash != nullptr) *last_hash = hash;
   return hit;
+}
+
+PrefixHit KvCacheManager::FindCachedPrefix(absl::Span<const int32_t> tokens) const {
+  return WalkPrefix(tokens, nullptr, nullptr);
 }
 
 int64_t KvCacheManager::BlocksToGrow(int64_t key, int64_t total_tokens) const {
@@ -55,18 +63,13 @@ int64_t KvCacheManager::BlocksFreedByRelease(int64_t key) const {
 }
 
 PrefixHit KvCacheManager::Start(int64_t key, absl::Span<const int32_t> tokens) {
-  const PrefixHit hit = FindCachedPrefix(tokens);
   Table& table = tables_[key];
-  uint64_t hash = 0;
-  for (int64_t i = 0; i < hit.num_blocks; ++i) {
-    hash = ChainHash(hash, tokens.subspan(i * block_size_, block_size_));
-    const int32_t b = cached_.at(hash);
+  const PrefixHit hit = WalkPrefix(tokens, &table.blocks, &table.last_hash);
+  for (int32_t b : table.blocks) {
     Block& block = blocks_[b];
     if (block.ref_count++ == 0) evictable_.erase(block.lru);
-    table.blocks.push_back(b);
   }
   table.num_cached_blocks = hit.num_blocks;
-  table.last_hash = hash;
   if (prefix_caching_) {
     query_tokens_ += static_cast<int64_t>(tokens.size());
     hit_tokens_ += hit.num_tokens;

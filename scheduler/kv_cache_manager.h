@@ -111,6 +111,9 @@ class KvCacheManager {
   };
 
   uint64_t ChainHash(uint64_t parent, absl::Span<const int32_t> block_tokens) const;
+  // The cached prefix of `tokens`; with `blocks`, appends the blocks holding
+  // it, with `last_hash`, the key of its last block (0 for none).
+  PrefixHit WalkPrefix(absl::Span<const int32_t> tokens, std::vector<int32_t>* blocks, uint64_t* last_hash) const;
   int32_t TakeBlock();  // a free block: unused first, else the least recently used cached one
 
   const int64_t block_size_;

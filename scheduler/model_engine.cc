@@ -226,15 +226,11 @@ bool ModelEngine::StepOnce() {
   // Admitted: they start on their cached prefix (a recomputed one with its
   // tokens so far). Before any sequence grows, so the blocks they share
   // cannot be evicted under them.
-  int64_t query_tokens = 0, hit_tokens = 0;
+  const KvCacheStats before_admission = kv_.Stats();  // the step's lookups: the manager's counts move by them
   for (int64_t key : plan.admitted) {
     auto it = std::find_if(waiting_.begin(), waiting_.end(), [&](const auto& a) { return a->key == key; });
     Active& a = **it;
     const PrefixHit hit = kv_.Start(a.key, a.tokens);
-    if (kv_.prefix_caching()) {
-      query_tokens += static_cast<int64_t>(a.tokens.size());
-      hit_tokens += hit.num_tokens;
-    }
     a.holds_blocks = true;
     a.num_computed = hit.num_tokens;
     if (!a.first_scheduled) {
@@ -280,8 +276,9 @@ bool ModelEngine::StepOnce() {
       (decode ? report.decode_tokens : report.prompt_tokens) += items[i].num_tokens;
     }
     report.preempted = static_cast<int64_t>(plan.preempted.size());
-    report.prefix_query_tokens = query_tokens;
-    report.prefix_hit_tokens = hit_tokens;
+    const KvCacheStats after = kv_.Stats();
+    report.prefix_query_tokens = after.query_tokens - before_admission.query_tokens;
+    report.prefix_hit_tokens = after.hit_tokens - before_admission.hit_tokens;
     report.duration = duration;
     observer_->OnStep(name_, report);
   };
