@@ -205,6 +205,20 @@ int main(int argc, char** argv) {
     spdlog::info("memory budget {}: {:.1f} MiB", device, bytes / double(1ull << 20));
   }
   options.unload_grace = absl::Seconds(config.unload_grace_seconds);
+  // Tokens and certificates first: a bad file stops start-up before any
+  // model loads or any thread starts.
+  auto auth = gantry::server::Authorizer::Create(config.auth);
+  if (!auth.ok()) return Fail(auth.status());
+  if (auth->enabled()) {
+    spdlog::info("gRPC authentication: {} API token(s), {} admin token(s)", auth->num_api_tokens(),
+                 auth->num_admin_tokens());
+  } else {
+    spdlog::warn("gRPC authentication is off (no tokens configured): anyone who reaches {} can use and "
+                 "administer the server",
+                 config.listen);
+  }
+  auto credentials = ServerCredentials(config.tls);
+  if (!credentials.ok()) return Fail(credentials.status());
   gantry::scheduler::ModelRegistry registry(config.models, gantry::scheduler::LoadModelFolder,
                                             gantry::scheduler::EstimateModelBytes, options,
                                             gantry::scheduler::RealClock::Get());
@@ -228,18 +242,6 @@ int main(int argc, char** argv) {
     std::printf("gantry-server metrics on %s\n", metrics_http->url().c_str());
     std::fflush(stdout);
   }
-  auto auth = gantry::server::Authorizer::Create(config.auth);
-  if (!auth.ok()) return Fail(auth.status());
-  if (auth->enabled()) {
-    spdlog::info("gRPC authentication: {} API token(s), {} admin token(s)", auth->num_api_tokens(),
-                 auth->num_admin_tokens());
-  } else {
-    spdlog::warn("gRPC authentication is off (no tokens configured): anyone who reaches {} can use and "
-                 "administer the server",
-                 config.listen);
-  }
-  auto credentials = ServerCredentials(config.tls);
-  if (!credentials.ok()) return Fail(credentials.status());
   gantry::server::InferenceService inference(&registry, &metrics, &*auth);
   gantry::server::ModelsService models(&registry, &*auth);
 
