@@ -36,6 +36,8 @@ ABSL_FLAG(int64_t, ttft_prompt, 512, "prompt length of the time-to-first-token r
 ABSL_FLAG(bool, cuda_kernels, true, "use Gantry's CUDA kernels (false: LibTorch operators)");
 ABSL_FLAG(int64_t, cuda_graph_max_batch, 64, "CUDA graphs for decode batches up to this (0: none)");
 ABSL_FLAG(bool, skinny_gemm, false, "Gantry's SkinnyGemm for projections of up to 8 rows (default: cuBLAS)");
+ABSL_FLAG(int32_t, tp, 1, "tensor parallelism: ranks on GPUs device, device + 1, ... (NCCL); 1: off");
+ABSL_FLAG(bool, decode_gemv, true, "Gantry's fused DecodeGemv for batch-1 decode steps (false: cuBLAS and separate kernels)");
 ABSL_FLAG(int64_t, profile_decode_steps, 0,
           "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "
           "(for ncu --profile-from-start off)");
@@ -75,6 +77,8 @@ int main(int argc, char** argv) {
   options.cuda_kernels = absl::GetFlag(FLAGS_cuda_kernels);
   options.cuda_graph_max_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
   options.cuda_skinny_gemm = absl::GetFlag(FLAGS_skinny_gemm);
+  options.cuda_decode_gemv = absl::GetFlag(FLAGS_decode_gemv);
+  options.tensor_parallel = absl::GetFlag(FLAGS_tp);
   if (options.model_dir.empty()) {
     std::fprintf(stderr, "usage: runtime_bench --model DIR [--device cuda] [--batches 1,8,32]\n");
     return 2;
@@ -170,8 +174,11 @@ int main(int argc, char** argv) {
     if (bandwidth > 0) {
       // Mean context over the timed steps.
       const double context = prompt_tokens + 3 + decode_tokens / 2.0;
+      // Tensor-parallel ranks read their shares at the same time, each at
+      // the bandwidth of its own GPU.
+      const double ranks = static_cast<double>(std::max<size_t>(1, info.devices.size()));
       const double bytes = info.weight_bytes + batch * context * kv_bytes_per_token;
-      const double roofline_s = bytes / bandwidth;
+      const double roofline_s = bytes / ranks / bandwidth;
       std::printf("; roofline %.2f ms/step = %.0f tokens/s, reached %.0f%%", 1e3 * roofline_s,
                   batch / roofline_s, 100 * roofline_s / step_s);
       if (batch == 1) std::printf(" (target >= 91%%, >= 170 tokens/s)");

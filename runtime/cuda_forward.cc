@@ -2,6 +2,9 @@
 // rotary embedding with the KV-cache write, attention over the paged cache
 // and the SwiGLU activation; cuBLAS (through at::linear) for the projections,
 // or SkinnyGemm for small decode batches when asked (cuda_skinny_gemm).
+// Batch-1 decode steps take DecodeGemv for every projection instead, with
+// the norms, the residual adds and SiLU fused into it (decode_gemv), so a
+// layer is six kernels: qkv, rotary + cache write, attention, o, gate/up, down.
 // Weights were fused at load and are used in their stored layout.
 //
 // Each step's metadata (token ids, positions, cache slots, sequence lengths,
@@ -155,7 +158,9 @@ class CudaForward final : public Forward {
     max_blocks_per_seq_ = (options_.max_context + options_.block_size - 1) / options_.block_size;
     const at::Tensor& cache = model_->kv_cache();  // [layers, 2, blocks, block_size, kv_heads, head_dim]
     cache_stride_bytes_ = static_cast<size_t>(cache.stride(1)) * cache.element_size();
-    (void)c;
+    // The fused GEMV adds o and down into the residual stream itself, before
+    // a sum over tensor-parallel ranks could happen.
+    decode_gemv_ = options_.decode_gemv && model_->communicator() == nullptr && DecodeGemvFits(c, model_->weights());
   }
 
   absl::Status CaptureGraphs() {
@@ -249,8 +254,9 @@ class CudaForward final : public Forward {
   }
 
   std::string Describe() const override {
-    if (graphs_.empty()) return "cuda kernels";
-    return absl::StrCat("cuda kernels, CUDA graphs for decode batches up to ", graphs_.rbegin()->first);
+    const char* gemv = decode_gemv_ ? " (fused GEMV at batch 1)" : "";
+    if (graphs_.empty()) return absl::StrCat("cuda kernels", gemv);
+    return absl::StrCat("cuda kernels", gemv, ", CUDA graphs for decode batches up to ", graphs_.rbegin()->first);
   }
 
  private:
@@ -417,6 +423,29 @@ class CudaForward final : public Forward {
     return {RunView(view), ExtraView(eager_inputs_, extra)};
   }
 
+  // Rotary embedding and the cache write of layer l, from qkv [tokens, (heads + 2 kv_heads) * head_dim] into q.
+  cuda::RopeCacheArgs RopeArgs(const StepView& view, int64_t l, const at::Tensor& qkv, const at::Tensor& q) const {
+    const ModelConfig& c = model_->config();
+    const LayerWeights& lw = model_->weights().layers[l];
+    cuda::RopeCacheArgs rope;
+    rope.dtype = dtype_;
+    rope.num_tokens = view.num_tokens;
+    rope.num_heads = static_cast<int>(c.num_heads);
+    rope.num_kv_heads = static_cast<int>(c.num_kv_heads);
+    rope.head_dim = static_cast<int>(c.head_dim);
+    rope.qkv = qkv.data_ptr();
+    rope.positions = view.positions;
+    rope.slot_mapping = view.slots;
+    rope.inv_freq = model_->inv_freq().data_ptr<float>();
+    rope.q_norm = OptionalPtr(lw.q_norm);
+    rope.k_norm = OptionalPtr(lw.k_norm);
+    rope.norm_eps = static_cast<float>(c.rms_norm_eps);
+    rope.q_out = q.data_ptr();
+    rope.k_cache = Cache(l, 0);
+    rope.v_cache = Cache(l, 1);
+    return rope;
+  }
+
   int64_t BlocksFor(int64_t tokens) const { return (tokens + options_.block_size - 1) / options_.block_size; }
 
   void* Cache(int64_t layer, int which) const {  // which: 0 keys, 1 values
@@ -440,6 +469,41 @@ class CudaForward final : public Forward {
     args.y = y.data_ptr();
     Check(cuda::SkinnyGemm(args, stream));
     return y;
+  }
+
+  // Whether every projection of the model can go through DecodeGemv: 16-bit
+  // weights, input widths it takes, 16-byte aligned tensors.
+  bool DecodeGemvFits(const ModelConfig& c, const ModelWeights& w) const {
+    auto aligned = [](const at::Tensor& t) {
+      return !t.defined() || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+    };
+    if (!cuda::DecodeGemvSupports(dtype_, c.hidden_size) || !cuda::DecodeGemvSupports(dtype_, c.intermediate_size) ||
+        !cuda::DecodeGemvSupports(dtype_, c.num_heads * c.head_dim) || !aligned(w.lm_head) || !aligned(w.final_norm)) {
+      return false;
+    }
+    for (const LayerWeights& lw : w.layers) {
+      for (const at::Tensor* t : {&lw.input_norm, &lw.qkv_proj, &lw.o_proj, &lw.post_norm, &lw.gate_up_proj,
+                                  &lw.down_proj}) {
+        if (!aligned(*t)) return false;
+      }
+    }
+    return true;
+  }
+
+  void Gemv(const at::Tensor& weight, const at::Tensor& bias, const void* x, const at::Tensor& norm_weight,
+            cuda::GemvOutput output, void* y, cudaStream_t stream) const {
+    cuda::DecodeGemvArgs args;
+    args.dtype = dtype_;
+    args.n = weight.size(0);
+    args.k = weight.size(1);
+    args.w = weight.data_ptr();
+    args.bias = OptionalPtr(bias);
+    args.x = x;
+    args.norm_weight = OptionalPtr(norm_weight);
+    args.eps = static_cast<float>(model_->config().rms_norm_eps);
+    args.output = output;
+    args.y = y;
+    Check(cuda::DecodeGemv(args, stream));
   }
 
   // The forward pass over `view`; returns [rows, vocab] float32 logits.
@@ -489,8 +553,29 @@ class CudaForward final : public Forward {
     attn.num_splits = view.num_splits;
     attn.workspace = workspace_ptr;
 
+    // One decode row: every projection through DecodeGemv, the norms and
+    // SiLU fused into them, the residual stream updated in place by o and down.
+    const bool gemv = decode_gemv_ && view.decode && tokens == 1;
+    at::Tensor qkv_row;  // [1, (heads + 2 kv_heads) * head_dim] (gemv only)
+    if (gemv) qkv_row = at::empty({1, (heads + 2 * kv_heads) * head_dim}, options);
+
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const LayerWeights& lw = w.layers[l];
+      if (gemv) {
+        Gemv(lw.qkv_proj, lw.qkv_bias, hidden.data_ptr(), lw.input_norm, cuda::GemvOutput::kStore,
+             qkv_row.data_ptr(), stream);
+        Check(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv_row, q), stream));
+        attn.k_cache = Cache(l, 0);
+        attn.v_cache = Cache(l, 1);
+        Check(cuda::DecodeAttention(attn, stream));
+        Gemv(lw.o_proj, lw.o_bias, attention.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,
+             hidden.data_ptr(), stream);
+        Gemv(lw.gate_up_proj, lw.gate_up_bias, hidden.data_ptr(), lw.post_norm, cuda::GemvOutput::kSiluMul,
+             act.data_ptr(), stream);
+        Gemv(lw.down_proj, lw.down_bias, act.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,
+             hidden.data_ptr(), stream);
+        continue;
+      }
       cuda::RmsNormArgs norm;
       norm.dtype = dtype_;
       norm.rows = tokens;
@@ -503,29 +588,14 @@ class CudaForward final : public Forward {
       Check(cuda::RmsNorm(norm, stream));
 
       at::Tensor qkv = Linear(x, lw.qkv_proj, lw.qkv_bias, stream);  // [tokens, (heads + 2 kv_heads) * head_dim]
-      cuda::RopeCacheArgs rope;
-      rope.dtype = dtype_;
-      rope.num_tokens = tokens;
-      rope.num_heads = static_cast<int>(heads);
-      rope.num_kv_heads = static_cast<int>(kv_heads);
-      rope.head_dim = static_cast<int>(head_dim);
-      rope.qkv = qkv.data_ptr();
-      rope.positions = view.positions;
-      rope.slot_mapping = view.slots;
-      rope.inv_freq = model_->inv_freq().data_ptr<float>();
-      rope.q_norm = OptionalPtr(lw.q_norm);
-      rope.k_norm = OptionalPtr(lw.k_norm);
-      rope.norm_eps = eps;
-      rope.q_out = q.data_ptr();
-      rope.k_cache = Cache(l, 0);
-      rope.v_cache = Cache(l, 1);
-      Check(cuda::RopeAndCacheWrite(rope, stream));
+      Check(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv, q), stream));
 
       attn.k_cache = Cache(l, 0);
       attn.v_cache = Cache(l, 1);
       Check(view.decode ? cuda::DecodeAttention(attn, stream) : cuda::PrefillAttention(attn, stream));
 
       at::Tensor o = Linear(attention, lw.o_proj, lw.o_bias, stream);  // [tokens, hidden]
+      model_->SumOverRanks(o);
       norm.input = o.data_ptr();
       norm.residual = hidden.data_ptr();
       norm.weight = lw.post_norm.data_ptr();
@@ -540,8 +610,15 @@ class CudaForward final : public Forward {
       silu.output = act.data_ptr();
       Check(cuda::SiluMul(silu, stream));
       mlp_out = Linear(act, lw.down_proj, lw.down_bias, stream);
+      model_->SumOverRanks(mlp_out);
     }
 
+    if (gemv) {
+      at::Tensor logits = at::empty({1, c.vocab_size}, options.dtype(at::kFloat));
+      Gemv(w.lm_head, at::Tensor(), hidden.data_ptr(), w.final_norm, cuda::GemvOutput::kFloat32, logits.data_ptr(),
+           stream);
+      return logits;
+    }
     // The last residual add and the final norm, on the rows that need logits.
     at::Tensor residual = hidden, last = mlp_out;
     if (view.logit_rows.defined()) {
@@ -559,13 +636,14 @@ class CudaForward final : public Forward {
     final_norm.weight = w.final_norm.data_ptr();
     final_norm.output = normed.data_ptr();
     Check(cuda::RmsNorm(final_norm, stream));
-    return Linear(normed, w.lm_head, at::Tensor(), stream).to(at::kFloat);
+    return model_->FullLogits(Linear(normed, w.lm_head, at::Tensor(), stream));
   }
 
   LlamaModel* model_;
   CudaForwardOptions options_;
   cuda::DType dtype_;
   int sm_count_ = 1;
+  bool decode_gemv_ = false;  // batch-1 decode steps through DecodeGemv (options and model allow)
   int64_t max_blocks_per_seq_ = 1;
   size_t cache_stride_bytes_ = 0;  // bytes between layer l's keys and its values
   PinnedStaging staging_;

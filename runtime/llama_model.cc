@@ -30,12 +30,24 @@ at::Tensor RopeInverseFrequencies(const ModelConfig& config, const at::Device& d
 }
 
 LlamaModel::LlamaModel(ModelConfig config, ModelWeights weights, at::Device device,
-                       at::ScalarType dtype, int64_t num_blocks, int64_t block_size)
-    : config_(std::move(config)), weights_(std::move(weights)), device_(device), dtype_(dtype) {
+                       at::ScalarType dtype, int64_t num_blocks, int64_t block_size, Communicator* communicator)
+    : config_(std::move(config)), weights_(std::move(weights)), device_(device), dtype_(dtype),
+      communicator_(communicator) {
   kv_cache_ = at::zeros({config_.num_layers, 2, num_blocks, block_size, config_.num_kv_heads,
                          config_.head_dim},
                         at::TensorOptions().device(device_).dtype(dtype_));
   inv_freq_ = RopeInverseFrequencies(config_, device_);
+}
+
+void LlamaModel::SumOverRanks(at::Tensor& partial) const {
+  if (communicator_ != nullptr) communicator_->AllReduceSum(partial);
+}
+
+at::Tensor LlamaModel::FullLogits(const at::Tensor& local) const {
+  if (communicator_ == nullptr) return local.to(at::kFloat);
+  // Gathered along dim 0, so the vocabulary goes first: [ranks * share, rows].
+  at::Tensor gathered = communicator_->AllGather(local.t().contiguous());
+  return gathered.narrow(0, 0, config_.vocab_size).t().to(at::kFloat).contiguous();
 }
 
 uint64_t LlamaModel::kv_cache_bytes() const {
@@ -92,16 +104,20 @@ at::Tensor LlamaModel::Forward(const at::Tensor& token_ids, const AttentionBatch
     v_cache.index_copy_(0, batch.slot_mapping, v);
 
     at::Tensor attention = PagedAttention(q, k_cache, v_cache, batch, scale);
-    hidden = hidden + at::linear(attention, w.o_proj, w.o_bias);
+    at::Tensor o = at::linear(attention, w.o_proj, w.o_bias);
+    SumOverRanks(o);
+    hidden = hidden + o;
 
     x = RmsNorm(hidden, w.post_norm);
     at::Tensor gate_up = at::linear(x, w.gate_up_proj, w.gate_up_bias);
     const int64_t inter = config_.intermediate_size;
     at::Tensor act = at::silu(gate_up.narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
-    hidden = hidden + at::linear(act, w.down_proj, w.down_bias);
+    at::Tensor down = at::linear(act, w.down_proj, w.down_bias);
+    SumOverRanks(down);
+    hidden = hidden + down;
   }
   at::Tensor last = RmsNorm(hidden.index_select(0, logit_rows), weights_.final_norm);
-  return at::linear(last, weights_.lm_head).to(at::kFloat);
+  return FullLogits(at::linear(last, weights_.lm_head));
 }
 
 }  // namespace gantry::runtime

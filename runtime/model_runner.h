@@ -63,17 +63,30 @@ struct LoadOptions {
   // SkinnyGemm kernel instead of cuBLAS. Off: on the H200 the 8B-shaped
   // model decodes slower with it (177 against 190 tokens/s at batch 1).
   bool cuda_skinny_gemm = false;
+  // CUDA: batch-1 decode steps through Gantry's DecodeGemv (every projection,
+  // with the RMSNorms, residual adds and SiLU fused in) instead of cuBLAS and
+  // the separate kernels. bf16/fp16 models only.
+  bool cuda_decode_gemv = true;
+  // Tensor parallelism: every layer split over this many ranks (Megatron
+  // style), which sum their partial results after o and down. On CUDA the
+  // ranks are GPUs device, device + 1, ... (or `devices`) joined by NCCL; on
+  // the CPU they are threads (for tests). 1: off.
+  int32_t tensor_parallel = 1;
+  // Explicit devices for the ranks, e.g. {"cuda:0", "cuda:2"}; overrides
+  // `device` and sets tensor_parallel to its size.
+  std::vector<std::string> devices;
 };
 
 struct ModelInfo {
   ModelConfig config;
-  std::string device;  // as resolved, e.g. "cuda:0"
+  std::string device;  // as resolved, e.g. "cuda:0" (a tensor-parallel model's rank 0)
+  std::vector<std::string> devices;  // every device the model holds, rank order (one unless tensor-parallel)
   std::string dtype;   // as resolved
   int32_t block_size = 0;
   int64_t num_blocks = 0;
   int64_t max_context = 0;
-  uint64_t weight_bytes = 0;    // device bytes held by weights
-  uint64_t kv_cache_bytes = 0;  // device bytes held by the KV pool
+  uint64_t weight_bytes = 0;    // device bytes held by weights (all ranks)
+  uint64_t kv_cache_bytes = 0;  // device bytes held by the KV pool (all ranks; each holds its KV heads' share)
   std::string execution;        // how steps run, e.g. "cuda kernels, CUDA graphs for decode batches up to 32"
 };
 

@@ -3,14 +3,17 @@
 
 #include <map>
 #include <set>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/checkpoint.h"
 #include "runtime/internal/attention.h"
+#include "runtime/internal/communicator.h"
 #include "runtime/internal/forward.h"
 #include "runtime/internal/llama_model.h"
 #include "runtime/internal/penalty_state.h"
+#include "runtime/internal/rank_worker.h"
 #include "runtime/internal/sampler.h"
 #include "runtime/internal/torch_util.h"
 #include "runtime/internal/weights.h"
@@ -24,16 +27,29 @@ bool HasPenalties(const SamplingParams& p) {
   return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
 
+// One tensor-parallel rank (the whole model when there is one): its shard of
+// the model, its forward path and its end of the communicator. Members are
+// destroyed in reverse order: the forward before the model, the model before
+// the communicator it points to.
+struct Rank {
+  at::Device device{at::kCPU};
+  std::unique_ptr<Communicator> communicator;  // nullptr with one rank
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Forward> forward;
+};
+
 class TorchModelRunner final : public ModelRunner {
  public:
-  TorchModelRunner(ModelInfo info, std::unique_ptr<LlamaModel> model, std::unique_ptr<Forward> forward,
-                   at::Device device)
-      : info_(std::move(info)), model_(std::move(model)), forward_(std::move(forward)), device_(device),
-        penalties_(info_.config.vocab_size, device) {}
+  // ranks[0] samples; the others run on worker threads of their own.
+  TorchModelRunner(ModelInfo info, std::vector<Rank> ranks)
+      : info_(std::move(info)), ranks_(std::move(ranks)), device_(ranks_[0].device),
+        penalties_(info_.config.vocab_size, device_) {
+    for (size_t r = 1; r < ranks_.size(); ++r) workers_.push_back(std::make_unique<RankWorker>());
+  }
 
   ~TorchModelRunner() override {
-    forward_.reset();
-    model_.reset();
+    workers_.clear();
+    ranks_.clear();
     ReleaseCachedDeviceMemory();
   }
 
@@ -173,7 +189,7 @@ class TorchModelRunner final : public ModelRunner {
     }
     Sampler sampler(sampler_rows, info_.config.vocab_size, device_, &penalties_);
     batch.extra = &sampler.host_params();
-    ForwardOutput output = forward_->Run(batch);
+    ForwardOutput output = RunOnEveryRank(batch);
     sampler.Bind(output.extra);
     at::Tensor& logits = output.logits;  // [rows, vocab]
 
@@ -211,10 +227,53 @@ class TorchModelRunner final : public ModelRunner {
     return result;
   }
 
+  // Rank 0's output; the other ranks run the same batch on their workers
+  // at the same time (they meet in the collectives). A rank that fails
+  // aborts the group so none waits forever; the group cannot be used again,
+  // so every later step fails too and the model must be loaded again.
+  ForwardOutput RunOnEveryRank(const ForwardBatch& batch) {
+    if (ranks_.size() == 1 && !ranks_[0].communicator) return ranks_[0].forward->Run(batch);
+    if (group_failed_) {
+      throw std::runtime_error("a tensor-parallel rank failed in an earlier step; unload and load the model again");
+    }
+    ForwardBatch others = batch;
+    others.extra = nullptr;  // the sampler's parameters are rank 0's
+    for (size_t r = 1; r < ranks_.size(); ++r) {
+      Rank* rank = &ranks_[r];
+      workers_[r - 1]->Post([rank, &others] {
+        at::DeviceGuard device_guard(rank->device);
+        c10::InferenceMode inference;
+        try {
+          (void)rank->forward->Run(others);
+        } catch (...) {
+          rank->communicator->Abort();
+          throw;
+        }
+      });
+    }
+    ForwardOutput output;
+    std::exception_ptr error;
+    try {
+      output = ranks_[0].forward->Run(batch);
+    } catch (...) {
+      error = std::current_exception();
+      ranks_[0].communicator->Abort();
+    }
+    for (auto& worker : workers_) {
+      if (std::exception_ptr e = worker->Wait(); e && !error) error = e;
+    }
+    if (error) {
+      group_failed_ = true;
+      std::rethrow_exception(error);
+    }
+    return output;
+  }
+
   ModelInfo info_;
-  std::unique_ptr<LlamaModel> model_;
-  std::unique_ptr<Forward> forward_;  // runs model_'s forward passes
-  at::Device device_;
+  std::vector<Rank> ranks_;
+  std::vector<std::unique_ptr<RankWorker>> workers_;  // ranks 1.. (index r - 1)
+  bool group_failed_ = false;
+  at::Device device_;  // rank 0's
   PenaltyState penalties_;
   std::map<SequenceId, int64_t> penalty_rows_;  // PenaltyState rows of sequences with penalties
 };
@@ -232,14 +291,60 @@ absl::StatusOr<at::ScalarType> ResolveDtype(const LoadOptions& options, const Mo
   return type;
 }
 
+// The devices of a model's ranks, from `device` and tensor_parallel or from
+// the explicit list. Errors name the option.
+absl::StatusOr<std::vector<at::Device>> RankDevices(const LoadOptions& options) {
+  std::vector<at::Device> devices;
+  if (!options.devices.empty()) {
+    if (options.tensor_parallel != 1 && options.tensor_parallel != static_cast<int32_t>(options.devices.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor_parallel ", options.tensor_parallel, " disagrees with the ",
+                                                     options.devices.size(), " devices listed"));
+    }
+    for (const std::string& name : options.devices) {
+      auto device = ParseDevice(name);
+      if (!device.ok()) return device.status();
+      for (const at::Device& other : devices) {
+        if (other == *device && !device->is_cpu()) {
+          return absl::InvalidArgumentError(absl::StrCat("device ", name, " is listed twice"));
+        }
+      }
+      if (!devices.empty() && device->type() != devices[0].type()) {
+        return absl::InvalidArgumentError("the devices of one model must all be CPUs or all be GPUs");
+      }
+      devices.push_back(*device);
+    }
+    return devices;
+  }
+  if (options.tensor_parallel < 1 || options.tensor_parallel > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor_parallel must be in [1, 64], got ", options.tensor_parallel));
+  }
+  auto first = ParseDevice(options.device);
+  if (!first.ok()) return first.status();
+  if (first->is_cpu()) return std::vector<at::Device>(options.tensor_parallel, *first);
+  const int start = first->has_index() ? first->index() : 0;
+  const int present = static_cast<int>(torch::cuda::device_count());
+  if (start + options.tensor_parallel > present) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel ", options.tensor_parallel, " from cuda:", start,
+                                                   " needs GPUs up to cuda:", start + options.tensor_parallel - 1,
+                                                   "; this machine has ", present, " GPU(s)"));
+  }
+  for (int r = 0; r < options.tensor_parallel; ++r) {
+    devices.emplace_back(at::kCUDA, static_cast<c10::DeviceIndex>(start + r));
+  }
+  return devices;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& options) {
   auto config = LoadModelConfig(options.model_dir);
   if (!config.ok()) return config.status();
-  auto device = ParseDevice(options.device);
-  if (!device.ok()) return device.status();
-  auto dtype = ResolveDtype(options, *config, *device);
+  auto devices = RankDevices(options);
+  if (!devices.ok()) return devices.status();
+  const int num_ranks = static_cast<int>(devices->size());
+  const at::Device device = (*devices)[0];
+  auto dtype = ResolveDtype(options, *config, device);
   if (!dtype.ok()) return dtype.status();
   if (options.block_size < 1 || options.block_size > 1024) {
     return absl::InvalidArgumentError(
@@ -249,16 +354,20 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     return absl::InvalidArgumentError(
         absl::StrCat("max_context must be >= 0 (0 = the model's), got ", options.max_context));
   }
+  auto local_config = ShardConfig(*config, num_ranks);
+  if (!local_config.ok()) return local_config.status();
 
   ModelInfo info;
   info.config = *config;
-  info.device = device->str();
+  info.device = device.str();
+  for (const at::Device& d : *devices) info.devices.push_back(d.str());
   info.dtype = ScalarTypeName(*dtype);
   info.block_size = options.block_size;
   info.max_context = options.max_context > 0 ? options.max_context : config->max_position_embeddings;
+  // kv_cache_bytes is each rank's pool; a rank's blocks hold its KV heads.
   const uint64_t element = static_cast<uint64_t>(c10::elementSize(*dtype));
   const uint64_t block_bytes = static_cast<uint64_t>(config->num_layers) * 2 * options.block_size *
-                               config->num_kv_heads * config->head_dim * element;
+                               local_config->num_kv_heads * config->head_dim * element;
   info.num_blocks = static_cast<int64_t>(options.kv_cache_bytes / block_bytes);
   if (info.num_blocks < 1) {
     return absl::InvalidArgumentError(absl::StrCat("kv_cache_bytes ", options.kv_cache_bytes,
@@ -268,31 +377,91 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
 
   auto checkpoint = Checkpoint::Open(options.model_dir);
   if (!checkpoint.ok()) return checkpoint.status();
+  std::string current = device.str();  // the device being loaded, for errors
   try {
     c10::InferenceMode guard;
-    auto weights = LoadWeights(**checkpoint, *config, *device, *dtype);
-    if (!weights.ok()) return weights.status();
-    info.weight_bytes = weights->device_bytes;
-    auto model = std::make_unique<LlamaModel>(*config, *std::move(weights), *device, *dtype,
-                                              info.num_blocks, options.block_size);
-    info.kv_cache_bytes = model->kv_cache_bytes();
-    std::unique_ptr<Forward> forward;
-    if (device->is_cuda() && options.cuda_kernels && HaveCudaKernels()) {
+    // A group even for one listed device, so the collectives' path runs
+    // (and can be compared with the plain one) on a single GPU.
+    const bool grouped = num_ranks > 1 || !options.devices.empty();
+    std::vector<std::unique_ptr<Communicator>> communicators;
+    if (grouped) {
+      if (device.is_cpu()) {
+        communicators = MakeInProcessGroup(num_ranks);
+      } else {
+        std::vector<int> ordinals;
+        for (const at::Device& d : *devices) ordinals.push_back(d.index());
+        auto group = MakeNcclGroup(ordinals);
+        if (!group.ok()) {
+          return absl::Status(group.status().code(),
+                              absl::StrCat("tensor_parallel ", num_ranks, ": ", group.status().message()));
+        }
+        communicators = *std::move(group);
+      }
+    }
+    std::vector<Rank> ranks;
+    for (int r = 0; r < num_ranks; ++r) {
+      Rank rank;
+      rank.device = (*devices)[r];
+      current = rank.device.str();
+      at::DeviceGuard device_guard(rank.device);
+      if (grouped) rank.communicator = std::move(communicators[r]);
+      auto weights = LoadWeights(**checkpoint, *config, rank.device, *dtype, Shard{r, num_ranks});
+      if (!weights.ok()) return weights.status();
+      info.weight_bytes += weights->device_bytes;
+      rank.model = std::make_unique<LlamaModel>(*local_config, *std::move(weights), rank.device, *dtype,
+                                                info.num_blocks, options.block_size, rank.communicator.get());
+      info.kv_cache_bytes += rank.model->kv_cache_bytes();
+      ranks.push_back(std::move(rank));
+    }
+    // The forward paths after every rank is loaded. The CUDA forward's
+    // warm-up and graph capture run steps, whose collectives need every rank
+    // at once: with several ranks each is set up on a thread of its own.
+    auto make_forward = [&](Rank& rank) -> absl::Status {
+      if (!(rank.device.is_cuda() && options.cuda_kernels && HaveCudaKernels())) {
+        rank.forward = MakeTorchForward(rank.model.get(), options.block_size);
+        return absl::OkStatus();
+      }
       CudaForwardOptions cuda_options;
       cuda_options.block_size = options.block_size;
       cuda_options.max_context = info.max_context;
       cuda_options.max_graph_batch = std::max<int64_t>(0, options.cuda_graph_max_batch);
       cuda_options.warm_step_tokens = std::min<int64_t>(options.warm_step_tokens, info.max_context);
       cuda_options.skinny_gemm = options.cuda_skinny_gemm;
-      auto cuda_forward = MakeCudaForward(model.get(), cuda_options);
-      if (!cuda_forward.ok()) return cuda_forward.status();
-      forward = *std::move(cuda_forward);
+      cuda_options.decode_gemv = options.cuda_decode_gemv;
+      auto cuda_forward = MakeCudaForward(rank.model.get(), cuda_options);
+      if (!cuda_forward.ok()) {
+        if (rank.communicator) rank.communicator->Abort();  // the other ranks' set-up waits on this one
+        return cuda_forward.status();
+      }
+      rank.forward = *std::move(cuda_forward);
+      return absl::OkStatus();
+    };
+    if (num_ranks == 1) {
+      if (auto status = make_forward(ranks[0]); !status.ok()) return status;
     } else {
-      forward = MakeTorchForward(model.get(), options.block_size);
+      std::vector<absl::Status> statuses(num_ranks);
+      std::vector<std::thread> threads;
+      for (int r = 0; r < num_ranks; ++r) {
+        threads.emplace_back([&, r] {
+          try {
+            at::DeviceGuard device_guard(ranks[r].device);
+            c10::InferenceMode inference;
+            statuses[r] = make_forward(ranks[r]);
+          } catch (const std::exception& e) {
+            if (ranks[r].communicator) ranks[r].communicator->Abort();
+            statuses[r] = absl::InternalError(absl::StrCat("rank ", r, " on ", ranks[r].device.str(), ": ", ErrorText(e)));
+          }
+        });
+      }
+      for (std::thread& t : threads) t.join();
+      for (const absl::Status& status : statuses) {
+        if (!status.ok()) return status;
+      }
     }
-    info.execution = forward->Describe();
-    auto runner = std::make_unique<TorchModelRunner>(std::move(info), std::move(model), std::move(forward), *device);
-    if (device->is_cuda()) {
+    info.execution = ranks[0].forward->Describe();
+    if (num_ranks > 1) absl::StrAppend(&info.execution, ", tensor-parallel over ", num_ranks, " ranks");
+    auto runner = std::make_unique<TorchModelRunner>(std::move(info), std::move(ranks));
+    if (device.is_cuda()) {
       if (auto status = runner->WarmUpSampling(); !status.ok()) return status;
     }
     return std::unique_ptr<ModelRunner>(std::move(runner));
@@ -300,7 +469,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     if (IsOutOfMemory(e)) {
       ReleaseCachedDeviceMemory();
       return absl::ResourceExhaustedError(absl::StrCat("out of memory loading ", options.model_dir,
-                                                       " onto ", device->str(), ": ", ErrorText(e)));
+                                                       " onto ", current, ": ", ErrorText(e)));
     }
     return absl::InternalError(absl::StrCat("loading ", options.model_dir, " failed: ", ErrorText(e)));
   }

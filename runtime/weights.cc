@@ -1,5 +1,6 @@
 #include "runtime/internal/weights.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -79,44 +80,54 @@ absl::StatusOr<at::ScalarType> FileScalarType(const TensorInfo& info) {
   }
 }
 
+// One tensor of the checkpoint, or a slice of it along `dim`.
+struct Part {
+  std::string name;
+  int dim = 0;
+  int64_t start = 0;
+  int64_t length = -1;  // -1: all of it
+};
+
 class Loader {
  public:
   Loader(const Checkpoint& checkpoint, const at::Device& device, at::ScalarType dtype)
       : checkpoint_(checkpoint), device_(device), dtype_(dtype) {}
 
-  // Copies the named tensors, concatenated along dim 0, into one new tensor.
-  absl::StatusOr<at::Tensor> Load(const std::vector<std::string>& names) {
-    std::vector<const Checkpoint::Entry*> entries;
+  // Copies the parts, concatenated along dim 0, into one new tensor.
+  absl::StatusOr<at::Tensor> Load(const std::vector<Part>& parts) {
+    std::vector<at::Tensor> mapped;
     int64_t rows = 0;
-    for (const auto& name : names) {
-      const auto* entry = checkpoint_.Find(name);
-      entries.push_back(entry);
-      rows += entry->info->shape.empty() ? 1 : entry->info->shape[0];
-    }
-    std::vector<int64_t> shape = entries[0]->info->shape;
-    if (!shape.empty()) shape[0] = rows;
-    at::Tensor out = at::empty(shape, at::TensorOptions().device(device_).dtype(dtype_));
-    int64_t row = 0;
-    for (const auto* entry : entries) {
+    for (const Part& part : parts) {
+      const auto* entry = checkpoint_.Find(part.name);
       auto file_type = FileScalarType(*entry->info);
       if (!file_type.ok()) return file_type.status();
       // A view of the mapped bytes: copy_ moves it to the device and converts
-      // its dtype without an intermediate host tensor.
-      at::Tensor mapped = at::from_blob(const_cast<void*>(entry->file->Data(*entry->info)),
-                                        entry->info->shape, at::TensorOptions().dtype(*file_type));
-      int64_t n = entry->info->shape.empty() ? 1 : entry->info->shape[0];
-      (shape.empty() ? out : out.narrow(0, row, n)).copy_(mapped);
+      // its dtype without an intermediate host tensor (only the slice's pages are read).
+      at::Tensor view = at::from_blob(const_cast<void*>(entry->file->Data(*entry->info)), entry->info->shape,
+                                      at::TensorOptions().dtype(*file_type));
+      if (part.length >= 0) view = view.narrow(part.dim, part.start, part.length);
+      rows += view.dim() == 0 ? 1 : view.size(0);
+      mapped.push_back(view);
+    }
+    std::vector<int64_t> shape = mapped[0].sizes().vec();
+    if (!shape.empty()) shape[0] = rows;
+    at::Tensor out = at::empty(shape, at::TensorOptions().device(device_).dtype(dtype_));
+    int64_t row = 0;
+    for (const at::Tensor& view : mapped) {
+      const int64_t n = view.dim() == 0 ? 1 : view.size(0);
+      (shape.empty() ? out : out.narrow(0, row, n)).copy_(view);
       row += n;
     }
     bytes_ += static_cast<uint64_t>(out.numel()) * out.element_size();
     return out;
   }
 
-  absl::StatusOr<at::Tensor> LoadOptional(bool present, const std::vector<std::string>& names) {
+  absl::StatusOr<at::Tensor> LoadOptional(bool present, const std::vector<Part>& parts) {
     if (!present) return at::Tensor();
-    return Load(names);
+    return Load(parts);
   }
 
+  void Count(const at::Tensor& t) { bytes_ += static_cast<uint64_t>(t.numel()) * t.element_size(); }
   uint64_t bytes() const { return bytes_; }
 
  private:
@@ -126,10 +137,36 @@ class Loader {
   uint64_t bytes_ = 0;
 };
 
+// Rows [first, first + count) of a [units * unit_rows, ...] tensor's units.
+Part Rows(const std::string& name, int64_t first_unit, int64_t units, int64_t unit_rows) {
+  return {name, 0, first_unit * unit_rows, units * unit_rows};
+}
+
 }  // namespace
 
+absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& config, int size) {
+  if (size < 1) return absl::InvalidArgumentError(absl::StrCat("tensor_parallel must be >= 1, got ", size));
+  if (config.num_heads % size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel ", size, " does not divide the model's ",
+                                                   config.num_heads, " attention heads"));
+  }
+  if (config.num_kv_heads % size != 0 && size % config.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel ", size, " and the model's ", config.num_kv_heads,
+                                                   " KV heads: one must divide the other"));
+  }
+  if (config.intermediate_size % size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel ", size, " does not divide the model's ",
+                                                   "intermediate_size ", config.intermediate_size));
+  }
+  ModelConfig local = config;
+  local.num_heads = config.num_heads / size;
+  local.num_kv_heads = std::max<int64_t>(1, config.num_kv_heads / size);
+  local.intermediate_size = config.intermediate_size / size;
+  return local;
+}
+
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const ModelConfig& config,
-                                         const at::Device& device, at::ScalarType dtype) {
+                                         const at::Device& device, at::ScalarType dtype, const Shard& shard) {
   const ShapeMap expected = ExpectedTensors(config);
   std::vector<std::string> missing, unexpected, wrong_shape;
   for (const auto& [name, shape] : expected) {
@@ -156,6 +193,21 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
                                                    absl::StrJoin(problems, "; ")));
   }
 
+  auto local = ShardConfig(config, shard.size);
+  if (!local.ok()) return local.status();
+  if (shard.rank < 0 || shard.rank >= shard.size) {
+    return absl::InvalidArgumentError(absl::StrCat("shard rank ", shard.rank, " outside [0, ", shard.size, ")"));
+  }
+  // This rank's query heads, KV heads and intermediate features.
+  const int64_t hd = config.head_dim;
+  const int64_t heads = local->num_heads, kv_heads = local->num_kv_heads, inter = local->intermediate_size;
+  const int64_t first_head = shard.rank * heads;
+  const int64_t first_kv_head =
+      config.num_kv_heads >= shard.size ? shard.rank * kv_heads : shard.rank / (shard.size / config.num_kv_heads);
+  const int64_t first_inter = shard.rank * inter;
+  const bool sharded = shard.size > 1;
+  auto whole = [](const std::string& name) { return Part{name}; };
+
   Loader loader(checkpoint, device, dtype);
   ModelWeights weights;
 #define GANTRY_ASSIGN(target, expr)        \
@@ -165,34 +217,52 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
     target = *std::move(loaded);           \
   } while (false)
 
-  GANTRY_ASSIGN(weights.embed_tokens, loader.Load({"model.embed_tokens.weight"}));
-  GANTRY_ASSIGN(weights.final_norm, loader.Load({"model.norm.weight"}));
-  if (config.tie_word_embeddings) {
-    weights.lm_head = weights.embed_tokens;
+  GANTRY_ASSIGN(weights.embed_tokens, loader.Load({whole("model.embed_tokens.weight")}));
+  GANTRY_ASSIGN(weights.final_norm, loader.Load({whole("model.norm.weight")}));
+  // lm_head: this rank's vocabulary rows, padded with zero rows to an equal
+  // share so the ranks' logits gather into one [rows, ranks * share] tensor.
+  const int64_t vocab_share = (config.vocab_size + shard.size - 1) / shard.size;
+  const int64_t vocab_first = std::min<int64_t>(config.vocab_size, shard.rank * vocab_share);
+  const int64_t vocab_rows = std::min<int64_t>(vocab_share, config.vocab_size - vocab_first);
+  const std::string head_name = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  if (!sharded) {
+    if (config.tie_word_embeddings) {
+      weights.lm_head = weights.embed_tokens;
+    } else {
+      GANTRY_ASSIGN(weights.lm_head, loader.Load({whole("lm_head.weight")}));
+    }
+  } else if (vocab_rows == vocab_share && config.tie_word_embeddings) {
+    weights.lm_head = weights.embed_tokens.narrow(0, vocab_first, vocab_rows);
   } else {
-    GANTRY_ASSIGN(weights.lm_head, loader.Load({"lm_head.weight"}));
+    GANTRY_ASSIGN(weights.lm_head, loader.Load({Part{head_name, 0, vocab_first, vocab_rows}}));
+    if (vocab_rows < vocab_share) {
+      at::Tensor padding = at::zeros({vocab_share - vocab_rows, config.hidden_size}, weights.lm_head.options());
+      loader.Count(padding);
+      weights.lm_head = at::cat({weights.lm_head, padding}, 0);
+    }
   }
   for (int64_t i = 0; i < config.num_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     const std::string a = p + "self_attn.";
+    auto q = [&](const std::string& n) { return Rows(a + "q_" + n, first_head, heads, hd); };
+    auto kv = [&](const std::string& n) { return Rows(a + n, first_kv_head, kv_heads, hd); };
+    auto mlp_rows = [&](const std::string& n) { return Rows(p + "mlp." + n, first_inter, inter, 1); };
     LayerWeights layer;
-    GANTRY_ASSIGN(layer.input_norm, loader.Load({p + "input_layernorm.weight"}));
-    GANTRY_ASSIGN(layer.post_norm, loader.Load({p + "post_attention_layernorm.weight"}));
-    GANTRY_ASSIGN(layer.qkv_proj,
-                  loader.Load({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"}));
-    GANTRY_ASSIGN(layer.qkv_bias, loader.LoadOptional(config.qkv_bias, {a + "q_proj.bias",
-                                                                         a + "k_proj.bias",
-                                                                         a + "v_proj.bias"}));
-    GANTRY_ASSIGN(layer.o_proj, loader.Load({a + "o_proj.weight"}));
-    GANTRY_ASSIGN(layer.o_bias, loader.LoadOptional(config.o_bias, {a + "o_proj.bias"}));
-    GANTRY_ASSIGN(layer.q_norm, loader.LoadOptional(config.qk_norm, {a + "q_norm.weight"}));
-    GANTRY_ASSIGN(layer.k_norm, loader.LoadOptional(config.qk_norm, {a + "k_norm.weight"}));
-    GANTRY_ASSIGN(layer.gate_up_proj,
-                  loader.Load({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"}));
+    GANTRY_ASSIGN(layer.input_norm, loader.Load({whole(p + "input_layernorm.weight")}));
+    GANTRY_ASSIGN(layer.post_norm, loader.Load({whole(p + "post_attention_layernorm.weight")}));
+    GANTRY_ASSIGN(layer.qkv_proj, loader.Load({q("proj.weight"), kv("k_proj.weight"), kv("v_proj.weight")}));
+    GANTRY_ASSIGN(layer.qkv_bias,
+                  loader.LoadOptional(config.qkv_bias, {q("proj.bias"), kv("k_proj.bias"), kv("v_proj.bias")}));
+    GANTRY_ASSIGN(layer.o_proj, loader.Load({Part{a + "o_proj.weight", 1, first_head * hd, heads * hd}}));
+    GANTRY_ASSIGN(layer.o_bias, loader.LoadOptional(config.o_bias && shard.rank == 0, {whole(a + "o_proj.bias")}));
+    GANTRY_ASSIGN(layer.q_norm, loader.LoadOptional(config.qk_norm, {whole(a + "q_norm.weight")}));
+    GANTRY_ASSIGN(layer.k_norm, loader.LoadOptional(config.qk_norm, {whole(a + "k_norm.weight")}));
+    GANTRY_ASSIGN(layer.gate_up_proj, loader.Load({mlp_rows("gate_proj.weight"), mlp_rows("up_proj.weight")}));
     GANTRY_ASSIGN(layer.gate_up_bias,
-                  loader.LoadOptional(config.mlp_bias, {p + "mlp.gate_proj.bias", p + "mlp.up_proj.bias"}));
-    GANTRY_ASSIGN(layer.down_proj, loader.Load({p + "mlp.down_proj.weight"}));
-    GANTRY_ASSIGN(layer.down_bias, loader.LoadOptional(config.mlp_bias, {p + "mlp.down_proj.bias"}));
+                  loader.LoadOptional(config.mlp_bias, {mlp_rows("gate_proj.bias"), mlp_rows("up_proj.bias")}));
+    GANTRY_ASSIGN(layer.down_proj, loader.Load({Part{p + "mlp.down_proj.weight", 1, first_inter, inter}}));
+    GANTRY_ASSIGN(layer.down_bias,
+                  loader.LoadOptional(config.mlp_bias && shard.rank == 0, {whole(p + "mlp.down_proj.bias")}));
     weights.layers.push_back(std::move(layer));
   }
 #undef GANTRY_ASSIGN

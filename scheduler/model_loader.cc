@@ -10,6 +10,8 @@ absl::StatusOr<LoadedModel> LoadModelFolder(const ModelSpec& spec) {
   runtime::LoadOptions options;
   options.model_dir = spec.path;
   options.device = spec.device;
+  options.devices = spec.devices;  // the registry's placement of a tensor-parallel model
+  if (spec.devices.empty()) options.tensor_parallel = spec.tensor_parallel;
   options.dtype = spec.dtype;
   options.kv_cache_bytes = spec.kv_cache_bytes;
   options.block_size = spec.block_size;

@@ -88,30 +88,49 @@ bool ModelRegistry::Charged(const Entry& e) {
 uint64_t ModelRegistry::UsedLocked(const std::string& device, const Entry* except) const {
   uint64_t used = 0;
   for (const auto& [name, e] : entries_) {
-    if (&e != except && e.device == device && Charged(e)) used += *e.cost;
+    if (&e == except || !Charged(e)) continue;
+    // Once per rank there: CPU ranks of one model share the one "cpu".
+    for (const std::string& d : e.devices) {
+      if (d == device) used += *e.cost;
+    }
   }
   return used;
 }
 
-std::string ModelRegistry::PlaceLocked(const Entry& entry) const {
-  if (entry.spec.device != "cuda" || options_.gpus.empty()) {
-    return entry.spec.device == "cuda" ? "cuda:0" : entry.spec.device;
+uint64_t ModelRegistry::FreeLocked(const std::string& device, const Entry* except) const {
+  auto budget = options_.budgets.find(device);
+  if (budget == options_.budgets.end()) return UINT64_MAX;
+  return budget->second - std::min(budget->second, UsedLocked(device, except));
+}
+
+absl::StatusOr<std::vector<std::string>> ModelRegistry::PlaceLocked(const Entry& entry) const {
+  const ModelSpec& spec = entry.spec;
+  if (!spec.devices.empty()) return spec.devices;
+  const int ranks = std::max<int32_t>(1, spec.tensor_parallel);
+  if (spec.device == "cpu") return std::vector<std::string>(ranks, "cpu");
+  if (spec.device != "cuda" || options_.gpus.empty()) {
+    const int first = spec.device == "cuda" ? 0 : std::stoi(spec.device.substr(5));
+    std::vector<std::string> devices;
+    for (int r = 0; r < ranks; ++r) devices.push_back(absl::StrCat("cuda:", first + r));
+    return devices;
   }
-  // "cuda": the GPU with the most free budget (an unlimited one wins).
-  // Ties go to the first listed GPU.
-  std::string best = options_.gpus.front();
-  uint64_t best_free = 0;
-  for (const auto& gpu : options_.gpus) {
-    auto budget = options_.budgets.find(gpu);
-    const uint64_t free = budget == options_.budgets.end()
-                              ? UINT64_MAX
-                              : budget->second - std::min(budget->second, UsedLocked(gpu, &entry));
-    if (free > best_free) {
-      best = gpu;
-      best_free = free;
-    }
+  // "cuda": the GPUs with the most free budget (unlimited ones first); ties
+  // go to the first listed.
+  if (static_cast<size_t>(ranks) > options_.gpus.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel ", ranks, " needs ", ranks, " GPUs; ",
+                                                   options_.gpus.size(), " are present"));
   }
-  return best;
+  std::vector<std::string> gpus = options_.gpus;
+  std::stable_sort(gpus.begin(), gpus.end(), [&](const std::string& a, const std::string& b) {
+    return FreeLocked(a, &entry) > FreeLocked(b, &entry);
+  });
+  gpus.resize(ranks);
+  // Rank order follows the GPUs' own order.
+  std::stable_sort(gpus.begin(), gpus.end(), [&](const std::string& a, const std::string& b) {
+    return std::find(options_.gpus.begin(), options_.gpus.end(), a) <
+           std::find(options_.gpus.begin(), options_.gpus.end(), b);
+  });
+  return gpus;
 }
 
 bool ModelRegistry::EvictableLocked(const Entry& e) const {
@@ -210,47 +229,63 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   }
   // The entry is kLoading from here, so other callers for it wait for this
   // one load; its bytes count against the budget once room is made.
-  const std::string device = PlaceLocked(*entry);
+  auto placement = PlaceLocked(*entry);
+  if (!placement.ok()) {
+    return WithReason(absl::Status(placement.status().code(), absl::StrCat("model \"", name, "\": ",
+                                                                         placement.status().message())),
+                      ErrorReason::kModelLoadFailed);
+  }
+  const std::vector<std::string> devices = *std::move(placement);
   const ModelState previous = entry->state;
   entry->state = ModelState::kLoading;
   entry->charged = false;  // until room is made below
-  entry->device = device;
-  auto budget = options_.budgets.find(device);
-  while (budget != options_.budgets.end() && UsedLocked(device, entry) + *entry->cost > budget->second) {
-    // Evict the least recently used idle, non-resident model on this device.
-    Entry* victim = nullptr;
-    for (auto& [other_name, e] : entries_) {
-      if (&e == entry || e.device != device || !EvictableLocked(e)) continue;
-      if (victim == nullptr ||
-          e.last_used.value_or(absl::InfinitePast()) < victim->last_used.value_or(absl::InfinitePast())) {
-        victim = &e;
-      }
-    }
-    if (victim == nullptr) {
-      std::vector<std::string> holders;
-      for (const auto& [other_name, e] : entries_) {
-        if (&e != entry && e.device == device && Charged(e)) {
-          holders.push_back(absl::StrCat(other_name, " (", *e.cost, " bytes", e.spec.resident ? ", resident" : "",
-                                         e.leases > 0 ? ", in use" : "", ")"));
+  entry->devices = devices;
+  // Per device: a tensor-parallel model needs room on each of its GPUs.
+  std::vector<std::string> distinct = devices;
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  for (const std::string& device : distinct) {
+    auto budget = options_.budgets.find(device);
+    const uint64_t charge =
+        *entry->cost * static_cast<uint64_t>(std::count(devices.begin(), devices.end(), device));
+    while (budget != options_.budgets.end() && UsedLocked(device, entry) + charge > budget->second) {
+      // Evict the least recently used idle, non-resident model on this device.
+      Entry* victim = nullptr;
+      for (auto& [other_name, e] : entries_) {
+        if (&e == entry || !EvictableLocked(e)) continue;
+        if (std::find(e.devices.begin(), e.devices.end(), device) == e.devices.end()) continue;
+        if (victim == nullptr ||
+            e.last_used.value_or(absl::InfinitePast()) < victim->last_used.value_or(absl::InfinitePast())) {
+          victim = &e;
         }
       }
-      const uint64_t used = UsedLocked(device, entry);
-      entry->state = previous;
-      changed_.notify_all();
-      return WithReason(absl::ResourceExhaustedError(absl::StrCat(
-                            "model \"", name, "\" needs ", *entry->cost, " bytes on ", device, " but ",
-                            budget->second - std::min(budget->second, used), " of ", budget->second,
-                            " bytes are free; no idle model can be unloaded to make room (loaded: ",
-                            holders.empty() ? "none" : absl::StrJoin(holders, ", "), ")")),
-                        ErrorReason::kMemoryBudget);
+      if (victim == nullptr) {
+        std::vector<std::string> holders;
+        for (const auto& [other_name, e] : entries_) {
+          if (&e != entry && Charged(e) && std::find(e.devices.begin(), e.devices.end(), device) != e.devices.end()) {
+            holders.push_back(absl::StrCat(other_name, " (", *e.cost, " bytes", e.spec.resident ? ", resident" : "",
+                                           e.leases > 0 ? ", in use" : "", ")"));
+          }
+        }
+        const uint64_t used = UsedLocked(device, entry);
+        entry->state = previous;
+        changed_.notify_all();
+        return WithReason(absl::ResourceExhaustedError(absl::StrCat(
+                              "model \"", name, "\" needs ", charge, " bytes on ", device, " but ",
+                              budget->second - std::min(budget->second, used), " of ", budget->second,
+                              " bytes are free; no idle model can be unloaded to make room (loaded: ",
+                              holders.empty() ? "none" : absl::StrJoin(holders, ", "), ")")),
+                          ErrorReason::kMemoryBudget);
+      }
+      counters_.evictions_memory += 1;
+      UnloadLocked(lock, *victim, absl::ZeroDuration(), UnloadReason::kMemory);
     }
-    counters_.evictions_memory += 1;
-    UnloadLocked(lock, *victim, absl::ZeroDuration(), UnloadReason::kMemory);
   }
   entry->charged = true;
   entry->error.clear();
   ModelSpec spec = entry->spec;
-  spec.device = device;
+  spec.device = devices[0];
+  if (devices.size() > 1 || !entry->spec.devices.empty()) spec.devices = devices;
   SchedulerObserver* observer = observer_;
   lock.unlock();
   Notify(name, ModelState::kLoading);
@@ -339,7 +374,8 @@ absl::StatusOr<ModelSnapshot> ModelRegistry::Get(const std::string& name) const 
   snapshot.spec = entry->spec;
   snapshot.state = entry->state;
   snapshot.error = entry->error;
-  snapshot.device = entry->device.empty() ? entry->spec.device : entry->device;
+  snapshot.devices = entry->devices;
+  snapshot.device = entry->devices.empty() ? entry->spec.device : entry->devices[0];
   snapshot.cost_bytes = entry->cost.value_or(0);
   snapshot.leases = entry->leases;
   snapshot.last_used = entry->last_used;

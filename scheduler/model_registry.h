@@ -37,6 +37,13 @@ struct ModelSpec {
   std::string name;
   std::string path;            // Hugging Face model folder
   std::string device = "cpu";  // "cpu", "cuda:N", or "cuda" for the GPU with the most free budget
+  // Tensor parallelism over this many GPUs: from cuda:N on (device "cuda:N"),
+  // or the ones with the most free budget (device "cuda"); or the listed
+  // `devices`. Its cost (per GPU: weights / N plus what every rank repeats,
+  // and its KV pool) is charged on each. When loading, `devices` holds the
+  // placement the registry chose.
+  int32_t tensor_parallel = 1;
+  std::vector<std::string> devices;
   std::string dtype;           // "" = the config's
   int64_t max_context = 0;     // 0 = the model's
   uint64_t kv_cache_bytes = 64ull << 20;
@@ -51,8 +58,9 @@ struct ModelSnapshot {
   ModelSpec spec;
   ModelState state = ModelState::kUnloaded;
   std::string error;                       // kFailed: the load error
-  std::string device;                      // where it is (or was last) placed
-  uint64_t cost_bytes = 0;                 // its budget charge, once estimated
+  std::string device;                      // where it is (or was last) placed (rank 0 when tensor-parallel)
+  std::vector<std::string> devices;        // every device of that placement
+  uint64_t cost_bytes = 0;                 // its budget charge on each of its devices, once estimated
   int64_t leases = 0;                      // requests holding it
   std::optional<runtime::ModelInfo> info;  // when loaded
   EngineStats stats;
@@ -156,8 +164,8 @@ class ModelRegistry {
     ModelSpec spec;
     ModelState state = ModelState::kUnloaded;
     std::string error;
-    std::string device;  // placement of the current (or last) load
-    std::optional<uint64_t> cost;
+    std::vector<std::string> devices;  // placement of the current (or last) load, rank order
+    std::optional<uint64_t> cost;      // charged on each of `devices`
     bool charged = false;  // kLoading: its cost fits and counts against the budget
     int64_t leases = 0;
     uint64_t generation = 0;  // counts loads; leases of an earlier one are void
@@ -171,7 +179,9 @@ class ModelRegistry {
   void Notify(const std::string& name, ModelState state);
   // Bytes charged on `device` by entries other than `except`.
   uint64_t UsedLocked(const std::string& device, const Entry* except) const;
-  std::string PlaceLocked(const Entry& entry) const;
+  // The devices a load of `entry` goes to, rank order; an error when too few GPUs exist.
+  absl::StatusOr<std::vector<std::string>> PlaceLocked(const Entry& entry) const;
+  uint64_t FreeLocked(const std::string& device, const Entry* except) const;
   bool EvictableLocked(const Entry& entry) const;
   // Unloads a ready entry (lock released meanwhile): waits for its leases
   // (up to `cancel_after` when set), stops its engine (cancelling what still

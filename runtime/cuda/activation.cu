@@ -34,6 +34,7 @@ __global__ void __launch_bounds__(kThreads)
   using P = Pack<T, kVec>;
   const int64_t i = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;  // vector in the row
   WaitForPriorGrid();  // gate_up comes from the projection just before
+  AllowDependentLaunch();  // the next kernel may start loading its weights
   if (i >= dim / kVec) return;
   const int64_t row = blockIdx.x;
   const P g = reinterpret_cast<const P*>(gate_up + row * 2 * dim)[i];

@@ -233,6 +233,7 @@ __global__ void __launch_bounds__(kThreads, 3)
 
   // seq_lens, q and the cache may come from the kernels just before this one.
   WaitForPriorGrid();
+  AllowDependentLaunch();  // the next kernel may start loading its weights
 
   // Visible keys [lo, hi): the query sits at position seq_len - 1.
   const int hi = max(seq_lens[seq], 0);

@@ -184,6 +184,30 @@ absl::Status SkinnyGemm(const SkinnyGemmArgs& a, Stream stream) {
   return Launched("SkinnyGemm", LaunchSkinnyGemm(a, stream));
 }
 
+bool DecodeGemvSupports(DType dtype, int64_t k) {
+  return (dtype == DType::kBFloat16 || dtype == DType::kFloat16) && k >= 8 && k % 8 == 0 && k <= kDecodeGemvMaxK;
+}
+
+absl::Status DecodeGemv(const DecodeGemvArgs& a, Stream stream) {
+  if (!ValidDType(a.dtype)) return Invalid("DecodeGemv", "unknown dtype");
+  if (a.n < 1 || a.k < 1) return Invalid("DecodeGemv", absl::StrCat("bad shape n ", a.n, ", k ", a.k));
+  if (!DecodeGemvSupports(a.dtype, a.k)) {
+    return Invalid("DecodeGemv", absl::StrCat("dtype ", DTypeName(a.dtype), " with k ", a.k,
+                                              " is not supported (bfloat16/float16, k a multiple of 8 up to ",
+                                              kDecodeGemvMaxK, ")"));
+  }
+  if (a.output == GemvOutput::kSiluMul && a.n % 2 != 0) {
+    return Invalid("DecodeGemv", absl::StrCat("kSiluMul needs an even n (gate and up rows), got ", a.n));
+  }
+  if (a.w == nullptr || a.x == nullptr || a.y == nullptr) return Invalid("DecodeGemv", "w, x and y must be set");
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (!aligned(a.w) || !aligned(a.x) || (a.norm_weight != nullptr && !aligned(a.norm_weight))) {
+    return Invalid("DecodeGemv", "w, x and norm_weight must be 16-byte aligned");
+  }
+  if (a.y == a.x || a.y == a.w || a.y == a.norm_weight) return Invalid("DecodeGemv", "y aliases an input");
+  return Launched("DecodeGemv", LaunchDecodeGemv(a, stream));
+}
+
 absl::Status SampleTokens(const SampleArgs& a, Stream stream) {
   if (a.rows < 0 || a.vocab < 1) return Invalid("SampleTokens", absl::StrCat("bad shape [", a.rows, ", ", a.vocab, "]"));
   if (a.rows == 0) return absl::OkStatus();

@@ -19,6 +19,7 @@ cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& args, cudaStream_t s
 cudaError_t LaunchPrefillAttention(const PagedAttentionArgs& args, cudaStream_t stream);  // prefill_attention.cu
 
 cudaError_t LaunchSkinnyGemm(const SkinnyGemmArgs& args, cudaStream_t stream);                // skinny_gemm.cu
+cudaError_t LaunchDecodeGemv(const DecodeGemvArgs& args, cudaStream_t stream);               // decode_gemv.cu
 cudaError_t LaunchSampleTokens(const SampleArgs& args, cudaStream_t stream);              // sampling.cu
 
 // Launches `kernel` on `stream`, as a programmatic dependent launch when

@@ -5,9 +5,12 @@
 // launch was an ordinary one. Every thread block of such a kernel calls it
 // before touching anything an earlier kernel writes or reads (loads of
 // weights, which nothing writes, may go before), and before it exits, so the
-// kernel never completes ahead of its predecessor. No kernel here triggers its
-// dependents early (griddepcontrol.launch_dependents): the implicit trigger
-// when a block exits is enough for grids that fit in one wave.
+// kernel never completes ahead of its predecessor. Kernels of the decode step
+// call AllowDependentLaunch() right after their wait, so the next kernel can
+// be scheduled and start loading its weights while this one runs (the
+// implicit trigger, when every block has exited, would let it start only at
+// the end); its own wait still holds it until this grid has completed. Only
+// after the wait, so at most two kernels of the stream are resident at once.
 #ifndef GANTRY_RUNTIME_CUDA_PDL_CUH_
 #define GANTRY_RUNTIME_CUDA_PDL_CUH_
 
@@ -16,6 +19,12 @@ namespace gantry::cuda {
 __device__ __forceinline__ void WaitForPriorGrid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void AllowDependentLaunch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 

@@ -61,6 +61,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int rotated = num_heads + num_kv_heads;  // q and k heads
   const int tasks = rotated + num_kv_heads;
   WaitForPriorGrid();  // qkv comes from the projection just before
+  AllowDependentLaunch();  // the next kernel may start loading its weights
   const int64_t slot = slot_mapping[token];
 
   const bool is_q = task < num_heads;

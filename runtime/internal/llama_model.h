@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "runtime/internal/attention.h"
+#include "runtime/internal/communicator.h"
 #include "runtime/internal/weights.h"
 #include "runtime/model_config.h"
 
@@ -17,8 +18,11 @@ at::Tensor RopeInverseFrequencies(const ModelConfig& config, const at::Device& d
 
 class LlamaModel {
  public:
+  // A tensor-parallel rank gets its shard's config (ShardConfig) and weights
+  // and its communicator; the forward sums o and down over the ranks and
+  // gathers the vocabulary slices of the logits.
   LlamaModel(ModelConfig config, ModelWeights weights, at::Device device, at::ScalarType dtype,
-             int64_t num_blocks, int64_t block_size);
+             int64_t num_blocks, int64_t block_size, Communicator* communicator = nullptr);
 
   // token_ids: [num_tokens] int64, laid out as `batch` describes.
   // logit_rows: [rows] int64 token rows whose next-token logits are wanted.
@@ -36,6 +40,13 @@ class LlamaModel {
   // are kv_cache()[l][0], its values kv_cache()[l][1].
   const at::Tensor& kv_cache() const { return kv_cache_; }
   const at::Tensor& inv_freq() const { return inv_freq_; }  // [head_dim / 2] float32
+  Communicator* communicator() const { return communicator_; }  // nullptr: not tensor-parallel
+
+  // Tensor parallelism: the sum over the ranks of a row-parallel product's
+  // partial output (o, down), in place; nothing on a single rank.
+  void SumOverRanks(at::Tensor& partial) const;
+  // [rows, vocab] float32 from this rank's [rows, vocab share] lm_head output.
+  at::Tensor FullLogits(const at::Tensor& local) const;
 
  private:
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
@@ -47,6 +58,7 @@ class LlamaModel {
   at::ScalarType dtype_;
   at::Tensor kv_cache_;  // [layers, 2, num_blocks, block_size, kv_heads, head_dim]
   at::Tensor inv_freq_;  // [head_dim / 2] float32
+  Communicator* communicator_;
 };
 
 }  // namespace gantry::runtime

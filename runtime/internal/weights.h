@@ -32,15 +32,33 @@ struct ModelWeights {
   at::Tensor embed_tokens;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
   at::Tensor final_norm;    // [hidden]
-  at::Tensor lm_head;       // [vocab, hidden]; the same storage as embed_tokens when tied
+  at::Tensor lm_head;       // [vocab, hidden] (the same storage as embed_tokens when tied); a
+                            // tensor-parallel rank's [ceil(vocab / ranks), hidden] slice, zero rows past vocab
   uint64_t device_bytes = 0;
 };
 
+// The slice of a model that rank `rank` of a tensor-parallel group of
+// `size` holds (Megatron-style): q/k/v and gate/up by output rows (heads,
+// intermediate features), o and down by input columns, lm_head by vocabulary
+// rows; norms and embeddings whole; o and down biases on rank 0 only (they
+// are added once, before the sum over ranks). KV heads are divided among
+// the ranks, or each rank holds the one its query heads use when there are
+// fewer KV heads than ranks.
+struct Shard {
+  int rank = 0;
+  int size = 1;
+};
+
+// The config one rank runs: its query heads, KV heads and intermediate
+// features (vocab_size stays the model's). Errors name what does not divide.
+absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& config, int size);
+
 // Checks names and shapes against `config` (listing every missing and
-// unexpected tensor) and copies each tensor to `device` in `dtype`, one
-// tensor at a time: host memory never holds a second copy of the model.
+// unexpected tensor) and copies each tensor (its shard's slice of it) to
+// `device` in `dtype`, one tensor at a time: host memory never holds a second
+// copy of the model, and a rank reads only its slice of the mapped files.
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const ModelConfig& config,
-                                         const at::Device& device, at::ScalarType dtype);
+                                         const at::Device& device, at::ScalarType dtype, const Shard& shard = {});
 
 }  // namespace gantry::runtime
 

@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -195,6 +196,63 @@ inline void ExpectRoundedMatch(DType dtype, double float32_tolerance, const std:
   }
   EXPECT_GE(same, 0.99 * actual.size()) << what << ": only " << same << " of " << actual.size()
                                         << " elements bit-identical";
+}
+
+// Weights scaled like a trained Linear layer's.
+inline constexpr float kWeightScale = 0.05f;
+
+// splitmix64: weights of the 8B shapes (up to 525M values) are generated
+// from a hash, which is much faster than mt19937 and needs no float copy.
+inline uint64_t Mix(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// W [n, k] in the storage type, uniform in [-kWeightScale, kWeightScale).
+inline std::vector<uint8_t> RandomWeightBytes(DType dtype, int64_t n, int64_t k, uint64_t seed) {
+  const size_t count = static_cast<size_t>(n * k), es = ElementSize(dtype);
+  std::vector<uint8_t> bytes(count * es);
+  for (size_t i = 0; i < count; ++i) {
+    const float u = static_cast<float>(Mix(seed ^ (i * 0x100000001B3ull)) >> 40) * 0x1p-24f;  // [0, 1)
+    const float v = (2.0f * u - 1.0f) * kWeightScale;
+    if (dtype == DType::kFloat32) {
+      std::memcpy(&bytes[i * 4], &v, 4);
+    } else if (dtype == DType::kFloat16) {
+      const __half h = __float2half_rn(v);
+      std::memcpy(&bytes[i * 2], &h, 2);
+    } else {
+      const __nv_bfloat16 b = __float2bfloat16_rn(v);
+      std::memcpy(&bytes[i * 2], &b, 2);
+    }
+  }
+  return bytes;
+}
+
+// Row `row` of W as the device reads it.
+inline std::vector<float> WeightRow(DType dtype, const std::vector<uint8_t>& w_bytes, int64_t k, int64_t row) {
+  const size_t es = ElementSize(dtype);
+  const auto begin = w_bytes.begin() + static_cast<size_t>(row * k) * es;
+  return Decode(dtype, std::vector<uint8_t>(begin, begin + static_cast<size_t>(k) * es));
+}
+
+// The output features the reference checks: all of them for small n; for
+// large n the first and last 32 (the first and a partial last tile) and a
+// random sample, so the 8B shapes' CPU reference stays fast.
+inline std::vector<int64_t> CheckedRows(int64_t n, std::mt19937& rng) {
+  std::vector<int64_t> rows;
+  constexpr int64_t kAll = 2048;
+  if (n <= kAll) {
+    for (int64_t i = 0; i < n; ++i) rows.push_back(i);
+    return rows;
+  }
+  for (int64_t i = 0; i < 32; ++i) rows.push_back(i), rows.push_back(n - 1 - i);
+  std::uniform_int_distribution<int64_t> pick(32, n - 33);
+  for (int i = 0; i < 960; ++i) rows.push_back(pick(rng));
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  return rows;
 }
 
 inline const std::vector<DType>& AllDTypes() {

@@ -76,6 +76,7 @@ class ModelRegistryTest : public ::testing::Test {
             std::lock_guard<std::mutex> lock(mutex_);
             loads_[spec.name] += 1;
             placed_[spec.name] = spec.device;
+            placed_all_[spec.name] = spec.devices;
           }
           if (loading_) loading_->Notify();
           if (release_load_) release_load_->WaitForNotification();
@@ -104,6 +105,7 @@ class ModelRegistryTest : public ::testing::Test {
   std::mutex mutex_;
   std::map<std::string, int> loads_;
   std::map<std::string, std::string> placed_;
+  std::map<std::string, std::vector<std::string>> placed_all_;  // the loader's devices (tensor-parallel)
   std::atomic<bool> fail_next_{false};
   absl::Notification* loading_ = nullptr;
   absl::Notification* release_load_ = nullptr;
@@ -345,6 +347,59 @@ TEST_F(ModelRegistryTest, BudgetsAreKeptPerDevice) {
   ASSERT_TRUE(registry_->Load("a").ok());
   ASSERT_TRUE(registry_->Load("b").ok());
   EXPECT_EQ(State("a"), ModelState::kReady) << "b's load evicts nothing on another GPU";
+}
+
+TEST_F(ModelRegistryTest, TensorParallelModelsTakeTheGpusWithTheMostRoomAndPayOnEach) {
+  // t spans 2 of 3 GPUs; its cost (per GPU) counts on both.
+  ModelSpec a = Spec("a", 300), t = Spec("t", 500);
+  a.device = "cuda:1";
+  t.device = "cuda";
+  t.tensor_parallel = 2;
+  Make({a, t}, {{"cuda:0", 1000}, {"cuda:1", 1000}, {"cuda:2", 1000}}, {"cuda:0", "cuda:1", "cuda:2"});
+  ASSERT_TRUE(registry_->Load("a").ok());
+  ASSERT_TRUE(registry_->Load("t").ok());
+  EXPECT_EQ(placed_all_["t"], (std::vector<std::string>{"cuda:0", "cuda:2"})) << "cuda:1 has the least room";
+  EXPECT_EQ(placed_["t"], "cuda:0");
+  EXPECT_EQ(registry_->Get("t")->devices, (std::vector<std::string>{"cuda:0", "cuda:2"}));
+  const auto use = registry_->BudgetUse();
+  EXPECT_EQ(use.at("cuda:0").first, 500u);
+  EXPECT_EQ(use.at("cuda:1").first, 300u);
+  EXPECT_EQ(use.at("cuda:2").first, 500u);
+}
+
+TEST_F(ModelRegistryTest, TensorParallelLoadEvictsOnEveryGpuItNeeds) {
+  ModelSpec a = Spec("a", 600), b = Spec("b", 600), t = Spec("t", 600);
+  a.device = "cuda:0";
+  b.device = "cuda:1";
+  t.device = "cuda:0";
+  t.tensor_parallel = 2;  // cuda:0 and cuda:1
+  Make({a, b, t}, {{"cuda:0", 1000}, {"cuda:1", 1000}}, {"cuda:0", "cuda:1"});
+  ASSERT_TRUE(registry_->Load("a").ok());
+  ASSERT_TRUE(registry_->Load("b").ok());
+  ASSERT_TRUE(registry_->Load("t").ok());
+  EXPECT_EQ(State("a"), ModelState::kUnloaded);
+  EXPECT_EQ(State("b"), ModelState::kUnloaded);
+  EXPECT_EQ(placed_all_["t"], (std::vector<std::string>{"cuda:0", "cuda:1"}));
+
+  // With a's lease held, t cannot make room on cuda:0: refused, naming the GPU.
+  ASSERT_TRUE(registry_->Unload("t", false).ok());
+  auto lease = registry_->Acquire("a");
+  ASSERT_TRUE(lease.ok());
+  auto refused = registry_->Acquire("t");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr("on cuda:0"));
+}
+
+TEST_F(ModelRegistryTest, TensorParallelBeyondTheGpusIsALoadError) {
+  ModelSpec t = Spec("t", 100);
+  t.device = "cuda";
+  t.tensor_parallel = 4;
+  Make({t}, {}, {"cuda:0", "cuda:1"});
+  auto lease = registry_->Acquire("t");
+  ASSERT_FALSE(lease.ok());
+  EXPECT_THAT(std::string(lease.status().message()), ::testing::HasSubstr("tensor_parallel 4 needs 4 GPUs; 2 are present"));
+  EXPECT_EQ(Loads("t"), 0);
 }
 
 TEST_F(ModelRegistryTest, ConcurrentRequestsForModelsThatDoNotAllFit) {

@@ -1,0 +1,301 @@
+// DecodeGemv (runtime/cuda/decode_gemv.cu) against a double-precision CPU
+// reference that rounds where the kernel (and transformers) round: the
+// normalised input, the product plus bias, then the epilogue (residual add,
+// SiLU(gate) * up, or the widening to float32). Covers both 16-bit dtypes,
+// every output and the fused RMSNorm on small and odd shapes (k not a
+// multiple of a chunk, n odd, one row), the Llama 3 8B shapes, argument
+// errors (checked on the host, so they run without a GPU too), and prints the
+// bandwidth each 8B shape reaches.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "runtime/cuda/kernels.h"
+#include "tests/cuda/kernel_test_util.h"
+
+namespace gantry::cuda {
+namespace {
+
+using ::gantry::cuda::testing::CheckedRows;
+using ::gantry::cuda::testing::DeviceBuffer;
+using ::gantry::cuda::testing::Download;
+using ::gantry::cuda::testing::DownloadAs;
+using ::gantry::cuda::testing::ElementSize;
+using ::gantry::cuda::testing::Encode;
+using ::gantry::cuda::testing::RandomValues;
+using ::gantry::cuda::testing::RandomWeightBytes;
+using ::gantry::cuda::testing::RelativeError;
+using ::gantry::cuda::testing::Store;
+using ::gantry::cuda::testing::Sync;
+using ::gantry::cuda::testing::Upload;
+using ::gantry::cuda::testing::UploadAs;
+using ::gantry::cuda::testing::WeightRow;
+
+struct Case {
+  DType dtype = DType::kBFloat16;
+  int64_t n = 0, k = 0;
+  GemvOutput output = GemvOutput::kStore;
+  bool norm = false;
+  bool bias = false;
+};
+
+const char* OutputName(GemvOutput output) {
+  switch (output) {
+    case GemvOutput::kStore: return "store";
+    case GemvOutput::kAddToResidual: return "add_to_residual";
+    case GemvOutput::kSiluMul: return "silu_mul";
+    case GemvOutput::kFloat32: return "float32";
+  }
+  return "?";
+}
+
+std::string Describe(const Case& c) {
+  return absl::StrCat(DTypeName(c.dtype), " n=", c.n, " k=", c.k, " ", OutputName(c.output), c.norm ? " norm" : "",
+                      c.bias ? " bias" : "");
+}
+
+// Output elements and their storage type.
+int64_t OutputCount(const Case& c) { return c.output == GemvOutput::kSiluMul ? c.n / 2 : c.n; }
+DType OutputType(const Case& c) { return c.output == GemvOutput::kFloat32 ? DType::kFloat32 : c.dtype; }
+
+// 16-bit outputs: one rounding of a float32 dot product against the double
+// reference's; SiLU and the residual add round once more.
+double RelativeTolerance(DType dtype) { return dtype == DType::kFloat16 ? 2e-3 : 8e-3; }
+
+void CheckDecodeGemv(const Case& c, const std::vector<uint8_t>* weights = nullptr) {
+  const std::string what = Describe(c);
+  const uint64_t seed = static_cast<uint64_t>(c.n * 7919 + c.k * 131 + static_cast<int>(c.output) * 17 +
+                                              c.norm * 5 + c.bias + static_cast<int>(c.dtype) * 1000003);
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  const size_t es = ElementSize(c.dtype);
+  // The residual stream is larger than 1 (so the norm scales it), the norm
+  // weight near 1 like a trained one.
+  const std::vector<float> x = RandomValues(rng, c.dtype, static_cast<size_t>(c.k), c.norm ? -4.0f : -1.0f,
+                                            c.norm ? 4.0f : 1.0f);
+  const std::vector<float> norm_weight = RandomValues(rng, c.dtype, static_cast<size_t>(c.k), 0.5f, 1.5f);
+  const std::vector<float> bias = RandomValues(rng, c.dtype, static_cast<size_t>(c.n), -0.5f, 0.5f);
+  const std::vector<float> residual = RandomValues(rng, c.dtype, static_cast<size_t>(c.n), -1.0f, 1.0f);
+  std::vector<uint8_t> generated;
+  if (weights == nullptr) {
+    generated = RandomWeightBytes(c.dtype, c.n, c.k, seed);
+    weights = &generated;
+  }
+  const float eps = 1e-5f;
+
+  DeviceBuffer d_x = UploadAs(c.dtype, x), d_w = Upload(*weights), d_norm = UploadAs(c.dtype, norm_weight),
+               d_bias = UploadAs(c.dtype, bias);
+  const DType out_type = OutputType(c);
+  const int64_t out_count = OutputCount(c);
+  constexpr int64_t kGuard = 64;  // elements after y that must stay as they were
+  DeviceBuffer d_y((out_count + kGuard) * ElementSize(out_type));
+  d_y.Poison();
+  if (c.output == GemvOutput::kAddToResidual) {
+    const std::vector<uint8_t> bytes = Encode(c.dtype, residual);
+    ASSERT_EQ(cudaMemcpy(d_y.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+
+  DecodeGemvArgs args;
+  args.dtype = c.dtype;
+  args.n = c.n;
+  args.k = c.k;
+  args.w = d_w.get();
+  args.bias = c.bias ? d_bias.get() : nullptr;
+  args.x = d_x.get();
+  args.norm_weight = c.norm ? d_norm.get() : nullptr;
+  args.eps = eps;
+  args.output = c.output;
+  args.y = d_y.get();
+  ASSERT_TRUE(DecodeGemv(args, nullptr).ok()) << what;
+  Sync();
+  const std::vector<float> y = DownloadAs(out_type, d_y, static_cast<size_t>(out_count + kGuard));
+  for (int64_t i = 0; i < out_count; ++i) ASSERT_TRUE(std::isfinite(y[i])) << what << ": y[" << i << "] = " << y[i];
+  for (int64_t i = out_count; i < out_count + kGuard; ++i) ASSERT_TRUE(std::isnan(y[i])) << what << ": wrote past y";
+
+  // The input as the kernel multiplies it.
+  std::vector<double> input(x.begin(), x.end());
+  if (c.norm) {
+    double squares = 0;
+    for (float v : x) squares += static_cast<double>(v) * v;
+    const double inv_rms = 1.0 / std::sqrt(squares / static_cast<double>(c.k) + eps);
+    for (int64_t i = 0; i < c.k; ++i) input[i] = Store(c.dtype, norm_weight[i] * Store(c.dtype, x[i] * inv_rms));
+  }
+  auto dot = [&](int64_t row) {
+    const std::vector<float> w_row = WeightRow(c.dtype, *weights, c.k, row);
+    double sum = c.bias ? bias[row] : 0.0;
+    for (int64_t i = 0; i < c.k; ++i) sum += input[i] * w_row[i];
+    return Store(c.dtype, sum);
+  };
+  std::vector<float> actual;
+  std::vector<double> expected;
+  for (int64_t i : CheckedRows(out_count, rng)) {
+    double value = 0;
+    switch (c.output) {
+      case GemvOutput::kStore:
+      case GemvOutput::kFloat32: value = dot(i); break;
+      case GemvOutput::kAddToResidual: value = Store(c.dtype, residual[i] + dot(i)); break;
+      case GemvOutput::kSiluMul: {
+        const double gate = dot(i), up = dot(i + c.n / 2);
+        value = Store(c.dtype, Store(c.dtype, gate / (1.0 + std::exp(-gate))) * up);
+        break;
+      }
+    }
+    expected.push_back(value);
+    actual.push_back(y[i]);
+  }
+  EXPECT_LT(RelativeError(actual, expected), RelativeTolerance(c.dtype)) << what;
+}
+
+const std::vector<GemvOutput>& AllOutputs() {
+  static const std::vector<GemvOutput> all = {GemvOutput::kStore, GemvOutput::kAddToResidual, GemvOutput::kSiluMul,
+                                               GemvOutput::kFloat32};
+  return all;
+}
+
+TEST(DecodeGemvTest, SmallShapesEveryOutput) {
+  GANTRY_REQUIRE_GPU();
+  // (n, k): test-model projections, one chunk (k = 2048: 256 vectors), k
+  // ending inside a chunk (264, 2056, 3000 rounded to 8), odd n, n = 2.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {64, 64}, {176, 64}, {512, 96}, {2, 8}, {96, 256}, {33, 264}, {40, 2048}, {24, 2056}, {300, 4096}, {18, 3000},
+  };
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    for (const auto& [n, k] : shapes) {
+      for (GemvOutput output : AllOutputs()) {
+        if (output == GemvOutput::kSiluMul && n % 2 != 0) continue;
+        for (bool norm : {false, true}) {
+          for (bool bias : {false, true}) CheckDecodeGemv({dtype, n, k, output, norm, bias});
+        }
+      }
+    }
+  }
+}
+
+// Llama 3 8B at batch 1, as the decode step uses them: qkv after the input
+// norm, o into the residual, gate/up after the post-attention norm with
+// SiLU, down into the residual, lm_head after the final norm to float32.
+struct ModelShape {
+  int64_t n, k;
+  GemvOutput output;
+  bool norm;
+};
+const std::vector<ModelShape>& ModelShapes() {
+  static const std::vector<ModelShape> shapes = {{6144, 4096, GemvOutput::kStore, true},
+                                                 {4096, 4096, GemvOutput::kAddToResidual, false},
+                                                 {28672, 4096, GemvOutput::kSiluMul, true},
+                                                 {4096, 14336, GemvOutput::kAddToResidual, false},
+                                                 {128256, 4096, GemvOutput::kFloat32, true}};
+  return shapes;
+}
+
+TEST(DecodeGemvTest, ModelShapesBf16) {
+  GANTRY_REQUIRE_GPU();
+  for (const ModelShape& s : ModelShapes()) {
+    const std::vector<uint8_t> weights =
+        RandomWeightBytes(DType::kBFloat16, s.n, s.k, static_cast<uint64_t>(s.n + s.k));
+    CheckDecodeGemv({DType::kBFloat16, s.n, s.k, s.output, s.norm, /*bias=*/s.n == 6144}, &weights);
+  }
+}
+
+// Not an assertion: time per launch and weight bandwidth of the 8B shapes,
+// back to back over 4 weight buffers in rotation (L2 cannot hold them
+// between launches, as in a real step).
+TEST(DecodeGemvTest, PrintBandwidth) {
+  GANTRY_REQUIRE_GPU();
+  constexpr int kBuffers = 4, kWarmup = 8, kLaunches = 50;
+  std::mt19937 rng(7);
+  for (const ModelShape& s : ModelShapes()) {
+    const size_t w_bytes = static_cast<size_t>(s.n * s.k) * 2;
+    std::vector<DeviceBuffer> weights;
+    for (int b = 0; b < kBuffers; ++b) {
+      weights.emplace_back(w_bytes);
+      ASSERT_EQ(cudaMemset(weights.back().get(), 0x3C, w_bytes), cudaSuccess);  // bf16 0.0115
+    }
+    DeviceBuffer d_x = UploadAs(DType::kBFloat16, RandomValues(rng, DType::kBFloat16, s.k));
+    DeviceBuffer d_norm = UploadAs(DType::kBFloat16, RandomValues(rng, DType::kBFloat16, s.k, 0.5f, 1.5f));
+    DeviceBuffer d_y(s.n * 4);
+    ASSERT_EQ(cudaMemset(d_y.get(), 0, s.n * 4), cudaSuccess);
+    DecodeGemvArgs args;
+    args.dtype = DType::kBFloat16;
+    args.n = s.n;
+    args.k = s.k;
+    args.x = d_x.get();
+    args.norm_weight = s.norm ? d_norm.get() : nullptr;
+    args.output = s.output;
+    args.y = d_y.get();
+    for (int i = 0; i < kWarmup; ++i) {
+      args.w = weights[i % kBuffers].get();
+      ASSERT_TRUE(DecodeGemv(args, nullptr).ok());
+    }
+    cudaEvent_t start, stop;
+    ASSERT_EQ(cudaEventCreate(&start), cudaSuccess);
+    ASSERT_EQ(cudaEventCreate(&stop), cudaSuccess);
+    ASSERT_EQ(cudaEventRecord(start, nullptr), cudaSuccess);
+    for (int i = 0; i < kLaunches; ++i) {
+      args.w = weights[i % kBuffers].get();
+      ASSERT_TRUE(DecodeGemv(args, nullptr).ok());
+    }
+    ASSERT_EQ(cudaEventRecord(stop, nullptr), cudaSuccess);
+    Sync();
+    float ms = 0;
+    ASSERT_EQ(cudaEventElapsedTime(&ms, start, stop), cudaSuccess);
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    const double us = 1000.0 * ms / kLaunches;
+    std::printf("[ PERF ] DecodeGemv %lld x %lld %s%s: %.1f us, %.0f GB/s of weights\n", static_cast<long long>(s.n),
+                static_cast<long long>(s.k), OutputName(s.output), s.norm ? " norm" : "", us,
+                static_cast<double>(w_bytes) / (us * 1e-6) / 1e9);
+  }
+}
+
+// Host-side checks: no GPU needed (nothing is launched).
+TEST(DecodeGemvTest, RejectsInvalidArguments) {
+  alignas(16) static uint8_t x[64], w[256], norm[64], y[64];
+  DecodeGemvArgs args;
+  args.dtype = DType::kBFloat16;
+  args.n = 4;
+  args.k = 16;
+  args.x = x;
+  args.w = w;
+  args.y = y;
+  auto code = [&] { return DecodeGemv(args, nullptr).code(); };
+
+  args.dtype = DType::kFloat32;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(DecodeGemvSupports(DType::kFloat32, 4096));
+  args.dtype = DType::kBFloat16;
+  args.k = 12;  // not a multiple of 8
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.k = kDecodeGemvMaxK + 8;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.k = 16;
+  args.n = 0;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.n = 3;
+  args.output = GemvOutput::kSiluMul;  // gate and up rows need an even n
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.n = 4;
+  args.output = GemvOutput::kStore;
+  args.x = x + 2;  // misaligned
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.x = x;
+  args.norm_weight = norm + 8;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.norm_weight = nullptr;
+  args.y = x;  // aliases x
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.y = nullptr;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(DecodeGemvSupports(DType::kBFloat16, 4096));
+  EXPECT_TRUE(DecodeGemvSupports(DType::kFloat16, 14336));
+}
+
+}  // namespace
+}  // namespace gantry::cuda
