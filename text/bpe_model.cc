@@ -9,21 +9,9 @@
 #include "text/utf8.h"
 
 namespace gantry::text {
-namespace {
-
 using nlohmann::json;
 
-constexpr size_t kCacheEntries = 1 << 16;  // cleared when full
-constexpr size_t kCachedWordBytes = 256;   // longer words are not cached
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const json& model) {
-  const std::string type = model.value("type", "");
-  if (type != "BPE") {
-    return absl::UnimplementedError(
-        absl::StrCat("tokenizer model \"", type, "\" is not supported; supported: BPE"));
-  }
+absl::StatusOr<std::unique_ptr<Model>> BpeModel::Create(const json& model) {
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(key) && model[key].is_string() && !model[key].get<std::string>().empty()) {
       return absl::UnimplementedError(absl::StrCat("BPE with a non-empty ", key, " is not supported"));
@@ -33,18 +21,7 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const json& model) {
     return absl::UnimplementedError("BPE dropout is not supported for inference");
   }
   std::unique_ptr<BpeModel> bpe(new BpeModel());
-  const json& vocab = model.value("vocab", json::object());
-  if (!vocab.is_object() || vocab.empty()) return absl::InvalidArgumentError("BPE model has no vocab");
-  int32_t max_id = -1;
-  for (const auto& [token, id] : vocab.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("vocab entry \"", token, "\" has no valid id"));
-    }
-    bpe->vocab_[token] = id.get<int32_t>();
-    max_id = std::max(max_id, id.get<int32_t>());
-  }
-  bpe->id_to_token_.resize(max_id + 1);
-  for (const auto& [token, id] : bpe->vocab_) bpe->id_to_token_[id] = token;
+  if (auto s = bpe->ReadVocabObject(model.value("vocab", json::object()), "BPE"); !s.ok()) return s;
 
   int32_t rank = 0;
   for (const auto& merge : model.value("merges", json::array())) {
@@ -84,38 +61,6 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const json& model) {
     bpe->byte_ids_[b] = it == bpe->vocab_.end() ? -1 : it->second;
   }
   return bpe;
-}
-
-std::optional<int32_t> BpeModel::TokenToId(absl::string_view token) const {
-  auto it = vocab_.find(token);
-  if (it == vocab_.end()) return std::nullopt;
-  return it->second;
-}
-
-const std::string* BpeModel::IdToToken(int32_t id) const {
-  if (id < 0 || id >= static_cast<int32_t>(id_to_token_.size()) || id_to_token_[id].empty()) return nullptr;
-  return &id_to_token_[id];
-}
-
-void BpeModel::Encode(absl::string_view word, std::vector<int32_t>* ids) const {
-  if (word.empty()) return;
-  const bool cacheable = word.size() <= kCachedWordBytes;
-  if (cacheable) {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    auto it = cache_.find(word);
-    if (it != cache_.end()) {
-      ids->insert(ids->end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
-  std::vector<int32_t> encoded;
-  EncodeUncached(word, &encoded);
-  ids->insert(ids->end(), encoded.begin(), encoded.end());
-  if (cacheable) {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_.size() >= kCacheEntries) cache_.clear();
-    cache_.emplace(std::string(word), std::move(encoded));
-  }
 }
 
 void BpeModel::EncodeUncached(absl::string_view word, std::vector<int32_t>* ids) const {

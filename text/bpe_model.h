@@ -1,39 +1,29 @@
 // Byte-pair encoding as Hugging Face's tokenizers "BPE" model: merges by rank,
-// ignore_merges, byte_fallback, unk_token with fuse_unk. A bounded cache of
-// words already encoded makes repeated words (most of them) one lookup.
+// ignore_merges, byte_fallback, unk_token with fuse_unk.
 #ifndef GANTRY_RUNTIME_TEXT_BPE_MODEL_H_
 #define GANTRY_RUNTIME_TEXT_BPE_MODEL_H_
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json_fwd.hpp"
+#include "text/model.h"
 
 namespace gantry::text {
 
-class BpeModel {
+class BpeModel : public Model {
  public:
   // `model` is tokenizer.json's "model" object (type "BPE").
-  static absl::StatusOr<std::unique_ptr<BpeModel>> Create(const nlohmann::json& model);
-
-  // Appends the ids of one pre-tokenized word.
-  void Encode(absl::string_view word, std::vector<int32_t>* ids) const;
-
-  std::optional<int32_t> TokenToId(absl::string_view token) const;
-  // The token's text, or nullptr for an id outside the vocabulary.
-  const std::string* IdToToken(int32_t id) const;
-  int32_t vocab_size() const { return static_cast<int32_t>(id_to_token_.size()); }
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const nlohmann::json& model);
 
  private:
   BpeModel() = default;
-  void EncodeUncached(absl::string_view word, std::vector<int32_t>* ids) const;
+  void EncodeUncached(absl::string_view word, std::vector<int32_t>* ids) const override;
 
   struct Merge {
     int32_t rank;
@@ -43,17 +33,12 @@ class BpeModel {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
 
-  absl::flat_hash_map<std::string, int32_t> vocab_;
-  std::vector<std::string> id_to_token_;
   absl::flat_hash_map<uint64_t, Merge> merges_;
   std::optional<int32_t> unk_id_;
   bool fuse_unk_ = false;
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
   int32_t byte_ids_[256];  // <0xXX> tokens for byte_fallback, -1 when absent
-
-  mutable std::mutex cache_mutex_;
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_;
 };
 
 }  // namespace gantry::text

@@ -86,6 +86,35 @@ class Metaspace : public Decoder {
   bool strip_first_;
 };
 
+// WordPiece: "##piece" joins the previous token, any other token after the
+// first gets a leading space; cleanup removes the spaces BERT puts before
+// punctuation and contractions (per token, as the reference does).
+class WordPiece : public Decoder {
+ public:
+  WordPiece(std::string prefix, bool cleanup) : prefix_(std::move(prefix)), cleanup_(cleanup) {}
+  void Decode(std::string* token, bool first) const override {
+    if (!first) {
+      if (token->compare(0, prefix_.size(), prefix_) == 0) {
+        token->erase(0, prefix_.size());
+      } else {
+        token->insert(0, " ");
+      }
+    }
+    if (cleanup_) {
+      // Applied in sequence, each over the previous one's result.
+      for (const auto& [from, to] : std::initializer_list<std::pair<const char*, const char*>>{
+               {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"}, {" 'm", "'m"},
+               {" do not", " don't"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}}) {
+        *token = absl::StrReplaceAll(*token, {{from, to}});
+      }
+    }
+  }
+
+ private:
+  std::string prefix_;
+  bool cleanup_;
+};
+
 class NoOp : public Decoder {  // Fuse: joining is what every chain does anyway
  public:
   void Decode(std::string*, bool) const override {}
@@ -128,6 +157,7 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const json& config) {
     if (scheme.empty()) scheme = config.value("add_prefix_space", true) ? "always" : "never";
     return std::make_unique<Metaspace>(config.value("replacement", "\xE2\x96\x81"), scheme != "never");
   }
+  if (type == "WordPiece") return std::make_unique<WordPiece>(config.value("prefix", "##"), config.value("cleanup", true));
   if (type == "Sequence") {
     auto steps = MakeComponents<Decoder>(config.value("decoders", json::array()), MakeDecoder);
     if (!steps.ok()) return steps.status();
@@ -135,7 +165,7 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const json& config) {
   }
   return absl::UnimplementedError(absl::StrCat(
       "decoder \"", type, "\" is not supported; supported: ByteLevel, Replace, ByteFallback, Fuse, Strip, "
-      "Metaspace, Sequence"));
+      "Metaspace, WordPiece, Sequence"));
 }
 
 }  // namespace gantry::text

@@ -1,5 +1,5 @@
 // Decoders of Hugging Face tokenizer.json: ByteLevel, Replace, ByteFallback,
-// Fuse, Strip, Metaspace and Sequence.
+// Fuse, Strip, Metaspace, WordPiece and Sequence.
 //
 // Every supported chain is concatenative: decoding a token list equals
 // decoding each token on its own and joining the bytes, given whether the

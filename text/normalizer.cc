@@ -1,8 +1,5 @@
 #include "text/normalizer.h"
 
-#include <utf8proc.h>
-
-#include <cstdlib>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -10,7 +7,9 @@
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
 #include "text/component_list.h"
+#include "text/precompiled_normalizer.h"
 #include "text/regex.h"
+#include "text/unicode.h"
 #include "text/utf8.h"
 
 namespace gantry::text {
@@ -20,31 +19,93 @@ using nlohmann::json;
 
 class UnicodeNormalizer : public Normalizer {
  public:
-  explicit UnicodeNormalizer(utf8proc_option_t options) : options_(options) {}
+  explicit UnicodeNormalizer(NormalForm form) : form_(form) {}
+  void Normalize(std::string* text) const override { *text = NormalizeUnicode(*text, form_); }
+
+ private:
+  NormalForm form_;
+};
+
+void Lowercase(std::string* text) {
+  std::string out;
+  out.reserve(text->size());
+  for (size_t pos = 0; pos < text->size();) AppendLowercase(NextCodePoint(*text, &pos), &out);
+  *text = std::move(out);
+}
+
+// Drops nonspacing marks; after NFD that removes accents.
+void RemoveNonspacingMarks(std::string* text) {
+  std::string out;
+  out.reserve(text->size());
+  for (size_t pos = 0; pos < text->size();) {
+    const char32_t c = NextCodePoint(*text, &pos);
+    if (!IsNonspacingMark(c)) AppendUtf8(c, &out);
+  }
+  *text = std::move(out);
+}
+
+class LowercaseNormalizer : public Normalizer {
+ public:
+  void Normalize(std::string* text) const override { Lowercase(text); }
+};
+
+class StripAccents : public Normalizer {
+ public:
+  void Normalize(std::string* text) const override { RemoveNonspacingMarks(text); }
+};
+
+// BERT's normalizer: control characters out and whitespace to spaces
+// (clean_text), spaces around CJK ideographs (handle_chinese_chars), NFD
+// without nonspacing marks (strip_accents; null follows lowercase),
+// lowercase.
+class BertNormalizer : public Normalizer {
+ public:
+  BertNormalizer(bool clean_text, bool handle_chinese_chars, bool strip_accents, bool lowercase)
+      : clean_text_(clean_text),
+        handle_chinese_chars_(handle_chinese_chars),
+        strip_accents_(strip_accents),
+        lowercase_(lowercase) {}
+
   void Normalize(std::string* text) const override {
-    utf8proc_uint8_t* result = nullptr;
-    utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text->data()),
-                                      static_cast<utf8proc_ssize_t>(text->size()), &result,
-                                      static_cast<utf8proc_option_t>(options_ | UTF8PROC_STABLE));
-    if (n >= 0) text->assign(reinterpret_cast<char*>(result), static_cast<size_t>(n));
-    std::free(result);
+    if (clean_text_ || handle_chinese_chars_) {
+      std::string out;
+      out.reserve(text->size());
+      for (size_t pos = 0; pos < text->size();) {
+        const char32_t c = NextCodePoint(*text, &pos);
+        if (clean_text_) {
+          if (c == 0 || c == 0xFFFD || (c != '\t' && c != '\n' && c != '\r' && IsOther(c))) continue;
+          if (IsWhitespace(c)) {
+            out.push_back(' ');
+            continue;
+          }
+        }
+        if (handle_chinese_chars_ && IsChineseChar(c)) {
+          out.push_back(' ');
+          AppendUtf8(c, &out);
+          out.push_back(' ');
+          continue;
+        }
+        AppendUtf8(c, &out);
+      }
+      *text = std::move(out);
+    }
+    if (strip_accents_) {
+      *text = NormalizeUnicode(*text, NormalForm::kNfd);
+      RemoveNonspacingMarks(text);
+    }
+    if (lowercase_) Lowercase(text);
   }
 
  private:
-  utf8proc_option_t options_;
-};
-
-class Lowercase : public Normalizer {
- public:
-  void Normalize(std::string* text) const override {
-    std::string out;
-    out.reserve(text->size());
-    for (size_t pos = 0; pos < text->size();) {
-      AppendUtf8(static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(NextCodePoint(*text, &pos)))),
-                 &out);
-    }
-    *text = std::move(out);
+  // The CJK ideograph blocks BERT spaces out (the reference's list, its
+  // 0x2B920 start included).
+  static bool IsChineseChar(char32_t c) {
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+           (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
   }
+
+  bool clean_text_, handle_chinese_chars_, strip_accents_, lowercase_;
 };
 
 class Prepend : public Normalizer {
@@ -95,20 +156,14 @@ class Strip : public Normalizer {
  public:
   Strip(bool left, bool right) : left_(left), right_(right) {}
   void Normalize(std::string* text) const override {
-    // Unicode whitespace, as Rust's char::is_whitespace.
-    auto is_space = [](char32_t c) {
-      return c == ' ' || (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-             (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-             c == 0x3000;
-    };
     std::vector<std::pair<size_t, char32_t>> cps;
     for (size_t pos = 0; pos < text->size();) {
       size_t start = pos;
       cps.emplace_back(start, NextCodePoint(*text, &pos));
     }
     size_t first = 0, last = cps.size();
-    if (left_) while (first < last && is_space(cps[first].second)) ++first;
-    if (right_) while (last > first && is_space(cps[last - 1].second)) --last;
+    if (left_) while (first < last && IsWhitespace(cps[first].second)) ++first;
+    if (right_) while (last > first && IsWhitespace(cps[last - 1].second)) --last;
     size_t begin = first < cps.size() ? cps[first].first : text->size();
     size_t end = last < cps.size() ? cps[last].first : text->size();
     *text = text->substr(begin, end - begin);
@@ -142,11 +197,26 @@ absl::StatusOr<std::string> StringField(const json& config, const char* key, con
 absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const json& config) {
   if (config.is_null()) return std::unique_ptr<Normalizer>();
   const std::string type = config.value("type", "");
-  if (type == "NFC") return std::make_unique<UnicodeNormalizer>(UTF8PROC_COMPOSE);
-  if (type == "NFD") return std::make_unique<UnicodeNormalizer>(UTF8PROC_DECOMPOSE);
-  if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(static_cast<utf8proc_option_t>(UTF8PROC_COMPOSE | UTF8PROC_COMPAT));
-  if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(static_cast<utf8proc_option_t>(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT));
-  if (type == "Lowercase") return std::make_unique<Lowercase>();
+  if (type == "NFC") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfc);
+  if (type == "NFD") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfd);
+  if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfkc);
+  if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfkd);
+  if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (type == "StripAccents") return std::make_unique<StripAccents>();
+  if (type == "BertNormalizer") {
+    const bool lowercase = config.value("lowercase", true);
+    const json strip = config.value("strip_accents", json());
+    return std::make_unique<BertNormalizer>(config.value("clean_text", true), config.value("handle_chinese_chars", true),
+                                            strip.is_boolean() ? strip.get<bool>() : lowercase, lowercase);
+  }
+  if (type == "Precompiled") {
+    const json charsmap = config.value("precompiled_charsmap", json());
+    if (charsmap.is_null()) return MakePrecompiledNormalizer("");
+    if (!charsmap.is_string()) {
+      return absl::InvalidArgumentError("normalizer Precompiled needs a base64 precompiled_charsmap");
+    }
+    return MakePrecompiledNormalizer(charsmap.get<std::string>());
+  }
   if (type == "Prepend") {
     auto prefix = StringField(config, "prepend", type);
     if (!prefix.ok()) return prefix.status();
@@ -175,8 +245,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const json& config) {
     return std::make_unique<Sequence>(*std::move(steps));
   }
   return absl::UnimplementedError(absl::StrCat(
-      "normalizer \"", type, "\" is not supported; supported: NFC, NFD, NFKC, NFKD, Lowercase, Prepend, "
-      "Replace, Strip, Sequence"));
+      "normalizer \"", type, "\" is not supported; supported: NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, "
+      "BertNormalizer, Precompiled, Prepend, Replace, Strip, Sequence"));
 }
 
 }  // namespace gantry::text

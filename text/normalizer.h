@@ -1,5 +1,6 @@
 // Normalizers of Hugging Face tokenizer.json: NFC, NFD, NFKC, NFKD (utf8proc),
-// Lowercase, Prepend, Replace, Strip and Sequence.
+// Lowercase, StripAccents, BertNormalizer, Precompiled (SentencePiece's
+// character map), Prepend, Replace, Strip and Sequence.
 #ifndef GANTRY_RUNTIME_TEXT_NORMALIZER_H_
 #define GANTRY_RUNTIME_TEXT_NORMALIZER_H_
 

@@ -1,11 +1,14 @@
 #include "text/pre_tokenizer.h"
 
+#include <cctype>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "nlohmann/json.hpp"
 #include "text/component_list.h"
 #include "text/regex.h"
+#include "text/unicode.h"
 #include "text/utf8.h"
 
 namespace gantry::text {
@@ -114,6 +117,29 @@ class Metaspace : public PreTokenizer {
   bool split_;
 };
 
+// BERT's: split at whitespace (dropped), then around each punctuation
+// character (ASCII punctuation, symbols included, or Unicode P*).
+class BertPreTokenizer : public PreTokenizer {
+ public:
+  void PreTokenize(std::vector<std::string>* pieces, bool) const override {
+    std::vector<std::string> out;
+    for (const std::string& piece : *pieces) {
+      size_t word_start = 0;
+      for (size_t pos = 0; pos < piece.size();) {
+        const size_t start = pos;
+        const char32_t c = NextCodePoint(piece, &pos);
+        const bool space = IsWhitespace(c);
+        if (!space && !(c < 0x80 ? std::ispunct(static_cast<int>(c)) != 0 : IsPunctuation(c))) continue;
+        if (start > word_start) out.push_back(piece.substr(word_start, start - word_start));
+        if (!space) out.push_back(piece.substr(start, pos - start));
+        word_start = pos;
+      }
+      if (word_start < piece.size()) out.push_back(piece.substr(word_start));
+    }
+    *pieces = std::move(out);
+  }
+};
+
 class Sequence : public PreTokenizer {
  public:
   explicit Sequence(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
@@ -189,13 +215,15 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const json& confi
     if (!regex.ok()) return regex.status();
     return std::make_unique<Split>(*std::move(regex), Behavior::kIsolated);
   }
+  if (type == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
   if (type == "Sequence") {
     auto steps = MakeComponents<PreTokenizer>(config.value("pretokenizers", json::array()), MakePreTokenizer);
     if (!steps.ok()) return steps.status();
     return std::make_unique<Sequence>(*std::move(steps));
   }
   return absl::UnimplementedError(absl::StrCat(
-      "pre-tokenizer \"", type, "\" is not supported; supported: Split, ByteLevel, Metaspace, Digits, Sequence"));
+      "pre-tokenizer \"", type, "\" is not supported; supported: Split, ByteLevel, Metaspace, Digits, BertPreTokenizer, "
+      "Sequence"));
 }
 
 }  // namespace gantry::text

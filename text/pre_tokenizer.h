@@ -1,6 +1,6 @@
 // Pre-tokenizers of Hugging Face tokenizer.json: Split, ByteLevel, Metaspace,
-// Digits and Sequence. Each refines a list of pieces; BPE then runs on each
-// piece on its own.
+// Digits, BertPreTokenizer and Sequence. Each refines a list of pieces; the
+// model then runs on each piece on its own.
 #ifndef GANTRY_RUNTIME_TEXT_PRE_TOKENIZER_H_
 #define GANTRY_RUNTIME_TEXT_PRE_TOKENIZER_H_
 

@@ -7,8 +7,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "text/bpe_model.h"
 #include "text/decoder.h"
+#include "text/model.h"
 #include "text/normalizer.h"
 #include "text/pre_tokenizer.h"
 #include "text/utf8.h"
@@ -50,44 +50,6 @@ bool IsWordByte(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x
 
 bool IsSpaceByte(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
-absl::Status ParsePostProcessor(const json& config, const absl::flat_hash_map<std::string, int32_t>& special_ids,
-                                std::vector<int32_t>* prefix, std::vector<int32_t>* suffix) {
-  if (config.is_null()) return absl::OkStatus();
-  const std::string type = config.value("type", "");
-  if (type == "ByteLevel") return absl::OkStatus();  // offsets only
-  if (type == "Sequence") {
-    for (const auto& step : config.value("processors", json::array())) {
-      if (auto s = ParsePostProcessor(step, special_ids, prefix, suffix); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
-  if (type != "TemplateProcessing") {
-    return absl::UnimplementedError(absl::StrCat(
-        "post-processor \"", type, "\" is not supported; supported: TemplateProcessing, ByteLevel, Sequence"));
-  }
-  absl::flat_hash_map<std::string, std::vector<int32_t>> specials;
-  const json special_tokens = config.value("special_tokens", json::object());
-  for (const auto& [name, entry] : special_tokens.items()) {
-    for (const auto& id : entry.value("ids", json::array())) specials[name].push_back(id.get<int32_t>());
-  }
-  bool seen_sequence = false;
-  for (const auto& piece : config.value("single", json::array())) {
-    if (piece.contains("Sequence")) {
-      seen_sequence = true;
-      continue;
-    }
-    const std::string name = piece.value("SpecialToken", json::object()).value("id", "");
-    auto it = specials.find(name);
-    if (it == specials.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("TemplateProcessing names special token \"", name, "\" without ids"));
-    }
-    auto& target = seen_sequence ? *suffix : *prefix;
-    target.insert(target.end(), it->second.begin(), it->second.end());
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 Tokenizer::Tokenizer() = default;
@@ -108,90 +70,95 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& mo
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view tokenizer_json,
                                                                absl::string_view tokenizer_config_json,
                                                                absl::string_view generation_config_json) {
-  auto root = ParseJson(tokenizer_json, "tokenizer.json");
-  if (!root.ok()) return root.status();
-  json config = json::object();
-  if (!tokenizer_config_json.empty()) {
-    auto parsed = ParseJson(tokenizer_config_json, "tokenizer_config.json");
-    if (!parsed.ok()) return parsed.status();
-    config = *std::move(parsed);
-  }
-  std::unique_ptr<Tokenizer> t(new Tokenizer());
-  auto model = BpeModel::Create(root->value("model", json::object()));
-  if (!model.ok()) return model.status();
-  t->model_ = *std::move(model);
-  auto normalizer = MakeNormalizer(root->value("normalizer", json()));
-  if (!normalizer.ok()) return normalizer.status();
-  t->normalizer_ = *std::move(normalizer);
-  auto pre_tokenizer = MakePreTokenizer(root->value("pre_tokenizer", json()));
-  if (!pre_tokenizer.ok()) return pre_tokenizer.status();
-  t->pre_tokenizer_ = *std::move(pre_tokenizer);
-  auto decoder = MakeDecoder(root->value("decoder", json()));
-  if (!decoder.ok()) return decoder.status();
-  t->decoder_ = *std::move(decoder);
-
-  t->vocab_size_ = t->model_->vocab_size();
-  t->added_by_first_byte_.resize(256);
-  absl::flat_hash_map<std::string, int32_t> special_ids;
-  for (const auto& entry : root->value("added_tokens", json::array())) {
-    AddedToken token;
-    token.id = entry.value("id", -1);
-    token.content = entry.value("content", "");
-    token.single_word = entry.value("single_word", false);
-    token.lstrip = entry.value("lstrip", false);
-    token.rstrip = entry.value("rstrip", false);
-    token.normalized = entry.value("normalized", false);
-    token.special = entry.value("special", false);
-    if (token.id < 0 || token.content.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("added token ", entry.dump(), " lacks an id or content"));
+  // A field of the wrong JSON type throws from nlohmann's accessors; it is
+  // a malformed file, not a crash.
+  auto build = [&]() -> absl::StatusOr<std::unique_ptr<Tokenizer>> {
+    auto root = ParseJson(tokenizer_json, "tokenizer.json");
+    if (!root.ok()) return root.status();
+    json config = json::object();
+    if (!tokenizer_config_json.empty()) {
+      auto parsed = ParseJson(tokenizer_config_json, "tokenizer_config.json");
+      if (!parsed.ok()) return parsed.status();
+      config = *std::move(parsed);
     }
-    t->has_normalized_added_ |= token.normalized;
-    t->vocab_size_ = std::max(t->vocab_size_, token.id + 1);
-    t->added_by_id_[token.id] = t->added_.size();
-    special_ids[token.content] = token.id;
-    t->added_.push_back(std::move(token));
-  }
-  for (size_t i = 0; i < t->added_.size(); ++i) {
-    t->added_by_first_byte_[static_cast<uint8_t>(t->added_[i].content[0])].push_back(i);
-  }
-  for (auto& candidates : t->added_by_first_byte_) {
-    std::stable_sort(candidates.begin(), candidates.end(), [&](size_t a, size_t b) {
-      return t->added_[a].content.size() > t->added_[b].content.size();
-    });
-  }
-  if (auto s = ParsePostProcessor(root->value("post_processor", json()), special_ids, &t->prefix_ids_,
-                                  &t->suffix_ids_);
-      !s.ok()) {
-    return s;
-  }
+    std::unique_ptr<Tokenizer> t(new Tokenizer());
+    auto model = MakeModel(root->value("model", json::object()));
+    if (!model.ok()) return model.status();
+    t->model_ = *std::move(model);
+    auto normalizer = MakeNormalizer(root->value("normalizer", json()));
+    if (!normalizer.ok()) return normalizer.status();
+    t->normalizer_ = *std::move(normalizer);
+    auto pre_tokenizer = MakePreTokenizer(root->value("pre_tokenizer", json()));
+    if (!pre_tokenizer.ok()) return pre_tokenizer.status();
+    t->pre_tokenizer_ = *std::move(pre_tokenizer);
+    auto decoder = MakeDecoder(root->value("decoder", json()));
+    if (!decoder.ok()) return decoder.status();
+    t->decoder_ = *std::move(decoder);
 
-  t->bos_token_ = TokenString(config, "bos_token");
-  t->eos_token_ = TokenString(config, "eos_token");
-  if (!t->bos_token_.empty()) t->bos_id_ = t->TokenToId(t->bos_token_);
-  if (!t->eos_token_.empty()) {
-    if (auto id = t->TokenToId(t->eos_token_)) t->eos_ids_.push_back(*id);
-  }
-  if (!generation_config_json.empty()) {
-    auto generation = ParseJson(generation_config_json, "generation_config.json");
-    if (!generation.ok()) return generation.status();
-    const json eos = generation->value("eos_token_id", json());
-    if (eos.is_number_integer()) t->eos_ids_ = {eos.get<int32_t>()};
-    if (eos.is_array()) {
-      t->eos_ids_.clear();
-      for (const auto& id : eos) t->eos_ids_.push_back(id.get<int32_t>());
+    t->vocab_size_ = t->model_->vocab_size();
+    t->added_by_first_byte_.resize(256);
+    for (const auto& entry : root->value("added_tokens", json::array())) {
+      AddedToken token;
+      token.id = entry.value("id", -1);
+      token.content = entry.value("content", "");
+      token.single_word = entry.value("single_word", false);
+      token.lstrip = entry.value("lstrip", false);
+      token.rstrip = entry.value("rstrip", false);
+      token.normalized = entry.value("normalized", false);
+      token.special = entry.value("special", false);
+      if (token.id < 0 || token.content.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("added token ", entry.dump(), " lacks an id or content"));
+      }
+      t->has_normalized_added_ |= token.normalized;
+      t->vocab_size_ = std::max(t->vocab_size_, token.id + 1);
+      t->added_by_id_[token.id] = t->added_.size();
+      t->added_.push_back(std::move(token));
     }
-  }
-  // chat_template: a string, or a list of named templates ("default" used).
-  if (auto it = config.find("chat_template"); it != config.end()) {
-    if (it->is_string()) {
-      t->chat_template_ = it->get<std::string>();
-    } else if (it->is_array()) {
-      for (const auto& named : *it) {
-        if (named.value("name", "") == "default") t->chat_template_ = named.value("template", "");
+    for (size_t i = 0; i < t->added_.size(); ++i) {
+      t->added_by_first_byte_[static_cast<uint8_t>(t->added_[i].content[0])].push_back(i);
+    }
+    for (auto& candidates : t->added_by_first_byte_) {
+      std::stable_sort(candidates.begin(), candidates.end(), [&](size_t a, size_t b) {
+        return t->added_[a].content.size() > t->added_[b].content.size();
+      });
+    }
+    auto post_processor = MakePostProcessor(root->value("post_processor", json()));
+    if (!post_processor.ok()) return post_processor.status();
+    t->post_processor_ = *std::move(post_processor);
+
+    t->bos_token_ = TokenString(config, "bos_token");
+    t->eos_token_ = TokenString(config, "eos_token");
+    if (!t->bos_token_.empty()) t->bos_id_ = t->TokenToId(t->bos_token_);
+    if (!t->eos_token_.empty()) {
+      if (auto id = t->TokenToId(t->eos_token_)) t->eos_ids_.push_back(*id);
+    }
+    if (!generation_config_json.empty()) {
+      auto generation = ParseJson(generation_config_json, "generation_config.json");
+      if (!generation.ok()) return generation.status();
+      const json eos = generation->value("eos_token_id", json());
+      if (eos.is_number_integer()) t->eos_ids_ = {eos.get<int32_t>()};
+      if (eos.is_array()) {
+        t->eos_ids_.clear();
+        for (const auto& id : eos) t->eos_ids_.push_back(id.get<int32_t>());
       }
     }
+    // chat_template: a string, or a list of named templates ("default" used).
+    if (auto it = config.find("chat_template"); it != config.end()) {
+      if (it->is_string()) {
+        t->chat_template_ = it->get<std::string>();
+      } else if (it->is_array()) {
+        for (const auto& named : *it) {
+          if (named.value("name", "") == "default") t->chat_template_ = named.value("template", "");
+        }
+      }
+    }
+    return t;
+  };
+  try {
+    return build();
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json or its config: ", e.what()));
   }
-  return t;
 }
 
 std::optional<int32_t> Tokenizer::TokenToId(absl::string_view token) const {
@@ -257,18 +224,55 @@ absl::Status Tokenizer::SplitAddedTokens(absl::string_view text, bool normalized
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, bool add_special_tokens,
                                                       bool split_special_tokens) const {
-  if (auto s = ValidateUtf8(text); !s.ok()) return s;
+  const absl::string_view texts[] = {text};
+  auto encoding = EncodeSequences(texts, add_special_tokens, split_special_tokens);
+  if (!encoding.ok()) return encoding.status();
+  return std::move(encoding->ids);
+}
+
+absl::StatusOr<Encoding> Tokenizer::EncodeWithTypes(absl::string_view text, bool add_special_tokens) const {
+  const absl::string_view texts[] = {text};
+  return EncodeSequences(texts, add_special_tokens, /*split_special_tokens=*/false);
+}
+
+absl::StatusOr<Encoding> Tokenizer::EncodePair(absl::string_view text, absl::string_view text_pair,
+                                               bool add_special_tokens) const {
+  const absl::string_view texts[] = {text, text_pair};
+  return EncodeSequences(texts, add_special_tokens, /*split_special_tokens=*/false);
+}
+
+absl::StatusOr<Encoding> Tokenizer::EncodeSequences(absl::Span<const absl::string_view> texts,
+                                                    bool add_special_tokens, bool split_special_tokens) const {
+  std::vector<Encoding> parts(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    if (auto s = ValidateUtf8(texts[i]); !s.ok()) {
+      return texts.size() == 1 ? s : absl::InvalidArgumentError(absl::StrCat("text ", i + 1, " of the pair: ", s.message()));
+    }
+    EncodeText(texts[i], split_special_tokens, &parts[i].ids);
+    parts[i].type_ids.assign(parts[i].ids.size(), static_cast<int32_t>(i));
+  }
+  if (post_processor_) {
+    if (auto s = post_processor_->Process(&parts, add_special_tokens); !s.ok()) return s;
+  }
+  if (parts.size() == 1) return std::move(parts[0]);
+  Encoding merged;
+  for (auto& part : parts) {
+    merged.ids.insert(merged.ids.end(), part.ids.begin(), part.ids.end());
+    merged.type_ids.insert(merged.type_ids.end(), part.type_ids.begin(), part.type_ids.end());
+  }
+  return merged;
+}
+
+void Tokenizer::EncodeText(absl::string_view text, bool split_special_tokens, std::vector<int32_t>* ids) const {
   std::vector<std::pair<std::string, int32_t>> sections;
   (void)SplitAddedTokens(text, /*normalized_pass=*/false, split_special_tokens, &sections);
 
-  std::vector<int32_t> ids;
-  if (add_special_tokens) ids = prefix_ids_;
   std::vector<std::string> pieces;
   std::vector<std::pair<std::string, int32_t>> normalized_sections;
   for (size_t s = 0; s < sections.size(); ++s) {
     auto& [section, id] = sections[s];
     if (id >= 0) {
-      ids.push_back(id);
+      ids->push_back(id);
       continue;
     }
     if (normalizer_) normalizer_->Normalize(&section);
@@ -281,17 +285,16 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, b
     for (size_t n = 0; n < normalized_sections.size(); ++n) {
       auto& [piece, piece_id] = normalized_sections[n];
       if (piece_id >= 0) {
-        ids.push_back(piece_id);
+        ids->push_back(piece_id);
         continue;
       }
+      if (piece.empty()) continue;  // normalized away: no pre-tokenizer runs on it
       pieces.clear();
       pieces.push_back(std::move(piece));
       if (pre_tokenizer_) pre_tokenizer_->PreTokenize(&pieces, /*first_section=*/s == 0 && n == 0);
-      for (const auto& word : pieces) model_->Encode(word, &ids);
+      for (const auto& word : pieces) model_->Encode(word, ids);
     }
   }
-  if (add_special_tokens) ids.insert(ids.end(), suffix_ids_.begin(), suffix_ids_.end());
-  return ids;
 }
 
 bool Tokenizer::Decodes(int32_t id, bool skip_special_tokens) const {

@@ -1,6 +1,7 @@
 // A Hugging Face tokenizer (tokenizer.json + tokenizer_config.json) in C++:
-// added/special tokens, normalizer, pre-tokenizer, BPE model, post-processor
-// and decoder, as the Rust `tokenizers` library runs them.
+// added/special tokens, normalizer, pre-tokenizer, model (BPE, WordPiece,
+// Unigram), post-processor and decoder, as the Rust `tokenizers` library runs
+// them.
 #ifndef GANTRY_RUNTIME_TEXT_TOKENIZER_H_
 #define GANTRY_RUNTIME_TEXT_TOKENIZER_H_
 
@@ -14,11 +15,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "text/post_processor.h"
 
 namespace gantry::text {
 
-class BpeModel;
 class Decoder;
+class Model;
 class Normalizer;
 class PreTokenizer;
 
@@ -50,6 +52,14 @@ class Tokenizer {
   // not special still match).
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text, bool add_special_tokens = true,
                                               bool split_special_tokens = false) const;
+  // The same with token type ids (what encoder models take).
+  absl::StatusOr<Encoding> EncodeWithTypes(absl::string_view text, bool add_special_tokens = true) const;
+  // A pair (query and document for a cross-encoder) joined as the
+  // post-processor's pair template says, e.g. [CLS] A [SEP] B [SEP] with
+  // type ids 0 for A's part and 1 for B's. Without special tokens the type
+  // ids are still the template's (no post-processor: 0 for A, 1 for B).
+  absl::StatusOr<Encoding> EncodePair(absl::string_view text, absl::string_view text_pair,
+                                      bool add_special_tokens = true) const;
 
   // The texts of the special added tokens (e.g. "<|im_start|>").
   std::vector<std::string> SpecialTokenTexts() const;
@@ -80,20 +90,25 @@ class Tokenizer {
 
  private:
   Tokenizer();
+  // Encodes one or two texts and post-processes them.
+  absl::StatusOr<Encoding> EncodeSequences(absl::Span<const absl::string_view> texts, bool add_special_tokens,
+                                           bool split_special_tokens) const;
+  // One text's ids without special tokens from the post-processor.
+  void EncodeText(absl::string_view text, bool split_special_tokens, std::vector<int32_t>* ids) const;
   absl::Status SplitAddedTokens(absl::string_view text, bool normalized_pass, bool skip_special,
                                 std::vector<std::pair<std::string, int32_t>>* out) const;
   const std::string* TokenText(int32_t id) const;
 
-  std::unique_ptr<BpeModel> model_;
+  std::unique_ptr<Model> model_;
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   std::unique_ptr<Decoder> decoder_;
+  std::unique_ptr<PostProcessor> post_processor_;
   std::vector<AddedToken> added_;
   absl::flat_hash_map<int32_t, size_t> added_by_id_;
   // Added tokens by first byte, longest first, for leftmost-longest matching.
   std::vector<std::vector<size_t>> added_by_first_byte_;
   bool has_normalized_added_ = false;
-  std::vector<int32_t> prefix_ids_, suffix_ids_;  // post-processor for one sequence
   int32_t vocab_size_ = 0;
   std::string bos_token_, eos_token_, chat_template_;
   std::optional<int32_t> bos_id_;

@@ -140,15 +140,15 @@ TEST(TokenizerTest, InvalidUtf8IsRejectedWithItsOffset) {
 
 TEST(TokenizerTest, UnknownComponentsAreNamedAtLoad) {
   const std::string vocab = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
-  auto unknown_pre = Tokenizer::FromJson(R"({"pre_tokenizer": {"type": "BertPreTokenizer"}, )" + vocab + "}", "");
+  auto unknown_pre = Tokenizer::FromJson(R"({"pre_tokenizer": {"type": "UnicodeScripts"}, )" + vocab + "}", "");
   ASSERT_FALSE(unknown_pre.ok());
-  EXPECT_THAT(unknown_pre.status().message(), HasSubstr("pre-tokenizer \"BertPreTokenizer\" is not supported"));
-  auto unknown_model = Tokenizer::FromJson(R"({"model": {"type": "WordPiece", "vocab": {}}})", "");
-  EXPECT_THAT(unknown_model.status().message(), HasSubstr("tokenizer model \"WordPiece\" is not supported"));
-  auto unknown_norm = Tokenizer::FromJson(R"({"normalizer": {"type": "BertNormalizer"}, )" + vocab + "}", "");
-  EXPECT_THAT(unknown_norm.status().message(), HasSubstr("normalizer \"BertNormalizer\""));
-  auto unknown_decoder = Tokenizer::FromJson(R"({"decoder": {"type": "WordPiece"}, )" + vocab + "}", "");
-  EXPECT_THAT(unknown_decoder.status().message(), HasSubstr("decoder \"WordPiece\""));
+  EXPECT_THAT(unknown_pre.status().message(), HasSubstr("pre-tokenizer \"UnicodeScripts\" is not supported"));
+  auto unknown_model = Tokenizer::FromJson(R"({"model": {"type": "WordLevel", "vocab": {}}})", "");
+  EXPECT_THAT(unknown_model.status().message(), HasSubstr("tokenizer model \"WordLevel\" is not supported"));
+  auto unknown_norm = Tokenizer::FromJson(R"({"normalizer": {"type": "Nmt"}, )" + vocab + "}", "");
+  EXPECT_THAT(unknown_norm.status().message(), HasSubstr("normalizer \"Nmt\""));
+  auto unknown_decoder = Tokenizer::FromJson(R"({"decoder": {"type": "CTC"}, )" + vocab + "}", "");
+  EXPECT_THAT(unknown_decoder.status().message(), HasSubstr("decoder \"CTC\""));
   auto bad_merge = Tokenizer::FromJson(
       R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}})", "");
   EXPECT_THAT(bad_merge.status().message(), HasSubstr("uses a token outside the vocab"));
