@@ -41,6 +41,16 @@ struct SamplingParams {
 // Checks ranges; the message names the field and its allowed range.
 absl::Status ValidateSamplingParams(const SamplingParams& params, int64_t vocab_size);
 
+// A model's weights in host memory (pinned where the model ran on a GPU),
+// which the scheduler's host tier keeps after the model leaves its device:
+// loading it again from them is one copy per tensor, not a file read, and
+// gives bit-identical weights. Opaque outside the runtime.
+class HostWeights {
+ public:
+  virtual ~HostWeights() = default;
+  virtual uint64_t bytes() const = 0;
+};
+
 struct LoadOptions {
   std::string model_dir;
   std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
@@ -75,6 +85,10 @@ struct LoadOptions {
   // Explicit devices for the ranks, e.g. {"cuda:0", "cuda:2"}; overrides
   // `device` and sets tensor_parallel to its size.
   std::vector<std::string> devices;
+  // Weights copied to the host by an earlier load of the same model
+  // (ModelRunner::CopyWeightsToHost): loaded from there instead of the
+  // files when they match (same dtype and ranks), else ignored.
+  std::shared_ptr<const HostWeights> host_weights;
 };
 
 struct ModelInfo {
@@ -88,6 +102,7 @@ struct ModelInfo {
   uint64_t weight_bytes = 0;    // device bytes held by weights (all ranks)
   uint64_t kv_cache_bytes = 0;  // device bytes held by the KV pool (all ranks; each holds its KV heads' share)
   std::string execution;        // how steps run, e.g. "cuda kernels, CUDA graphs for decode batches up to 32"
+  std::string weights_source;   // where this load read the weights: "disk" or "host" (the host tier)
 };
 
 // One sequence of a step. The scheduler owns the token history and the KV
@@ -146,6 +161,12 @@ class ModelRunner {
   // outside the pool, token ids outside the vocabulary), RESOURCE_EXHAUSTED when the
   // device ran out of memory (the message names the step's size).
   virtual absl::StatusOr<StepResult> Step(absl::Span<const StepSequence> batch) = 0;
+
+  // A host copy of the weights for a later load (LoadOptions::host_weights).
+  // Not while a step runs.
+  virtual absl::StatusOr<std::shared_ptr<const HostWeights>> CopyWeightsToHost() const {
+    return absl::UnimplementedError("this runner cannot copy its weights to the host");
+  }
 };
 
 // CUDA devices usable by this build (0 with a CPU-only LibTorch or no driver).

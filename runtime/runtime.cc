@@ -1,6 +1,7 @@
 // LoadModel and the LibTorch implementation of ModelRunner.
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <set>
 #include <thread>
@@ -38,6 +39,53 @@ struct Rank {
   std::unique_ptr<Forward> forward;
 };
 
+// Each rank's weights on the CPU, pinned when they came from a GPU (so the
+// copy back is a DMA at PCIe speed). Tied lm_head stays a view of the
+// embeddings, as on the device.
+class TorchHostWeights final : public HostWeights {
+ public:
+  at::ScalarType dtype = at::kFloat;
+  std::vector<ModelWeights> ranks;
+  uint64_t total_bytes = 0;
+  uint64_t bytes() const override { return total_bytes; }
+};
+
+// `copy` applied to every tensor of `w` (undefined ones stay undefined); a
+// lm_head that views the embeddings views the copy's.
+ModelWeights MapWeights(const ModelWeights& w, const std::function<at::Tensor(const at::Tensor&)>& copy) {
+  auto map = [&](const at::Tensor& t) { return t.defined() ? copy(t) : at::Tensor(); };
+  ModelWeights out;
+  out.embed_tokens = map(w.embed_tokens);
+  out.final_norm = map(w.final_norm);
+  const bool tied = w.lm_head.is_alias_of(w.embed_tokens);
+  if (tied) {
+    const int64_t row_bytes = w.embed_tokens.stride(0) * w.embed_tokens.element_size();
+    const int64_t offset = (static_cast<const uint8_t*>(w.lm_head.data_ptr()) -
+                            static_cast<const uint8_t*>(w.embed_tokens.data_ptr())) / row_bytes;
+    out.lm_head = out.embed_tokens.narrow(0, offset, w.lm_head.size(0));
+  } else {
+    out.lm_head = map(w.lm_head);
+  }
+  for (const LayerWeights& l : w.layers) {
+    LayerWeights c;
+    c.input_norm = map(l.input_norm);
+    c.qkv_proj = map(l.qkv_proj);
+    c.qkv_bias = map(l.qkv_bias);
+    c.q_norm = map(l.q_norm);
+    c.k_norm = map(l.k_norm);
+    c.o_proj = map(l.o_proj);
+    c.o_bias = map(l.o_bias);
+    c.post_norm = map(l.post_norm);
+    c.gate_up_proj = map(l.gate_up_proj);
+    c.gate_up_bias = map(l.gate_up_bias);
+    c.down_proj = map(l.down_proj);
+    c.down_bias = map(l.down_bias);
+    out.layers.push_back(std::move(c));
+  }
+  out.device_bytes = w.device_bytes;
+  return out;
+}
+
 class TorchModelRunner final : public ModelRunner {
  public:
   // ranks[0] samples; the others run on worker threads of their own.
@@ -74,6 +122,26 @@ class TorchModelRunner final : public ModelRunner {
       if (!step.ok()) return step.status();
     }
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::shared_ptr<const HostWeights>> CopyWeightsToHost() const override {
+    try {
+      c10::InferenceMode guard;
+      auto host = std::make_shared<TorchHostWeights>();
+      host->dtype = ranks_[0].model->dtype();
+      for (const Rank& rank : ranks_) {
+        const bool pin = rank.device.is_cuda();
+        host->ranks.push_back(MapWeights(rank.model->weights(), [&](const at::Tensor& t) {
+          at::Tensor h = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(pin));
+          h.copy_(t);
+          return h;
+        }));
+        host->total_bytes += rank.model->weights().device_bytes;
+      }
+      return std::shared_ptr<const HostWeights>(std::move(host));
+    } catch (const std::exception& e) {
+      return absl::ResourceExhaustedError(absl::StrCat("copying the weights to host memory failed: ", ErrorText(e)));
+    }
   }
 
   void ReleaseSequence(SequenceId id) override {
@@ -375,7 +443,12 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
                                                    " tokens takes ", block_bytes, " bytes"));
   }
 
-  auto checkpoint = Checkpoint::Open(options.model_dir);
+  // Weights from the host tier when they fit this load, else from the files.
+  const auto* host = dynamic_cast<const TorchHostWeights*>(options.host_weights.get());
+  if (host != nullptr && (host->dtype != *dtype || static_cast<int>(host->ranks.size()) != num_ranks)) host = nullptr;
+  info.weights_source = host != nullptr ? "host" : "disk";
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = std::unique_ptr<Checkpoint>();
+  if (host == nullptr) checkpoint = Checkpoint::Open(options.model_dir);
   if (!checkpoint.ok()) return checkpoint.status();
   std::string current = device.str();  // the device being loaded, for errors
   try {
@@ -405,7 +478,11 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
       current = rank.device.str();
       at::DeviceGuard device_guard(rank.device);
       if (grouped) rank.communicator = std::move(communicators[r]);
-      auto weights = LoadWeights(**checkpoint, *config, rank.device, *dtype, Shard{r, num_ranks});
+      absl::StatusOr<ModelWeights> weights =
+          host != nullptr ? MapWeights(host->ranks[r], [&](const at::Tensor& t) {
+            return t.to(rank.device, /*non_blocking=*/t.is_pinned(), /*copy=*/true);
+          })
+                          : LoadWeights(**checkpoint, *config, rank.device, *dtype, Shard{r, num_ranks});
       if (!weights.ok()) return weights.status();
       info.weight_bytes += weights->device_bytes;
       rank.model = std::make_unique<LlamaModel>(*local_config, *std::move(weights), rank.device, *dtype,

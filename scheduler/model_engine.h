@@ -99,6 +99,11 @@ class ModelEngine {
   const std::string& name() const { return name_; }
   const EngineOptions& options() const { return options_; }
   const runtime::ModelInfo& info() const { return model_.runner->info(); }
+  // The runner's weights copied to host memory; only once Stop has returned
+  // (no step runs then).
+  absl::StatusOr<std::shared_ptr<const runtime::HostWeights>> CopyWeightsToHost() const {
+    return model_.runner->CopyWeightsToHost();
+  }
   const text::Tokenizer* tokenizer() const { return model_.tokenizer.get(); }
   const text::ChatTemplate* chat_template() const { return model_.chat_template.get(); }
 

@@ -12,6 +12,7 @@ absl::StatusOr<LoadedModel> LoadModelFolder(const ModelSpec& spec) {
   options.device = spec.device;
   options.devices = spec.devices;  // the registry's placement of a tensor-parallel model
   if (spec.devices.empty()) options.tensor_parallel = spec.tensor_parallel;
+  options.host_weights = spec.host_weights;
   options.dtype = spec.dtype;
   options.kv_cache_bytes = spec.kv_cache_bytes;
   options.block_size = spec.block_size;

@@ -47,6 +47,7 @@ ModelLease::~ModelLease() {
 ModelRegistry::ModelRegistry(std::vector<ModelSpec> specs, ModelLoader loader, ModelCost cost,
                              RegistryOptions options, const Clock* clock)
     : loader_(std::move(loader)), cost_(std::move(cost)), options_(std::move(options)), clock_(clock) {
+  if (options_.host_cache_bytes > 0) host_tier_ = std::make_unique<HostTier>(options_.host_cache_bytes, clock_);
   for (auto& spec : specs) {
     order_.push_back(spec.name);
     Entry entry;
@@ -154,10 +155,20 @@ void ModelRegistry::UnloadLocked(std::unique_lock<std::mutex>& lock, Entry& entr
     changed_.wait(lock, drained);
   }
   std::shared_ptr<ModelEngine> engine = std::move(entry.engine);
+  const bool keep_on_host = host_tier_ && entry.spec.host_cache && !host_tier_->Contains(name);
   lock.unlock();
   engine->Stop(cancel_after ? std::optional<absl::Duration>(absl::ZeroDuration()) : std::nullopt);
+  bool copied = false;
+  if (keep_on_host) {
+    // Before the engine (and its device memory) goes: one copy now saves a
+    // file read when the model comes back. A copy that fails (host memory)
+    // only means the next load reads the files.
+    auto host = engine->CopyWeightsToHost();
+    if (host.ok()) (void)host_tier_->Put(name, *std::move(host), &copied);
+  }
   engine.reset();  // leases cut short by a forced unload keep it until they end
   lock.lock();
+  if (copied) counters_.host_tier_copies += 1;
   entry.leases = 0;
   entry.generation += 1;
   entry.state = ModelState::kUnloaded;
@@ -240,6 +251,10 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   entry->state = ModelState::kLoading;
   entry->charged = false;  // until room is made below
   entry->devices = devices;
+  // The host tier's copy, taken (and marked used) before evictions below
+  // put other models' weights into the tier and could push it out.
+  std::shared_ptr<const runtime::HostWeights> host_weights =
+      host_tier_ && entry->spec.host_cache ? host_tier_->Get(name) : nullptr;
   // Per device: a tensor-parallel model needs room on each of its GPUs.
   std::vector<std::string> distinct = devices;
   std::sort(distinct.begin(), distinct.end());
@@ -284,6 +299,7 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   entry->charged = true;
   entry->error.clear();
   ModelSpec spec = entry->spec;
+  spec.host_weights = std::move(host_weights);
   spec.device = devices[0];
   if (devices.size() > 1 || !entry->spec.devices.empty()) spec.devices = devices;
   SchedulerObserver* observer = observer_;
@@ -305,6 +321,8 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
         ErrorReason::kModelLoadFailed);
   }
   counters_.loads += 1;
+  const std::string source = loaded->runner->info().weights_source;
+  if (source == "host") counters_.loads_from_host += 1;
   entry->engine = std::make_shared<ModelEngine>(name, *std::move(loaded), spec.engine, clock_, observer);
   entry->engine->Start();
   entry->state = ModelState::kReady;
@@ -313,6 +331,7 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   ModelLease lease(this, name, entry->generation, entry->engine);
   changed_.notify_all();
   lock.unlock();
+  if (observer && !source.empty()) observer->OnLoadSource(name, source);
   Notify(name, ModelState::kReady);
   return lease;
 }
@@ -375,6 +394,11 @@ absl::StatusOr<ModelSnapshot> ModelRegistry::Get(const std::string& name) const 
   snapshot.state = entry->state;
   snapshot.error = entry->error;
   snapshot.devices = entry->devices;
+  if (entry->state == ModelState::kReady || entry->state == ModelState::kUnloading) {
+    snapshot.weights_at = !entry->devices.empty() && entry->devices[0] == "cpu" ? "cpu" : "gpu";
+  } else {
+    snapshot.weights_at = host_tier_ && host_tier_->Contains(name) ? "host" : "disk";
+  }
   snapshot.device = entry->devices.empty() ? entry->spec.device : entry->devices[0];
   snapshot.cost_bytes = entry->cost.value_or(0);
   snapshot.leases = entry->leases;
@@ -397,6 +421,11 @@ std::vector<std::string> ModelRegistry::Names() const { return order_; }
 RegistryCounters ModelRegistry::Counters() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return counters_;
+}
+
+std::pair<uint64_t, uint64_t> ModelRegistry::HostTierUse() const {
+  if (!host_tier_) return {0, 0};
+  return {host_tier_->used_bytes(), host_tier_->budget_bytes()};
 }
 
 std::map<std::string, std::pair<uint64_t, uint64_t>> ModelRegistry::BudgetUse() const {

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "scheduler/clock.h"
+#include "scheduler/host_tier.h"
 #include "scheduler/model_engine.h"
 #include "scheduler/observer.h"
 
@@ -44,6 +45,11 @@ struct ModelSpec {
   // placement the registry chose.
   int32_t tensor_parallel = 1;
   std::vector<std::string> devices;
+  // Keep the weights in the host tier (RegistryOptions::host_cache_bytes)
+  // when the model leaves its device; false opts the model out.
+  bool host_cache = true;
+  // Set by the registry for the loader: the host tier's copy, if any.
+  std::shared_ptr<const runtime::HostWeights> host_weights;
   std::string dtype;           // "" = the config's
   int64_t max_context = 0;     // 0 = the model's
   uint64_t kv_cache_bytes = 64ull << 20;
@@ -61,6 +67,7 @@ struct ModelSnapshot {
   std::string device;                      // where it is (or was last) placed (rank 0 when tensor-parallel)
   std::vector<std::string> devices;        // every device of that placement
   uint64_t cost_bytes = 0;                 // its budget charge on each of its devices, once estimated
+  std::string weights_at;                  // "gpu" or "cpu" (loaded), "host" (the host tier) or "disk"
   int64_t leases = 0;                      // requests holding it
   std::optional<runtime::ModelInfo> info;  // when loaded
   EngineStats stats;
@@ -73,6 +80,8 @@ struct RegistryCounters {
   int64_t unloads = 0;            // explicit Models.Unload
   int64_t evictions_idle = 0;
   int64_t evictions_memory = 0;
+  int64_t loads_from_host = 0;    // loads whose weights came from the host tier
+  int64_t host_tier_copies = 0;   // models whose weights were copied to the host tier on leaving their device
 };
 
 struct RegistryOptions {
@@ -83,6 +92,8 @@ struct RegistryOptions {
   std::vector<std::string> gpus;
   // A forced unload cancels running requests after this long.
   absl::Duration unload_grace = absl::Seconds(10);
+  // The host tier's budget for the whole server (0: no tier).
+  uint64_t host_cache_bytes = 0;
 };
 
 using ModelLoader = std::function<absl::StatusOr<LoadedModel>(const ModelSpec&)>;
@@ -146,6 +157,8 @@ class ModelRegistry {
   RegistryCounters Counters() const;
   // Budget bytes in use and in all per device with a budget.
   std::map<std::string, std::pair<uint64_t, uint64_t>> BudgetUse() const;
+  // The host tier's bytes in use and its budget ({0, 0} without a tier).
+  std::pair<uint64_t, uint64_t> HostTierUse() const;
 
   // Stops every engine, all at once: no new requests; running ones finish,
   // or, with `cancel_after`, end with FinishReason::kCancelled (their final
@@ -195,6 +208,7 @@ class ModelRegistry {
   const ModelCost cost_;
   const RegistryOptions options_;
   const Clock* clock_;
+  std::unique_ptr<HostTier> host_tier_;  // null without a host_cache_bytes budget
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::map<std::string, Entry> entries_;

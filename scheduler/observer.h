@@ -35,6 +35,8 @@ class SchedulerObserver {
   virtual void OnStateChange(const std::string& model, ModelState state) {}
   // After a load attempt: how long it took and whether it succeeded.
   virtual void OnLoad(const std::string& model, absl::Duration took, bool ok) {}
+  // Where a successful load read the weights: "disk" or "host" (the host tier).
+  virtual void OnLoadSource(const std::string& model, const std::string& source) {}
   virtual void OnUnload(const std::string& model, UnloadReason reason) {}
   virtual void OnStep(const std::string& model, const StepReport& report) {}
 };

@@ -15,6 +15,19 @@
 
 namespace gantry::testing {
 
+// Host weights of a fake model: only a size and where they came from.
+class FakeHostWeights : public runtime::HostWeights {
+ public:
+  FakeHostWeights(uint64_t bytes, std::string model) : bytes_(bytes), model(std::move(model)) {}
+  uint64_t bytes() const override { return bytes_; }
+
+ private:
+  uint64_t bytes_;
+
+ public:
+  std::string model;
+};
+
 class FakeRunner : public runtime::ModelRunner {
  public:
   explicit FakeRunner(int64_t num_blocks, int32_t block_size = 4, int64_t max_context = 256)
@@ -38,6 +51,14 @@ class FakeRunner : public runtime::ModelRunner {
   const runtime::ModelInfo& info() const override { return info_; }
 
   void ReleaseSequence(runtime::SequenceId id) override { released.push_back(id); }
+
+  absl::StatusOr<std::shared_ptr<const runtime::HostWeights>> CopyWeightsToHost() const override {
+    if (host_weight_bytes == 0) return absl::UnimplementedError("fake: no host copy");
+    return std::shared_ptr<const runtime::HostWeights>(std::make_shared<FakeHostWeights>(host_weight_bytes, host_name));
+  }
+  uint64_t host_weight_bytes = 0;  // 0: CopyWeightsToHost fails
+  std::string host_name;
+  void set_weights_source(std::string source) { info_.weights_source = std::move(source); }
 
   absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepSequence> batch) override {
     ++steps;

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "scheduler/memory_budget.h"
@@ -15,6 +16,7 @@
 namespace gantry::scheduler {
 namespace {
 
+using ::gantry::testing::FakeHostWeights;
 using ::gantry::testing::FakeRunner;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -64,8 +66,9 @@ class ModelRegistryTest : public ::testing::Test {
   }
 
   void Make(std::vector<ModelSpec> specs, std::map<std::string, uint64_t> budgets = {},
-            std::vector<std::string> gpus = {}) {
+            std::vector<std::string> gpus = {}, uint64_t host_cache_bytes = 0) {
     RegistryOptions options;
+    options.host_cache_bytes = host_cache_bytes;
     options.budgets = std::move(budgets);
     options.gpus = std::move(gpus);
     options.unload_grace = absl::ZeroDuration();
@@ -87,7 +90,15 @@ class ModelRegistryTest : public ::testing::Test {
           } else if (spec.name == stalled_model_) {
             model.runner = std::make_unique<StallingRunner>();
           } else {
-            model.runner = std::make_unique<FakeRunner>(64);
+            auto runner = std::make_unique<FakeRunner>(64);
+            runner->host_weight_bytes = host_bytes_;
+            runner->host_name = absl::StrCat(spec.name, "#", loads_[spec.name]);
+            if (spec.host_weights) {
+              runner->set_weights_source("host");
+              std::lock_guard<std::mutex> lock(mutex_);
+              host_given_[spec.name] = static_cast<const FakeHostWeights&>(*spec.host_weights).model;
+            }
+            model.runner = std::move(runner);
           }
           return model;
         },
@@ -106,6 +117,8 @@ class ModelRegistryTest : public ::testing::Test {
   std::map<std::string, int> loads_;
   std::map<std::string, std::string> placed_;
   std::map<std::string, std::vector<std::string>> placed_all_;  // the loader's devices (tensor-parallel)
+  uint64_t host_bytes_ = 0;                          // each fake model's host copy size (0: none)
+  std::map<std::string, std::string> host_given_;    // the host weights each model's last load got
   std::atomic<bool> fail_next_{false};
   absl::Notification* loading_ = nullptr;
   absl::Notification* release_load_ = nullptr;
@@ -400,6 +413,49 @@ TEST_F(ModelRegistryTest, TensorParallelBeyondTheGpusIsALoadError) {
   ASSERT_FALSE(lease.ok());
   EXPECT_THAT(std::string(lease.status().message()), ::testing::HasSubstr("tensor_parallel 4 needs 4 GPUs; 2 are present"));
   EXPECT_EQ(Loads("t"), 0);
+}
+
+TEST_F(ModelRegistryTest, EvictedWeightsWaitInTheHostTierAndComeBackFromThere) {
+  host_bytes_ = 400;
+  ModelSpec a = Spec("a", 100), b = Spec("b", 100), c = Spec("c", 100);
+  c.host_cache = false;  // opted out
+  Make({a, b, c}, {{"cpu", 100}}, {}, /*host_cache_bytes=*/1000);
+  EXPECT_EQ(registry_->Get("a")->weights_at, "disk");
+  ASSERT_TRUE(registry_->Load("a").ok());
+  EXPECT_EQ(registry_->Get("a")->weights_at, "cpu");
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("b").ok());  // evicts a: its weights go to the host tier
+  EXPECT_EQ(registry_->Get("a")->weights_at, "host");
+  EXPECT_EQ(registry_->HostTierUse(), (std::pair<uint64_t, uint64_t>{400, 1000}));
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("a").ok());  // evicts b (to the tier), loads a from it
+  EXPECT_EQ(host_given_["a"], "a#1") << "the copy made when a left, not a fresh read";
+  EXPECT_EQ(registry_->Counters().loads_from_host, 1);
+  EXPECT_EQ(registry_->Counters().host_tier_copies, 2);
+  EXPECT_EQ(registry_->Get("b")->weights_at, "host");
+
+  // c opted out: evicting it keeps nothing.
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("c").ok());
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_TRUE(registry_->Load("b").ok());
+  EXPECT_EQ(registry_->Get("c")->weights_at, "disk");
+  EXPECT_EQ(host_given_.count("c"), 0u);
+}
+
+TEST_F(ModelRegistryTest, HostTierDropsTheLeastRecentlyUsedWeights) {
+  host_bytes_ = 400;
+  Make({Spec("a", 100), Spec("b", 100), Spec("c", 100)}, {{"cpu", 100}}, {}, /*host_cache_bytes=*/800);
+  for (const char* name : {"a", "b", "c"}) {
+    ASSERT_TRUE(registry_->Load(name).ok());
+    clock_.Advance(absl::Seconds(1));
+  }
+  // a then b left the device; both fit (800). Bringing a back and letting c
+  // go puts c in: b, used longest ago, drops out.
+  ASSERT_TRUE(registry_->Load("a").ok());
+  EXPECT_EQ(registry_->Get("c")->weights_at, "host");
+  EXPECT_EQ(registry_->Get("b")->weights_at, "disk");
+  EXPECT_EQ(registry_->Get("a")->weights_at, "cpu");
 }
 
 TEST_F(ModelRegistryTest, ConcurrentRequestsForModelsThatDoNotAllFit) {

@@ -1,0 +1,106 @@
+// The host tier's runtime half: weights copied to host memory by one load
+// (ModelRunner::CopyWeightsToHost) load again from there, giving logits
+// bit-identical to a load from the files, for every fixture (and a
+// tensor-parallel one); copies that do not fit the load (another dtype) are
+// ignored and the files are read.
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "runtime/model_runner.h"
+#include "scheduler/runner_session.h"
+#include "tests/runtime/test_files.h"
+
+namespace gantry::runtime {
+namespace {
+
+using ::gantry::scheduler::RunnerSession;
+using ::gantry::scheduler::SessionItem;
+using ::gantry::testing::TestModelDir;
+
+LoadOptions Options(const std::string& model, const std::string& dtype, int tensor_parallel = 1) {
+  LoadOptions options;
+  options.model_dir = TestModelDir(model);
+  options.dtype = dtype;
+  options.kv_cache_bytes = 4ull << 20;
+  options.tensor_parallel = tensor_parallel;
+  return options;
+}
+
+// The logits of a 12-token prompt and 3 greedy decode steps.
+std::vector<std::vector<float>> Logits(ModelRunner* runner) {
+  RunnerSession session(runner, /*prefix_caching=*/false);
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 12; ++i) prompt.push_back(5 + 37 * i % 400);
+  auto id = session.Add(prompt, {}, greedy);
+  EXPECT_TRUE(id.ok());
+  std::vector<std::vector<float>> logits;
+  int64_t tokens = static_cast<int64_t>(prompt.size());
+  for (int step = 0; step < 4; ++step) {
+    SessionItem item{*id, tokens, true};
+    auto result = session.Step({item});
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (!result.ok()) break;
+    logits.push_back(result->sequences.at(0).logits);
+    tokens = 1;
+  }
+  return logits;
+}
+
+struct Case {
+  std::string model;
+  int tensor_parallel;
+};
+
+class HostWeightsTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(HostWeightsTest, LoadFromHostCopyIsBitIdentical) {
+  const LoadOptions options = Options(GetParam().model, "float32", GetParam().tensor_parallel);
+  auto from_disk = LoadModel(options);
+  ASSERT_TRUE(from_disk.ok()) << from_disk.status();
+  EXPECT_EQ((*from_disk)->info().weights_source, "disk");
+  auto host = (*from_disk)->CopyWeightsToHost();
+  ASSERT_TRUE(host.ok()) << host.status();
+  EXPECT_EQ((*host)->bytes(), (*from_disk)->info().weight_bytes);
+  const auto expected = Logits(from_disk->get());
+  from_disk->reset();  // the host copy outlives the model it came from
+
+  LoadOptions again = options;
+  again.host_weights = *host;
+  auto from_host = LoadModel(again);
+  ASSERT_TRUE(from_host.ok()) << from_host.status();
+  EXPECT_EQ((*from_host)->info().weights_source, "host");
+  const auto actual = Logits(from_host->get());
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t s = 0; s < expected.size(); ++s) {
+    ASSERT_EQ(actual[s].size(), expected[s].size());
+    EXPECT_EQ(std::memcmp(actual[s].data(), expected[s].data(), expected[s].size() * sizeof(float)), 0)
+        << "step " << s;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, HostWeightsTest,
+                         ::testing::Values(Case{"llama", 1}, Case{"llama3", 1}, Case{"mistral", 1},
+                                           Case{"qwen2", 1}, Case{"qwen3", 1}, Case{"llama", 2}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.model + "_tp" + std::to_string(info.param.tensor_parallel);
+                         });
+
+TEST(HostWeightsMismatchTest, ACopyInAnotherDtypeIsIgnored) {
+  auto f32 = LoadModel(Options("qwen3", "float32"));
+  ASSERT_TRUE(f32.ok()) << f32.status();
+  auto host = (*f32)->CopyWeightsToHost();
+  ASSERT_TRUE(host.ok()) << host.status();
+  LoadOptions bf16 = Options("qwen3", "bfloat16");
+  bf16.host_weights = *host;
+  auto loaded = LoadModel(bf16);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->info().weights_source, "disk");
+  EXPECT_EQ((*loaded)->info().dtype, "bfloat16");
+}
+
+}  // namespace
+}  // namespace gantry::runtime
