@@ -2,11 +2,13 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "server/limits.h"
 
 namespace gantry::adapter {
 
@@ -36,10 +38,32 @@ absl::StatusOr<AdapterConfig> ParseAdapterConfig(const std::string& yaml_text, c
         config.api_keys = value.as<std::vector<std::string>>();
       } else if (key == "request_timeout_seconds") {
         config.request_timeout_seconds = value.as<double>();
-        if (config.request_timeout_seconds <= 0) return at(value, "'request_timeout_seconds' must be > 0");
-      } else if (key == "max_connections") {
-        config.max_connections = value.as<int>();
-        if (config.max_connections < 1) return at(value, "'max_connections' must be >= 1");
+        if (!(config.request_timeout_seconds > 0) || !std::isfinite(config.request_timeout_seconds)) {
+          return at(value, "'request_timeout_seconds' must be > 0");
+        }
+      } else if (key == "max_connections" || key == "max_connections_per_client") {
+        int& out =
+            key == "max_connections" ? config.limits.max_connections : config.limits.max_connections_per_client;
+        out = value.as<int>();
+        if (out < 1) return at(value, absl::StrCat("'", key, "' must be >= 1"));
+      } else if (double* seconds = key == "header_timeout_seconds"  ? &config.limits.header_timeout_seconds
+                                   : key == "body_timeout_seconds"  ? &config.limits.body_timeout_seconds
+                                   : key == "idle_timeout_seconds"  ? &config.limits.idle_timeout_seconds
+                                   : key == "write_timeout_seconds" ? &config.limits.write_timeout_seconds
+                                                                    : nullptr) {
+        *seconds = value.as<double>();
+        if (!(*seconds > 0) || !std::isfinite(*seconds)) return at(value, absl::StrCat("'", key, "' must be > 0"));
+      } else if (key == "max_header_bytes") {
+        config.limits.max_header_bytes = value.as<int64_t>();
+        if (config.limits.max_header_bytes < 1024 || config.limits.max_header_bytes > (1 << 20)) {
+          return at(value, "'max_header_bytes' must be between 1024 and 1048576");
+        }
+      } else if (key == "max_body_bytes") {
+        config.limits.max_body_bytes = value.as<int64_t>();
+        // Larger bodies would not fit the gRPC messages the server accepts.
+        if (config.limits.max_body_bytes < 1 || config.limits.max_body_bytes > kMaxRequestBodyBytes) {
+          return at(value, absl::StrCat("'max_body_bytes' must be between 1 and ", kMaxRequestBodyBytes));
+        }
       } else if (std::string* file = key == "upstream_token_file" ? &config.upstream_token_file
                                      : key == "upstream_ca_file"   ? &config.upstream_ca_file
                                      : key == "upstream_cert_file" ? &config.upstream_cert_file
@@ -54,7 +78,10 @@ absl::StatusOr<AdapterConfig> ParseAdapterConfig(const std::string& yaml_text, c
       } else {
         return at(item.first, absl::StrCat("unknown key '", key,
                                            "'; known: listen, upstream, api_keys, request_timeout_seconds, "
-                                           "max_connections, upstream_token_file, upstream_ca_file, "
+                                           "max_connections, max_connections_per_client, "
+                                           "header_timeout_seconds, body_timeout_seconds, idle_timeout_seconds, "
+                                           "write_timeout_seconds, max_header_bytes, max_body_bytes, "
+                                           "upstream_token_file, upstream_ca_file, "
                                            "upstream_cert_file, upstream_key_file, tls_cert_file, tls_key_file"));
       }
     } catch (const YAML::Exception&) {

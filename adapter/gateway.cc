@@ -1,6 +1,5 @@
 #include "adapter/gateway.h"
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include <ctime>
@@ -24,9 +23,28 @@ using nlohmann::json;
 // character: never let that fail a reply (bad bytes become U+FFFD).
 std::string JsonText(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-void SendError(httplib::Response& response, const ApiError& error) {
-  response.status = error.http_status;
-  response.set_content(JsonText(error.ToJson()), "application/json");
+http::Response JsonResponse(const json& body, int status = 200) {
+  http::Response response;
+  response.status = status;
+  response.content_type = "application/json";
+  response.body = JsonText(body);
+  return response;
+}
+
+void SendError(http::Exchange& exchange, const ApiError& error) {
+  exchange.Send(JsonResponse(error.ToJson(), error.http_status));
+}
+
+// The HTTP server's own refusals (bad or oversized requests, deadlines,
+// connection caps, no route) in OpenAI's shape, naming the limit.
+http::Response RenderServerError(const http::ServerError& error) {
+  ApiError e;
+  e.http_status = error.status;
+  e.message = error.message;
+  e.code = error.code;
+  if (error.status == 429) e.type = "rate_limit_exceeded";
+  if (error.status >= 500) e.type = "server_error";
+  return JsonResponse(e.ToJson(), e.http_status);
 }
 
 std::string Sse(const json& payload) { return absl::StrCat("data: ", JsonText(payload), "\n\n"); }
@@ -108,9 +126,9 @@ std::chrono::system_clock::time_point Gateway::Deadline() const {
          std::chrono::milliseconds(static_cast<int64_t>(config_.request_timeout_seconds * 1000));
 }
 
-bool Gateway::Authorized(const httplib::Request& request) const {
+bool Gateway::Authorized(const http::Request& request) const {
   if (config_.api_keys.empty()) return true;
-  const std::string header = request.get_header_value("Authorization");
+  const std::string header = request.Header("Authorization");
   if (!absl::StartsWith(header, "Bearer ")) return false;
   const std::string key = header.substr(7);
   for (const auto& allowed : config_.api_keys) {
@@ -119,72 +137,60 @@ bool Gateway::Authorized(const httplib::Request& request) const {
   return false;
 }
 
-void Gateway::Register(httplib::Server* server) {
-  server->set_pre_routing_handler([this](const httplib::Request& request, httplib::Response& response) {
-    if (absl::StartsWith(request.path, "/v1/") && !Authorized(request)) {
-      ApiError e;
-      e.http_status = 401;
-      e.message = "invalid or missing API key: send 'Authorization: Bearer <key>'";
-      e.code = "invalid_api_key";
-      SendError(response, e);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
+void Gateway::Register(http::HttpServer* server) {
+  server->SetErrorRenderer(RenderServerError);
+  server->SetObserver([this](const http::Request& request, int status, double) {
+    requests_->Add({{"route", RouteLabel(request.path)}, {"status", std::to_string(status)}}).Increment();
   });
-  server->set_logger([this](const httplib::Request& request, const httplib::Response& response) {
-    requests_->Add({{"route", RouteLabel(request.path)}, {"status", std::to_string(response.status)}}).Increment();
-  });
-  // Times the handler (for streams, until the reply is handed to the writer).
-  auto timed = [this](const char* route, auto handler) {
-    return [this, route, handler](const httplib::Request& request, httplib::Response& response) {
+  // The API routes: key checked, then timed to the reply's last byte.
+  auto api = [this](const char* route, auto handler) {
+    return [this, route, handler](const http::Request& request, http::Exchange& exchange) {
+      if (!Authorized(request)) {
+        ApiError e;
+        e.http_status = 401;
+        e.message = "invalid or missing API key: send 'Authorization: Bearer <key>'";
+        e.code = "invalid_api_key";
+        return SendError(exchange, e);
+      }
       const auto start = std::chrono::steady_clock::now();
-      handler(request, response);
+      handler(request, exchange);
       durations_->Add({{"route", route}}, kRequestSeconds)
           .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     };
   };
-  server->Get("/v1/models", timed("/v1/models", [this](const httplib::Request&, httplib::Response& r) { Models(r); }));
-  server->Post("/v1/chat/completions",
-               timed("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& r) {
-                 Complete(q, r, Endpoint::kChat);
-               }));
-  server->Post("/v1/completions", timed("/v1/completions", [this](const httplib::Request& q, httplib::Response& r) {
-                 Complete(q, r, Endpoint::kCompletions);
-               }));
-  server->Get("/health", [this](const httplib::Request&, httplib::Response& r) { Health(r); });
-  server->Get("/metrics", [this](const httplib::Request&, httplib::Response& r) { Metrics(r); });
-  server->set_error_handler([](const httplib::Request& request, httplib::Response& response) {
-    if (!response.body.empty()) return;  // a handler's own error
-    ApiError e;
-    e.http_status = response.status;
-    e.message = response.status == 404 ? absl::StrCat("no route ", request.method, " ", request.path)
-                                       : absl::StrCat("HTTP ", response.status);
-    SendError(response, e);
-  });
+  server->Handle("GET", "/v1/models", api("/v1/models", [this](const http::Request&, http::Exchange& x) { Models(x); }));
+  server->Handle("POST", "/v1/chat/completions",
+                 api("/v1/chat/completions",
+                     [this](const http::Request& q, http::Exchange& x) { Complete(q, x, Endpoint::kChat); }));
+  server->Handle("POST", "/v1/completions",
+                 api("/v1/completions",
+                     [this](const http::Request& q, http::Exchange& x) { Complete(q, x, Endpoint::kCompletions); }));
+  server->Handle("GET", "/health", [this](const http::Request&, http::Exchange& x) { Health(x); });
+  server->Handle("GET", "/metrics", [this](const http::Request&, http::Exchange& x) { Metrics(x); });
 }
 
-void Gateway::Models(httplib::Response& response) {
+void Gateway::Models(http::Exchange& exchange) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   Authenticate(&context);
   v1::ListModelsResponse list;
   grpc::Status status = models_->List(&context, {}, &list);
-  if (!status.ok()) return SendError(response, ClientError(status));
+  if (!status.ok()) return SendError(exchange, ClientError(status));
   json data = json::array();
   for (const auto& m : list.models()) {
     json model = {{"id", m.name()}, {"object", "model"}, {"created", 0}, {"owned_by", "gantry"}};
     if (m.max_context() > 0) model["max_context"] = m.max_context();  // known once loaded
     data.push_back(model);
   }
-  response.set_content(JsonText(json{{"object", "list"}, {"data", data}}), "application/json");
+  exchange.Send(JsonResponse(json{{"object", "list"}, {"data", data}}));
 }
 
-void Gateway::Complete(const httplib::Request& http_request, httplib::Response& response, Endpoint endpoint) {
+void Gateway::Complete(const http::Request& http_request, http::Exchange& exchange, Endpoint endpoint) {
   auto parsed = text::ParseJsonLimited<json>(http_request.body, "the request body");
   if (!parsed.ok()) {
     ApiError e;
     e.message = std::string(parsed.status().message());
-    return SendError(response, e);
+    return SendError(exchange, e);
   }
   const json body = *std::move(parsed);
   ReplyOptions options;
@@ -193,17 +199,19 @@ void Gateway::Complete(const httplib::Request& http_request, httplib::Response& 
   Authenticate(&call->context);
   if (endpoint == Endpoint::kChat) {
     v1::ChatRequest request;
-    if (auto e = ParseChatRequest(body, &request, &options)) return SendError(response, *e);
+    if (auto e = ParseChatRequest(body, &request, &options)) return SendError(exchange, *e);
     call->reader = inference_->Chat(&call->context, request);
   } else {
     v1::GenerateRequest request;
-    if (auto e = ParseCompletionRequest(body, &request, &options)) return SendError(response, *e);
+    if (auto e = ParseCompletionRequest(body, &request, &options)) return SendError(exchange, *e);
     call->reader = inference_->Generate(&call->context, request);
   }
+  // A client that goes away stops the generation, streamed or not.
+  exchange.OnClientGone([call] { call->context.TryCancel(); });
   // The first response decides the HTTP status: errors (unknown model, bad
   // parameters, a full queue) come before any token.
   v1::GenerateResponse first;
-  if (!call->reader->Read(&first)) return SendError(response, ClientError(call->Finish()));
+  if (!call->reader->Read(&first)) return SendError(exchange, ClientError(call->Finish()));
   const std::string id = NewCompletionId(endpoint);
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
 
@@ -213,53 +221,40 @@ void Gateway::Complete(const httplib::Request& http_request, httplib::Response& 
     v1::GenerateResponse next;
     while (call->reader->Read(&next)) reply.Add(next);
     grpc::Status status = call->Finish();
-    if (!status.ok()) return SendError(response, ClientError(status));
-    response.set_content(JsonText(reply.Finish(id, created)), "application/json");
-    return;
+    if (!status.ok()) return SendError(exchange, ClientError(status));
+    return exchange.Send(JsonResponse(reply.Finish(id, created)));
   }
 
-  auto chunks = std::make_shared<ChunkBuilder>(options, id, created);
-  auto pending = std::make_shared<std::optional<v1::GenerateResponse>>(std::move(first));
-  response.set_header("Cache-Control", "no-cache");
-  response.set_header("X-Accel-Buffering", "no");  // no proxy buffering of the stream
-  response.set_chunked_content_provider(
-      "text/event-stream",
-      [call, chunks, pending](size_t, httplib::DataSink& sink) {
-        v1::GenerateResponse next;
-        if (pending->has_value()) {
-          next = std::move(**pending);
-          pending->reset();
-        } else if (!call->reader->Read(&next)) {
-          grpc::Status status = call->Finish();
-          std::string tail;
-          if (!status.ok()) {
-            tail = Sse(ClientError(status).ToJson());  // the SDKs raise an APIError on it
-          } else if (auto usage = chunks->UsageChunk()) {
-            tail = Sse(*usage);
-          }
-          tail += "data: [DONE]\n\n";
-          if (sink.write(tail.data(), tail.size())) sink.done();
-          return true;
-        }
-        for (const json& chunk : chunks->Add(next)) {
-          const std::string event = Sse(chunk);
-          if (!sink.write(event.data(), event.size())) {
-            call->context.TryCancel();  // the client went away: stop generating
-            return false;
-          }
-        }
-        return true;
-      },
-      [call](bool success) {
-        if (!success) call->context.TryCancel();
-      });
+  ChunkBuilder chunks(options, id, created);
+  http::Response head;
+  head.content_type = "text/event-stream";
+  head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};  // no proxy buffering
+  exchange.StartStream(head);
+  v1::GenerateResponse next = std::move(first);
+  do {
+    for (const json& chunk : chunks.Add(next)) {
+      if (!exchange.Write(Sse(chunk))) {
+        call->context.TryCancel();  // the client went away (or stopped reading): stop generating
+        return;
+      }
+    }
+  } while (call->reader->Read(&next));
+  grpc::Status status = call->Finish();
+  std::string tail;
+  if (!status.ok()) {
+    tail = Sse(ClientError(status).ToJson());  // the SDKs raise an APIError on it
+  } else if (auto usage = chunks.UsageChunk()) {
+    tail = Sse(*usage);
+  }
+  tail += "data: [DONE]\n\n";
+  exchange.Write(tail);
 }
 
 void Gateway::Authenticate(grpc::ClientContext* context) const {
   if (!upstream_token_.empty()) context->AddMetadata("authorization", "Bearer " + upstream_token_);
 }
 
-void Gateway::Health(httplib::Response& response) {
+void Gateway::Health(http::Exchange& exchange) {
   auto stub = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
@@ -272,14 +267,16 @@ void Gateway::Health(httplib::Response& response) {
   body["upstream_status"] =
       status.ok() ? grpc::health::v1::HealthCheckResponse::ServingStatus_Name(reply.status()) : "UNREACHABLE";
   if (!status.ok()) spdlog::warn("health check of gantry-server failed: {}", status.error_message());
-  response.status = serving ? 200 : 503;
-  response.set_content(JsonText(body), "application/json");
+  exchange.Send(JsonResponse(body, serving ? 200 : 503));
 }
 
-void Gateway::Metrics(httplib::Response& response) {
+void Gateway::Metrics(http::Exchange& exchange) {
   std::ostringstream text;
   prometheus::TextSerializer().Serialize(text, registry_->Collect());
-  response.set_content(text.str(), "text/plain; version=0.0.4; charset=utf-8");
+  http::Response response;
+  response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  response.body = text.str();
+  exchange.Send(std::move(response));
 }
 
 }  // namespace gantry::adapter

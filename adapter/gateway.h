@@ -2,8 +2,10 @@
 // gRPC: GET /v1/models, POST /v1/chat/completions, POST /v1/completions
 // (streamed as server-sent events or whole), GET /health (the upstream's
 // grpc.health.v1 status) and GET /metrics (the adapter's own figures).
-// A client that disconnects mid-stream cancels its gRPC call, so the server
-// stops generating and frees the request's KV blocks.
+// A client that disconnects (mid-stream or while a whole reply is being
+// generated) cancels its gRPC call, so the server stops generating and frees
+// the request's KV blocks. The HTTP server's own errors (limits, deadlines)
+// are answered in OpenAI's error shape too.
 #ifndef GANTRY_ADAPTER_GATEWAY_H_
 #define GANTRY_ADAPTER_GATEWAY_H_
 
@@ -15,16 +17,11 @@
 #include "adapter/adapter_config.h"
 #include "adapter/openai_api.h"
 #include "gantry/v1/gantry.grpc.pb.h"
+#include "http/http_server.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
-
-namespace httplib {
-class Server;
-struct Request;
-struct Response;
-}  // namespace httplib
 
 namespace gantry::adapter {
 
@@ -32,15 +29,16 @@ class Gateway {
  public:
   // `upstream_token`: sent to gantry-server as a bearer token ("" = none).
   Gateway(AdapterConfig config, std::shared_ptr<grpc::Channel> upstream, std::string upstream_token = "");
-  // Installs the routes, the API-key check and request accounting.
-  void Register(httplib::Server* server);
+  // Installs the routes, the API-key check, request accounting and the
+  // OpenAI-shaped rendering of the server's own errors.
+  void Register(http::HttpServer* server);
 
  private:
-  void Models(httplib::Response& response);
-  void Complete(const httplib::Request& request, httplib::Response& response, Endpoint endpoint);
-  void Health(httplib::Response& response);
-  void Metrics(httplib::Response& response);
-  bool Authorized(const httplib::Request& request) const;
+  void Models(http::Exchange& exchange);
+  void Complete(const http::Request& request, http::Exchange& exchange, Endpoint endpoint);
+  void Health(http::Exchange& exchange);
+  void Metrics(http::Exchange& exchange);
+  bool Authorized(const http::Request& request) const;
   std::chrono::system_clock::time_point Deadline() const;
   // Adds the upstream token to a call's metadata.
   void Authenticate(grpc::ClientContext* context) const;

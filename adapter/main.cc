@@ -5,10 +5,9 @@
 //                  [--upstream 127.0.0.1:50051] [--api_keys k1,k2]
 //
 // Prints "gantry-adapter listening on HOST:PORT" on stdout once it serves;
-// SIGTERM or SIGINT stops it.
-// Before httplib.h: the adapter serves HTTPS when configured.
-#define CPPHTTPLIB_OPENSSL_SUPPORT
-#include <httplib.h>
+// SIGTERM or SIGINT stops it: no new connections, requests in flight get
+// kStopGraceSeconds to finish, then their clients are cut (which cancels
+// their generations).
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -26,8 +25,8 @@
 #include "absl/strings/str_split.h"
 #include "adapter/adapter_config.h"
 #include "adapter/gateway.h"
+#include "http/http_server.h"
 #include "server/limits.h"
-#include "server/http_listen.h"
 
 ABSL_FLAG(std::string, config, "", "YAML configuration file (keys: adapter/adapter_config.h)");
 ABSL_FLAG(std::string, listen, "", "HTTP address:port; overrides the config (default 127.0.0.1:8080)");
@@ -36,6 +35,8 @@ ABSL_FLAG(std::string, api_keys, "", "comma-separated Bearer keys; overrides the
 ABSL_FLAG(double, request_timeout_seconds, 0, "deadline of one completion; overrides the config (default 600)");
 
 namespace {
+
+constexpr double kStopGraceSeconds = 5;
 
 int Fail(const std::string& message) {
   spdlog::critical("{}", message);
@@ -122,40 +123,26 @@ int main(int argc, char** argv) {
   if (!token.ok()) return Fail(std::string(token.status().message()));
   auto channel = grpc::CreateCustomChannel(config.upstream, *credentials, channel_args);
   gantry::adapter::Gateway gateway(config, channel, *token);
-  // HTTPS when a certificate is configured (cpp-httplib on OpenSSL).
-  std::unique_ptr<httplib::Server> https_or_http;
-  if (!config.tls_cert_file.empty()) {
-    auto https = std::make_unique<httplib::SSLServer>(config.tls_cert_file.c_str(), config.tls_key_file.c_str());
-    if (!https->is_valid()) {
-      return Fail("tls_cert_file " + config.tls_cert_file + " and tls_key_file " + config.tls_key_file +
-                  " do not make a usable certificate and key");
-    }
-    https_or_http = std::move(https);
-  } else {
-    https_or_http = std::make_unique<httplib::Server>();
-  }
-  httplib::Server& server = *https_or_http;
-  const int threads = config.max_connections;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  server.set_read_timeout(60, 0);
-  server.set_write_timeout(60, 0);
-  server.set_payload_max_length(gantry::kMaxRequestBodyBytes);
+  gantry::http::HttpServerOptions options;
+  options.listen = config.listen;
+  options.tls_cert_file = config.tls_cert_file;  // HTTPS when set
+  options.tls_key_file = config.tls_key_file;
+  options.limits = config.limits;
+  gantry::http::HttpServer server(options);
   gateway.Register(&server);
-  auto bound = gantry::server::BindHttpServer(&server, config.listen, "listen", "listen");
-  if (!bound.ok()) return Fail(std::string(bound.status().message()));
+  if (auto started = server.Start(); !started.ok()) return Fail(std::string(started.message()));
 
   std::thread stopper([&server, signals] {
     int signal_number = 0;
     sigwait(&signals, &signal_number);
     spdlog::info("signal {}: stopping", signal_number);
-    server.stop();
+    server.Stop(kStopGraceSeconds);
   });
-  std::printf("gantry-adapter listening on %s:%d\n", bound->host.c_str(), bound->port);
+  std::printf("gantry-adapter listening on %s:%d\n", server.host().c_str(), server.port());
   std::fflush(stdout);
   spdlog::info("serving OpenAI-compatible {} on {}:{} for gantry-server at {}{}",
-               config.tls_cert_file.empty() ? "HTTP" : "HTTPS", bound->host, bound->port, config.upstream,
+               config.tls_cert_file.empty() ? "HTTP" : "HTTPS", server.host(), server.port(), config.upstream,
                config.api_keys.empty() ? "" : " (API keys required)");
-  server.listen_after_bind();
   stopper.join();
   spdlog::info("stopped");
   return 0;

@@ -132,8 +132,8 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
   if (!root || root.IsNull()) return config;
   if (auto s = check.CheckKeys(root, "the top level",
                                {"listen", "drain_timeout_seconds", "allow_cpu_fallback", "defaults", "models",
-                                "memory_budget_mib", "gpu_memory_reserve_mib", "unload_grace_seconds", "metrics_listen",
-                                "gpu_sample_seconds", "auth", "tls"});
+                                "memory_budget_mib", "gpu_memory_reserve_mib", "unload_grace_seconds", "metrics_listen", "host_cache_mib",
+                                "metrics_tls", "gpu_sample_seconds", "auth", "tls"});
       !s.ok()) {
     return s;
   }
@@ -174,6 +174,11 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
   if (reserve_mib < 0) return check.Error(root["gpu_memory_reserve_mib"], "'gpu_memory_reserve_mib' must be >= 0");
   if (auto s = check.CheckMib(root["gpu_memory_reserve_mib"], "gpu_memory_reserve_mib", reserve_mib); !s.ok()) return s;
   config.gpu_memory_reserve_bytes = static_cast<uint64_t>(reserve_mib) << 20;
+  int64_t host_cache_mib = 0;
+  if (auto s = check.Read(root, "host_cache_mib", &host_cache_mib, "a number of MiB"); !s.ok()) return s;
+  if (host_cache_mib < 0) return check.Error(root["host_cache_mib"], "'host_cache_mib' must be >= 0 (0: no host tier)");
+  if (auto s = check.CheckMib(root["host_cache_mib"], "host_cache_mib", host_cache_mib); !s.ok()) return s;
+  config.host_cache_bytes = static_cast<uint64_t>(host_cache_mib) << 20;
   if (auto s = check.ReadSeconds(root, "unload_grace_seconds", &config.unload_grace_seconds, false); !s.ok()) {
     return s;
   }
@@ -188,18 +193,24 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
     if (auto s = file_key(auth, "api_tokens_file", &config.auth.api_tokens_file); !s.ok()) return s;
     if (auto s = file_key(auth, "admin_tokens_file", &config.auth.admin_tokens_file); !s.ok()) return s;
   }
-  if (const YAML::Node tls = root["tls"]; tls) {
-    if (auto s = check.CheckKeys(tls, "tls", {"cert_file", "key_file", "client_ca_file"}); !s.ok()) return s;
-    if (auto s = file_key(tls, "cert_file", &config.tls.cert_file); !s.ok()) return s;
-    if (auto s = file_key(tls, "key_file", &config.tls.key_file); !s.ok()) return s;
-    if (auto s = file_key(tls, "client_ca_file", &config.tls.client_ca_file); !s.ok()) return s;
-    if (config.tls.cert_file.empty() != config.tls.key_file.empty()) {
-      return check.Error(tls, "tls needs both 'cert_file' and 'key_file'");
+  // `tls` (gRPC) and `metrics_tls` (/metrics) have the same keys.
+  auto tls_section = [&](const char* section, TlsConfig* out) -> absl::Status {
+    const YAML::Node tls = root[section];
+    if (!tls) return absl::OkStatus();
+    if (auto s = check.CheckKeys(tls, section, {"cert_file", "key_file", "client_ca_file"}); !s.ok()) return s;
+    if (auto s = file_key(tls, "cert_file", &out->cert_file); !s.ok()) return s;
+    if (auto s = file_key(tls, "key_file", &out->key_file); !s.ok()) return s;
+    if (auto s = file_key(tls, "client_ca_file", &out->client_ca_file); !s.ok()) return s;
+    if (out->cert_file.empty() != out->key_file.empty()) {
+      return check.Error(tls, absl::StrCat(section, " needs both 'cert_file' and 'key_file'"));
     }
-    if (config.tls.cert_file.empty() && !config.tls.client_ca_file.empty()) {
-      return check.Error(tls, "tls: 'client_ca_file' needs 'cert_file' and 'key_file'");
+    if (out->cert_file.empty() && !out->client_ca_file.empty()) {
+      return check.Error(tls, absl::StrCat(section, ": 'client_ca_file' needs 'cert_file' and 'key_file'"));
     }
-  }
+    return absl::OkStatus();
+  };
+  if (auto s = tls_section("tls", &config.tls); !s.ok()) return s;
+  if (auto s = tls_section("metrics_tls", &config.metrics_tls); !s.ok()) return s;
   scheduler::ModelSpec defaults;
   defaults.kv_cache_bytes = 256ull << 20;
   if (root["defaults"]) {
@@ -215,7 +226,8 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
   }
   std::set<std::string> names;
   std::set<std::string> model_keys = kDefaultsKeys;
-  model_keys.insert({"name", "path", "device", "dtype", "max_context", "resident"});
+  model_keys.insert({"name", "path", "device", "dtype", "max_context", "resident", "tensor_parallel", "devices",
+                     "host_cache"});
   for (size_t i = 0; models && i < models.size(); ++i) {
     const YAML::Node m = models[i];
     const std::string where = absl::StrCat("models[", i, "]");
@@ -239,6 +251,36 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
     if (auto s = check.Read(m, "max_context", &spec.max_context, "a positive integer"); !s.ok()) return s;
     if (m["max_context"] && spec.max_context <= 0) return check.Error(m["max_context"], "'max_context' must be positive");
     if (auto s = check.Read(m, "resident", &spec.resident, "true or false"); !s.ok()) return s;
+    if (auto s = check.Read(m, "host_cache", &spec.host_cache, "true or false"); !s.ok()) return s;
+    if (auto s = check.Read(m, "tensor_parallel", &spec.tensor_parallel, "a number of GPUs"); !s.ok()) return s;
+    if (m["tensor_parallel"] && (spec.tensor_parallel < 1 || spec.tensor_parallel > 64)) {
+      return check.Error(m["tensor_parallel"], absl::StrCat("'tensor_parallel' must be in [1, 64], got ",
+                                                            spec.tensor_parallel));
+    }
+    if (const YAML::Node devices = m["devices"]) {
+      // An explicit placement: its ranks' devices, in order.
+      if (!devices.IsSequence() || devices.size() < 1 || devices.size() > 64) {
+        return check.Error(devices, "'devices' must list 1 to 64 devices, e.g. [cuda:0, cuda:1]");
+      }
+      std::set<std::string> seen;
+      for (const YAML::Node& d : devices) {
+        const std::string device = d.IsScalar() ? d.Scalar() : "";
+        if (device == "cuda" || !CheckDevice(device).ok()) {
+          return check.Error(d, absl::StrCat("devices: '", device, "' is not cpu or cuda:N"));
+        }
+        if (device != "cpu" && !seen.insert(device).second) {
+          return check.Error(d, absl::StrCat("devices: '", device, "' is listed twice"));
+        }
+        spec.devices.push_back(device);
+      }
+      if (m["tensor_parallel"] && spec.tensor_parallel != static_cast<int32_t>(spec.devices.size())) {
+        return check.Error(devices, absl::StrCat("'tensor_parallel' ", spec.tensor_parallel, " disagrees with the ",
+                                                 spec.devices.size(), " 'devices'"));
+      }
+      if (m["device"]) return check.Error(devices, "give 'device' or 'devices', not both");
+      spec.tensor_parallel = static_cast<int32_t>(spec.devices.size());
+      spec.device = spec.devices[0];
+    }
     if (auto s = check.ReadModelSettings(m, &spec); !s.ok()) return s;
     config.models.push_back(std::move(spec));
   }
@@ -256,6 +298,16 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ":", e.mark.line + 1, ": ", e.msg));
   }
+}
+
+uint64_t HostAvailableBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key, unit;
+  uint64_t kib = 0;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib << 10;
+  }
+  return 0;
 }
 
 absl::StatusOr<ServerConfig> LoadConfig(const std::string& path) {

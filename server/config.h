@@ -6,6 +6,10 @@
 //   drain_timeout_seconds: 30      # SIGTERM: time streams get to finish
 //   allow_cpu_fallback: false      # run cuda models on the CPU when no GPU is usable
 //   metrics_listen: 127.0.0.1:9464 # Prometheus /metrics; "" turns it off
+//   metrics_tls:                   # /metrics over HTTPS (same keys as tls below)
+//     cert_file: metrics.crt
+//     key_file: metrics.key
+//     client_ca_file: ca.crt       #   optional: require client certificates it signed
 //   gpu_sample_seconds: 2          # how often GPU sensors are read (NVML)
 //   memory_budget_mib:             # bytes models may take per device; default: each GPU's
 //     cuda:0: 70000                #   memory less gpu_memory_reserve_mib, the CPU unlimited
@@ -48,8 +52,9 @@
 
 namespace gantry::server {
 
-// gRPC over TLS when cert_file is set; client certificates signed by
-// client_ca_file are then required when that is set too.
+// gRPC (tls) or /metrics (metrics_tls) over TLS when cert_file is set;
+// client certificates signed by client_ca_file are then required when that
+// is set too.
 struct TlsConfig {
   std::string cert_file, key_file, client_ca_file;
 };
@@ -63,10 +68,15 @@ struct ServerConfig {
   std::map<std::string, uint64_t> memory_budget_bytes;  // device -> bytes
   uint64_t gpu_memory_reserve_bytes = 2048ull << 20;
   double unload_grace_seconds = 10;
+  uint64_t host_cache_bytes = 0;  // the host tier of evicted models' weights (0: none)
   std::vector<scheduler::ModelSpec> models;
   AuthConfig auth;
   TlsConfig tls;
+  TlsConfig metrics_tls;
 };
+
+// MemAvailable from /proc/meminfo, in bytes (0 when it cannot be read).
+uint64_t HostAvailableBytes();
 
 // `path` names the file in errors and anchors relative model paths.
 absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std::string& path);

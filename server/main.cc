@@ -15,6 +15,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
@@ -68,13 +69,19 @@ absl::Status CheckDevices(gantry::server::ServerConfig* config) {
       }
       spdlog::warn("model {}: no CUDA device, running on the CPU (allow_cpu_fallback)", spec.name);
       spec.device = "cpu";
+      spec.devices.clear();  // tensor-parallel ranks become CPU threads
       if (spec.dtype == "float16") spec.dtype = "float32";
       continue;
     }
     const int index = spec.device == "cuda" ? 0 : std::stoi(spec.device.substr(5));
-    if (index >= static_cast<int>(gpus.size())) {
-      return absl::FailedPreconditionError(absl::StrCat("model ", spec.name, " is configured for ", spec.device,
-                                                        " but only ", gpus.size(), " CUDA device(s) exist"));
+    const int ranks = std::max<int32_t>(1, spec.tensor_parallel);
+    int last = spec.device == "cuda" ? ranks - 1 : index + ranks - 1;
+    for (const std::string& device : spec.devices) last = std::max(last, std::stoi(device.substr(5)));
+    if (last >= static_cast<int>(gpus.size())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "model ", spec.name, " is configured for ", spec.device,
+          ranks > 1 ? absl::StrCat(" with tensor_parallel ", ranks) : std::string(), " but only ", gpus.size(),
+          " CUDA device(s) exist"));
     }
   }
   return absl::OkStatus();
@@ -122,6 +129,10 @@ class ServerObserver : public gantry::scheduler::SchedulerObserver {
   void OnLoad(const std::string& model, absl::Duration took, bool ok) override {
     if (ok) spdlog::info("model {}: loaded in {:.2f} s", model, absl::ToDoubleSeconds(took));
     metrics_->OnLoad(model, took, ok);
+  }
+  void OnLoadSource(const std::string& model, const std::string& source) override {
+    if (source == "host") spdlog::info("model {}: weights from the host tier", model);
+    metrics_->OnLoadSource(model, source);
   }
   void OnUnload(const std::string& model, gantry::scheduler::UnloadReason reason) override {
     spdlog::info("model {}: unloaded ({})", model, gantry::scheduler::UnloadReasonName(reason));
@@ -205,6 +216,18 @@ int main(int argc, char** argv) {
     spdlog::info("memory budget {}: {:.1f} MiB", device, bytes / double(1ull << 20));
   }
   options.unload_grace = absl::Seconds(config.unload_grace_seconds);
+  if (config.host_cache_bytes > 0) {
+    // The tier must never push the machine into swap: its whole budget has
+    // to fit what the host has available now, beside everything else.
+    const uint64_t available = gantry::server::HostAvailableBytes();
+    if (config.host_cache_bytes > available) {
+      return Fail(absl::FailedPreconditionError(absl::StrCat(
+          "host_cache_mib ", config.host_cache_bytes >> 20, " exceeds the host's available memory (",
+          available >> 20, " MiB, MemAvailable in /proc/meminfo); lower it or set 0 to turn the host tier off")));
+    }
+    options.host_cache_bytes = config.host_cache_bytes;
+    spdlog::info("host tier: {:.1f} MiB for evicted models' weights", config.host_cache_bytes / double(1ull << 20));
+  }
   // Tokens and certificates first: a bad file stops start-up before any
   // model loads or any thread starts.
   auto auth = gantry::server::Authorizer::Create(config.auth);
@@ -235,7 +258,8 @@ int main(int argc, char** argv) {
   gantry::server::Metrics metrics(&registry, gpus.get());
   std::unique_ptr<gantry::server::MetricsHttpServer> metrics_http;
   if (!config.metrics_listen.empty()) {
-    auto started = gantry::server::MetricsHttpServer::Start(config.metrics_listen, metrics.Collectables());
+    auto started = gantry::server::MetricsHttpServer::Start(config.metrics_listen, metrics.Collectables(),
+                                                            config.metrics_tls);
     if (!started.ok()) return Fail(started.status());
     metrics_http = *std::move(started);
     // Before the "listening on" line: launchers read both from stdout.

@@ -1,5 +1,7 @@
 #include "server/metrics.h"
 
+#include <map>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -52,13 +54,26 @@ class LevelCollector : public prometheus::Collectable {
       Add(&running, {{"model", model}}, static_cast<double>(s.stats.running));
       Add(&waiting, {{"model", model}}, static_cast<double>(s.stats.waiting));
       if (s.info) {
-        Add(&weights, {{"model", model}, {"device", s.info->device}}, static_cast<double>(s.info->weight_bytes));
-        Add(&kv, {{"model", model}, {"device", s.info->device}}, static_cast<double>(s.info->kv_cache_bytes));
+        // A tensor-parallel model's bytes, spread evenly over its devices
+        // (each rank holds 1/N of the split weights and of the KV pool).
+        std::map<std::string, double> share;  // device -> its fraction (CPU ranks share "cpu")
+        for (const std::string& device : s.info->devices) share[device] += 1.0 / s.info->devices.size();
+        for (const auto& [device, fraction] : share) {
+          Add(&weights, {{"model", model}, {"device", device}}, fraction * static_cast<double>(s.info->weight_bytes));
+          Add(&kv, {{"model", model}, {"device", device}}, fraction * static_cast<double>(s.info->kv_cache_bytes));
+        }
         const double total = static_cast<double>(s.stats.blocks_total);
         Add(&kv_usage, {{"model", model}}, total > 0 ? (total - s.stats.blocks_free) / total : 0.0);
       }
     }
     for (auto* family : {&state, &cost, &weights, &kv, &kv_usage, &running, &waiting}) out.push_back(std::move(*family));
+
+    const auto [host_used, host_budget] = registry_->HostTierUse();
+    MetricFamily host_cache = Gauge("gantry_host_cache_bytes",
+                                    "The host-memory tier of evicted models' weights: bytes used and its budget");
+    Add(&host_cache, {{"kind", "used"}}, static_cast<double>(host_used));
+    Add(&host_cache, {{"kind", "budget"}}, static_cast<double>(host_budget));
+    out.push_back(std::move(host_cache));
 
     MetricFamily budget = Gauge("gantry_memory_budget_bytes", "Bytes models may take on the device");
     MetricFamily budget_used = Gauge("gantry_memory_budget_used_bytes", "Budget bytes taken by loaded models");
@@ -140,6 +155,11 @@ Metrics::Metrics(const scheduler::ModelRegistry* registry, const GpuMonitor* gpu
                             .Help("Time to load a model onto its device")
                             .Register(*events_);
   auto& loads = BuildCounter().Name("gantry_model_loads_total").Help("Model loads by outcome").Register(*events_);
+  auto& loads_by_source = BuildCounter()
+                              .Name("gantry_model_loads_by_source_total")
+                              .Help("Successful model loads by where the weights came from: disk (the model "
+                                    "folder) or host (the host-memory tier, host_cache_mib)")
+                              .Register(*events_);
   auto& unloads = BuildCounter()
                        .Name("gantry_model_unloads_total")
                        .Help("Model unloads by reason: requested (Models.Unload), idle (idle_timeout), memory "
@@ -195,6 +215,8 @@ Metrics::Metrics(const scheduler::ModelRegistry* registry, const GpuMonitor* gpu
     p.load_duration = &load_duration.Add(m, kLoadSeconds);
     p.loads_ok = &loads.Add({{"model", name}, {"outcome", "ok"}});
     p.loads_failed = &loads.Add({{"model", name}, {"outcome", "failed"}});
+    p.loads_from_disk = &loads_by_source.Add({{"model", name}, {"source", "disk"}});
+    p.loads_from_host = &loads_by_source.Add({{"model", name}, {"source", "host"}});
     for (auto reason : {scheduler::UnloadReason::kRequested, scheduler::UnloadReason::kIdle,
                         scheduler::UnloadReason::kMemory}) {
       p.unloads[reason] = &unloads.Add({{"model", name}, {"reason", scheduler::UnloadReasonName(reason)}});
@@ -233,6 +255,11 @@ void Metrics::OnLoad(const std::string& model, absl::Duration took, bool ok) {
   } else {
     p->loads_failed->Increment();
   }
+}
+
+void Metrics::OnLoadSource(const std::string& model, const std::string& source) {
+  PerModel* p = Find(model);
+  (source == "host" ? p->loads_from_host : p->loads_from_disk)->Increment();
 }
 
 void Metrics::OnUnload(const std::string& model, scheduler::UnloadReason reason) {

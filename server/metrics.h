@@ -37,6 +37,7 @@ class Metrics : public scheduler::SchedulerObserver {
 
   // scheduler::SchedulerObserver
   void OnLoad(const std::string& model, absl::Duration took, bool ok) override;
+  void OnLoadSource(const std::string& model, const std::string& source) override;
   void OnUnload(const std::string& model, scheduler::UnloadReason reason) override;
   void OnStep(const std::string& model, const scheduler::StepReport& report) override;
 
@@ -63,6 +64,8 @@ class Metrics : public scheduler::SchedulerObserver {
     prometheus::Histogram* load_duration;
     prometheus::Counter* loads_ok;
     prometheus::Counter* loads_failed;
+    prometheus::Counter* loads_from_disk;
+    prometheus::Counter* loads_from_host;
     std::map<scheduler::UnloadReason, prometheus::Counter*> unloads;
     prometheus::Histogram* time_to_first_token;
     prometheus::Histogram* inter_token_latency;

@@ -1,23 +1,34 @@
 #include "server/metrics_http.h"
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
-#include "server/http_listen.h"
 
 namespace gantry::server {
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& listen, std::vector<std::shared_ptr<prometheus::Collectable>> collectables) {
+    const std::string& listen, std::vector<std::shared_ptr<prometheus::Collectable>> collectables,
+    const TlsConfig& tls) {
   auto server = std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer);
   server->collectables_ = std::move(collectables);
-  server->http_ = std::make_unique<httplib::Server>();
+  server->tls_ = !tls.cert_file.empty();
+  http::HttpServerOptions options;
+  options.listen = listen;
+  options.listen_setting = "metrics_listen";
+  options.io_threads = 1;
+  options.tls_cert_file = tls.cert_file;
+  options.tls_key_file = tls.key_file;
+  options.tls_client_ca_file = tls.client_ca_file;
+  options.limits.max_body_bytes = 64 << 10;  // scrapes are GETs
+  options.limits.max_connections = 128;
+  options.limits.max_connections_per_client = 64;
+  server->http_ = std::make_unique<http::HttpServer>(options);
   MetricsHttpServer* self = server.get();
-  server->http_->Get("/metrics", [self](const httplib::Request&, httplib::Response& response) {
+  server->http_->Handle("GET", "/metrics", [self](const http::Request&, http::Exchange& exchange) {
+    http::Response response;
     std::vector<prometheus::MetricFamily> families;
     try {
       for (const auto& collectable : self->collectables_) {
@@ -29,24 +40,25 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
       // Said in the log and the reply: a bare 500 would leave operators guessing.
       spdlog::error("metrics: scrape failed: {}", e.what());
       response.status = 500;
-      response.set_content(absl::StrCat("scrape failed: ", e.what(), "\n"), "text/plain; charset=utf-8");
-      return;
+      response.body = absl::StrCat("scrape failed: ", e.what(), "\n");
+      return exchange.Send(std::move(response));
     }
     std::ostringstream text;
     prometheus::TextSerializer().Serialize(text, families);
-    response.set_content(text.str(), "text/plain; version=0.0.4; charset=utf-8");
+    response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    response.body = text.str();
+    exchange.Send(std::move(response));
   });
-  auto bound = BindHttpServer(server->http_.get(), listen, "metrics_listen", "serve metrics");
-  if (!bound.ok()) return bound.status();
-  server->host_ = bound->host;
-  server->port_ = bound->port;
-  server->thread_ = std::thread([self] { self->http_->listen_after_bind(); });
+  if (auto started = server->http_->Start("serve metrics"); !started.ok()) return started;
   return server;
 }
 
 MetricsHttpServer::~MetricsHttpServer() {
-  if (http_) http_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (http_) http_->Stop(0);
+}
+
+std::string MetricsHttpServer::url() const {
+  return absl::StrCat(tls_ ? "https://" : "http://", http_->host(), ":", http_->port(), "/metrics");
 }
 
 }  // namespace gantry::server

@@ -18,14 +18,16 @@ void ToProto(const scheduler::ModelSnapshot& s, v1::ModelStatus* out) {
   out->set_resident(s.spec.resident);
   out->set_cost_bytes(s.cost_bytes);
   out->set_idle_timeout_seconds(absl::ToDoubleSeconds(s.spec.idle_timeout));
+  out->set_weights_at(s.weights_at);
   if (s.info) {
-    out->add_devices(s.info->device);
+    for (const std::string& device : s.info->devices) out->add_devices(device);
     out->set_dtype(s.info->dtype);
     out->set_weight_bytes(s.info->weight_bytes);
     out->set_kv_cache_bytes(s.info->kv_cache_bytes);
     out->set_max_context(static_cast<uint32_t>(s.info->max_context));
   } else {
-    out->add_devices(s.device);
+    if (s.devices.empty()) out->add_devices(s.device);
+    for (const std::string& device : s.devices) out->add_devices(device);
     out->set_dtype(s.spec.dtype);
   }
   out->set_kv_blocks_total(s.stats.blocks_total);

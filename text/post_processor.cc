@@ -149,8 +149,9 @@ absl::StatusOr<std::unique_ptr<PostProcessor>> MakePostProcessor(const json& con
   if (type == "TemplateProcessing") {
     absl::flat_hash_map<std::string, std::vector<int32_t>> specials;
     const json special_tokens = config.value("special_tokens", json::object());
-    for (const auto& [name, entry] : special_tokens.items()) {
-      for (const auto& id : entry.value("ids", json::array())) specials[name].push_back(id.get<int32_t>());
+    for (auto it = special_tokens.begin(); it != special_tokens.end(); ++it) {
+      const json ids = it->is_object() ? it->value("ids", json::array()) : json::array();
+      for (const auto& id : ids) specials[it.key()].push_back(id.get<int32_t>());
     }
     auto single = ParseTemplate(config.value("single", json()), specials);
     if (!single.ok()) return single.status();

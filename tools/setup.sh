@@ -11,7 +11,9 @@ PACKAGES=(
   libtorch-dev
   libabsl-dev nlohmann-json3-dev libpcre2-dev libutf8proc-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev libcpp-httplib-dev
+  libyaml-cpp-dev libspdlog-dev prometheus-cpp-dev
+  libboost1.81-dev libssl-dev  # Beast and Asio (header-only) for the HTTP servers, OpenSSL for HTTPS
+  libcpp-httplib-dev  # an HTTP client in the tests
   prometheus  # promtool and a real Prometheus for the metrics tests
   openssl curl  # certificates for the TLS tests; HTTP checks of the adapter
   clang  # libFuzzer targets (tools/fuzz.sh)

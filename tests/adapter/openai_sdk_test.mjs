@@ -33,6 +33,20 @@ async function metric(name, labels) {
   return undefined;
 }
 
+// Waits until the server has no request running and has counted one more
+// CANCELLED than `cancelledBefore`.
+async function requestCancelledOnServer(cancelledBefore) {
+  let running, cancelled;
+  for (let i = 0; i < 100; ++i) {
+    running = await metric('gantry_requests_running', ['model="demo"']);
+    cancelled = await metric('gantry_requests_total', ['model="demo"', 'code="CANCELLED"']);
+    if (running === 0 && cancelled === cancelledBefore + 1) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(running, 0);
+  assert.equal(cancelled, cancelledBefore + 1);
+}
+
 test('lists the catalogue', async () => {
   const models = await client.models.list();
   const ids = models.data.map((m) => m.id);
@@ -217,17 +231,27 @@ test('aborting mid-stream frees the request on the server', async () => {
   }
   assert.ok(received >= 3 && received < 100, `received ${received} chunks`);
   // The server sees the cancellation and the request leaves the batch.
-  let running, cancelled;
-  for (let i = 0; i < 100; ++i) {
-    running = await metric('gantry_requests_running', ['model="demo"']);
-    cancelled = await metric('gantry_requests_total', ['model="demo"', 'code="CANCELLED"']);
-    if (running === 0 && cancelled === cancelledBefore + 1) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.equal(running, 0);
-  assert.equal(cancelled, cancelledBefore + 1);
+  await requestCancelledOnServer(cancelledBefore);
   const usage = await metric('gantry_model_kv_cache_usage_ratio', ['model="demo"']);
   assert.equal(usage, 0, 'every KV block back in the pool');
+});
+
+test('hanging up on a reply that is not streamed frees the request on the server too', async () => {
+  // cpp-httplib noticed a gone client only when a stream's write failed; the
+  // event-driven adapter sees the connection close and cancels the call.
+  const cancelledBefore = (await metric('gantry_requests_total', ['model="demo"', 'code="CANCELLED"'])) ?? 0;
+  const controller = new AbortController();
+  const pending = client.chat.completions.create(
+    { model, messages, max_tokens: 1500, temperature: 0 }, { signal: controller.signal });
+  let running;
+  for (let i = 0; i < 100; ++i) {
+    running = await metric('gantry_requests_running', ['model="demo"']);
+    if (running === 1) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  controller.abort();
+  await assert.rejects(pending);
+  await requestCancelledOnServer(cancelledBefore);
 });
 
 test('20 concurrent streams all complete', async () => {

@@ -47,6 +47,67 @@ models:
   EXPECT_FALSE(config->models[1].engine.special_tokens_in_content) << "off unless asked";
 }
 
+TEST(ConfigTest, TensorParallelModels) {
+  auto config = ParseConfig(R"(
+models:
+  - name: llama-70b
+    path: /m/70b
+    device: cuda
+    tensor_parallel: 4
+  - name: pinned
+    path: /m/8b
+    devices: [cuda:2, cuda:3]
+)", "g.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->models[0].tensor_parallel, 4);
+  EXPECT_TRUE(config->models[0].devices.empty()) << "placed by the registry";
+  EXPECT_EQ(config->models[1].devices, (std::vector<std::string>{"cuda:2", "cuda:3"}));
+  EXPECT_EQ(config->models[1].tensor_parallel, 2);
+  EXPECT_EQ(config->models[1].device, "cuda:2");
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"tensor_parallel: 0", "'tensor_parallel' must be in [1, 64], got 0"},
+      {"tensor_parallel: two", "'tensor_parallel' must be a number of GPUs"},
+      {"devices: cuda:0", "'devices' must list 1 to 64 devices"},
+      {"devices: [cuda:0, cuda:0]", "'cuda:0' is listed twice"},
+      {"devices: [cuda, cuda:1]", "devices: 'cuda' is not cpu or cuda:N"},
+      {"devices: [cuda:0, cuda:1]\n    tensor_parallel: 4", "'tensor_parallel' 4 disagrees with the 2 'devices'"},
+      {"devices: [cuda:0]\n    device: cuda:1", "give 'device' or 'devices', not both"},
+  };
+  for (const auto& [line, message] : bad) {
+    auto parsed = ParseConfig("models:\n  - name: m\n    path: /m\n    " + line + "\n", "g.yaml");
+    ASSERT_FALSE(parsed.ok()) << line;
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(message)) << line;
+  }
+}
+
+TEST(ConfigTest, HostCache) {
+  auto config = ParseConfig(R"(
+host_cache_mib: 32768
+models:
+  - name: big
+    path: /m/big
+    host_cache: false
+  - name: small
+    path: /m/small
+)", "g.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->host_cache_bytes, 32768ull << 20);
+  EXPECT_FALSE(config->models[0].host_cache);
+  EXPECT_TRUE(config->models[1].host_cache) << "on unless opted out";
+  EXPECT_EQ(ParseConfig("", "g.yaml")->host_cache_bytes, 0u) << "no host tier by default";
+
+  for (const auto& [text, message] : std::vector<std::pair<std::string, std::string>>{
+           {"host_cache_mib: -1", "'host_cache_mib' must be >= 0"},
+           {"host_cache_mib: lots", "'host_cache_mib' must be a number of MiB"},
+           {"host_cache_mib: 99999999999", "'host_cache_mib' must be at most"},
+           {"models:\n  - name: m\n    path: /m\n    host_cache: maybe", "'host_cache' must be true or false"}}) {
+    auto parsed = ParseConfig(text + "\n", "g.yaml");
+    ASSERT_FALSE(parsed.ok()) << text;
+    EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(message)) << text;
+  }
+}
+
 TEST(ConfigTest, MemoryBudgets) {
   auto config = ParseConfig(R"(
 memory_budget_mib:

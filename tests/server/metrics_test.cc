@@ -25,6 +25,7 @@
 #include "prometheus/metric_family.h"
 #include "runtime/model_runner.h"
 #include "server/metrics_http.h"
+#include "tests/http/raw_client.h"
 #include "tests/server/metrics_scrape.h"
 #include "tests/server/models_client.h"
 #include "tests/server/server_process.h"
@@ -331,6 +332,28 @@ class ThrowingCollectable : public prometheus::Collectable {
   }
   std::atomic<bool> throw_{true};
 };
+
+TEST(MetricsHttpTest, SlowConnectionsDoNotHoldUpScrapes) {
+  auto collectable = std::make_shared<ThrowingCollectable>();
+  collectable->throw_ = false;
+  auto started = server::MetricsHttpServer::Start("127.0.0.1:0", {collectable});
+  ASSERT_TRUE(started.ok()) << started.status();
+  const auto [host, port] = HostPort((*started)->url());
+  // Issue 13: 8 connections trickling their headers took every cpp-httplib
+  // thread, and Prometheus's scrapes timed out.
+  std::vector<std::unique_ptr<testing::RawClient>> slow;
+  for (int i = 0; i < 40; ++i) {
+    slow.push_back(std::make_unique<testing::RawClient>(port));
+    ASSERT_TRUE(slow.back()->Send("GET /metrics HTTP/1.1\r\nX-Slow: "));
+  }
+  httplib::Client client(host, port);
+  client.set_read_timeout(2, 0);
+  const auto start = std::chrono::steady_clock::now();
+  auto response = client.Get("/metrics");
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
+}
 
 TEST(MetricsHttpTest, AFailingCollectorIsA500ThatNamesIt) {
   auto collectable = std::make_shared<ThrowingCollectable>();

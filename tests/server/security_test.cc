@@ -203,6 +203,33 @@ TEST(SecurityTest, TlsWithClientCertificatesThroughTheAdapterToo) {
   EXPECT_THAT(server.Log(), HasSubstr("gRPC over TLS, client certificates required"));
 }
 
+TEST(SecurityTest, MetricsOverHttpsWithClientCertificates) {
+  const std::string dir = MakeCertificates();
+  testing::ServerProcess server(
+      "security_metrics_tls", Config("metrics_tls:\n  cert_file: " + dir + "/server.crt\n  key_file: " + dir +
+                                     "/server.key\n  client_ca_file: " + dir + "/ca.crt\n"));
+  ASSERT_FALSE(server.address().empty()) << server.Log();
+  const std::string url = server.metrics_url();
+  ASSERT_THAT(url, ::testing::StartsWith("https://127.0.0.1:"));
+  const std::string curl = "curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert " + dir + "/ca.crt ";
+  EXPECT_EQ(Shell(curl + "--cert " + dir + "/client.crt --key " + dir + "/client.key " + url), "200");
+  EXPECT_THAT(Shell("curl -s --max-time 5 --cacert " + dir + "/ca.crt --cert " + dir + "/client.crt --key " + dir +
+                    "/client.key " + url),
+              HasSubstr("gantry_model_state{model=\"demo\""));
+  EXPECT_NE(Shell(curl + url), "200") << "a client certificate is required";
+  const std::string plain = "http://" + url.substr(8);
+  EXPECT_NE(Shell("curl -s -o /dev/null -w '%{http_code}' --max-time 5 " + plain), "200")
+      << "no plain HTTP on the HTTPS port";
+  EXPECT_EQ(server.Terminate(15s), 0);
+}
+
+TEST(SecurityTest, MetricsTlsConfigErrorsNameTheKey) {
+  testing::ServerProcess server("security_bad_metrics_tls", Config("metrics_tls:\n  cert_file: /x.crt\n"));
+  EXPECT_TRUE(server.address().empty());
+  EXPECT_EQ(server.WaitExit(15s), 1);
+  EXPECT_THAT(server.Log(), HasSubstr("metrics_tls needs both 'cert_file' and 'key_file'"));
+}
+
 TEST(SecurityTest, TlsConfigErrorsNameTheProblem) {
   testing::ServerProcess server("security_bad_tls", Config("tls:\n  cert_file: /nonexistent.crt\n  key_file: /x.key\n"));
   EXPECT_TRUE(server.address().empty());
