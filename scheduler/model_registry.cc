@@ -435,15 +435,55 @@ std::map<std::string, std::pair<uint64_t, uint64_t>> ModelRegistry::BudgetUse() 
   return use;
 }
 
+absl::Status ModelRegistry::StartLoad(const std::string& name) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  const Entry* entry = Find(name);
+  if (entry == nullptr) return NotInCatalogue(name);
+  if (shut_down_) return WithReason(absl::UnavailableError("the server is shutting down"), ErrorReason::kShuttingDown);
+  if (entry->state == ModelState::kReady || entry->state == ModelState::kLoading) return absl::OkStatus();
+  // The lease, if the load succeeds, ends with the thread: the model stays
+  // loaded and idle, as after any request.
+  for (auto it = prefetches_.begin(); it != prefetches_.end();) {
+    if (!it->done->load()) {
+      ++it;
+      continue;
+    }
+    it->thread.join();  // finished: returns at once
+    it = prefetches_.erase(it);
+  }
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  prefetches_.push_back({std::thread([this, name, done] {
+                           (void)Acquire(name);
+                           done->store(true);
+                         }),
+                         done});
+  // Answer once the load has begun (or ended), so the caller sees LOADING,
+  // not the UNLOADED of the moment before the thread took the model; its
+  // cost is estimated first (headers only), so this is short.
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (entry->state != ModelState::kLoading && entry->state != ModelState::kReady && !done->load() &&
+         absl::Now() < give_up) {
+    changed_.wait_for(lock, std::chrono::milliseconds(5));
+  }
+  return absl::OkStatus();
+}
+
 void ModelRegistry::Shutdown(std::optional<absl::Duration> cancel_after) {
-  std::vector<std::shared_ptr<ModelEngine>> engines;
+  std::vector<Prefetch> prefetches;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     shut_down_ = true;
+    prefetches.swap(prefetches_);
+    changed_.notify_all();
+  }
+  // A prefetch in the middle of a load finishes it first (as a request would).
+  for (auto& p : prefetches) p.thread.join();
+  std::vector<std::shared_ptr<ModelEngine>> engines;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
     for (auto& [name, entry] : entries_) {
       if (entry.engine) engines.push_back(entry.engine);
     }
-    changed_.notify_all();
   }
   if (idle_monitor_.joinable()) idle_monitor_.join();
   // In parallel: each engine's grace period runs at the same time.

@@ -15,6 +15,7 @@
 #ifndef GANTRY_SCHEDULER_MODEL_REGISTRY_H_
 #define GANTRY_SCHEDULER_MODEL_REGISTRY_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -137,6 +138,11 @@ class ModelRegistry {
   // bytes free).
   absl::StatusOr<ModelLease> Acquire(const std::string& name);
   absl::Status Load(const std::string& name) { return Acquire(name).status(); }
+  // Starts loading `name` on a thread of its own and returns at once
+  // (prefetch): NOT_FOUND for a name outside the catalogue, OK otherwise
+  // (also when it is ready or loading already). Requests that arrive
+  // meanwhile wait for that one load; its outcome shows in Get/List.
+  absl::Status StartLoad(const std::string& name);
   // Acquire without waiting: the lease when the model is ready, NOT_FOUND
   // for a name outside the catalogue, nullopt when Acquire would wait for or
   // start a load (the event-driven server then calls Acquire off its threads).
@@ -217,6 +223,11 @@ class ModelRegistry {
   RegistryCounters counters_;
   bool shut_down_ = false;
   std::thread idle_monitor_;
+  struct Prefetch {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Prefetch> prefetches_;  // StartLoad's threads: finished ones joined by the next StartLoad, the rest at Shutdown
 };
 
 }  // namespace gantry::scheduler

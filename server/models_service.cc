@@ -66,7 +66,10 @@ grpc::Status ModelsService::Get(grpc::ServerContext* context, const v1::GetModel
 grpc::Status ModelsService::Load(grpc::ServerContext* context, const v1::LoadModelRequest* request,
                                  v1::ModelStatus* response) {
   if (auto s = Authorize(context, Access::kAdmin, "Models.Load"); !s.ok()) return ToGrpc(s);
-  if (auto s = registry_->Load(request->name()); !s.ok()) return ToGrpc(s);
+  const bool wait = !request->has_wait() || request->wait();
+  if (auto s = wait ? registry_->Load(request->name()) : registry_->StartLoad(request->name()); !s.ok()) {
+    return ToGrpc(s);
+  }
   ToProto(*registry_->Get(request->name()), response);
   return grpc::Status::OK;
 }

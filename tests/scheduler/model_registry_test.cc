@@ -458,6 +458,25 @@ TEST_F(ModelRegistryTest, HostTierDropsTheLeastRecentlyUsedWeights) {
   EXPECT_EQ(registry_->Get("a")->weights_at, "cpu");
 }
 
+TEST_F(ModelRegistryTest, StartLoadReturnsAtOnceAndRequestsWaitForThatLoad) {
+  absl::Notification loading, release;
+  loading_ = &loading;
+  release_load_ = &release;
+  Make({Spec("a", 100)});
+  ASSERT_TRUE(registry_->StartLoad("a").ok());  // returns while the load is held
+  loading.WaitForNotification();
+  EXPECT_EQ(State("a"), ModelState::kLoading);
+  EXPECT_TRUE(registry_->StartLoad("a").ok()) << "already loading: nothing new";
+  EXPECT_EQ(registry_->StartLoad("nope").code(), absl::StatusCode::kNotFound);
+  std::thread request([&] { EXPECT_TRUE(registry_->Acquire("a").ok()); });
+  release.Notify();
+  request.join();
+  EXPECT_EQ(Loads("a"), 1) << "the request waited for the prefetch's load";
+  EXPECT_EQ(State("a"), ModelState::kReady);
+  release_load_ = nullptr;
+  loading_ = nullptr;
+}
+
 TEST_F(ModelRegistryTest, ConcurrentRequestsForModelsThatDoNotAllFit) {
   // Three models, room for two: clients hammer all three; every request is
   // either served or refused with RESOURCE_EXHAUSTED, and the budget holds.

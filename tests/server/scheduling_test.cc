@@ -19,9 +19,10 @@ using namespace std::chrono_literals;
 
 class SchedulingTest : public ::testing::Test {
  protected:
-  void Start(const std::string& name, const std::string& extra_model_keys) {
+  void Start(const std::string& name, const std::string& extra_model_keys, const std::string& extra_top_level = "") {
     const std::string demo = std::string(GANTRY_SOURCE_DIR) + "/models/demo";
-    std::string config = "drain_timeout_seconds: 1\nmemory_budget_mib:\n  cpu: 40\ndefaults:\n  kv_cache_mib: 16\nmodels:\n";
+    std::string config = extra_top_level +
+                         "drain_timeout_seconds: 1\nmemory_budget_mib:\n  cpu: 40\ndefaults:\n  kv_cache_mib: 16\nmodels:\n";
     for (const char* model : {"a", "b", "c"}) {
       config += std::string("  - name: ") + model + "\n    path: " + demo + "\n" + extra_model_keys;
     }
@@ -164,6 +165,37 @@ TEST_F(SchedulingTest, IdleModelsAreUnloadedAfterTheirTimeout) {
   EXPECT_EQ(States(), "a:ready b:unloaded c:unloaded");
   EXPECT_EQ(server_->Terminate(15s), 0) << server_->Log();
 }
+
+// The host tier end to end: an evicted model's weights wait in host memory
+// (Models.List says "host"), it comes back from there with the same tokens,
+// and Models.Load with wait: false answers before the load is done.
+TEST_F(SchedulingTest, EvictedModelsComeBackFromTheHostTierAndLoadCanPrefetch) {
+  Start("host_tier_test", "", "host_cache_mib: 64\n");
+  if (HasFatalFailure()) return;
+  const Result reference = Generate(Request("a", 20));
+  ASSERT_TRUE(reference.status.ok()) << reference.status.error_message();
+  ASSERT_TRUE(Generate(Request("b", 1)).status.ok());
+  ASSERT_TRUE(Generate(Request("c", 1)).status.ok());  // evicts a
+  EXPECT_EQ(States(), "a:unloaded b:ready c:ready");
+  EXPECT_EQ(List().models(0).weights_at(), "host");
+  EXPECT_EQ(List().models(1).weights_at(), "cpu");
+
+  const Result again = Generate(Request("a", 20));  // evicts b; a from the host tier
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  EXPECT_EQ(again.tokens, reference.tokens);
+  EXPECT_THAT(server_->Log(), ::testing::HasSubstr("model a: weights from the host tier"));
+
+  grpc::ClientContext context;
+  v1::LoadModelRequest load;
+  load.set_name("b");
+  load.set_wait(false);
+  v1::ModelStatus status;
+  ASSERT_TRUE(models_->Load(&context, load, &status).ok());
+  EXPECT_TRUE(status.state() == v1::MODEL_STATE_LOADING || status.state() == v1::MODEL_STATE_READY)
+      << v1::ModelState_Name(status.state());
+  ASSERT_TRUE(Generate(Request("b", 1)).status.ok());  // waits for that load if it still runs
+}
+
 
 }  // namespace
 }  // namespace gantry
