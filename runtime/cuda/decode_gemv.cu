@@ -33,6 +33,7 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
+#include "runtime/cuda/stream_load.cuh"
 #include "runtime/cuda/pdl.cuh"
 
 namespace gantry::cuda {
@@ -42,23 +43,6 @@ constexpr int kWarps = 8;  // per block
 constexpr int kThreads = kWarps * 32;
 constexpr int kUnroll = 8;  // 16-byte vectors per row per lane in one chunk
 constexpr int kChunkVecs = 32 * kUnroll;
-
-// An L2 policy that evicts the weights first: they are read once per step,
-// while the activations and the KV cache around them are reused.
-__device__ __forceinline__ uint64_t EvictFirstPolicy() {
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-  return policy;
-}
-
-// 16 bytes of weights, not kept in L1 (nothing rereads them there).
-__device__ __forceinline__ uint4 LoadStream(const uint4* p, uint64_t policy) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p), "l"(policy));
-  return v;
-}
 
 // The 8 values of a 16-byte vector of T as float32.
 template <typename T>

@@ -46,6 +46,7 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
+#include "runtime/cuda/stream_load.cuh"
 
 namespace gantry::cuda {
 namespace {
@@ -68,23 +69,6 @@ template <typename T, int kN>
 struct alignas(sizeof(T) * kN) Pack {
   T v[kN];
 };
-
-// An L2 policy that evicts the weights first: they are read once per step,
-// while the activations and the KV cache around them are reused.
-__device__ __forceinline__ uint64_t EvictFirstPolicy() {
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
-  return policy;
-}
-
-// 16 bytes of weights, not kept in L1 (nothing rereads them there).
-__device__ __forceinline__ uint4 LoadStream(const void* p, uint64_t policy) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p), "l"(policy));
-  return v;
-}
 
 // 16 bytes of x: read by every block, so L1-cached.
 __device__ __forceinline__ uint4 LoadCached(const void* p) { return __ldg(static_cast<const uint4*>(p)); }

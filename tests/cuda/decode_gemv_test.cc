@@ -29,6 +29,7 @@ using ::gantry::cuda::testing::DeviceBuffer;
 using ::gantry::cuda::testing::Download;
 using ::gantry::cuda::testing::DownloadAs;
 using ::gantry::cuda::testing::ElementSize;
+using ::gantry::cuda::testing::MicrosecondsPerLaunch;
 using ::gantry::cuda::testing::Encode;
 using ::gantry::cuda::testing::RandomValues;
 using ::gantry::cuda::testing::RandomWeightBytes;
@@ -230,25 +231,11 @@ TEST(DecodeGemvTest, PrintBandwidth) {
     args.norm_weight = s.norm ? d_norm.get() : nullptr;
     args.output = s.output;
     args.y = d_y.get();
-    for (int i = 0; i < kWarmup; ++i) {
+    const double us = MicrosecondsPerLaunch(kWarmup, kLaunches, [&](int i) {
       args.w = weights[i % kBuffers].get();
-      ASSERT_TRUE(DecodeGemv(args, nullptr).ok());
-    }
-    cudaEvent_t start, stop;
-    ASSERT_EQ(cudaEventCreate(&start), cudaSuccess);
-    ASSERT_EQ(cudaEventCreate(&stop), cudaSuccess);
-    ASSERT_EQ(cudaEventRecord(start, nullptr), cudaSuccess);
-    for (int i = 0; i < kLaunches; ++i) {
-      args.w = weights[i % kBuffers].get();
-      ASSERT_TRUE(DecodeGemv(args, nullptr).ok());
-    }
-    ASSERT_EQ(cudaEventRecord(stop, nullptr), cudaSuccess);
-    Sync();
-    float ms = 0;
-    ASSERT_EQ(cudaEventElapsedTime(&ms, start, stop), cudaSuccess);
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    const double us = 1000.0 * ms / kLaunches;
+      return DecodeGemv(args, nullptr).ok();
+    });
+    ASSERT_GT(us, 0);
     std::printf("[ PERF ] DecodeGemv %lld x %lld %s%s: %.1f us, %.0f GB/s of weights\n", static_cast<long long>(s.n),
                 static_cast<long long>(s.k), OutputName(s.output), s.norm ? " norm" : "", us,
                 static_cast<double>(w_bytes) / (us * 1e-6) / 1e9);

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -253,6 +254,32 @@ inline std::vector<int64_t> CheckedRows(int64_t n, std::mt19937& rng) {
   std::sort(rows.begin(), rows.end());
   rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
   return rows;
+}
+
+// Mean microseconds per call of `launch(i)` over `launches` back-to-back
+// calls on the default stream, after `warmup` untimed ones; `launch` returns
+// whether its call was accepted (a refused call fails the test, result 0).
+inline double MicrosecondsPerLaunch(int warmup, int launches, const std::function<bool(int)>& launch) {
+  for (int i = 0; i < warmup; ++i) {
+    if (!launch(i)) {
+      ADD_FAILURE() << "warm-up launch " << i << " refused";
+      return 0;
+    }
+  }
+  cudaEvent_t start, stop;
+  EXPECT_EQ(cudaEventCreate(&start), cudaSuccess);
+  EXPECT_EQ(cudaEventCreate(&stop), cudaSuccess);
+  EXPECT_EQ(cudaEventRecord(start, nullptr), cudaSuccess);
+  bool accepted = true;
+  for (int i = 0; i < launches && accepted; ++i) accepted = launch(i);
+  EXPECT_TRUE(accepted) << "a timed launch was refused";
+  EXPECT_EQ(cudaEventRecord(stop, nullptr), cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  float ms = 0;
+  EXPECT_EQ(cudaEventElapsedTime(&ms, start, stop), cudaSuccess);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return accepted ? 1000.0 * ms / launches : 0;
 }
 
 inline const std::vector<DType>& AllDTypes() {

@@ -31,6 +31,7 @@ using ::gantry::cuda::testing::DeviceBuffer;
 using ::gantry::cuda::testing::Download;
 using ::gantry::cuda::testing::DownloadAs;
 using ::gantry::cuda::testing::ElementSize;
+using ::gantry::cuda::testing::MicrosecondsPerLaunch;
 using ::gantry::cuda::testing::RandomValues;
 using ::gantry::cuda::testing::RelativeError;
 using ::gantry::cuda::testing::Store;
@@ -268,25 +269,11 @@ TEST(SkinnyGemmTest, PrintBandwidth) {
       args.k = k;
       args.x = d_x.get();
       args.y = d_y.get();
-      for (int i = 0; i < kWarmup; ++i) {
+      const double us = MicrosecondsPerLaunch(kWarmup, kLaunches, [&](int i) {
         args.w = weights[i % kBuffers].get();
-        ASSERT_TRUE(SkinnyGemm(args, nullptr).ok());
-      }
-      cudaEvent_t start, stop;
-      ASSERT_EQ(cudaEventCreate(&start), cudaSuccess);
-      ASSERT_EQ(cudaEventCreate(&stop), cudaSuccess);
-      ASSERT_EQ(cudaEventRecord(start, nullptr), cudaSuccess);
-      for (int i = 0; i < kLaunches; ++i) {
-        args.w = weights[i % kBuffers].get();
-        ASSERT_TRUE(SkinnyGemm(args, nullptr).ok());
-      }
-      ASSERT_EQ(cudaEventRecord(stop, nullptr), cudaSuccess);
-      Sync();
-      float ms = 0;
-      ASSERT_EQ(cudaEventElapsedTime(&ms, start, stop), cudaSuccess);
-      cudaEventDestroy(start);
-      cudaEventDestroy(stop);
-      const double us = 1000.0 * ms / kLaunches;
+        return SkinnyGemm(args, nullptr).ok();
+      });
+      ASSERT_GT(us, 0);
       const double gb_per_s = static_cast<double>(w_bytes) / (us * 1e-6) / 1e9;
       std::printf("[ PERF ] %lld x %lld m=%d: %.1f us, %.0f GB/s of weights\n", static_cast<long long>(n),
                   static_cast<long long>(k), m, us, gb_per_s);

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "runtime/model_runner.h"
 #include "scheduler/runner_session.h"
+#include "tests/runtime/logits_error.h"
 #include "tests/runtime/test_files.h"
 
 namespace gantry::runtime {
@@ -19,6 +20,7 @@ namespace {
 using ::gantry::scheduler::RunnerSession;
 using ::gantry::scheduler::SessionItem;
 using ::gantry::testing::TestModelDir;
+using ::gantry::testing::RelativeError;
 
 struct Generation {
   std::vector<int32_t> tokens;
@@ -58,15 +60,6 @@ Generation Generate(const std::string& model, const std::string& dtype, bool gem
   return run;
 }
 
-double RelativeError(const std::vector<float>& actual, const std::vector<float>& expected) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < std::min(actual.size(), expected.size()); ++i) {
-    if (!std::isfinite(actual[i])) return INFINITY;
-    diff = std::max(diff, std::abs(static_cast<double>(actual[i]) - expected[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(expected[i])));
-  }
-  return diff / scale;
-}
 
 TEST(DecodeGemvPathTest, SameTokensAsCublasForEveryFixture) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";

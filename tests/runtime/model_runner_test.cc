@@ -10,6 +10,7 @@
 #include "runtime/model_runner.h"
 #include "runtime/safetensors.h"
 #include "scheduler/runner_session.h"
+#include "tests/runtime/logits_error.h"
 #include "tests/runtime/test_files.h"
 
 namespace gantry::runtime {
@@ -18,6 +19,7 @@ namespace {
 using ::gantry::scheduler::RunnerSession;
 using ::gantry::scheduler::SessionItem;
 using ::gantry::testing::MakeTempDir;
+using ::gantry::testing::RelativeError;
 using ::gantry::testing::TestModelDir;
 using ::testing::HasSubstr;
 
@@ -61,16 +63,6 @@ Reference LoadReference(const std::string& model) {
   return ref;
 }
 
-// max |a - b| / max |b|: the error relative to the logits' scale.
-double RelativeError(const std::vector<float>& actual, const std::vector<float>& expected) {
-  EXPECT_EQ(actual.size(), expected.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < std::min(actual.size(), expected.size()); ++i) {
-    diff = std::max(diff, std::abs(static_cast<double>(actual[i]) - expected[i]));
-    scale = std::max(scale, std::abs(static_cast<double>(expected[i])));
-  }
-  return diff / scale;
-}
 
 SamplingParams Greedy() {
   SamplingParams params;
