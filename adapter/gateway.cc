@@ -47,6 +47,19 @@ http::Response RenderServerError(const http::ServerError& error) {
   return JsonResponse(e.ToJson(), e.http_status);
 }
 
+// The request body as JSON (nesting limited), or false once a 400 is sent.
+bool ParseBody(const http::Request& request, http::Exchange& exchange, json* body) {
+  auto parsed = text::ParseJsonLimited<json>(request.body, "the request body");
+  if (!parsed.ok()) {
+    ApiError e;
+    e.message = std::string(parsed.status().message());
+    SendError(exchange, e);
+    return false;
+  }
+  *body = *std::move(parsed);
+  return true;
+}
+
 std::string Sse(const json& payload) { return absl::StrCat("data: ", JsonText(payload), "\n\n"); }
 
 // What an HTTP client is told of a gRPC error. Refusals (4xx) name the
@@ -96,7 +109,8 @@ const prometheus::Histogram::BucketBoundaries kRequestSeconds = {0.005, 0.01, 0.
                                                                    2.5,   5,    10,    30,   60,  120,  300, 600};
 
 const char* RouteLabel(const std::string& path) {
-  for (const char* route : {"/v1/models", "/v1/chat/completions", "/v1/completions", "/health", "/metrics"}) {
+  for (const char* route : {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank",
+                            "/rerank", "/health", "/metrics"}) {
     if (path == route) return route;
   }
   return "other";
@@ -165,6 +179,11 @@ void Gateway::Register(http::HttpServer* server) {
   server->Handle("POST", "/v1/completions",
                  api("/v1/completions",
                      [this](const http::Request& q, http::Exchange& x) { Complete(q, x, Endpoint::kCompletions); }));
+  server->Handle("POST", "/v1/embeddings",
+                 api("/v1/embeddings", [this](const http::Request& q, http::Exchange& x) { Embeddings(q, x); }));
+  for (const char* route : {"/v1/rerank", "/rerank"}) {
+    server->Handle("POST", route, api(route, [this](const http::Request& q, http::Exchange& x) { Rerank(q, x); }));
+  }
   server->Handle("GET", "/health", [this](const http::Request&, http::Exchange& x) { Health(x); });
   server->Handle("GET", "/metrics", [this](const http::Request&, http::Exchange& x) { Metrics(x); });
 }
@@ -177,22 +196,13 @@ void Gateway::Models(http::Exchange& exchange) {
   grpc::Status status = models_->List(&context, {}, &list);
   if (!status.ok()) return SendError(exchange, ClientError(status));
   json data = json::array();
-  for (const auto& m : list.models()) {
-    json model = {{"id", m.name()}, {"object", "model"}, {"created", 0}, {"owned_by", "gantry"}};
-    if (m.max_context() > 0) model["max_context"] = m.max_context();  // known once loaded
-    data.push_back(model);
-  }
+  for (const auto& m : list.models()) data.push_back(ModelObject(m));
   exchange.Send(JsonResponse(json{{"object", "list"}, {"data", data}}));
 }
 
 void Gateway::Complete(const http::Request& http_request, http::Exchange& exchange, Endpoint endpoint) {
-  auto parsed = text::ParseJsonLimited<json>(http_request.body, "the request body");
-  if (!parsed.ok()) {
-    ApiError e;
-    e.message = std::string(parsed.status().message());
-    return SendError(exchange, e);
-  }
-  const json body = *std::move(parsed);
+  json body;
+  if (!ParseBody(http_request, exchange, &body)) return;
   ReplyOptions options;
   auto call = std::make_shared<Call>();
   call->context.set_deadline(Deadline());
@@ -248,6 +258,45 @@ void Gateway::Complete(const http::Request& http_request, http::Exchange& exchan
   }
   tail += "data: [DONE]\n\n";
   exchange.Write(tail);
+}
+
+void Gateway::Embeddings(const http::Request& http_request, http::Exchange& exchange) {
+  json body;
+  if (!ParseBody(http_request, exchange, &body)) return;
+  v1::EmbedRequest request;
+  EmbeddingOptions options;
+  if (auto e = ParseEmbeddingRequest(body, &request, &options)) return SendError(exchange, *e);
+  v1::EmbedResponse response;
+  grpc::Status status = UnaryCall(exchange, [&](grpc::ClientContext* context) {
+    return inference_->Embed(context, request, &response);
+  });
+  if (!status.ok()) return SendError(exchange, ClientError(status));
+  exchange.Send(JsonResponse(RenderEmbeddings(response, options)));
+}
+
+void Gateway::Rerank(const http::Request& http_request, http::Exchange& exchange) {
+  json body;
+  if (!ParseBody(http_request, exchange, &body)) return;
+  v1::RerankRequest request;
+  RerankOptions options;
+  if (auto e = ParseRerankRequest(body, &request, &options)) return SendError(exchange, *e);
+  v1::RerankResponse response;
+  grpc::Status status = UnaryCall(exchange, [&](grpc::ClientContext* context) {
+    return inference_->Rerank(context, request, &response);
+  });
+  if (!status.ok()) return SendError(exchange, ClientError(status));
+  exchange.Send(JsonResponse(RenderRerank(response, options, NewRerankId())));
+}
+
+grpc::Status Gateway::UnaryCall(http::Exchange& exchange,
+                                const std::function<grpc::Status(grpc::ClientContext*)>& call) {
+  // Shared with OnClientGone, which may run on an io thread after the call returned.
+  auto context = std::make_shared<grpc::ClientContext>();
+  context->set_deadline(Deadline());
+  Authenticate(context.get());
+  // A client that hangs up cancels the call: its inputs leave the batch.
+  exchange.OnClientGone([context] { context->TryCancel(); });
+  return call(context.get());
 }
 
 void Gateway::Authenticate(grpc::ClientContext* context) const {

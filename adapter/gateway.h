@@ -1,6 +1,8 @@
 // The HTTP routes of gantry-adapter, each forwarding to gantry-server over
 // gRPC: GET /v1/models, POST /v1/chat/completions, POST /v1/completions
-// (streamed as server-sent events or whole), GET /health (the upstream's
+// (streamed as server-sent events or whole), POST /v1/embeddings, POST
+// /v1/rerank (Dify posts {base}/rerank, its base ending in /v1) and /rerank
+// (clients whose base has no /v1), GET /health (the upstream's
 // grpc.health.v1 status) and GET /metrics (the adapter's own figures).
 // A client that disconnects (mid-stream or while a whole reply is being
 // generated) cancels its gRPC call, so the server stops generating and frees
@@ -11,6 +13,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +39,11 @@ class Gateway {
  private:
   void Models(http::Exchange& exchange);
   void Complete(const http::Request& request, http::Exchange& exchange, Endpoint endpoint);
+  void Embeddings(const http::Request& request, http::Exchange& exchange);
+  void Rerank(const http::Request& request, http::Exchange& exchange);
+  // Runs one unary gRPC call with the request deadline and the upstream
+  // token, cancelled if the HTTP client hangs up meanwhile.
+  grpc::Status UnaryCall(http::Exchange& exchange, const std::function<grpc::Status(grpc::ClientContext*)>& call);
   void Health(http::Exchange& exchange);
   void Metrics(http::Exchange& exchange);
   bool Authorized(const http::Request& request) const;

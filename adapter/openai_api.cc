@@ -1,9 +1,15 @@
 #include "adapter/openai_api.h"
 
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 
 #include "absl/random/random.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -48,14 +54,65 @@ std::optional<ApiError> ReadBool(const json& body, const char* key, bool* out) {
   return std::nullopt;
 }
 
-// What /v1/chat/completions and /v1/completions share.
-std::optional<ApiError> ParseCommon(const json& body, v1::SamplingParameters* p, ReplyOptions* options) {
+// The body is an object with a "model" name; every endpoint starts here.
+std::optional<ApiError> ReadModel(const json& body, std::string* model) {
   if (!body.is_object()) return Invalid("", "the request body must be a JSON object");
-  auto model = body.find("model");
-  if (model == body.end() || !model->is_string() || model->get<std::string>().empty()) {
+  auto it = body.find("model");
+  if (it == body.end() || !it->is_string() || it->get<std::string>().empty()) {
     return Invalid("model", "'model' is required: a model name from GET /v1/models");
   }
-  options->model = model->get<std::string>();
+  *model = it->get<std::string>();
+  return std::nullopt;
+}
+
+std::optional<ApiError> ReadUser(const json& body) {
+  if (auto user = body.find("user"); user != body.end() && !user->is_null() && !user->is_string()) {
+    return Invalid("user", "'user' must be a string");
+  }
+  return std::nullopt;
+}
+
+// A JSON value's type in words, for messages.
+std::string TypeName(const json& value) {
+  if (value.is_string()) return "a string";
+  if (value.is_number_integer()) return "an integer";
+  if (value.is_number()) return "a number";
+  if (value.is_boolean()) return "a boolean";
+  if (value.is_array()) return "a list";
+  if (value.is_object()) return "an object";
+  return "null";
+}
+
+// A token id (0 to INT32_MAX) at `where`; unsigned JSON integers above
+// INT64_MAX would read back negative, so both signednesses are checked.
+std::optional<ApiError> ReadTokenId(const json& t, const std::string& where, const std::string& param,
+                                    uint32_t* out) {
+  if (!t.is_number_integer()) {
+    return Invalid(param, absl::StrCat(where, " is ", TypeName(t), "; a token id (an integer from 0 to ", INT32_MAX,
+                                       ") was expected"));
+  }
+  const bool in_range = t.is_number_unsigned() ? t.get<uint64_t>() <= INT32_MAX
+                                               : t.get<int64_t>() >= 0 && t.get<int64_t>() <= INT32_MAX;
+  if (!in_range) return Invalid(param, absl::StrCat(where, " = ", t.dump(), " is not a token id (0 to ", INT32_MAX, ")"));
+  *out = static_cast<uint32_t>(t.get<int64_t>());
+  return std::nullopt;
+}
+
+// JSON numbers are doubles; a float32 written with the shortest digits that
+// read back as the same float keeps vectors half as long as its double's
+// 17 digits ("0.1", not "0.10000000149011612").
+json ShortFloat(float value) {
+  if (!std::isfinite(value)) return nullptr;  // JSON has no NaN; never expected from a normalized encoder
+  char buffer[32];
+  auto [end, ec] = std::to_chars(buffer, buffer + sizeof(buffer) - 1, value);
+  if (ec != std::errc()) return static_cast<double>(value);
+  *end = '\0';
+  return std::strtod(buffer, nullptr);
+}
+
+// What /v1/chat/completions and /v1/completions share.
+std::optional<ApiError> ParseCommon(const json& body, v1::SamplingParameters* p, ReplyOptions* options) {
+  if (auto e = ReadModel(body, &options->model)) return e;
   if (auto e = ReadBool(body, "stream", &options->stream)) return e;
   if (auto so = body.find("stream_options"); so != body.end() && !so->is_null()) {
     if (!so->is_object()) return Invalid("stream_options", "'stream_options' must be an object");
@@ -105,9 +162,7 @@ std::optional<ApiError> ParseCommon(const json& body, v1::SamplingParameters* p,
       return Invalid("stop", "'stop' must be a string or a list of strings");
     }
   }
-  if (auto user = body.find("user"); user != body.end() && !user->is_null() && !user->is_string()) {
-    return Invalid("user", "'user' must be a string");
-  }
+  if (auto e = ReadUser(body)) return e;
   return std::nullopt;
 }
 
@@ -300,14 +355,9 @@ std::optional<ApiError> ParseCompletionRequest(const json& body, v1::GenerateReq
   } else if (prompt->is_array() && !prompt->empty() &&
              std::all_of(prompt->begin(), prompt->end(), [](const json& t) { return t.is_number_integer(); })) {
     for (size_t i = 0; i < prompt->size(); ++i) {
-      // Unsigned JSON integers above INT64_MAX read back as negative here too.
-      const json& t = (*prompt)[i];
-      const bool in_range = t.is_number_unsigned() ? t.get<uint64_t>() <= INT32_MAX
-                                                   : t.get<int64_t>() >= 0 && t.get<int64_t>() <= INT32_MAX;
-      if (!in_range) {
-        return Invalid("prompt", absl::StrCat("prompt[", i, "] = ", t.dump(), " is not a token id (0 to ", INT32_MAX, ")"));
-      }
-      request->mutable_token_ids()->add_ids(static_cast<uint32_t>(t.get<int64_t>()));
+      uint32_t id = 0;
+      if (auto e = ReadTokenId((*prompt)[i], absl::StrCat("prompt[", i, "]"), "prompt", &id)) return e;
+      request->mutable_token_ids()->add_ids(id);
     }
   } else {
     return Invalid("prompt", "'prompt' must be a string, a list of one string, or a list of token ids");
@@ -445,6 +495,216 @@ std::optional<json> ChunkBuilder::UsageChunk() const {
   json chunk = Chunk(nullptr);
   chunk["usage"] = UsageJson(*usage_);
   return chunk;
+}
+
+json ModelObject(const v1::ModelStatus& m) {
+  json model = {{"id", m.name()}, {"object", "model"}, {"created", 0}, {"owned_by", "gantry"}};
+  // Clients (and Dify's operators) choose the endpoint by it: "generate"
+  // for chat and completions, "embed" for /v1/embeddings, "rerank" for /v1/rerank.
+  if (!m.task().empty()) model["task"] = m.task();
+  if (m.max_context() > 0) model["max_context"] = m.max_context();  // known once loaded
+  return model;
+}
+
+namespace {
+
+constexpr const char* kInputShapes =
+    "a string, a list of strings, a list of token ids, or a list of token-id lists";
+
+// One element of a list "input": a non-empty string or a non-empty list of token ids.
+std::optional<ApiError> ParseEmbeddingInput(const json& item, size_t i, v1::EmbedInput* out) {
+  const std::string where = absl::StrCat("input[", i, "]");
+  if (item.is_string()) {
+    if (item.get_ref<const std::string&>().empty()) {
+      return Invalid(where, absl::StrCat(where, " is an empty string; every input needs some text"));
+    }
+    out->set_text(item.get<std::string>());
+    return std::nullopt;
+  }
+  if (item.is_array()) {
+    if (item.empty()) return Invalid(where, absl::StrCat(where, " is an empty list of token ids"));
+    for (size_t j = 0; j < item.size(); ++j) {
+      uint32_t id = 0;
+      if (auto e = ReadTokenId(item[j], absl::StrCat(where, "[", j, "]"), where, &id)) return e;
+      out->mutable_token_ids()->add_ids(id);
+    }
+    return std::nullopt;
+  }
+  return Invalid(where, absl::StrCat(where, " is ", TypeName(item), "; 'input' must be ", kInputShapes));
+}
+
+}  // namespace
+
+std::optional<ApiError> ParseEmbeddingRequest(const json& body, v1::EmbedRequest* request, EmbeddingOptions* options) {
+  if (auto e = ReadModel(body, &options->model)) return e;
+  request->set_model(options->model);
+  auto input = body.find("input");
+  if (input == body.end() || input->is_null()) {
+    return Invalid("input", absl::StrCat("'input' is required: ", kInputShapes));
+  }
+  if (input->is_string()) {
+    if (input->get_ref<const std::string&>().empty()) {
+      return Invalid("input", "'input' is an empty string; it needs some text");
+    }
+    request->add_inputs()->set_text(input->get<std::string>());
+  } else if (input->is_array()) {
+    if (input->empty()) return Invalid("input", "'input' is an empty list: at least one input is needed");
+    if ((*input)[0].is_number()) {
+      // A flat list of numbers is one input of token ids.
+      v1::TokenIds* ids = request->add_inputs()->mutable_token_ids();
+      for (size_t j = 0; j < input->size(); ++j) {
+        const std::string where = absl::StrCat("input[", j, "]");
+        uint32_t id = 0;
+        if (auto e = ReadTokenId((*input)[j], where, where, &id)) return e;
+        ids->add_ids(id);
+      }
+    } else {
+      if (input->size() > kMaxEmbeddingInputs) {
+        return Invalid("input", absl::StrCat("'input' has ", input->size(), " entries; at most ", kMaxEmbeddingInputs,
+                                             " per request"));
+      }
+      for (size_t i = 0; i < input->size(); ++i) {
+        if (auto e = ParseEmbeddingInput((*input)[i], i, request->add_inputs())) return e;
+      }
+    }
+  } else {
+    return Invalid("input", absl::StrCat("'input' is ", TypeName(*input), "; it must be ", kInputShapes));
+  }
+
+  if (auto format = body.find("encoding_format"); format != body.end() && !format->is_null()) {
+    const bool known = format->is_string() && (*format == "float" || *format == "base64");
+    if (!known) {
+      return Invalid("encoding_format",
+                     absl::StrCat("'encoding_format' must be \"float\" or \"base64\", got ", format->dump()));
+    }
+    options->base64 = *format == "base64";
+  }
+  std::optional<int64_t> dimensions;
+  if (auto e = ReadInteger(body, "dimensions", &dimensions)) return e;
+  if (dimensions) {
+    if (*dimensions < 1 || *dimensions > INT32_MAX) {
+      return Invalid("dimensions", absl::StrCat("'dimensions' must be at least 1 (and at most the model's), got ",
+                                                *dimensions));
+    }
+    request->set_dimensions(static_cast<uint32_t>(*dimensions));
+  }
+  if (auto e = ReadUser(body)) return e;
+  // Gantry's own: vLLM and TEI clients send "truncate" and "normalize" too.
+  bool truncate = false;
+  if (auto e = ReadBool(body, "truncate", &truncate)) return e;
+  request->set_truncate(truncate);
+  if (auto it = body.find("normalize"); it != body.end() && !it->is_null()) {
+    bool normalize = true;  // unset: as the model's folder says
+    if (auto e = ReadBool(body, "normalize", &normalize)) return e;
+    request->set_normalize(normalize);
+  }
+  if (auto name = body.find("prompt_name"); name != body.end() && !name->is_null()) {
+    if (!name->is_string()) return Invalid("prompt_name", "'prompt_name' must be a string");
+    request->set_prompt_name(name->get<std::string>());
+  }
+  return std::nullopt;
+}
+
+std::string Float32Base64(const google::protobuf::RepeatedField<float>& values) {
+  std::string bytes(values.size() * 4, '\0');
+  for (int i = 0; i < values.size(); ++i) {
+    uint32_t bits;
+    const float value = values.Get(i);
+    std::memcpy(&bits, &value, 4);
+    // Little-endian whatever the host: what OpenAI's clients decode.
+    for (int b = 0; b < 4; ++b) bytes[i * 4 + b] = static_cast<char>((bits >> (8 * b)) & 0xff);
+  }
+  return absl::Base64Escape(bytes);
+}
+
+json RenderEmbeddings(const v1::EmbedResponse& response, const EmbeddingOptions& options) {
+  json data = json::array();
+  for (int i = 0; i < response.embeddings_size(); ++i) {
+    const auto& values = response.embeddings(i).values();
+    json embedding;
+    if (options.base64) {
+      embedding = Float32Base64(values);
+    } else {
+      embedding = json::array();
+      embedding.get_ref<json::array_t&>().reserve(values.size());
+      for (float v : values) embedding.push_back(ShortFloat(v));
+    }
+    data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", std::move(embedding)}});
+  }
+  const uint32_t tokens = response.usage().prompt_tokens();
+  return {{"object", "list"},
+          {"data", std::move(data)},
+          {"model", options.model},
+          {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}};
+}
+
+std::optional<ApiError> ParseRerankRequest(const json& body, v1::RerankRequest* request, RerankOptions* options) {
+  if (auto e = ReadModel(body, &options->model)) return e;
+  request->set_model(options->model);
+  auto query = body.find("query");
+  if (query == body.end() || query->is_null()) return Invalid("query", "'query' is required: the text to rank by");
+  if (!query->is_string()) return Invalid("query", absl::StrCat("'query' is ", TypeName(*query), "; it must be a string"));
+  if (query->get_ref<const std::string&>().empty()) return Invalid("query", "'query' is an empty string");
+  request->set_query(query->get<std::string>());
+
+  auto documents = body.find("documents");
+  if (documents == body.end() || documents->is_null()) {
+    return Invalid("documents", "'documents' is required: a list of strings or {\"text\": ...} objects");
+  }
+  if (!documents->is_array()) {
+    return Invalid("documents", absl::StrCat("'documents' is ", TypeName(*documents),
+                                             "; it must be a list of strings or {\"text\": ...} objects"));
+  }
+  if (documents->empty()) return Invalid("documents", "'documents' is an empty list: at least one is needed");
+  for (size_t i = 0; i < documents->size(); ++i) {
+    const json& doc = (*documents)[i];
+    const std::string where = absl::StrCat("documents[", i, "]");
+    if (doc.is_string()) {
+      request->add_documents(doc.get<std::string>());
+    } else if (doc.is_object() && doc.contains("text") && doc["text"].is_string()) {
+      // Cohere's and Jina's structured form; only its text is ranked.
+      request->add_documents(doc["text"].get<std::string>());
+    } else {
+      return Invalid(where, absl::StrCat(where, " is ", TypeName(doc),
+                                         doc.is_object() ? " without a \"text\" string" : "",
+                                         "; every document must be a string or {\"text\": \"...\"}"));
+    }
+  }
+
+  std::optional<int64_t> top_n;
+  if (auto e = ReadInteger(body, "top_n", &top_n)) return e;
+  if (top_n) {
+    // 0 is "all", as vLLM's; Dify sends the number of documents.
+    if (*top_n < 0) return Invalid("top_n", absl::StrCat("'top_n' must be 0 (all) or more, got ", *top_n));
+    request->set_top_n(static_cast<uint32_t>(std::min<int64_t>(*top_n, UINT32_MAX)));
+  }
+  if (auto e = ReadBool(body, "return_documents", &options->return_documents)) return e;
+  request->set_return_documents(options->return_documents);
+  bool truncate = false;
+  if (auto e = ReadBool(body, "truncate", &truncate)) return e;
+  request->set_truncate(truncate);
+  if (auto e = ReadUser(body)) return e;
+  return std::nullopt;
+}
+
+json RenderRerank(const v1::RerankResponse& response, const RerankOptions& options, const std::string& id) {
+  json results = json::array();
+  for (const v1::RerankResult& r : response.results()) {
+    json result = {{"index", r.index()}, {"relevance_score", ShortFloat(r.relevance_score())}};
+    if (options.return_documents) result["document"] = {{"text", r.document()}};
+    results.push_back(std::move(result));
+  }
+  const uint32_t tokens = response.usage().prompt_tokens();
+  return {{"id", id},
+          {"model", options.model},
+          {"results", std::move(results)},
+          {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}};
+}
+
+std::string NewRerankId() {
+  thread_local absl::BitGen gen;
+  return absl::StrFormat("rerank-%012x%012x", absl::Uniform<uint64_t>(gen, 0, 1ull << 48),
+                         absl::Uniform<uint64_t>(gen, 0, 1ull << 48));
 }
 
 }  // namespace gantry::adapter

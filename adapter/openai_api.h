@@ -3,11 +3,14 @@
 //
 // Requests: /v1/chat/completions and /v1/completions bodies become a
 // ChatRequest or GenerateRequest plus the options that shape the reply
-// (stream, usage, logprobs). Unknown fields are ignored, as OpenAI's clients
-// send many; fields Gantry cannot honour yet (tools, non-text
-// response_format, n > 1, echo, suffix, best_of > 1) are refused by name.
+// (stream, usage, logprobs); /v1/embeddings an EmbedRequest; /v1/rerank (and
+// /rerank, Jina's and Cohere's shape) a RerankRequest. Unknown fields are
+// ignored, as OpenAI's clients send many; fields Gantry cannot honour yet
+// (tools, non-text response_format, n > 1, echo, suffix, best_of > 1) are
+// refused by name.
 // Replies: chat.completion / text_completion objects, their streamed chunks,
-// and errors as {"error": {"message", "type", "param", "code"}}.
+// embedding lists, rerank results, model objects, and errors as
+// {"error": {"message", "type", "param", "code"}}.
 #ifndef GANTRY_ADAPTER_OPENAI_API_H_
 #define GANTRY_ADAPTER_OPENAI_API_H_
 
@@ -92,6 +95,44 @@ class ChunkBuilder {
   int64_t text_offset_ = 0;
   std::optional<v1::Usage> usage_;
 };
+
+// The /v1/models entry of a model: OpenAI's fields, its task ("generate",
+// "embed", "rerank") and, once loaded, its max_context.
+nlohmann::json ModelObject(const v1::ModelStatus& model);
+
+// /v1/embeddings: how the reply is shaped.
+struct EmbeddingOptions {
+  std::string model;
+  bool base64 = false;  // encoding_format "base64": little-endian float32, as OpenAI's
+};
+
+// Parses a /v1/embeddings body: "input" is a string, a list of strings, a
+// list of token ids or a list of such lists (at most kMaxEmbeddingInputs,
+// none empty); "encoding_format", "dimensions", "user"; Gantry's
+// "truncate", "normalize" and "prompt_name".
+inline constexpr size_t kMaxEmbeddingInputs = 2048;  // OpenAI's limit, and the server's
+std::optional<ApiError> ParseEmbeddingRequest(const nlohmann::json& body, v1::EmbedRequest* request,
+                                              EmbeddingOptions* options);
+// {"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model", "usage"}.
+nlohmann::json RenderEmbeddings(const v1::EmbedResponse& response, const EmbeddingOptions& options);
+// The bytes of `values` as little-endian float32, base64-encoded.
+std::string Float32Base64(const google::protobuf::RepeatedField<float>& values);
+
+// /v1/rerank: how the reply is shaped.
+struct RerankOptions {
+  std::string model;
+  bool return_documents = false;
+};
+
+// Parses a /v1/rerank body: "query", "documents" (strings or {"text": ...}
+// objects), "top_n" (0 or absent: all), "return_documents", "truncate".
+std::optional<ApiError> ParseRerankRequest(const nlohmann::json& body, v1::RerankRequest* request,
+                                           RerankOptions* options);
+// {"id", "model", "results": [{"index", "relevance_score", "document"?: {"text"}}], "usage"}:
+// Jina's reply (Cohere's without "meta"), best first.
+nlohmann::json RenderRerank(const v1::RerankResponse& response, const RerankOptions& options, const std::string& id);
+// "rerank-" with 24 random hex digits.
+std::string NewRerankId();
 
 }  // namespace gantry::adapter
 

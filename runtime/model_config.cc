@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "runtime/internal/config_reader.h"
 
 namespace gantry::runtime {
 namespace {
@@ -25,61 +26,6 @@ constexpr ArchitectureEntry kArchitectures[] = {
     {"Qwen3ForCausalLM", Architecture::kQwen3},
 };
 
-class Reader {
- public:
-  Reader(const json& root, absl::string_view source) : root_(root), source_(source) {}
-
-  absl::Status status() const { return status_; }
-
-  int64_t Int(const char* key, std::optional<int64_t> fallback = std::nullopt) {
-    auto it = root_.find(key);
-    if (it == root_.end() || it->is_null()) {
-      if (fallback) return *fallback;
-      Fail(absl::StrCat("missing required key \"", key, "\""));
-      return 0;
-    }
-    if (!it->is_number_integer()) {
-      Fail(absl::StrCat("\"", key, "\" must be an integer, got ", it->dump()));
-      return 0;
-    }
-    return it->get<int64_t>();
-  }
-
-  int64_t PositiveInt(const char* key, std::optional<int64_t> fallback = std::nullopt) {
-    int64_t value = Int(key, fallback);
-    if (status_.ok() && value <= 0) Fail(absl::StrCat("\"", key, "\" must be positive, got ", value));
-    return value;
-  }
-
-  double Number(const json& object, const char* key, double fallback) {
-    auto it = object.find(key);
-    if (it == object.end() || it->is_null()) return fallback;
-    if (!it->is_number()) {
-      Fail(absl::StrCat("\"", key, "\" must be a number, got ", it->dump()));
-      return fallback;
-    }
-    return it->get<double>();
-  }
-
-  bool Bool(const char* key, bool fallback) {
-    auto it = root_.find(key);
-    if (it == root_.end() || it->is_null()) return fallback;
-    if (!it->is_boolean()) {
-      Fail(absl::StrCat("\"", key, "\" must be true or false, got ", it->dump()));
-      return fallback;
-    }
-    return it->get<bool>();
-  }
-
-  void Fail(std::string message) {
-    if (status_.ok()) status_ = absl::InvalidArgumentError(absl::StrCat(source_, ": ", message));
-  }
-
- private:
-  const json& root_;
-  absl::string_view source_;
-  absl::Status status_;
-};
 
 // eos_token_id is an integer or a list of integers.
 absl::Status ReadTokenIds(const json& value, std::vector<int64_t>* out, absl::string_view source) {
@@ -100,7 +46,7 @@ absl::Status ReadTokenIds(const json& value, std::vector<int64_t>* out, absl::st
                    value.dump()));
 }
 
-absl::Status ParseRope(const json& root, Reader& reader, RopeConfig* rope, absl::string_view source) {
+absl::Status ParseRope(const json& root, ConfigReader& reader, RopeConfig* rope, absl::string_view source) {
   // transformers 5 writes `rope_parameters` (holding rope_theta); older
   // configs write `rope_theta` beside an optional `rope_scaling`.
   const json* scaling = nullptr;
@@ -194,7 +140,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
         absl::StrJoin(SupportedArchitectures(), ", ")));
   }
 
-  Reader reader(root, source);
+  ConfigReader reader(root, source);
   config.vocab_size = reader.PositiveInt("vocab_size");
   config.hidden_size = reader.PositiveInt("hidden_size");
   config.intermediate_size = reader.PositiveInt("intermediate_size");
@@ -255,16 +201,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
   }
   if (auto s = ParseRope(root, reader, &config.rope, source); !s.ok()) return s;
 
-  for (const char* key : {"dtype", "torch_dtype"}) {
-    if (auto it = root.find(key); it != root.end() && it->is_string()) {
-      config.dtype = it->get<std::string>();
-      break;
-    }
-  }
-  if (config.dtype != "float32" && config.dtype != "bfloat16" && config.dtype != "float16") {
-    return absl::UnimplementedError(absl::StrCat(source, ": dtype \"", config.dtype,
-                                                 "\" is not supported; supported: float32, bfloat16, float16"));
-  }
+  auto dtype = ReadWeightDtype(root, source);
+  if (!dtype.ok()) return dtype.status();
+  config.dtype = *std::move(dtype);
 
   if (auto it = root.find("bos_token_id"); it != root.end() && it->is_number_integer()) {
     config.bos_token_id = it->get<int64_t>();

@@ -346,19 +346,6 @@ class TorchModelRunner final : public ModelRunner {
   std::map<SequenceId, int64_t> penalty_rows_;  // PenaltyState rows of sequences with penalties
 };
 
-absl::StatusOr<at::ScalarType> ResolveDtype(const LoadOptions& options, const ModelConfig& config,
-                                            const at::Device& device) {
-  std::string name = options.dtype.empty() ? config.dtype : options.dtype;
-  if (options.dtype.empty() && device.is_cpu() && name == "float16") name = "float32";
-  auto type = ParseScalarType(name);
-  if (!type.ok()) return type.status();
-  if (device.is_cpu() && *type == at::kHalf) {
-    return absl::InvalidArgumentError(
-        "dtype float16 is not supported on the CPU; use float32 or bfloat16");
-  }
-  return type;
-}
-
 // The devices of a model's ranks, from `device` and tensor_parallel or from
 // the explicit list. Errors name the option.
 absl::StatusOr<std::vector<at::Device>> RankDevices(const LoadOptions& options) {
@@ -412,7 +399,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
   if (!devices.ok()) return devices.status();
   const int num_ranks = static_cast<int>(devices->size());
   const at::Device device = (*devices)[0];
-  auto dtype = ResolveDtype(options, *config, device);
+  auto dtype = ResolveModelDtype(options.dtype, config->dtype, device);
   if (!dtype.ok()) return dtype.status();
   if (options.block_size < 1 || options.block_size > 1024) {
     return absl::InvalidArgumentError(

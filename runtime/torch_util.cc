@@ -50,6 +50,18 @@ absl::StatusOr<at::ScalarType> ParseScalarType(absl::string_view name) {
       absl::StrCat("dtype \"", name, "\" is not one of float32, bfloat16, float16"));
 }
 
+absl::StatusOr<at::ScalarType> ResolveModelDtype(absl::string_view requested, absl::string_view config_dtype,
+                                                 const at::Device& device) {
+  absl::string_view name = requested.empty() ? config_dtype : requested;
+  if (requested.empty() && device.is_cpu() && name == "float16") name = "float32";
+  auto type = ParseScalarType(name);
+  if (!type.ok()) return type.status();
+  if (device.is_cpu() && *type == at::kHalf) {
+    return absl::InvalidArgumentError("dtype float16 is not supported on the CPU; use float32 or bfloat16");
+  }
+  return type;
+}
+
 std::string ScalarTypeName(at::ScalarType type) {
   switch (type) {
     case at::kFloat: return "float32";

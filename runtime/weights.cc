@@ -9,13 +9,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "runtime/internal/tensor_loader.h"
 
 namespace gantry::runtime {
 namespace {
 
 // Names of the expected tensors and their shapes, from the config.
-using ShapeMap = std::map<std::string, std::vector<int64_t>>;
-
 ShapeMap ExpectedTensors(const ModelConfig& c) {
   ShapeMap shapes;
   const int64_t q_rows = c.num_heads * c.head_dim;
@@ -60,85 +59,9 @@ bool IsIgnorable(const std::string& name, const ModelConfig& config) {
   return config.tie_word_embeddings && name == "lm_head.weight";
 }
 
-std::string ListNames(const std::vector<std::string>& names) {
-  constexpr size_t kShown = 12;
-  std::vector<std::string> shown(names.begin(), names.begin() + std::min(names.size(), kShown));
-  std::string text = absl::StrJoin(shown, ", ");
-  if (names.size() > kShown) absl::StrAppend(&text, ", and ", names.size() - kShown, " more");
-  return text;
-}
-
-absl::StatusOr<at::ScalarType> FileScalarType(const TensorInfo& info) {
-  switch (info.dtype) {
-    case DType::kF32: return at::kFloat;
-    case DType::kF16: return at::kHalf;
-    case DType::kBF16: return at::kBFloat16;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("tensor \"", info.name, "\" has dtype ",
-                                                     DTypeName(info.dtype),
-                                                     "; weights must be F32, F16 or BF16"));
-  }
-}
-
-// One tensor of the checkpoint, or a slice of it along `dim`.
-struct Part {
-  std::string name;
-  int dim = 0;
-  int64_t start = 0;
-  int64_t length = -1;  // -1: all of it
-};
-
-class Loader {
- public:
-  Loader(const Checkpoint& checkpoint, const at::Device& device, at::ScalarType dtype)
-      : checkpoint_(checkpoint), device_(device), dtype_(dtype) {}
-
-  // Copies the parts, concatenated along dim 0, into one new tensor.
-  absl::StatusOr<at::Tensor> Load(const std::vector<Part>& parts) {
-    std::vector<at::Tensor> mapped;
-    int64_t rows = 0;
-    for (const Part& part : parts) {
-      const auto* entry = checkpoint_.Find(part.name);
-      auto file_type = FileScalarType(*entry->info);
-      if (!file_type.ok()) return file_type.status();
-      // A view of the mapped bytes: copy_ moves it to the device and converts
-      // its dtype without an intermediate host tensor (only the slice's pages are read).
-      at::Tensor view = at::from_blob(const_cast<void*>(entry->file->Data(*entry->info)), entry->info->shape,
-                                      at::TensorOptions().dtype(*file_type));
-      if (part.length >= 0) view = view.narrow(part.dim, part.start, part.length);
-      rows += view.dim() == 0 ? 1 : view.size(0);
-      mapped.push_back(view);
-    }
-    std::vector<int64_t> shape = mapped[0].sizes().vec();
-    if (!shape.empty()) shape[0] = rows;
-    at::Tensor out = at::empty(shape, at::TensorOptions().device(device_).dtype(dtype_));
-    int64_t row = 0;
-    for (const at::Tensor& view : mapped) {
-      const int64_t n = view.dim() == 0 ? 1 : view.size(0);
-      (shape.empty() ? out : out.narrow(0, row, n)).copy_(view);
-      row += n;
-    }
-    bytes_ += static_cast<uint64_t>(out.numel()) * out.element_size();
-    return out;
-  }
-
-  absl::StatusOr<at::Tensor> LoadOptional(bool present, const std::vector<Part>& parts) {
-    if (!present) return at::Tensor();
-    return Load(parts);
-  }
-
-  void Count(const at::Tensor& t) { bytes_ += static_cast<uint64_t>(t.numel()) * t.element_size(); }
-  uint64_t bytes() const { return bytes_; }
-
- private:
-  const Checkpoint& checkpoint_;
-  at::Device device_;
-  at::ScalarType dtype_;
-  uint64_t bytes_ = 0;
-};
 
 // Rows [first, first + count) of a [units * unit_rows, ...] tensor's units.
-Part Rows(const std::string& name, int64_t first_unit, int64_t units, int64_t unit_rows) {
+TensorPart Rows(const std::string& name, int64_t first_unit, int64_t units, int64_t unit_rows) {
   return {name, 0, first_unit * unit_rows, units * unit_rows};
 }
 
@@ -168,29 +91,10 @@ absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& config, int size) {
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const ModelConfig& config,
                                          const at::Device& device, at::ScalarType dtype, const Shard& shard) {
   const ShapeMap expected = ExpectedTensors(config);
-  std::vector<std::string> missing, unexpected, wrong_shape;
-  for (const auto& [name, shape] : expected) {
-    const auto* entry = checkpoint.Find(name);
-    if (entry == nullptr) {
-      missing.push_back(name);
-    } else if (entry->info->shape != shape) {
-      wrong_shape.push_back(absl::StrCat(name, " is [", absl::StrJoin(entry->info->shape, ", "),
-                                         "], config needs [", absl::StrJoin(shape, ", "), "]"));
-    }
-  }
-  for (const auto& name : checkpoint.Names()) {
-    if (!expected.count(name) && !IsIgnorable(name, config)) unexpected.push_back(name);
-  }
-  if (!missing.empty() || !unexpected.empty() || !wrong_shape.empty()) {
-    std::vector<std::string> problems;
-    if (!missing.empty()) problems.push_back(absl::StrCat("missing tensors: ", ListNames(missing)));
-    if (!unexpected.empty()) {
-      problems.push_back(absl::StrCat("unexpected tensors: ", ListNames(unexpected)));
-    }
-    if (!wrong_shape.empty()) problems.push_back(absl::StrCat("wrong shapes: ", ListNames(wrong_shape)));
-    return absl::InvalidArgumentError(absl::StrCat(checkpoint.model_dir(), " (",
-                                                   config.architecture_name, "): ",
-                                                   absl::StrJoin(problems, "; ")));
+  if (auto s = CheckTensorShapes(checkpoint, expected, [&](const std::string& name) { return IsIgnorable(name, config); },
+                                config.architecture_name);
+      !s.ok()) {
+    return s;
   }
 
   auto local = ShardConfig(config, shard.size);
@@ -206,9 +110,9 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
       config.num_kv_heads >= shard.size ? shard.rank * kv_heads : shard.rank / (shard.size / config.num_kv_heads);
   const int64_t first_inter = shard.rank * inter;
   const bool sharded = shard.size > 1;
-  auto whole = [](const std::string& name) { return Part{name}; };
+  auto whole = [](const std::string& name) { return TensorPart{name}; };
 
-  Loader loader(checkpoint, device, dtype);
+  TensorLoader loader(checkpoint, device, dtype);
   ModelWeights weights;
 #define GANTRY_ASSIGN(target, expr)        \
   do {                                     \
@@ -234,7 +138,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
   } else if (vocab_rows == vocab_share && config.tie_word_embeddings) {
     weights.lm_head = weights.embed_tokens.narrow(0, vocab_first, vocab_rows);
   } else {
-    GANTRY_ASSIGN(weights.lm_head, loader.Load({Part{head_name, 0, vocab_first, vocab_rows}}));
+    GANTRY_ASSIGN(weights.lm_head, loader.Load({TensorPart{head_name, 0, vocab_first, vocab_rows}}));
     if (vocab_rows < vocab_share) {
       at::Tensor padding = at::zeros({vocab_share - vocab_rows, config.hidden_size}, weights.lm_head.options());
       loader.Count(padding);
@@ -253,14 +157,14 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
     GANTRY_ASSIGN(layer.qkv_proj, loader.Load({q("proj.weight"), kv("k_proj.weight"), kv("v_proj.weight")}));
     GANTRY_ASSIGN(layer.qkv_bias,
                   loader.LoadOptional(config.qkv_bias, {q("proj.bias"), kv("k_proj.bias"), kv("v_proj.bias")}));
-    GANTRY_ASSIGN(layer.o_proj, loader.Load({Part{a + "o_proj.weight", 1, first_head * hd, heads * hd}}));
+    GANTRY_ASSIGN(layer.o_proj, loader.Load({TensorPart{a + "o_proj.weight", 1, first_head * hd, heads * hd}}));
     GANTRY_ASSIGN(layer.o_bias, loader.LoadOptional(config.o_bias && shard.rank == 0, {whole(a + "o_proj.bias")}));
     GANTRY_ASSIGN(layer.q_norm, loader.LoadOptional(config.qk_norm, {whole(a + "q_norm.weight")}));
     GANTRY_ASSIGN(layer.k_norm, loader.LoadOptional(config.qk_norm, {whole(a + "k_norm.weight")}));
     GANTRY_ASSIGN(layer.gate_up_proj, loader.Load({mlp_rows("gate_proj.weight"), mlp_rows("up_proj.weight")}));
     GANTRY_ASSIGN(layer.gate_up_bias,
                   loader.LoadOptional(config.mlp_bias, {mlp_rows("gate_proj.bias"), mlp_rows("up_proj.bias")}));
-    GANTRY_ASSIGN(layer.down_proj, loader.Load({Part{p + "mlp.down_proj.weight", 1, first_inter, inter}}));
+    GANTRY_ASSIGN(layer.down_proj, loader.Load({TensorPart{p + "mlp.down_proj.weight", 1, first_inter, inter}}));
     GANTRY_ASSIGN(layer.down_bias,
                   loader.LoadOptional(config.mlp_bias && shard.rank == 0, {whole(p + "mlp.down_proj.bias")}));
     weights.layers.push_back(std::move(layer));

@@ -53,4 +53,15 @@ StepPlan PlanStep(const std::vector<RunningSequence>& running, const std::vector
   return plan;
 }
 
+int64_t PlanEncodeStep(const std::vector<int64_t>& lengths, const PlannerLimits& limits) {
+  int64_t taken = 0, longest = 0;
+  for (int64_t length : lengths) {
+    const int64_t padded_longest = std::max(longest, length);
+    if (taken > 0 && (taken + 1 > limits.max_batch || (taken + 1) * padded_longest > limits.max_step_tokens)) break;
+    longest = padded_longest;
+    ++taken;
+  }
+  return taken;
+}
+
 }  // namespace gantry::scheduler

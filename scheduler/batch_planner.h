@@ -49,6 +49,13 @@ struct StepPlan {
 StepPlan PlanStep(const std::vector<RunningSequence>& running, const std::vector<WaitingSequence>& waiting,
                   const KvCacheManager& kv, const PlannerLimits& limits);
 
+// Encoder models (embeddings, rerank) have no KV cache: a step runs whole
+// inputs, padded to the longest. Of the pending inputs (their lengths, queue
+// order) the step takes the longest prefix within max_batch inputs and
+// max_step_tokens padded tokens (inputs x the longest of them); always at
+// least one, so an input longer than the budget still runs, alone.
+int64_t PlanEncodeStep(const std::vector<int64_t>& lengths, const PlannerLimits& limits);
+
 }  // namespace gantry::scheduler
 
 #endif  // GANTRY_SCHEDULER_BATCH_PLANNER_H_

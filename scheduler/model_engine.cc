@@ -7,12 +7,47 @@
 #include "scheduler/runner_session.h"
 
 namespace gantry::scheduler {
+namespace {
+
+// What the engine reports of its model. An encoder's is made from its
+// config: no KV blocks, and max_context is the longest input it takes.
+runtime::ModelInfo EngineInfo(const LoadedModel& model) {
+  if (model.runner) return model.runner->info();
+  const runtime::EncoderInfo& encoder = model.encoder->info();
+  runtime::ModelInfo info;
+  info.config.architecture_name = encoder.config.architecture_name;
+  info.config.vocab_size = encoder.config.vocab_size;
+  info.config.hidden_size = encoder.config.hidden_size;
+  info.config.intermediate_size = encoder.config.intermediate_size;
+  info.config.num_layers = encoder.config.num_layers;
+  info.config.num_heads = encoder.config.num_heads;
+  info.config.num_kv_heads = encoder.config.num_heads;
+  info.config.head_dim = encoder.config.hidden_size / encoder.config.num_heads;
+  info.config.max_position_embeddings = encoder.config.max_position_embeddings;
+  info.config.dtype = encoder.config.dtype;
+  info.device = encoder.device;
+  info.devices = {encoder.device};
+  info.dtype = encoder.dtype;
+  info.block_size = 1;
+  info.max_context = encoder.max_tokens;
+  const int64_t trained = model.task.embedding.max_seq_length;
+  if (model.task.task == runtime::ModelTask::kEmbed && trained > 0) {
+    info.max_context = std::min(info.max_context, trained);
+  }
+  info.weight_bytes = encoder.weight_bytes;
+  info.execution = encoder.execution;
+  info.weights_source = "disk";
+  return info;
+}
+
+}  // namespace
 
 ModelEngine::ModelEngine(std::string name, LoadedModel model, EngineOptions options, const Clock* clock,
                          SchedulerObserver* observer)
     : name_(std::move(name)),
       model_(std::move(model)),
       options_(options),
+      info_(EngineInfo(model_)),
       clock_(clock),
       observer_(observer),
       kv_(info().num_blocks, info().block_size, options.prefix_caching) {
@@ -27,6 +62,12 @@ ModelEngine::ModelEngine(std::string name, LoadedModel model, EngineOptions opti
 ModelEngine::~ModelEngine() { Stop(absl::ZeroDuration()); }
 
 absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationRequest request) {
+  if (!model_.runner) {
+    return WithReason(absl::FailedPreconditionError(absl::StrCat("model ", name_, " serves ",
+                                                                 runtime::ModelTaskName(task()),
+                                                                 ", not text generation")),
+                      ErrorReason::kUnsupported);
+  }
   const int64_t context = info().max_context;
   const int64_t prompt = static_cast<int64_t>(request.prompt.size());
   if (prompt == 0) {
@@ -172,7 +213,176 @@ class Outbox {
 
 }  // namespace
 
+absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::SubmitEncode(EncodeRequest request) {
+  if (!model_.encoder) {
+    return WithReason(absl::FailedPreconditionError(absl::StrCat("model ", name_,
+                                                                 " serves text generation, not embeddings or rerank")),
+                      ErrorReason::kUnsupported);
+  }
+  if (request.inputs.empty()) {
+    return WithReason(absl::InvalidArgumentError("no inputs: at least one is needed"), ErrorReason::kInvalidRequest);
+  }
+  const runtime::EncoderConfig& config = model_.encoder->info().config;
+  auto active = std::make_unique<EncodeActive>();
+  for (size_t i = 0; i < request.inputs.size(); ++i) {
+    const EncodeInput& input = request.inputs[i];
+    const int64_t length = static_cast<int64_t>(input.tokens.size());
+    if (length == 0) {
+      return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, " is empty")),
+                        ErrorReason::kInvalidRequest);
+    }
+    if (length > info_.max_context) {
+      return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, " has ", length, " tokens; model ", name_,
+                                                                " takes at most ", info_.max_context)),
+                        ErrorReason::kContextLength);
+    }
+    for (int32_t token : input.tokens) {
+      if (token < 0 || token >= config.vocab_size) {
+        return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, ": token id ", token,
+                                                                  " is outside the vocabulary [0, ",
+                                                                  config.vocab_size, ")")),
+                          ErrorReason::kInvalidRequest);
+      }
+    }
+    if (!input.token_types.empty() && input.token_types.size() != input.tokens.size()) {
+      return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, " has ", length, " tokens but ",
+                                                                input.token_types.size(), " token types")),
+                        ErrorReason::kInvalidRequest);
+    }
+    for (int32_t type : input.token_types) {
+      if (type < 0 || type >= config.type_vocab_size) {
+        return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, ": token type ", type,
+                                                                  " is outside [0, ", config.type_vocab_size, ")")),
+                          ErrorReason::kInvalidRequest);
+      }
+    }
+    active->tokens += length;
+  }
+  active->inputs = std::move(request.inputs);
+  active->outputs.resize(active->inputs.size());
+  active->stream = std::make_shared<RequestStream>();
+  active->arrival = clock_->Now();
+  std::shared_ptr<RequestStream> stream = active->stream;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!accepting_) {
+      return WithReason(absl::UnavailableError(absl::StrCat("model ", name_, " is shutting down")),
+                        ErrorReason::kShuttingDown);
+    }
+    if (stats_.waiting >= options_.max_queue) {
+      return WithReason(absl::ResourceExhaustedError(absl::StrCat("queue of model ", name_, " is full (",
+                                                                  options_.max_queue, " waiting requests)")),
+                        ErrorReason::kQueueFull);
+    }
+    encode_incoming_.push_back(std::move(active));
+    stats_.waiting += 1;
+  }
+  work_.notify_all();
+  return stream;
+}
+
+bool ModelEngine::EncodeStepOnce() {
+  Outbox outbox;  // declared first: flushed last, after RefreshStats
+  bool cancel_all;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    while (!encode_incoming_.empty()) {
+      encode_queue_.push_back(std::move(encode_incoming_.front()));
+      encode_incoming_.pop_front();
+    }
+    cancel_all = std::exchange(cancel_all_, false);
+  }
+  bool worked = false;
+  auto finish = [&](EncodeActive& a, StreamEvent event) {
+    outbox.Add(a.stream, std::move(event));
+    worked = true;
+  };
+  for (auto it = encode_queue_.begin(); it != encode_queue_.end();) {
+    if (cancel_all || (*it)->stream->cancelled()) {
+      StreamEvent event;
+      event.reason = FinishReason::kCancelled;
+      finish(**it, std::move(event));
+      it = encode_queue_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+
+  // The pending inputs in queue order, as many as one step could take.
+  struct Slot {
+    EncodeActive* request;
+    size_t index;
+  };
+  std::vector<Slot> slots;
+  std::vector<int64_t> lengths;
+  for (const auto& a : encode_queue_) {
+    for (size_t i = a->next; i < a->inputs.size() && static_cast<int64_t>(slots.size()) < options_.max_batch; ++i) {
+      slots.push_back({a.get(), i});
+      lengths.push_back(static_cast<int64_t>(a->inputs[i].tokens.size()));
+    }
+  }
+  const int64_t taken = PlanEncodeStep(lengths, PlannerLimits{options_.max_batch, options_.max_step_tokens});
+  slots.resize(static_cast<size_t>(taken));
+  if (slots.empty()) {
+    RefreshStats();
+    return worked;
+  }
+  std::vector<runtime::EncoderInput> batch;
+  int64_t tokens = 0;
+  for (const Slot& slot : slots) {
+    const EncodeInput& input = slot.request->inputs[slot.index];
+    batch.push_back({input.tokens, input.token_types});
+    tokens += static_cast<int64_t>(input.tokens.size());
+    slot.request->next = slot.index + 1;
+    if (!slot.request->first_scheduled) slot.request->first_scheduled = clock_->Now();
+  }
+  const absl::Time step_start = absl::Now();
+  auto result = model_.encoder->Encode(batch);
+  if (observer_ != nullptr) {
+    StepReport report;
+    report.sequences = taken;
+    report.prompt_tokens = tokens;
+    report.duration = absl::Now() - step_start;
+    observer_->OnStep(name_, report);
+  }
+  if (!result.ok()) {
+    // The step's requests fail with the runtime's error; the rest carry on.
+    const absl::Status error = result.status().code() == absl::StatusCode::kResourceExhausted
+                                   ? WithReason(result.status(), ErrorReason::kDeviceMemory)
+                                   : result.status();
+    for (auto it = encode_queue_.begin(); it != encode_queue_.end();) {
+      const bool in_step = std::any_of(slots.begin(), slots.end(), [&](const Slot& s) { return s.request == it->get(); });
+      if (!in_step) {
+        ++it;
+        continue;
+      }
+      StreamEvent event;
+      event.error = error;
+      finish(**it, std::move(event));
+      it = encode_queue_.erase(it);
+    }
+  } else {
+    for (size_t i = 0; i < slots.size(); ++i) {
+      slots[i].request->outputs[slots[i].index] = std::move((*result)[i]);
+    }
+    // Requests whose last input ran are done: they lead the queue.
+    while (!encode_queue_.empty() && encode_queue_.front()->next == encode_queue_.front()->inputs.size()) {
+      EncodeActive& a = *encode_queue_.front();
+      StreamEvent event;
+      event.reason = FinishReason::kStop;
+      event.outputs = std::move(a.outputs);
+      event.usage.prompt_tokens = a.tokens;
+      event.usage.queue_seconds = absl::ToDoubleSeconds(*a.first_scheduled - a.arrival);
+      finish(a, std::move(event));
+      encode_queue_.pop_front();
+    }
+  }
+  RefreshStats();
+  return true;
+}
+
 bool ModelEngine::StepOnce() {
+  if (model_.encoder) return EncodeStepOnce();
   Outbox outbox;  // declared first: flushed last, after RefreshStats
   bool cancel_all;
   {
@@ -330,8 +540,12 @@ bool ModelEngine::StepOnce() {
 
 void ModelEngine::RefreshStats() {
   std::lock_guard<std::mutex> lock(mutex_);
-  stats_.running = static_cast<int64_t>(running_.size());
-  stats_.waiting = static_cast<int64_t>(waiting_.size() + incoming_.size());
+  // An encoder's running requests are those partly through their inputs.
+  const int64_t encode_started = std::count_if(encode_queue_.begin(), encode_queue_.end(),
+                                               [](const auto& a) { return a->next > 0; });
+  stats_.running = static_cast<int64_t>(running_.size()) + encode_started;
+  stats_.waiting = static_cast<int64_t>(waiting_.size() + incoming_.size() + encode_queue_.size() +
+                                        encode_incoming_.size()) - encode_started;
   const KvCacheStats kv = kv_.Stats();
   stats_.blocks_total = kv.num_blocks;
   stats_.blocks_free = kv.free_blocks;

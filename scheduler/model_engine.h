@@ -18,7 +18,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/encoder_runner.h"
 #include "runtime/model_runner.h"
+#include "runtime/model_task.h"
 #include "text/chat_template.h"
 #include "text/stream_decoder.h"
 #include "text/tokenizer.h"
@@ -40,9 +42,20 @@ struct GenerationRequest {
   bool skip_special_tokens = true;
 };
 
+// Encoder models: inputs already tokenized (special tokens in place) and,
+// for cross-encoders, the pair's token types.
+struct EncodeInput {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> token_types;  // empty: all 0
+};
+
+struct EncodeRequest {
+  std::vector<EncodeInput> inputs;
+};
+
 struct EngineOptions {
-  int64_t max_batch = 32;         // sequences per step
-  int64_t max_step_tokens = 2048; // tokens per step; longer prompts are chunked
+  int64_t max_batch = 32;         // sequences (encoder models: inputs) per step
+  int64_t max_step_tokens = 2048; // tokens per step; longer prompts are chunked (encoders: padded tokens)
   int64_t max_queue = 256;        // waiting requests before RESOURCE_EXHAUSTED
   // Automatic prefix caching: a request reuses the KV blocks of the longest
   // prefix an earlier request computed (kv_cache_manager.h).
@@ -63,10 +76,13 @@ struct EngineStats {
   int64_t cached_blocks = 0;        // blocks holding a reusable prefix
 };
 
-// The model a engine serves: the runner plus, when the folder has them, its
-// tokenizer and chat template.
+// The model an engine serves: the runner (generation) or the encoder
+// (embed, rerank), plus, when the folder has them, its tokenizer and chat
+// template.
 struct LoadedModel {
-  std::unique_ptr<runtime::ModelRunner> runner;
+  runtime::ModelTaskInfo task;                       // what it serves
+  std::unique_ptr<runtime::ModelRunner> runner;      // task generate
+  std::unique_ptr<runtime::EncoderRunner> encoder;   // task embed or rerank
   std::unique_ptr<text::Tokenizer> tokenizer;        // may be null: token-id prompts only
   std::unique_ptr<text::ChatTemplate> chat_template;  // null when there is no tokenizer
 };
@@ -81,7 +97,15 @@ class ModelEngine {
   // Checks the request against the model (token ids in the vocabulary,
   // prompt + max_tokens within the context: INVALID_ARGUMENT with the
   // numbers) and queues it (RESOURCE_EXHAUSTED when the queue is full).
+  // FAILED_PRECONDITION (UNSUPPORTED) for an embedding or rerank model.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
+  // Encoder models: queues the inputs, which steps batch with other
+  // requests' inputs; the stream gets one event with every output (or the
+  // error). INVALID_ARGUMENT naming the input's index for an empty input, one
+  // over info().max_context tokens (CONTEXT_LENGTH), a token id outside the
+  // vocabulary or a bad token type; FAILED_PRECONDITION (UNSUPPORTED) for a
+  // generation model.
+  absl::StatusOr<std::shared_ptr<RequestStream>> SubmitEncode(EncodeRequest request);
 
   // One scheduling step; false when there was nothing to do. The background
   // thread calls it; tests call it directly instead of Start().
@@ -98,10 +122,18 @@ class ModelEngine {
   EngineStats Stats() const;
   const std::string& name() const { return name_; }
   const EngineOptions& options() const { return options_; }
-  const runtime::ModelInfo& info() const { return model_.runner->info(); }
+  // For encoder models: the config's shape, device, dtype and weights;
+  // max_context is the longest input (the sentence-transformers
+  // max_seq_length when the folder sets one); no KV blocks.
+  const runtime::ModelInfo& info() const { return info_; }
+  runtime::ModelTask task() const { return model_.task.task; }
+  const runtime::ModelTaskInfo& task_info() const { return model_.task; }
+  // The encoder's own description (token types, labels); null for generation models.
+  const runtime::EncoderInfo* encoder_info() const { return model_.encoder ? &model_.encoder->info() : nullptr; }
   // The runner's weights copied to host memory; only once Stop has returned
   // (no step runs then).
   absl::StatusOr<std::shared_ptr<const runtime::HostWeights>> CopyWeightsToHost() const {
+    if (!model_.runner) return absl::UnimplementedError("encoder models are not kept in the host tier");
     return model_.runner->CopyWeightsToHost();
   }
   const text::Tokenizer* tokenizer() const { return model_.tokenizer.get(); }
@@ -125,6 +157,18 @@ class ModelEngine {
     std::optional<absl::Time> first_scheduled, first_token;
   };
 
+  // An encode request from submission to its last output.
+  struct EncodeActive {
+    std::vector<EncodeInput> inputs;
+    std::shared_ptr<RequestStream> stream;
+    size_t next = 0;  // inputs handed to steps so far
+    std::vector<std::vector<float>> outputs;
+    int64_t tokens = 0;
+    absl::Time arrival;
+    std::optional<absl::Time> first_scheduled;
+  };
+
+  bool EncodeStepOnce();
   // Handles one sampled token; true when the request finished.
   bool OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event);
   void Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event);
@@ -132,11 +176,14 @@ class ModelEngine {
   void RefreshStats();
   // From any thread, under mutex_: the counts the engine publishes after
   // every step (waiting_ and running_ belong to the stepping thread).
-  bool HasWorkLocked() const { return !incoming_.empty() || stats_.running > 0 || stats_.waiting > 0; }
+  bool HasWorkLocked() const {
+    return !incoming_.empty() || !encode_incoming_.empty() || stats_.running > 0 || stats_.waiting > 0;
+  }
 
   const std::string name_;
   LoadedModel model_;
   const EngineOptions options_;
+  const runtime::ModelInfo info_;
   const Clock* clock_;
   SchedulerObserver* const observer_;
   std::vector<int32_t> eos_ids_;
@@ -146,6 +193,7 @@ class ModelEngine {
   std::condition_variable work_;
   std::condition_variable idle_;
   std::deque<std::unique_ptr<Active>> incoming_;
+  std::deque<std::unique_ptr<EncodeActive>> encode_incoming_;
   bool accepting_ = true;
   bool stopping_ = false;
   bool cancel_all_ = false;
@@ -155,6 +203,7 @@ class ModelEngine {
   // Owned by the stepping thread.
   std::deque<std::unique_ptr<Active>> waiting_;  // arrival order
   std::vector<std::unique_ptr<Active>> running_; // arrival order
+  std::deque<std::unique_ptr<EncodeActive>> encode_queue_;  // arrival order; the front may be partly done
   std::thread thread_;
 };
 

@@ -51,6 +51,12 @@ ModelRegistry::ModelRegistry(std::vector<ModelSpec> specs, ModelLoader loader, M
   for (auto& spec : specs) {
     order_.push_back(spec.name);
     Entry entry;
+    // What it serves, from its folder (a few small JSON reads): clients
+    // see it before the first load. A folder that cannot be read says so
+    // when it loads.
+    if (auto task = runtime::DetectModelTask(spec.path, spec.task); task.ok()) {
+      entry.task = std::string(runtime::ModelTaskName(task->task));
+    }
     entry.spec = std::move(spec);
     entries_.emplace(order_.back(), std::move(entry));
   }
@@ -321,7 +327,7 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
         ErrorReason::kModelLoadFailed);
   }
   counters_.loads += 1;
-  const std::string source = loaded->runner->info().weights_source;
+  const std::string source = loaded->runner ? loaded->runner->info().weights_source : "disk";
   if (source == "host") counters_.loads_from_host += 1;
   entry->engine = std::make_shared<ModelEngine>(name, *std::move(loaded), spec.engine, clock_, observer);
   entry->engine->Start();
@@ -403,7 +409,9 @@ absl::StatusOr<ModelSnapshot> ModelRegistry::Get(const std::string& name) const 
   snapshot.cost_bytes = entry->cost.value_or(0);
   snapshot.leases = entry->leases;
   snapshot.last_used = entry->last_used;
+  snapshot.task = entry->task;
   if (entry->engine) {
+    snapshot.task = std::string(runtime::ModelTaskName(entry->engine->task()));
     snapshot.info = entry->engine->info();
     snapshot.stats = entry->engine->Stats();
   }

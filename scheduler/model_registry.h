@@ -38,6 +38,9 @@ namespace gantry::scheduler {
 struct ModelSpec {
   std::string name;
   std::string path;            // Hugging Face model folder
+  // What it serves; nullopt: what the folder's architecture serves
+  // (runtime/model_task.h). Set, it must agree with the folder.
+  std::optional<runtime::ModelTask> task;
   std::string device = "cpu";  // "cpu", "cuda:N", or "cuda" for the GPU with the most free budget
   // Tensor parallelism over this many GPUs: from cuda:N on (device "cuda:N"),
   // or the ones with the most free budget (device "cuda"); or the listed
@@ -53,7 +56,7 @@ struct ModelSpec {
   std::shared_ptr<const runtime::HostWeights> host_weights;
   std::string dtype;           // "" = the config's
   int64_t max_context = 0;     // 0 = the model's
-  uint64_t kv_cache_bytes = 64ull << 20;
+  uint64_t kv_cache_bytes = 64ull << 20;  // generation models; encoders charge an activation estimate instead
   int32_t block_size = 16;
   EngineOptions engine;
   bool resident = false;                               // load at start-up, never evicted
@@ -69,6 +72,7 @@ struct ModelSnapshot {
   std::vector<std::string> devices;        // every device of that placement
   uint64_t cost_bytes = 0;                 // its budget charge on each of its devices, once estimated
   std::string weights_at;                  // "gpu" or "cpu" (loaded), "host" (the host tier) or "disk"
+  std::string task;                        // "generate", "embed" or "rerank"; "" when the folder is unreadable
   int64_t leases = 0;                      // requests holding it
   std::optional<runtime::ModelInfo> info;  // when loaded
   EngineStats stats;
@@ -190,6 +194,7 @@ class ModelRegistry {
     uint64_t generation = 0;  // counts loads; leases of an earlier one are void
     std::shared_ptr<ModelEngine> engine;
     std::optional<absl::Time> last_used;
+    std::string task;  // detected from the folder at start-up ("" when unreadable)
   };
   void Release(const std::string& name, uint64_t generation);
   // Whether the entry's cost counts against its device's budget now.

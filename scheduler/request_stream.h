@@ -41,6 +41,10 @@ struct StreamEvent {
   FinishReason reason = FinishReason::kNone;
   std::string stop_reason;
   Usage usage;
+  // An encode request's one event: a row of floats per input, in order (the
+  // pooled embedding, or the cross-encoder's logits); usage.prompt_tokens
+  // counts its tokens.
+  std::vector<std::vector<float>> outputs;
   absl::Status error;  // set alone: the request failed
   bool last() const { return reason != FinishReason::kNone || !error.ok(); }
 };

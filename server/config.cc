@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "runtime/model_task.h"
 
 namespace gantry::server {
 namespace {
@@ -227,7 +228,7 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
   std::set<std::string> names;
   std::set<std::string> model_keys = kDefaultsKeys;
   model_keys.insert({"name", "path", "device", "dtype", "max_context", "resident", "tensor_parallel", "devices",
-                     "host_cache"});
+                     "host_cache", "task"});
   for (size_t i = 0; models && i < models.size(); ++i) {
     const YAML::Node m = models[i];
     const std::string where = absl::StrCat("models[", i, "]");
@@ -250,6 +251,13 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
     if (auto s = CheckDtype(spec.dtype); !s.ok()) return check.Error(m["dtype"], std::string(s.message()));
     if (auto s = check.Read(m, "max_context", &spec.max_context, "a positive integer"); !s.ok()) return s;
     if (m["max_context"] && spec.max_context <= 0) return check.Error(m["max_context"], "'max_context' must be positive");
+    if (m["task"]) {
+      std::string task;
+      if (auto s = check.Read(m, "task", &task, "generate, embed or rerank"); !s.ok()) return s;
+      auto parsed = runtime::ParseModelTask(task);
+      if (!parsed.ok()) return check.Error(m["task"], std::string(parsed.status().message()));
+      spec.task = *parsed;
+    }
     if (auto s = check.Read(m, "resident", &spec.resident, "true or false"); !s.ok()) return s;
     if (auto s = check.Read(m, "host_cache", &spec.host_cache, "true or false"); !s.ok()) return s;
     if (auto s = check.Read(m, "tensor_parallel", &spec.tensor_parallel, "a number of GPUs"); !s.ok()) return s;

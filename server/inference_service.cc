@@ -258,6 +258,12 @@ absl::Status PrepareGenerate(const v1::GenerateRequest& request, const scheduler
 
 absl::Status PrepareChat(const v1::ChatRequest& request, const nlohmann::ordered_json& tools,
                          const scheduler::ModelLease& engine, GenerationRequest* generation) {
+  if (engine->task() != runtime::ModelTask::kGenerate) {
+    return WithReason(absl::FailedPreconditionError(absl::StrCat("model ", request.model(), " serves ",
+                                                                 runtime::ModelTaskName(engine->task()),
+                                                                 ", not chat")),
+                      ErrorReason::kUnsupported);
+  }
   const text::Tokenizer* tokenizer = engine->tokenizer();
   if (tokenizer == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat(

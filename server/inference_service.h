@@ -1,4 +1,4 @@
-// gantry.v1.Inference (Generate, Chat, Tokenize, Detokenize) on gRPC's
+// gantry.v1.Inference (Generate, Chat, Tokenize, Detokenize, Embed, Rerank) on gRPC's
 // callback API: a stream holds no thread while it waits for tokens. The
 // engine's RequestStream calls the call back when it has an event, the call
 // writes it and, when the write is done, looks for the next; a cancellation,
@@ -36,6 +36,11 @@ class InferenceService final : public gantry::v1::Inference::CallbackService {
                                      v1::TokenizeResponse* response) override;
   grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context, const v1::DetokenizeRequest* request,
                                        v1::DetokenizeResponse* response) override;
+  // encode_service.cc: requests for encoder models, batched by their engine.
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context, const v1::EmbedRequest* request,
+                                  v1::EmbedResponse* response) override;
+  grpc::ServerUnaryReactor* Rerank(grpc::CallbackServerContext* context, const v1::RerankRequest* request,
+                                   v1::RerankResponse* response) override;
 
   // Runs `then` with a lease on `model` (or the error): at once, on this
   // thread, when the model is ready; otherwise on the work queue once

@@ -21,6 +21,7 @@
 #include <fstream>
 #include <thread>
 #include <memory>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -32,6 +33,7 @@
 #include "scheduler/model_registry.h"
 #include "server/config.h"
 #include "grpc/health/v1/health.pb.h"
+#include "proto/request_error_interceptor.h"
 #include "server/inference_service.h"
 #include "server/limits.h"
 #include "server/gpu_monitor.h"
@@ -285,6 +287,11 @@ int main(int argc, char** argv) {
   builder.SetMaxSendMessageSize(gantry::kMaxMessageBytes);
   builder.RegisterService(&inference);
   builder.RegisterService(&models);
+  // INVALID_ARGUMENT naming the field for a request that does not parse
+  // (e.g. invalid UTF-8), where gRPC would send a bare INTERNAL/UNIMPLEMENTED.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(gantry::proto::NewRequestErrorInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return Fail(

@@ -19,6 +19,7 @@ void ToProto(const scheduler::ModelSnapshot& s, v1::ModelStatus* out) {
   out->set_cost_bytes(s.cost_bytes);
   out->set_idle_timeout_seconds(absl::ToDoubleSeconds(s.spec.idle_timeout));
   out->set_weights_at(s.weights_at);
+  out->set_task(s.task);
   if (s.info) {
     for (const std::string& device : s.info->devices) out->add_devices(device);
     out->set_dtype(s.info->dtype);

@@ -1,5 +1,6 @@
 #include "server/request_checks.h"
 
+#include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -96,6 +97,48 @@ absl::Status CheckChat(const v1::ChatRequest& request, GenerationRequest* genera
     if (!parsed.ok()) return parsed.status();
     *tools = *std::move(parsed);
     if (!tools->is_array()) return absl::InvalidArgumentError("tools_json must be a JSON list of tool schemas");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckEmbed(const v1::EmbedRequest& request) {
+  if (auto s = CheckModelName(request.model()); !s.ok()) return s;
+  if (request.inputs_size() == 0) return absl::InvalidArgumentError("inputs is empty: at least one is needed");
+  if (request.inputs_size() > kMaxEmbedInputs) {
+    return absl::InvalidArgumentError(absl::StrCat("inputs has ", request.inputs_size(), " entries; at most ",
+                                                   kMaxEmbedInputs, " per request"));
+  }
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    const v1::EmbedInput& input = request.inputs(i);
+    switch (input.input_case()) {
+      case v1::EmbedInput::kText:
+        if (input.text().empty()) return absl::InvalidArgumentError(absl::StrCat("inputs[", i, "].text is empty"));
+        break;
+      case v1::EmbedInput::kTokenIds:
+        if (input.token_ids().ids_size() == 0) {
+          return absl::InvalidArgumentError(absl::StrCat("inputs[", i, "].token_ids is empty"));
+        }
+        for (uint32_t id : input.token_ids().ids()) {
+          if (id > static_cast<uint32_t>(std::numeric_limits<int32_t>::max())) {
+            return absl::InvalidArgumentError(absl::StrCat("inputs[", i, "].token_ids holds ", id,
+                                                           ", beyond any vocabulary"));
+          }
+        }
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat("inputs[", i, "] has neither text nor token_ids"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRerank(const v1::RerankRequest& request) {
+  if (auto s = CheckModelName(request.model()); !s.ok()) return s;
+  if (request.query().empty()) return absl::InvalidArgumentError("query is empty");
+  if (request.documents_size() == 0) return absl::InvalidArgumentError("documents is empty: at least one is needed");
+  if (request.documents_size() > kMaxRerankDocuments) {
+    return absl::InvalidArgumentError(absl::StrCat("documents has ", request.documents_size(), " entries; at most ",
+                                                   kMaxRerankDocuments, " per request"));
   }
   return absl::OkStatus();
 }

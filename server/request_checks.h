@@ -24,6 +24,14 @@ absl::Status CheckGenerate(const v1::GenerateRequest& request, scheduler::Genera
 absl::Status CheckChat(const v1::ChatRequest& request, scheduler::GenerationRequest* generation,
                        nlohmann::ordered_json* tools);
 
+// Embed: a model, 1 to kMaxEmbedInputs inputs, each with text or non-empty
+// token ids (ids below 2^31). Rerank: a model, a query, 1 to
+// kMaxRerankDocuments documents. Errors name the field and index.
+inline constexpr int kMaxEmbedInputs = 2048;
+inline constexpr int kMaxRerankDocuments = 1024;
+absl::Status CheckEmbed(const v1::EmbedRequest& request);
+absl::Status CheckRerank(const v1::RerankRequest& request);
+
 }  // namespace gantry::server
 
 #endif  // GANTRY_SERVER_REQUEST_CHECKS_H_

@@ -117,26 +117,43 @@ class Metaspace : public PreTokenizer {
   bool split_;
 };
 
+// Splits each piece at the code points `is_boundary` marks: whitespace
+// boundaries are dropped, any other becomes a piece of its own.
+template <typename IsBoundary>
+void SplitAtBoundaries(std::vector<std::string>* pieces, IsBoundary is_boundary) {
+  std::vector<std::string> out;
+  for (const std::string& piece : *pieces) {
+    size_t word_start = 0;
+    for (size_t pos = 0; pos < piece.size();) {
+      const size_t start = pos;
+      const char32_t c = NextCodePoint(piece, &pos);
+      if (!is_boundary(c)) continue;
+      if (start > word_start) out.push_back(piece.substr(word_start, start - word_start));
+      if (!IsWhitespace(c)) out.push_back(piece.substr(start, pos - start));
+      word_start = pos;
+    }
+    if (word_start < piece.size()) out.push_back(piece.substr(word_start));
+  }
+  *pieces = std::move(out);
+}
+
 // BERT's: split at whitespace (dropped), then around each punctuation
 // character (ASCII punctuation, symbols included, or Unicode P*).
 class BertPreTokenizer : public PreTokenizer {
  public:
   void PreTokenize(std::vector<std::string>* pieces, bool) const override {
-    std::vector<std::string> out;
-    for (const std::string& piece : *pieces) {
-      size_t word_start = 0;
-      for (size_t pos = 0; pos < piece.size();) {
-        const size_t start = pos;
-        const char32_t c = NextCodePoint(piece, &pos);
-        const bool space = IsWhitespace(c);
-        if (!space && !(c < 0x80 ? std::ispunct(static_cast<int>(c)) != 0 : IsPunctuation(c))) continue;
-        if (start > word_start) out.push_back(piece.substr(word_start, start - word_start));
-        if (!space) out.push_back(piece.substr(start, pos - start));
-        word_start = pos;
-      }
-      if (word_start < piece.size()) out.push_back(piece.substr(word_start));
-    }
-    *pieces = std::move(out);
+    SplitAtBoundaries(pieces, [](char32_t c) {
+      return IsWhitespace(c) || (c < 0x80 ? std::ispunct(static_cast<int>(c)) != 0 : IsPunctuation(c));
+    });
+  }
+};
+
+// Split at whitespace (char::is_whitespace), which is dropped; what
+// transformers 5 puts before Metaspace in XLM-R-style tokenizers.
+class WhitespaceSplit : public PreTokenizer {
+ public:
+  void PreTokenize(std::vector<std::string>* pieces, bool) const override {
+    SplitAtBoundaries(pieces, [](char32_t c) { return IsWhitespace(c); });
   }
 };
 
@@ -216,6 +233,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const json& confi
     return std::make_unique<Split>(*std::move(regex), Behavior::kIsolated);
   }
   if (type == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
+  if (type == "WhitespaceSplit") return std::make_unique<WhitespaceSplit>();
   if (type == "Sequence") {
     auto steps = MakeComponents<PreTokenizer>(config.value("pretokenizers", json::array()), MakePreTokenizer);
     if (!steps.ok()) return steps.status();
@@ -223,7 +241,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const json& confi
   }
   return absl::UnimplementedError(absl::StrCat(
       "pre-tokenizer \"", type, "\" is not supported; supported: Split, ByteLevel, Metaspace, Digits, BertPreTokenizer, "
-      "Sequence"));
+      "WhitespaceSplit, Sequence"));
 }
 
 }  // namespace gantry::text

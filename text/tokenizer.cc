@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -49,6 +50,36 @@ std::string TokenString(const json& config, const char* key) {
 bool IsWordByte(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; }
 
 bool IsSpaceByte(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+// Keeps the first `length` tokens (truncation on the right, no overflow).
+void KeepFirst(size_t length, Encoding* encoding) {
+  if (encoding->ids.size() <= length) return;
+  encoding->ids.resize(length);
+  encoding->type_ids.resize(length);
+}
+
+// Cuts one text or a pair to `budget` tokens in all, as tokenizers'
+// truncate_encodings (src/utils/truncation.rs) with LongestFirst: a pair
+// keeps the shorter text whole when the longer one can absorb the cut,
+// otherwise each gets half the budget (the odd token to the longer one).
+void TruncateLongestFirst(size_t budget, std::vector<Encoding>* parts) {
+  if (parts->size() == 1) {
+    KeepFirst(budget, &(*parts)[0]);
+    return;
+  }
+  size_t n1 = (*parts)[0].ids.size(), n2 = (*parts)[1].ids.size();
+  if (n1 + n2 <= budget) return;
+  const bool swapped = n1 > n2;
+  if (swapped) std::swap(n1, n2);  // n1: the shorter
+  n2 = n1 > budget ? n1 : std::max(n1, budget - n1);
+  if (n1 + n2 > budget) {
+    n1 = budget / 2;
+    n2 = n1 + budget % 2;
+  }
+  if (swapped) std::swap(n1, n2);
+  KeepFirst(n1, &(*parts)[0]);
+  KeepFirst(n2, &(*parts)[1]);
+}
 
 }  // namespace
 
@@ -225,24 +256,38 @@ absl::Status Tokenizer::SplitAddedTokens(absl::string_view text, bool normalized
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text, bool add_special_tokens,
                                                       bool split_special_tokens) const {
   const absl::string_view texts[] = {text};
-  auto encoding = EncodeSequences(texts, add_special_tokens, split_special_tokens);
+  auto encoding = EncodeSequences(texts, add_special_tokens, split_special_tokens, /*max_length=*/0);
   if (!encoding.ok()) return encoding.status();
   return std::move(encoding->ids);
 }
 
-absl::StatusOr<Encoding> Tokenizer::EncodeWithTypes(absl::string_view text, bool add_special_tokens) const {
+absl::StatusOr<Encoding> Tokenizer::EncodeWithTypes(absl::string_view text, bool add_special_tokens,
+                                                    int max_length) const {
   const absl::string_view texts[] = {text};
-  return EncodeSequences(texts, add_special_tokens, /*split_special_tokens=*/false);
+  return EncodeSequences(texts, add_special_tokens, /*split_special_tokens=*/false, max_length);
 }
 
 absl::StatusOr<Encoding> Tokenizer::EncodePair(absl::string_view text, absl::string_view text_pair,
-                                               bool add_special_tokens) const {
+                                               bool add_special_tokens, int max_length) const {
   const absl::string_view texts[] = {text, text_pair};
-  return EncodeSequences(texts, add_special_tokens, /*split_special_tokens=*/false);
+  return EncodeSequences(texts, add_special_tokens, /*split_special_tokens=*/false, max_length);
+}
+
+absl::StatusOr<int> Tokenizer::AddedTokenCount(size_t sequences) const {
+  if (!post_processor_) return 0;
+  // Post-processing empty texts leaves just what it adds, so every
+  // post-processor type (and Sequence of them) is counted the same way.
+  std::vector<Encoding> empty(sequences);
+  if (auto s = post_processor_->Process(&empty, /*add_special_tokens=*/true); !s.ok()) return s;
+  size_t added = 0;
+  for (const auto& part : empty) added += part.ids.size();
+  return static_cast<int>(added);
 }
 
 absl::StatusOr<Encoding> Tokenizer::EncodeSequences(absl::Span<const absl::string_view> texts,
-                                                    bool add_special_tokens, bool split_special_tokens) const {
+                                                    bool add_special_tokens, bool split_special_tokens,
+                                                    int max_length) const {
+  if (max_length < 0) return absl::InvalidArgumentError(absl::StrCat("max_length ", max_length, " is negative"));
   std::vector<Encoding> parts(texts.size());
   for (size_t i = 0; i < texts.size(); ++i) {
     if (auto s = ValidateUtf8(texts[i]); !s.ok()) {
@@ -250,6 +295,23 @@ absl::StatusOr<Encoding> Tokenizer::EncodeSequences(absl::Span<const absl::strin
     }
     EncodeText(texts[i], split_special_tokens, &parts[i].ids);
     parts[i].type_ids.assign(parts[i].ids.size(), static_cast<int32_t>(i));
+  }
+  if (max_length > 0) {
+    // The special tokens are kept, so the texts share what they leave.
+    int added = 0;
+    if (add_special_tokens) {
+      auto count = AddedTokenCount(parts.size());
+      if (!count.ok()) return count.status();
+      added = *count;
+    }
+    if (added > max_length) {
+      // The Rust library's subtraction would underflow here (and a release
+      // build then skips truncation); an error is the honest answer.
+      return absl::InvalidArgumentError(absl::StrCat("max_length ", max_length, " is less than the ", added,
+                                                     " special tokens added to ",
+                                                     parts.size() == 1 ? "a text" : "a pair"));
+    }
+    TruncateLongestFirst(static_cast<size_t>(max_length - added), &parts);
   }
   if (post_processor_) {
     if (auto s = post_processor_->Process(&parts, add_special_tokens); !s.ok()) return s;

@@ -53,13 +53,21 @@ class Tokenizer {
   absl::StatusOr<std::vector<int32_t>> Encode(absl::string_view text, bool add_special_tokens = true,
                                               bool split_special_tokens = false) const;
   // The same with token type ids (what encoder models take).
-  absl::StatusOr<Encoding> EncodeWithTypes(absl::string_view text, bool add_special_tokens = true) const;
+  //
+  // `max_length` > 0 truncates as Hugging Face tokenizers' truncation
+  // (longest_first, right, stride 0) does: the result, special tokens
+  // included, has at most `max_length` tokens, and the special tokens are
+  // kept. INVALID_ARGUMENT when `max_length` is negative or smaller than the
+  // number of special tokens the post-processor adds. 0: no truncation.
+  absl::StatusOr<Encoding> EncodeWithTypes(absl::string_view text, bool add_special_tokens = true,
+                                           int max_length = 0) const;
   // A pair (query and document for a cross-encoder) joined as the
   // post-processor's pair template says, e.g. [CLS] A [SEP] B [SEP] with
   // type ids 0 for A's part and 1 for B's. Without special tokens the type
   // ids are still the template's (no post-processor: 0 for A, 1 for B).
+  // `max_length` as above; the longer text gives up tokens first.
   absl::StatusOr<Encoding> EncodePair(absl::string_view text, absl::string_view text_pair,
-                                      bool add_special_tokens = true) const;
+                                      bool add_special_tokens = true, int max_length = 0) const;
 
   // The texts of the special added tokens (e.g. "<|im_start|>").
   std::vector<std::string> SpecialTokenTexts() const;
@@ -90,9 +98,12 @@ class Tokenizer {
 
  private:
   Tokenizer();
-  // Encodes one or two texts and post-processes them.
+  // Encodes one or two texts, truncates them (`max_length` > 0) and
+  // post-processes them.
   absl::StatusOr<Encoding> EncodeSequences(absl::Span<const absl::string_view> texts, bool add_special_tokens,
-                                           bool split_special_tokens) const;
+                                           bool split_special_tokens, int max_length) const;
+  // How many tokens the post-processor adds to `sequences` (1 or 2) texts.
+  absl::StatusOr<int> AddedTokenCount(size_t sequences) const;
   // One text's ids without special tokens from the post-processor.
   void EncodeText(absl::string_view text, bool split_special_tokens, std::vector<int32_t>* ids) const;
   absl::Status SplitAddedTokens(absl::string_view text, bool normalized_pass, bool skip_special,

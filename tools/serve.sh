@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set-up (tools/setup.sh), then gantry-server on the built-in demo model on
-# 127.0.0.1:50051 (LISTEN to change; metrics on 127.0.0.1:9464) and
-# gantry-adapter, the OpenAI-compatible HTTP gateway, on 127.0.0.1:8080
-# (ADAPTER_LISTEN to change; ADAPTER_LISTEN= to leave it out). Extra
-# arguments go to gantry-server. Ctrl-C stops both.
+# Set-up (tools/setup.sh), then gantry-server on the built-in demo models
+# (deploy/gantry.yaml: demo for chat and completions, demo-embed for
+# embeddings, demo-rerank for rerank) on 127.0.0.1:50051 (LISTEN to change;
+# metrics on 127.0.0.1:9464) and gantry-adapter, the OpenAI-compatible HTTP
+# gateway, on 127.0.0.1:8080 (ADAPTER_LISTEN to change; ADAPTER_LISTEN= to
+# leave it out). Extra arguments go to gantry-server. Ctrl-C stops both.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}

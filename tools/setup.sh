@@ -16,6 +16,7 @@ PACKAGES=(
   libcpp-httplib-dev  # an HTTP client in the tests
   prometheus  # promtool and a real Prometheus for the metrics tests
   openssl curl  # certificates for the TLS tests; HTTP checks of the adapter
+  python3  # tools/make_demo_encoders.py (the demo's embedding and rerank models)
   clang  # libFuzzer targets (tools/fuzz.sh)
   libgtest-dev libgmock-dev libbenchmark-dev
 )
@@ -42,6 +43,17 @@ fi
 for dir in tests/text tests/adapter; do
   if [ ! -d "$ROOT/$dir/node_modules" ] || [ "$ROOT/$dir/package-lock.json" -nt "$ROOT/$dir/node_modules" ]; then
     (cd "$ROOT/$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
+
+# The demo's embedding and rerank models (deploy/gantry.yaml, the adapter's
+# tests), where missing or older than the script that writes them; the same
+# bytes each time.
+for model in demo-embed demo-rerank; do
+  if [ ! -f "$ROOT/models/$model/model.safetensors" ] ||
+     [ "$ROOT/tools/make_demo_encoders.py" -nt "$ROOT/models/$model/model.safetensors" ]; then
+    python3 "$ROOT/tools/make_demo_encoders.py" "$ROOT/models"
+    break
   fi
 done
 

@@ -21,6 +21,12 @@ absl::StatusOr<at::Device> ParseDevice(absl::string_view name);
 absl::StatusOr<at::ScalarType> ParseScalarType(absl::string_view name);
 std::string ScalarTypeName(at::ScalarType type);
 
+// The dtype a model runs in: `requested`, else its config's, except that a
+// float16 config runs as float32 on the CPU (CPUs lack fast half GEMMs).
+// INVALID_ARGUMENT for float16 asked for on the CPU.
+absl::StatusOr<at::ScalarType> ResolveModelDtype(absl::string_view requested, absl::string_view config_dtype,
+                                                 const at::Device& device);
+
 // A CPU copy of `values` moved to `device`. On CUDA the host side is pinned
 // and the copy is asynchronous, so uploads never stall the stream.
 at::Tensor Upload(const std::vector<int64_t>& values, const at::Device& device);

@@ -1,5 +1,7 @@
 // Integration: gantry-server and gantry-adapter on loopback, driven by the
-// official OpenAI SDK from npm (openai_sdk_test.mjs, run with node --test).
+// official OpenAI SDK from npm (openai_sdk_test.mjs, run with node --test):
+// chat and completions on the demo model, embeddings on demo-embed, rerank
+// on demo-rerank.
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -56,8 +58,18 @@ TEST(AdapterTest, OpenAiSdkAgainstTheRealServices) {
   const std::string root = GANTRY_SOURCE_DIR;
   ASSERT_EQ(std::system(("test -d " + root + "/tests/adapter/node_modules/openai").c_str()), 0)
       << "run tools/setup.sh (npm ci in tests/adapter) first";
+  // The demo's embedding and rerank models: tools/setup.sh writes them
+  // (tools/make_demo_encoders.py) where the checkout lacks them.
+  for (const char* model : {"demo-embed", "demo-rerank"}) {
+    ASSERT_EQ(std::system(("test -f " + root + "/models/" + model + "/model.safetensors").c_str()), 0)
+        << "models/" << model << " is missing: run tools/setup.sh (or python3 tools/make_demo_encoders.py)";
+  }
   testing::ServerProcess server("adapter_upstream", "defaults:\n  kv_cache_mib: 64\nmodels:\n  - name: demo\n    path: " +
                                                         root + "/models/demo\n    resident: true\n    max_context: 2048\n"
+                                                        "  - name: demo-embed\n    path: " + root + "/models/demo-embed\n"
+                                                        "    resident: true\n"
+                                                        "  - name: demo-rerank\n    path: " + root + "/models/demo-rerank\n"
+                                                        "    resident: true\n"
                                                         "  - name: broken\n    path: " + root + "/models/does-not-exist\n");
   ASSERT_FALSE(server.address().empty()) << server.Log();
   testing::ServerProcess adapter("adapter", GANTRY_ADAPTER_BINARY,

@@ -1,8 +1,12 @@
 #include "adapter/openai_api.h"
 
+#include <cstring>
+
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -178,6 +182,265 @@ TEST(OpenAiApiTest, ChunksCarryRoleFirstAndFinishReasonLast) {
   ASSERT_TRUE(usage);
   EXPECT_EQ((*usage)["choices"], json::array());
   EXPECT_EQ((*usage)["usage"]["total_tokens"], 5);
+}
+
+TEST(OpenAiApiTest, UnsupportedIsABadRequestWithTheServersWords) {
+  // The server names the model and what it serves; the client needs both.
+  const ApiError e = FromGrpc(WithReason(grpc::StatusCode::FAILED_PRECONDITION, "UNSUPPORTED",
+                                         "model demo-embed serves embed, not text generation"));
+  EXPECT_EQ(e.http_status, 400);
+  EXPECT_EQ(e.type, "invalid_request_error");
+  EXPECT_EQ(e.code, "unsupported");
+  EXPECT_EQ(e.message, "model demo-embed serves embed, not text generation");
+}
+
+TEST(OpenAiApiTest, ModelObjectsCarryTheirTask) {
+  v1::ModelStatus m;
+  m.set_name("demo-embed");
+  m.set_task("embed");
+  m.set_max_context(512);
+  EXPECT_EQ(ModelObject(m), json::parse(R"({"id": "demo-embed", "object": "model", "created": 0,
+                                            "owned_by": "gantry", "task": "embed", "max_context": 512})"));
+  v1::ModelStatus unread;  // a folder that could not be read: no task, no context yet
+  unread.set_name("broken");
+  EXPECT_FALSE(ModelObject(unread).contains("task"));
+  EXPECT_FALSE(ModelObject(unread).contains("max_context"));
+}
+
+TEST(OpenAiApiTest, EmbeddingInputsInEveryShape) {
+  struct Case {
+    const char* input;
+    std::vector<std::string> texts;              // per input; "" = token ids
+    std::vector<std::vector<uint32_t>> tokens;   // per input; {} = text
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"("one")", {"one"}, {{}}},
+           {R"(["a", "b c"])", {"a", "b c"}, {{}, {}}},
+           {R"([5, 0, 2147483647])", {""}, {{5, 0, 2147483647}}},
+           {R"([[1, 2], [3]])", {"", ""}, {{1, 2}, {3}}},
+           {R"(["a", [7]])", {"a", ""}, {{}, {7}}},
+       }) {
+    v1::EmbedRequest request;
+    EmbeddingOptions options;
+    auto error = ParseEmbeddingRequest(json::parse(absl::StrCat(R"({"model": "e", "input": )", c.input, "}")),
+                                       &request, &options);
+    ASSERT_FALSE(error) << c.input << ": " << error->message;
+    EXPECT_EQ(request.model(), "e");
+    ASSERT_EQ(request.inputs_size(), static_cast<int>(c.texts.size())) << c.input;
+    for (int i = 0; i < request.inputs_size(); ++i) {
+      const v1::EmbedInput& in = request.inputs(i);
+      if (!c.texts[i].empty()) {
+        EXPECT_EQ(in.text(), c.texts[i]) << c.input;
+      } else {
+        ASSERT_TRUE(in.has_token_ids()) << c.input;
+        EXPECT_THAT(in.token_ids().ids(), ::testing::ElementsAreArray(c.tokens[i])) << c.input;
+      }
+    }
+    EXPECT_FALSE(options.base64);
+    EXPECT_FALSE(request.has_normalize());  // the model's folder decides
+    EXPECT_EQ(request.dimensions(), 0u);
+  }
+}
+
+TEST(OpenAiApiTest, EmbeddingOptionsAndGantrysExtensions) {
+  v1::EmbedRequest request;
+  EmbeddingOptions options;
+  ASSERT_FALSE(ParseEmbeddingRequest(json::parse(R"({"model": "e", "input": "x", "encoding_format": "base64",
+      "dimensions": 32, "user": "u", "truncate": true, "normalize": false, "prompt_name": "query", "extra": 1})"),
+                                     &request, &options));
+  EXPECT_TRUE(options.base64);
+  EXPECT_EQ(options.model, "e");
+  EXPECT_EQ(request.dimensions(), 32u);
+  EXPECT_TRUE(request.truncate());
+  ASSERT_TRUE(request.has_normalize());
+  EXPECT_FALSE(request.normalize());
+  EXPECT_EQ(request.prompt_name(), "query");
+  // null is "not given", as the SDKs send it.
+  request.Clear();
+  options = {};
+  ASSERT_FALSE(ParseEmbeddingRequest(json::parse(R"({"model": "e", "input": "x", "encoding_format": null,
+      "dimensions": null, "normalize": null, "prompt_name": null, "user": null})"), &request, &options));
+  EXPECT_FALSE(options.base64);
+  EXPECT_FALSE(request.has_normalize());
+}
+
+TEST(OpenAiApiTest, EachBadEmbeddingInputIsItsOwnBadRequest) {
+  struct Case {
+    std::string body;
+    const char* param;
+    const char* says;
+  };
+  std::string many = R"({"model": "e", "input": [)";
+  for (int i = 0; i < 2049; ++i) many += i ? R"(, "x")" : R"("x")";
+  many += "]}";
+  for (const Case& c : std::vector<Case>{
+           {R"([1, 2])", "", "JSON object"},
+           {R"({"input": "x"})", "model", "'model' is required"},
+           {R"({"model": "e"})", "input", "'input' is required"},
+           {R"({"model": "e", "input": null})", "input", "'input' is required"},
+           {R"({"model": "e", "input": ""})", "input", "empty string"},
+           {R"({"model": "e", "input": []})", "input", "empty list"},
+           {R"({"model": "e", "input": 5})", "input", "'input' is an integer"},
+           {R"({"model": "e", "input": {"text": "x"}})", "input", "'input' is an object"},
+           {R"({"model": "e", "input": ["a", "", "b"]})", "input[1]", "input[1] is an empty string"},
+           {R"({"model": "e", "input": ["a", "b", 5]})", "input[2]", "input[2] is an integer"},
+           {R"({"model": "e", "input": ["a", null]})", "input[1]", "input[1] is null"},
+           {R"({"model": "e", "input": ["a", true]})", "input[1]", "input[1] is a boolean"},
+           {R"({"model": "e", "input": [[1, 2], []]})", "input[1]", "input[1] is an empty list"},
+           {R"({"model": "e", "input": [[1, -2]]})", "input[0]", "input[0][1] = -2 is not a token id"},
+           {R"({"model": "e", "input": [[1, "2"]]})", "input[0]", "input[0][1] is a string"},
+           {R"({"model": "e", "input": [1, 2, "x"]})", "input[2]", "input[2] is a string"},
+           {R"({"model": "e", "input": [1, 2.5]})", "input[1]", "input[1] is a number"},
+           {R"({"model": "e", "input": [1, 4294967301]})", "input[1]", "input[1] = 4294967301 is not a token id"},
+           {R"({"model": "e", "input": [18446744073709551615]})", "input[0]", "is not a token id"},
+           {many, "input", "'input' has 2049 entries; at most 2048"},
+           {R"({"model": "e", "input": "x", "encoding_format": "int8"})", "encoding_format", R"(got "int8")"},
+           {R"({"model": "e", "input": "x", "encoding_format": 5})", "encoding_format", "\"float\" or \"base64\""},
+           {R"({"model": "e", "input": "x", "dimensions": 0})", "dimensions", "at least 1"},
+           {R"({"model": "e", "input": "x", "dimensions": -3})", "dimensions", "got -3"},
+           {R"({"model": "e", "input": "x", "dimensions": "64"})", "dimensions", "must be an integer"},
+           {R"({"model": "e", "input": "x", "dimensions": 1.5})", "dimensions", "must be an integer"},
+           {R"({"model": "e", "input": "x", "user": 5})", "user", "must be a string"},
+           {R"({"model": "e", "input": "x", "truncate": "yes"})", "truncate", "true or false"},
+           {R"({"model": "e", "input": "x", "normalize": 1})", "normalize", "true or false"},
+           {R"({"model": "e", "input": "x", "prompt_name": 3})", "prompt_name", "must be a string"},
+       }) {
+    v1::EmbedRequest request;
+    EmbeddingOptions options;
+    auto error = ParseEmbeddingRequest(json::parse(c.body), &request, &options);
+    ASSERT_TRUE(error) << c.body;
+    EXPECT_EQ(error->http_status, 400) << c.body;
+    EXPECT_EQ(error->param, c.param) << c.body;
+    EXPECT_THAT(error->message, HasSubstr(c.says)) << c.body;
+    EXPECT_EQ(error->ToJson()["error"]["type"], "invalid_request_error");
+  }
+}
+
+v1::EmbedResponse Embeddings(const std::vector<std::vector<float>>& vectors, uint32_t tokens) {
+  v1::EmbedResponse response;
+  for (const auto& v : vectors) response.add_embeddings()->mutable_values()->Add(v.begin(), v.end());
+  response.mutable_usage()->set_prompt_tokens(tokens);
+  return response;
+}
+
+TEST(OpenAiApiTest, EmbeddingsAsFloats) {
+  EmbeddingOptions options;
+  options.model = "e";
+  const json reply = RenderEmbeddings(Embeddings({{0.1f, -2.5f, 1e-7f}, {0.6f, 0.8f, 0.0f}}, 9), options);
+  EXPECT_EQ(reply["object"], "list");
+  EXPECT_EQ(reply["model"], "e");
+  EXPECT_EQ(reply["usage"], json::parse(R"({"prompt_tokens": 9, "total_tokens": 9})"));
+  ASSERT_EQ(reply["data"].size(), 2u);
+  EXPECT_EQ(reply["data"][1]["object"], "embedding");
+  EXPECT_EQ(reply["data"][1]["index"], 1);
+  const json& first = reply["data"][0]["embedding"];
+  ASSERT_EQ(first.size(), 3u);
+  // Each number reads back as the very float, written short.
+  EXPECT_EQ(static_cast<float>(first[0].get<double>()), 0.1f);
+  EXPECT_EQ(static_cast<float>(first[2].get<double>()), 1e-7f);
+  EXPECT_EQ(first.dump(), "[0.1,-2.5,1e-07]");
+}
+
+TEST(OpenAiApiTest, EmbeddingsAsBase64RoundTrip) {
+  const std::vector<float> values = {0.1f, -2.5f, 0.0f, -0.0f, 1e-40f /* subnormal */, 3.4e38f, -1.0f / 3.0f};
+  EmbeddingOptions options;
+  options.model = "e";
+  options.base64 = true;
+  const json reply = RenderEmbeddings(Embeddings({values, {1.0f}}, 4), options);
+  ASSERT_TRUE(reply["data"][0]["embedding"].is_string());
+  std::string bytes;
+  ASSERT_TRUE(absl::Base64Unescape(reply["data"][0]["embedding"].get<std::string>(), &bytes));
+  ASSERT_EQ(bytes.size(), values.size() * 4);
+  for (size_t i = 0; i < values.size(); ++i) {
+    // Little-endian float32, whatever the host: what numpy's frombuffer and
+    // the SDKs' Float32Array read.
+    uint32_t bits = 0;
+    for (int b = 3; b >= 0; --b) bits = (bits << 8) | static_cast<unsigned char>(bytes[i * 4 + b]);
+    float value;
+    std::memcpy(&value, &bits, 4);
+    uint32_t want;
+    std::memcpy(&want, &values[i], 4);
+    EXPECT_EQ(bits, want) << i << ": " << value;
+  }
+  // 1.0f is 00 00 80 3f.
+  EXPECT_EQ(reply["data"][1]["embedding"], "AACAPw==");
+}
+
+TEST(OpenAiApiTest, RerankRequests) {
+  v1::RerankRequest request;
+  RerankOptions options;
+  ASSERT_FALSE(ParseRerankRequest(json::parse(R"({"model": "r", "query": "q", "documents": ["a", {"text": "b"}, ""],
+      "top_n": 2, "return_documents": true, "truncate": true, "max_tokens_per_doc": 512})"), &request, &options));
+  EXPECT_EQ(request.model(), "r");
+  EXPECT_EQ(request.query(), "q");
+  EXPECT_THAT(request.documents(), ::testing::ElementsAre("a", "b", ""));
+  EXPECT_EQ(request.top_n(), 2u);
+  EXPECT_TRUE(request.return_documents());
+  EXPECT_TRUE(options.return_documents);
+  EXPECT_TRUE(request.truncate());
+  // Dify's shape: top_n is the number of documents; 0 is all, as vLLM's.
+  request.Clear();
+  options = {};
+  ASSERT_FALSE(ParseRerankRequest(json::parse(R"({"model": "r", "query": "q", "documents": ["a"], "top_n": 0})"),
+                                  &request, &options));
+  EXPECT_EQ(request.top_n(), 0u);
+  EXPECT_FALSE(request.return_documents());  // default: indices and scores only
+}
+
+TEST(OpenAiApiTest, EachBadRerankInputIsItsOwnBadRequest) {
+  struct Case {
+    const char* body;
+    const char* param;
+    const char* says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"({"query": "q", "documents": ["a"]})", "model", "'model' is required"},
+           {R"({"model": "r", "documents": ["a"]})", "query", "'query' is required"},
+           {R"({"model": "r", "query": "", "documents": ["a"]})", "query", "empty string"},
+           {R"({"model": "r", "query": ["q"], "documents": ["a"]})", "query", "'query' is a list"},
+           {R"({"model": "r", "query": "q"})", "documents", "'documents' is required"},
+           {R"({"model": "r", "query": "q", "documents": []})", "documents", "empty list"},
+           {R"({"model": "r", "query": "q", "documents": "a"})", "documents", "'documents' is a string"},
+           {R"({"model": "r", "query": "q", "documents": ["a", 1]})", "documents[1]", "documents[1] is an integer"},
+           {R"({"model": "r", "query": "q", "documents": [{"title": "a"}]})", "documents[0]", "without a \"text\""},
+           {R"({"model": "r", "query": "q", "documents": ["a", "b", {"text": 5}]})", "documents[2]", "documents[2]"},
+           {R"({"model": "r", "query": "q", "documents": ["a"], "top_n": -1})", "top_n", "got -1"},
+           {R"({"model": "r", "query": "q", "documents": ["a"], "top_n": "3"})", "top_n", "must be an integer"},
+           {R"({"model": "r", "query": "q", "documents": ["a"], "return_documents": "yes"})", "return_documents",
+            "true or false"},
+           {R"({"model": "r", "query": "q", "documents": ["a"], "truncate": 1})", "truncate", "true or false"},
+       }) {
+    v1::RerankRequest request;
+    RerankOptions options;
+    auto error = ParseRerankRequest(json::parse(c.body), &request, &options);
+    ASSERT_TRUE(error) << c.body;
+    EXPECT_EQ(error->http_status, 400) << c.body;
+    EXPECT_EQ(error->param, c.param) << c.body;
+    EXPECT_THAT(error->message, HasSubstr(c.says)) << c.body;
+  }
+}
+
+TEST(OpenAiApiTest, RerankReplies) {
+  v1::RerankResponse response;
+  for (auto [index, score, doc] : std::vector<std::tuple<uint32_t, float, const char*>>{{2, 0.75f, "c"}, {0, 0.25f, "a"}}) {
+    v1::RerankResult* r = response.add_results();
+    r->set_index(index);
+    r->set_relevance_score(score);
+    r->set_logit(1.0f);
+    r->set_document(doc);
+  }
+  response.mutable_usage()->set_prompt_tokens(30);
+  RerankOptions options;
+  options.model = "r";
+  options.return_documents = true;
+  EXPECT_EQ(RenderRerank(response, options, "rerank-1"), json::parse(R"({"id": "rerank-1", "model": "r",
+      "results": [{"index": 2, "relevance_score": 0.75, "document": {"text": "c"}},
+                  {"index": 0, "relevance_score": 0.25, "document": {"text": "a"}}],
+      "usage": {"prompt_tokens": 30, "total_tokens": 30}})"));
+  options.return_documents = false;
+  const json bare = RenderRerank(response, options, "rerank-1");
+  EXPECT_FALSE(bare["results"][0].contains("document"));
+  EXPECT_THAT(NewRerankId(), ::testing::MatchesRegex("rerank-[0-9a-f]{24}"));
 }
 
 }  // namespace

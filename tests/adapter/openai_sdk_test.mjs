@@ -1,11 +1,14 @@
 // The official OpenAI SDK against gantry-adapter (and gantry-server behind
-// it), as Dify and other OpenAI clients use it. Run by adapter_test.cc, which
+// it), as Dify and other OpenAI clients use it: chat and completions on
+// demo, embeddings on demo-embed, rerank (raw HTTP, Jina's and Cohere's
+// shape, as Dify posts it) on demo-rerank. Run by adapter_test.cc, which
 // starts both binaries and passes:
 //   GANTRY_ADAPTER_URL   http://127.0.0.1:PORT/v1
 //   GANTRY_API_KEY       the key the adapter requires
 //   GANTRY_METRICS_URL   gantry-server's /metrics (to see requests end there)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import OpenAI from 'openai';
 
 const baseURL = process.env.GANTRY_ADAPTER_URL;
@@ -262,4 +265,329 @@ test('20 concurrent streams all complete', async () => {
     assert.equal(chunks.filter((c) => c.choices.length).at(-1).choices[0].finish_reason, 'length');
     assert.ok(contentOf(chunks).length > 0);
   }
+});
+
+// ---- Embeddings (demo-embed) and rerank (demo-rerank) ----
+
+const embedModel = 'demo-embed';
+const rerankModel = 'demo-rerank';
+const origin = new URL(baseURL).origin;
+const auth = { Authorization: `Bearer ${apiKey}`, 'Content-Type': 'application/json' };
+// The demo embedding model's vocabulary, to send token ids.
+const vocab = JSON.parse(readFileSync(new URL('../../models/demo-embed/tokenizer.json', import.meta.url))).model.vocab;
+
+async function post(url, body) {
+  const response = await fetch(url, { method: 'POST', headers: auth, body: JSON.stringify(body) });
+  return { status: response.status, body: await response.json() };
+}
+
+const norm = (v) => Math.sqrt(Array.from(v).reduce((s, x) => s + x * x, 0));
+function assertClose(a, b, tolerance, what) {
+  assert.equal(a.length, b.length, what);
+  for (let i = 0; i < a.length; ++i) assert.ok(Math.abs(a[i] - b[i]) <= tolerance, `${what}: [${i}] ${a[i]} vs ${b[i]}`);
+}
+const same = (a, b) => a.length === b.length && Array.from(a).every((x, i) => x === b[i]);
+
+// A base64 embedding as OpenAI writes it: little-endian float32.
+function decodeBase64(text) {
+  const bytes = Buffer.from(text, 'base64');
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return Array.from({ length: bytes.byteLength / 4 }, (_, i) => view.getFloat32(i * 4, true));
+}
+
+async function embed(input, extra = {}) {
+  const r = await client.embeddings.create({ model: embedModel, input, encoding_format: 'float', ...extra });
+  return r.data.map((d) => d.embedding);
+}
+
+test('the catalogue shows what each model serves', async () => {
+  const models = await client.models.list();
+  const task = Object.fromEntries(models.data.map((m) => [m.id, m.task]));
+  assert.equal(task.demo, 'generate');
+  assert.equal(task[embedModel], 'embed');
+  assert.equal(task[rerankModel], 'rerank');
+  assert.ok(models.data.every((m) => m.object === 'model' && m.owned_by === 'gantry'));
+});
+
+test('embeddings of a string: the SDK asks for base64 and decodes it; unit length; usage', async () => {
+  const r = await client.embeddings.create({ model: embedModel, input: 'The license grants you the right to copy.' });
+  assert.equal(r.object, 'list');
+  assert.equal(r.model, embedModel);
+  assert.equal(r.data.length, 1);
+  assert.equal(r.data[0].object, 'embedding');
+  assert.equal(r.data[0].index, 0);
+  assert.equal(r.data[0].embedding.length, 64);
+  assert.ok(Math.abs(norm(r.data[0].embedding) - 1) < 1e-4, `norm ${norm(r.data[0].embedding)}`);
+  // [CLS] the license grants you the right to copy . [SEP]
+  assert.equal(r.usage.prompt_tokens, 11);
+  assert.equal(r.usage.total_tokens, r.usage.prompt_tokens);
+});
+
+test('float and base64 carry the very same float32 values', async () => {
+  const input = 'Redistribution and use in source and binary forms';
+  const floats = await client.embeddings.create({ model: embedModel, input, encoding_format: 'float' });
+  const base64 = await client.embeddings.create({ model: embedModel, input, encoding_format: 'base64' });
+  assert.ok(Array.isArray(floats.data[0].embedding));
+  assert.equal(typeof base64.data[0].embedding, 'string', 'the SDK leaves base64 alone when asked for it');
+  const decoded = decodeBase64(base64.data[0].embedding);
+  assert.deepEqual(decoded, floats.data[0].embedding.map(Math.fround));
+  const sdkDecoded = (await client.embeddings.create({ model: embedModel, input })).data[0].embedding;
+  assert.deepEqual(Array.from(sdkDecoded), decoded);
+  assert.equal(base64.usage.prompt_tokens, floats.usage.prompt_tokens);
+});
+
+test('a list: in order, same input same vector, different inputs different vectors', async () => {
+  const texts = ['alpha', 'the work', 'alpha', 'copyright holders and contributors'];
+  const r = await client.embeddings.create({ model: embedModel, input: texts, encoding_format: 'float' });
+  assert.deepEqual(r.data.map((d) => d.index), [0, 1, 2, 3]);
+  const v = r.data.map((d) => d.embedding);
+  for (const e of v) assert.ok(Math.abs(norm(e) - 1) < 1e-4);
+  // Same input, same vector: bit for bit when asked again alone, and within
+  // rounding in one batch (rows may meet different GEMM kernels there).
+  assertClose(v[0], v[2], 1e-6, 'the same input twice in one batch');
+  assert.deepEqual(await embed('alpha'), await embed('alpha'));
+  assert.ok(!same(v[0], v[1]) && !same(v[1], v[3]) && !same(v[0], v[3]));
+  const distance = (a, b) => Math.sqrt(a.reduce((s, x, i) => s + (x - b[i]) ** 2, 0));
+  assert.ok(distance(v[0], v[1]) > 1e-3, `different inputs, distance ${distance(v[0], v[1])}`);
+  // Each as it would be alone (batching pads; the mask keeps it out), and
+  // the usage is the sum of each input's tokens.
+  const [alone] = await embed('the work');
+  assertClose(v[1], alone, 1e-5, 'batched vs alone');
+  const single = await client.embeddings.create({ model: embedModel, input: 'alpha', encoding_format: 'float' });
+  const pair = await client.embeddings.create({ model: embedModel, input: ['alpha', 'alpha'], encoding_format: 'float' });
+  assert.equal(pair.usage.prompt_tokens, 2 * single.usage.prompt_tokens);
+});
+
+test('token ids in: the same vector as the text they encode', async () => {
+  const ids = ['[CLS]', 'the', 'license', '[SEP]'].map((t) => vocab[t]);
+  assert.ok(ids.every((id) => Number.isInteger(id)), JSON.stringify(ids));
+  const [fromText] = await embed('The License');
+  const [fromIds] = await embed(ids);
+  const [fromList] = await embed([ids]);
+  assertClose(fromIds, fromText, 1e-6, 'ids vs text');
+  assert.deepEqual(fromList, fromIds);
+});
+
+test('a batch of many inputs, and concurrent requests batched together', async () => {
+  const texts = Array.from({ length: 600 }, (_, i) => `Section ${i}: the licensee may copy the work ${i % 7} times.`);
+  const r = await client.embeddings.create({ model: embedModel, input: texts, encoding_format: 'float' });
+  assert.equal(r.data.length, texts.length);
+  r.data.forEach((d, i) => {
+    assert.equal(d.index, i);
+    assert.ok(Math.abs(norm(d.embedding) - 1) < 1e-4);
+  });
+  assert.ok(!same(r.data[1].embedding, r.data[2].embedding));
+  assert.ok(r.usage.prompt_tokens > 600 * 10);
+  const parts = await Promise.all(Array.from({ length: 8 }, (_, k) =>
+    client.embeddings.create({ model: embedModel, input: texts.slice(k * 20, k * 20 + 20), encoding_format: 'float' })));
+  parts.forEach((part, k) => part.data.forEach((d, i) =>
+    assertClose(d.embedding, r.data[k * 20 + i].embedding, 1e-5, `request ${k} input ${i}`)));
+});
+
+test('dimensions, normalize and prompt_name reach the server', async () => {
+  const text = 'the program';
+  const [full] = await embed(text);
+  const [short] = await embed(text, { dimensions: 16 });
+  assert.equal(short.length, 16);
+  assert.ok(Math.abs(norm(short) - 1) < 1e-4);
+  const head = full.slice(0, 16);
+  assertClose(short, head.map((x) => x / norm(head)), 1e-5, 'dimensions: the first components, normalized again');
+  const [raw] = await embed(text, { normalize: false });
+  assert.ok(norm(raw) > 1.5, `unnormalized CLS state, norm ${norm(raw)}`);
+  assertClose(raw.map((x) => x / norm(raw)), full, 1e-5, 'normalize: false is the same direction');
+  // demo-embed's prompts (config_sentence_transformers.json): "query: ", "passage: ".
+  const [query] = await embed(text, { prompt_name: 'query' });
+  assertClose(query, (await embed('query: ' + text))[0], 1e-6, 'prompt_name query');
+  assert.ok(!same(query, full));
+  const unknown = await post(`${baseURL}/embeddings`, { model: embedModel, input: text, prompt_name: 'nope' });
+  assert.equal(unknown.status, 400);
+  assert.match(unknown.body.error.message, /nope/);
+});
+
+test('an input over the context is a 400 naming it; truncate: true cuts it', async () => {
+  const long = 'license '.repeat(700);
+  const refused = await post(`${baseURL}/embeddings`, { model: embedModel, input: ['short', long] });
+  assert.equal(refused.status, 400, JSON.stringify(refused.body));
+  assert.equal(refused.body.error.code, 'context_length_exceeded');
+  assert.match(refused.body.error.message, /1/);
+  assert.match(refused.body.error.message, /702|512/);
+  // Cut to the model's context, its [CLS] and [SEP] kept.
+  const maxContext = (await client.models.list()).data.find((m) => m.id === embedModel).max_context;
+  assert.equal(maxContext, 512);
+  const cut = await client.embeddings.create({ model: embedModel, input: ['short', long], truncate: true });
+  assert.equal(cut.data.length, 2);
+  const short = await client.embeddings.create({ model: embedModel, input: 'short' });
+  assert.equal(cut.usage.prompt_tokens, short.usage.prompt_tokens + maxContext);
+  const [longCut] = await embed(long, { truncate: true });
+  const [exact] = await embed([vocab['[CLS]'], ...Array(maxContext - 2).fill(vocab.license), vocab['[SEP]']]);
+  assertClose(longCut, exact, 1e-5, 'truncate keeps [CLS] and [SEP]');
+});
+
+test('each bad embeddings input is its own 400 naming the field', async () => {
+  const cases = [
+    [{ input: 'x' }, 'model'],
+    [{ model: embedModel }, 'input'],
+    [{ model: embedModel, input: '' }, 'input'],
+    [{ model: embedModel, input: [] }, 'input'],
+    [{ model: embedModel, input: 5 }, 'input'],
+    [{ model: embedModel, input: ['a', '', 'b'] }, 'input[1]'],
+    [{ model: embedModel, input: ['a', 'b', 7] }, 'input[2]'],
+    [{ model: embedModel, input: ['a', null] }, 'input[1]'],
+    [{ model: embedModel, input: [[1, 2], []] }, 'input[1]'],
+    [{ model: embedModel, input: [[1, -2]] }, 'input[0]'],
+    [{ model: embedModel, input: [1, 2.5] }, 'input[1]'],
+    [{ model: embedModel, input: Array(2049).fill('x') }, 'input'],
+    [{ model: embedModel, input: 'x', encoding_format: 'int8' }, 'encoding_format'],
+    [{ model: embedModel, input: 'x', dimensions: 0 }, 'dimensions'],
+    [{ model: embedModel, input: 'x', dimensions: 'all' }, 'dimensions'],
+    [{ model: embedModel, input: 'x', truncate: 'yes' }, 'truncate'],
+    [{ model: embedModel, input: 'x', normalize: 1 }, 'normalize'],
+    [{ model: embedModel, input: 'x', user: 5 }, 'user'],
+  ];
+  for (const [body, param] of cases) {
+    const r = await post(`${baseURL}/embeddings`, body);
+    assert.equal(r.status, 400, `${param}: ${JSON.stringify(r.body)}`);
+    assert.deepEqual(Object.keys(r.body.error).sort(), ['code', 'message', 'param', 'type']);
+    assert.equal(r.body.error.type, 'invalid_request_error');
+    assert.equal(r.body.error.param, param, JSON.stringify(r.body));
+    assert.ok(r.body.error.message.includes(param.replace(/\[.*/, '')), r.body.error.message);
+  }
+  // Through the SDK: a BadRequestError with the parameter.
+  await assert.rejects(client.embeddings.create({ model: embedModel, input: ['ok', ''] }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.equal(e.param, 'input[1]');
+    return true;
+  });
+  // A token id past the vocabulary: the server's check, still a 400.
+  const beyond = await post(`${baseURL}/embeddings`, { model: embedModel, input: [[2, 999999, 3]] });
+  assert.equal(beyond.status, 400, JSON.stringify(beyond.body));
+});
+
+const query = 'Who may copy and distribute the program?';
+const documents = [
+  'You may copy and distribute verbatim copies of the Program as you receive it.',
+  'This License applies to any program or other work which contains a notice.',
+  'The licensee may not sublicense the work.',
+  'Redistribution and use in source and binary forms are permitted.',
+  'THERE IS NO WARRANTY FOR THE PROGRAM.',
+];
+
+function checkRanking(body, { count, withDocuments }) {
+  assert.match(body.id, /^rerank-[0-9a-f]{24}$/);
+  assert.equal(body.model, rerankModel);
+  assert.equal(body.results.length, count);
+  const indices = body.results.map((r) => r.index);
+  assert.equal(new Set(indices).size, count, 'no index twice');
+  for (const r of body.results) {
+    assert.ok(Number.isInteger(r.index) && r.index >= 0 && r.index < documents.length, JSON.stringify(r));
+    assert.ok(r.relevance_score >= 0 && r.relevance_score <= 1, JSON.stringify(r));
+    if (withDocuments) assert.deepEqual(r.document, { text: documents[r.index] });
+    else assert.equal(r.document, undefined);
+  }
+  for (let i = 1; i < count; ++i) assert.ok(body.results[i - 1].relevance_score >= body.results[i].relevance_score);
+  assert.ok(body.usage.prompt_tokens > 0);
+  assert.equal(body.usage.total_tokens, body.usage.prompt_tokens);
+}
+
+test('rerank at /v1/rerank and /rerank: sorted by score, top_n, return_documents', async () => {
+  const all = await post(`${baseURL}/rerank`, { model: rerankModel, query, documents });
+  assert.equal(all.status, 200, JSON.stringify(all.body));
+  checkRanking(all.body, { count: documents.length, withDocuments: false });
+  assert.ok(all.body.results[0].relevance_score > all.body.results.at(-1).relevance_score, 'scores differ');
+  const top = await post(`${baseURL}/rerank`, { model: rerankModel, query, documents, top_n: 3, return_documents: true });
+  assert.equal(top.status, 200, JSON.stringify(top.body));
+  checkRanking(top.body, { count: 3, withDocuments: true });
+  assert.deepEqual(top.body.results.map((r) => [r.index, r.relevance_score]),
+    all.body.results.slice(0, 3).map((r) => [r.index, r.relevance_score]));
+  // Dify's exact body (top_n: the number of documents), at /rerank: for clients whose base has no /v1.
+  const dify = await post(`${origin}/rerank`, { model: rerankModel, query, documents, top_n: documents.length });
+  assert.equal(dify.status, 200, JSON.stringify(dify.body));
+  checkRanking(dify.body, { count: documents.length, withDocuments: false });
+  assert.deepEqual(dify.body.results.map((r) => r.index), all.body.results.map((r) => r.index));
+  // Cohere's and Jina's structured documents rank the same.
+  const objects = await post(`${baseURL}/rerank`,
+    { model: rerankModel, query, documents: documents.map((text) => ({ text })), return_documents: true });
+  checkRanking(objects.body, { count: documents.length, withDocuments: true });
+  assert.deepEqual(objects.body.results.map((r) => r.relevance_score), all.body.results.map((r) => r.relevance_score));
+  // Usage counts every (query, document) pair: one document's pair alone is fewer tokens.
+  const one = await post(`${baseURL}/rerank`, { model: rerankModel, query, documents: documents.slice(0, 1) });
+  assert.ok(one.body.usage.prompt_tokens < all.body.usage.prompt_tokens);
+});
+
+test('each bad rerank input is its own 400 naming the field', async () => {
+  const cases = [
+    [{ query, documents }, 'model'],
+    [{ model: rerankModel, documents }, 'query'],
+    [{ model: rerankModel, query: '', documents }, 'query'],
+    [{ model: rerankModel, query: 5, documents }, 'query'],
+    [{ model: rerankModel, query }, 'documents'],
+    [{ model: rerankModel, query, documents: [] }, 'documents'],
+    [{ model: rerankModel, query, documents: 'one' }, 'documents'],
+    [{ model: rerankModel, query, documents: ['a', 2] }, 'documents[1]'],
+    [{ model: rerankModel, query, documents: ['a', 'b', { title: 'c' }] }, 'documents[2]'],
+    [{ model: rerankModel, query, documents, top_n: -1 }, 'top_n'],
+    [{ model: rerankModel, query, documents, top_n: 'two' }, 'top_n'],
+    [{ model: rerankModel, query, documents, return_documents: 'yes' }, 'return_documents'],
+  ];
+  for (const url of [`${baseURL}/rerank`, `${origin}/rerank`]) {
+    for (const [body, param] of cases) {
+      const r = await post(url, body);
+      assert.equal(r.status, 400, `${param}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error.type, 'invalid_request_error');
+      assert.equal(r.body.error.param, param, JSON.stringify(r.body));
+      assert.ok(r.body.error.message.includes(param.replace(/\[.*/, '')), r.body.error.message);
+    }
+  }
+  const unknown = await post(`${baseURL}/rerank`, { model: 'no-such-model', query, documents });
+  assert.equal(unknown.status, 404);
+  const noKey = await fetch(`${origin}/rerank`, { method: 'POST', body: JSON.stringify({ model: rerankModel, query, documents }) });
+  assert.equal(noKey.status, 401);
+  const noKeyEmbed = await fetch(`${baseURL}/embeddings`, { method: 'POST', body: '{}' });
+  assert.equal(noKeyEmbed.status, 401);
+});
+
+test('the adapter counts and times the new routes', async () => {
+  const text = await (await fetch(`${origin}/metrics`)).text();
+  for (const route of ['/v1/embeddings', '/v1/rerank', '/rerank']) {
+    assert.match(text, new RegExp(`gantry_adapter_requests_total\\{route="${route}",status="200"\\} [1-9]`), route);
+    assert.match(text, new RegExp(`gantry_adapter_requests_total\\{route="${route}",status="400"\\} [1-9]`), route);
+    assert.match(text, new RegExp(`gantry_adapter_request_duration_seconds_count\\{route="${route}"\\} [1-9]`), route);
+  }
+});
+
+// Last, so that a server taken down by one of these fails this test alone.
+test('a model asked for what it does not serve is a 400 naming it and its task', async () => {
+  await assert.rejects(client.chat.completions.create({ model: embedModel, messages, max_tokens: 4 }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.equal(e.status, 400);
+    assert.match(e.message, /demo-embed/);
+    assert.match(e.message, /embed/);
+    return true;
+  });
+  await assert.rejects(client.completions.create({ model: rerankModel, prompt: 'x', max_tokens: 4 }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.match(e.message, /demo-rerank/);
+    return true;
+  });
+  await assert.rejects(client.embeddings.create({ model, input: 'x' }), (e) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.match(e.message, /\bdemo\b/);
+    assert.match(e.message, /generate/);
+    assert.equal(e.code, 'unsupported');
+    return true;
+  });
+  const rerankOnEmbed = await post(`${baseURL}/rerank`, { model: embedModel, query: 'q', documents: ['d'] });
+  assert.equal(rerankOnEmbed.status, 400);
+  assert.match(rerankOnEmbed.body.error.message, /demo-embed/);
+  const embedOnRerank = await post(`${baseURL}/embeddings`, { model: rerankModel, input: 'x' });
+  assert.equal(embedOnRerank.status, 400);
+  assert.match(embedOnRerank.body.error.message, /demo-rerank/);
+  await assert.rejects(client.embeddings.create({ model: 'no-such-model', input: 'x' }),
+    (e) => e instanceof OpenAI.NotFoundError && /no-such-model/.test(e.message));
+  // And every model still serves what it does.
+  assert.equal((await embed('still serving')).length, 1);
+  const ranked = await post(`${baseURL}/rerank`, { model: rerankModel, query: 'q', documents: ['d'] });
+  assert.equal(ranked.status, 200);
+  const chat = await client.chat.completions.create({ model, messages, max_tokens: 2 });
+  assert.equal(chat.choices.length, 1);
 });

@@ -479,11 +479,14 @@ TEST(Docker, ImageConfigsParse) {
   const std::string dockerfile = ReadFile(kRoot + "/deploy/docker/Dockerfile");
   auto config = server::ParseConfig(ReadFile(kRoot + "/deploy/docker/gantry.yaml"), "/etc/gantry/gantry.yaml");
   ASSERT_TRUE(config.ok()) << config.status();
-  // The built-in demo is where the image puts it.
-  EXPECT_THAT(dockerfile, HasSubstr("COPY models/demo/ /opt/gantry/models/demo/"));
-  bool demo = false;
-  for (const auto& m : config->models) demo |= m.name == "demo" && m.path == "/opt/gantry/models/demo";
-  EXPECT_TRUE(demo);
+  // The built-in demos are where the image puts them.
+  for (const std::string name : {"demo", "demo-embed", "demo-rerank"}) {
+    const std::string path = "/opt/gantry/models/" + name;
+    EXPECT_THAT(dockerfile, HasSubstr("COPY models/" + name + "/ " + path + "/"));
+    bool listed = false;
+    for (const auto& m : config->models) listed |= m.name == name && m.path == path;
+    EXPECT_TRUE(listed) << name;
+  }
   // What the image exposes is what the configs listen on.
   auto adapter = adapter::ParseAdapterConfig(ReadFile(kRoot + "/deploy/docker/adapter.yaml"), "adapter.yaml");
   ASSERT_TRUE(adapter.ok()) << adapter.status();

@@ -1,5 +1,5 @@
 // An OpenAI HTTP body, as the adapter parses it: JSON (depth-limited) into a
-// Chat and a Completion request.
+// Chat, a Completion, an Embedding and a Rerank request.
 #include <cstdint>
 #include <string>
 
@@ -16,5 +16,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   gantry::v1::GenerateRequest completion;
   gantry::adapter::ReplyOptions completion_options;
   (void)gantry::adapter::ParseCompletionRequest(*body, &completion, &completion_options);
+  gantry::v1::EmbedRequest embed;
+  gantry::adapter::EmbeddingOptions embed_options;
+  (void)gantry::adapter::ParseEmbeddingRequest(*body, &embed, &embed_options);
+  gantry::v1::RerankRequest rerank;
+  gantry::adapter::RerankOptions rerank_options;
+  (void)gantry::adapter::ParseRerankRequest(*body, &rerank, &rerank_options);
   return 0;
 }

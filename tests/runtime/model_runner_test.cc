@@ -11,6 +11,7 @@
 #include "runtime/safetensors.h"
 #include "scheduler/runner_session.h"
 #include "tests/runtime/logits_error.h"
+#include "tests/runtime/reference_file.h"
 #include "tests/runtime/test_files.h"
 
 namespace gantry::runtime {
@@ -19,6 +20,8 @@ namespace {
 using ::gantry::scheduler::RunnerSession;
 using ::gantry::scheduler::SessionItem;
 using ::gantry::testing::MakeTempDir;
+using ::gantry::testing::ReadRows;
+using ::gantry::testing::ReadTensor;
 using ::gantry::testing::RelativeError;
 using ::gantry::testing::TestModelDir;
 using ::testing::HasSubstr;
@@ -29,27 +32,6 @@ struct Reference {
   std::vector<std::vector<float>> logits;  // [prompt position][vocab], float32 transformers
   std::vector<std::vector<float>> logits_bf16;  // the same from transformers in bfloat16 on CUDA
 };
-
-template <typename T>
-std::vector<T> ReadTensor(const SafetensorsFile& file, const std::string& name) {
-  const TensorInfo* info = file.Find(name);
-  EXPECT_NE(info, nullptr) << name;
-  if (info == nullptr) return {};
-  const T* data = static_cast<const T*>(file.Data(*info));
-  return std::vector<T>(data, data + info->NumElements());
-}
-
-std::vector<std::vector<float>> ReadRows(const SafetensorsFile& file, const std::string& name) {
-  std::vector<std::vector<float>> rows;
-  const TensorInfo* info = file.Find(name);
-  if (info == nullptr) return rows;
-  std::vector<float> flat = ReadTensor<float>(file, name);
-  const int64_t width = info->shape[1];
-  for (int64_t p = 0; p < info->shape[0]; ++p) {
-    rows.emplace_back(flat.begin() + p * width, flat.begin() + (p + 1) * width);
-  }
-  return rows;
-}
 
 Reference LoadReference(const std::string& model) {
   auto file = SafetensorsFile::Open(TestModelDir(model) + "/reference.safetensors");

@@ -15,6 +15,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/server/server_process.h"
+#include "tests/server/shared_server.h"
 
 namespace gantry {
 namespace {
@@ -33,15 +34,7 @@ std::string Config(const std::string& extra = "") {
          "  - name: llama\n    path: " + root + "/tests/models/llama\n    dtype: float32\n";
 }
 
-std::string Reason(const grpc::Status& status) {
-  google::rpc::Status details;
-  if (!details.ParseFromString(status.error_details())) return "";
-  for (const auto& any : details.details()) {
-    google::rpc::ErrorInfo info;
-    if (any.UnpackTo(&info)) return info.reason();
-  }
-  return "";
-}
+std::string Reason(const grpc::Status& status) { return testing::ErrorReasonOf(status); }
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path);

@@ -20,6 +20,7 @@
 #include "tests/server/metrics_scrape.h"
 #include "tests/server/models_client.h"
 #include "tests/server/server_process.h"
+#include "tests/server/shared_server.h"
 
 namespace gantry {
 namespace {
@@ -47,22 +48,12 @@ std::string Config() {
          "  - name: broken\n    path: " + root + "/models/does-not-exist\n";
 }
 
-class ServerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    server_ = new testing::ServerProcess("server_test", Config());
-    ASSERT_FALSE(server_->address().empty()) << server_->Log();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override {
-    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
-    inference_ = v1::Inference::NewStub(channel_);
-    models_ = v1::Models::NewStub(channel_);
-  }
+class ServerTest : public testing::SharedServerTest<ServerTest> {
+ public:
+  static const char* Name() { return "server_test"; }
+  static std::string Config() { return gantry::Config(); }
 
+ protected:
   struct Generation {
     std::vector<uint32_t> tokens;
     std::string text;
@@ -120,24 +111,9 @@ class ServerTest : public ::testing::Test {
     return false;
   }
 
-  static testing::ServerProcess* server_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::Inference::Stub> inference_;
-  std::unique_ptr<v1::Models::Stub> models_;
 };
 
-testing::ServerProcess* ServerTest::server_ = nullptr;
-
-// The reason in the status details, as a client reads it.
-std::string Reason(const grpc::Status& status) {
-  google::rpc::Status details;
-  if (!details.ParseFromString(status.error_details())) return "(details do not parse)";
-  for (const auto& any : details.details()) {
-    google::rpc::ErrorInfo info;
-    if (any.UnpackTo(&info)) return info.domain() == "gantry.dev" ? info.reason() : "(wrong domain)";
-  }
-  return "(no ErrorInfo)";
-}
+std::string Reason(const grpc::Status& status) { return testing::ErrorReasonOf(status); }
 
 bool ValidUtf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {

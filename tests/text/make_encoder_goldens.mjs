@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Tokenizer } from "@anush008/tokenizers";
 import { TokenizerLoader } from "@lenml/tokenizers";
 import { unique } from "./corpus.mjs";
+import { applyPatch } from "./json_patch.mjs";
 
 // Cases for encoder tokenizers: BERT's and SentencePiece's normalization
 // corners, special tokens of these vocabularies, over-long words.
@@ -55,16 +56,6 @@ const families = {
     ],
   },
 };
-
-function applyPatch(root, patch) {
-  for (const [pointer, value] of Object.entries(patch)) {
-    const keys = pointer.split("/").slice(1);
-    let node = root;
-    for (const key of keys.slice(0, -1)) node = node[key];
-    node[keys[keys.length - 1]] = value;
-  }
-  return root;
-}
 
 const outDir = process.argv[2] ?? "golden";
 mkdirSync(outDir, { recursive: true });

@@ -1,0 +1,213 @@
+#include "runtime/internal/encoder_model.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "runtime/internal/tensor_loader.h"
+
+namespace gantry::runtime {
+namespace {
+
+constexpr absl::string_view kWordEmbeddings = "embeddings.word_embeddings.weight";
+
+// The prefix the checkpoint's encoder tensors carry: "" for a bare encoder
+// saved on its own, "bert." / "roberta." inside a classification model.
+absl::StatusOr<std::string> FindPrefix(const Checkpoint& checkpoint, const EncoderConfig& config) {
+  for (const std::string& name : checkpoint.Names()) {
+    if (absl::EndsWith(name, kWordEmbeddings)) return name.substr(0, name.size() - kWordEmbeddings.size());
+  }
+  return absl::InvalidArgumentError(absl::StrCat(checkpoint.model_dir(), " (", config.architecture_name,
+                                                 "): no tensor named \"", kWordEmbeddings, "\" under any prefix"));
+}
+
+ShapeMap ExpectedTensors(const EncoderConfig& c, const std::string& p) {
+  const int64_t h = c.hidden_size;
+  ShapeMap shapes;
+  shapes[p + "embeddings.word_embeddings.weight"] = {c.vocab_size, h};
+  shapes[p + "embeddings.position_embeddings.weight"] = {c.max_position_embeddings, h};
+  shapes[p + "embeddings.token_type_embeddings.weight"] = {c.type_vocab_size, h};
+  shapes[p + "embeddings.LayerNorm.weight"] = {h};
+  shapes[p + "embeddings.LayerNorm.bias"] = {h};
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string l = absl::StrCat(p, "encoder.layer.", i, ".");
+    for (const char* part : {"query", "key", "value"}) {
+      shapes[absl::StrCat(l, "attention.self.", part, ".weight")] = {h, h};
+      shapes[absl::StrCat(l, "attention.self.", part, ".bias")] = {h};
+    }
+    shapes[l + "attention.output.dense.weight"] = {h, h};
+    shapes[l + "attention.output.dense.bias"] = {h};
+    shapes[l + "attention.output.LayerNorm.weight"] = {h};
+    shapes[l + "attention.output.LayerNorm.bias"] = {h};
+    shapes[l + "intermediate.dense.weight"] = {c.intermediate_size, h};
+    shapes[l + "intermediate.dense.bias"] = {c.intermediate_size};
+    shapes[l + "output.dense.weight"] = {h, c.intermediate_size};
+    shapes[l + "output.dense.bias"] = {h};
+    shapes[l + "output.LayerNorm.weight"] = {h};
+    shapes[l + "output.LayerNorm.bias"] = {h};
+  }
+  if (c.head == EncoderHead::kBertClassifier) {
+    shapes[p + "pooler.dense.weight"] = {h, h};
+    shapes[p + "pooler.dense.bias"] = {h};
+    shapes["classifier.weight"] = {c.num_labels, h};
+    shapes["classifier.bias"] = {c.num_labels};
+  } else if (c.head == EncoderHead::kRobertaClassifier) {
+    shapes["classifier.dense.weight"] = {h, h};
+    shapes["classifier.dense.bias"] = {h};
+    shapes["classifier.out_proj.weight"] = {c.num_labels, h};
+    shapes["classifier.out_proj.bias"] = {c.num_labels};
+  }
+  return shapes;
+}
+
+// Tensors a checkpoint may carry that the configured task does not use: the
+// pooler of a bare encoder (embedding models pool the hidden states
+// themselves), pre-training heads, and the position_ids buffer.
+bool IsIgnorable(const std::string& name, const EncoderConfig& config, const std::string& prefix) {
+  if (absl::EndsWith(name, "embeddings.position_ids")) return true;
+  if (config.head != EncoderHead::kBertClassifier && absl::StartsWith(name, prefix + "pooler.")) return true;
+  return absl::StartsWith(name, "cls.") || absl::StartsWith(name, "lm_head.");
+}
+
+}  // namespace
+
+absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, const EncoderConfig& config,
+                                                  const at::Device& device, at::ScalarType dtype) {
+  auto prefix = FindPrefix(checkpoint, config);
+  if (!prefix.ok()) return prefix.status();
+  const std::string& p = *prefix;
+  if (auto s = CheckTensorShapes(
+          checkpoint, ExpectedTensors(config, p),
+          [&](const std::string& name) { return IsIgnorable(name, config, p); }, config.architecture_name);
+      !s.ok()) {
+    return s;
+  }
+  TensorLoader loader(checkpoint, device, dtype);
+  EncoderWeights w;
+#define GANTRY_ASSIGN(target, ...)              \
+  do {                                          \
+    auto loaded = loader.Load({__VA_ARGS__});   \
+    if (!loaded.ok()) return loaded.status();   \
+    target = *std::move(loaded);                \
+  } while (false)
+  auto whole = [](const std::string& name) { return TensorPart{name}; };
+  GANTRY_ASSIGN(w.word, whole(p + "embeddings.word_embeddings.weight"));
+  GANTRY_ASSIGN(w.position, whole(p + "embeddings.position_embeddings.weight"));
+  GANTRY_ASSIGN(w.token_type, whole(p + "embeddings.token_type_embeddings.weight"));
+  GANTRY_ASSIGN(w.embed_norm, whole(p + "embeddings.LayerNorm.weight"));
+  GANTRY_ASSIGN(w.embed_norm_bias, whole(p + "embeddings.LayerNorm.bias"));
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    const std::string l = absl::StrCat(p, "encoder.layer.", i, ".");
+    const std::string s = l + "attention.self.";
+    EncoderLayerWeights layer;
+    GANTRY_ASSIGN(layer.qkv, whole(s + "query.weight"), whole(s + "key.weight"), whole(s + "value.weight"));
+    GANTRY_ASSIGN(layer.qkv_bias, whole(s + "query.bias"), whole(s + "key.bias"), whole(s + "value.bias"));
+    GANTRY_ASSIGN(layer.attn_out, whole(l + "attention.output.dense.weight"));
+    GANTRY_ASSIGN(layer.attn_out_bias, whole(l + "attention.output.dense.bias"));
+    GANTRY_ASSIGN(layer.attn_norm, whole(l + "attention.output.LayerNorm.weight"));
+    GANTRY_ASSIGN(layer.attn_norm_bias, whole(l + "attention.output.LayerNorm.bias"));
+    GANTRY_ASSIGN(layer.up, whole(l + "intermediate.dense.weight"));
+    GANTRY_ASSIGN(layer.up_bias, whole(l + "intermediate.dense.bias"));
+    GANTRY_ASSIGN(layer.down, whole(l + "output.dense.weight"));
+    GANTRY_ASSIGN(layer.down_bias, whole(l + "output.dense.bias"));
+    GANTRY_ASSIGN(layer.out_norm, whole(l + "output.LayerNorm.weight"));
+    GANTRY_ASSIGN(layer.out_norm_bias, whole(l + "output.LayerNorm.bias"));
+    w.layers.push_back(std::move(layer));
+  }
+  if (config.head == EncoderHead::kBertClassifier) {
+    GANTRY_ASSIGN(w.head_dense, whole(p + "pooler.dense.weight"));
+    GANTRY_ASSIGN(w.head_dense_bias, whole(p + "pooler.dense.bias"));
+    GANTRY_ASSIGN(w.classifier, whole("classifier.weight"));
+    GANTRY_ASSIGN(w.classifier_bias, whole("classifier.bias"));
+  } else if (config.head == EncoderHead::kRobertaClassifier) {
+    GANTRY_ASSIGN(w.head_dense, whole("classifier.dense.weight"));
+    GANTRY_ASSIGN(w.head_dense_bias, whole("classifier.dense.bias"));
+    GANTRY_ASSIGN(w.classifier, whole("classifier.out_proj.weight"));
+    GANTRY_ASSIGN(w.classifier_bias, whole("classifier.out_proj.bias"));
+  }
+#undef GANTRY_ASSIGN
+  w.device_bytes = loader.bytes();
+  return w;
+}
+
+EncoderModel::EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling pooling, bool normalize)
+    : config_(std::move(config)), weights_(std::move(weights)), pooling_(pooling), normalize_(normalize) {}
+
+at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
+  if (config_.hidden_act == "relu") return at::relu(x);
+  if (config_.hidden_act == "gelu") return at::gelu(x);  // erf form, as transformers' "gelu"
+  return at::gelu(x, "tanh");                            // gelu_new, gelu_pytorch_tanh
+}
+
+at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& token_types,
+                                 const at::Tensor& lengths, bool padded) const {
+  const int64_t batch = token_ids.size(0), length = token_ids.size(1);
+  const int64_t hidden = config_.hidden_size, heads = config_.num_heads, head_dim = hidden / heads;
+  const double eps = config_.layer_norm_eps;
+  const EncoderWeights& w = weights_;
+  const auto long_options = at::TensorOptions().device(token_ids.device()).dtype(at::kLong);
+
+  at::Tensor columns = at::arange(length, long_options);                        // [length]
+  at::Tensor valid = columns.unsqueeze(0).lt(lengths.unsqueeze(1));              // [batch, length]
+  at::Tensor x = at::embedding(w.word, token_ids) +                              // [batch, length, hidden]
+                 at::embedding(w.position, columns + config_.position_offset()).unsqueeze(0) +
+                 at::embedding(w.token_type, token_types);
+  x = at::layer_norm(x, {hidden}, w.embed_norm, w.embed_norm_bias, eps);
+
+  // Padding keys are masked out; without padding there is no mask, so
+  // LibTorch 2 can pick its flash attention kernel.
+#if TORCH_VERSION_MAJOR >= 2
+  const at::Tensor key_mask = padded ? valid.view({batch, 1, 1, length}) : at::Tensor();  // true: attend
+#else
+  // Additive: padding keys get -inf (every input has at least one real token).
+  const at::Tensor key_mask =
+      padded ? at::zeros({batch, 1, 1, length}, x.options().dtype(at::kFloat))
+                   .masked_fill(valid.logical_not().view({batch, 1, 1, length}), -std::numeric_limits<float>::infinity())
+             : at::zeros({1}, x.options().dtype(at::kFloat));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+#endif
+  for (const EncoderLayerWeights& layer : w.layers) {
+    at::Tensor qkv = at::linear(x, layer.qkv, layer.qkv_bias)  // [3, batch, heads, length, head_dim]
+                         .view({batch, length, 3, heads, head_dim})
+                         .permute({2, 0, 3, 1, 4});
+#if TORCH_VERSION_MAJOR >= 2
+    at::Tensor context = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], key_mask);
+#else
+    at::Tensor scores = at::matmul(qkv[0], qkv[1].transpose(-1, -2)).to(at::kFloat) * scale + key_mask;
+    at::Tensor context = at::matmul(at::softmax(scores, -1).to(x.scalar_type()), qkv[2]);
+#endif
+    context = context.permute({0, 2, 1, 3}).reshape({batch, length, hidden});
+    x = at::layer_norm(at::linear(context, layer.attn_out, layer.attn_out_bias) + x, {hidden}, layer.attn_norm,
+                       layer.attn_norm_bias, eps);
+    at::Tensor mlp = at::linear(Activation(at::linear(x, layer.up, layer.up_bias)), layer.down, layer.down_bias);
+    x = at::layer_norm(mlp + x, {hidden}, layer.out_norm, layer.out_norm_bias, eps);
+  }
+
+  if (config_.head != EncoderHead::kNone) {
+    // Both classifier heads: dense + tanh on the first token, then the labels.
+    at::Tensor first = at::tanh(at::linear(x.select(1, 0), w.head_dense, w.head_dense_bias));
+    return at::linear(first, w.classifier, w.classifier_bias).to(at::kFloat);
+  }
+  at::Tensor pooled;  // [batch, hidden] float32
+  switch (pooling_) {
+    case Pooling::kCls:
+      pooled = x.select(1, 0).to(at::kFloat);
+      break;
+    case Pooling::kMean:
+      pooled = (x.to(at::kFloat) * valid.unsqueeze(-1)).sum(1) / lengths.unsqueeze(1).to(at::kFloat);
+      break;
+    case Pooling::kLastToken:
+      pooled = x.reshape({batch * length, hidden})
+                   .index_select(0, at::arange(batch, long_options) * length + lengths - 1)
+                   .to(at::kFloat);
+      break;
+  }
+  if (normalize_) pooled = pooled / pooled.norm(2, {-1}, /*keepdim=*/true).clamp_min(1e-12);
+  return pooled;
+}
+
+}  // namespace gantry::runtime

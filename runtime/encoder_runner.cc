@@ -1,0 +1,131 @@
+#include "runtime/encoder_runner.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/internal/encoder_model.h"
+#include "runtime/internal/torch_util.h"
+
+namespace gantry::runtime {
+namespace {
+
+class TorchEncoderRunner final : public EncoderRunner {
+ public:
+  TorchEncoderRunner(EncoderInfo info, std::unique_ptr<EncoderModel> model, at::Device device)
+      : info_(std::move(info)), model_(std::move(model)), device_(device) {}
+
+  const EncoderInfo& info() const override { return info_; }
+
+  absl::StatusOr<std::vector<std::vector<float>>> Encode(absl::Span<const EncoderInput> batch) override {
+    if (batch.empty()) return std::vector<std::vector<float>>();
+    const EncoderConfig& config = info_.config;
+    int64_t length = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (auto status = Check(batch[i], i); !status.ok()) return status;
+      length = std::max<int64_t>(length, static_cast<int64_t>(batch[i].tokens.size()));
+    }
+    const int64_t rows = static_cast<int64_t>(batch.size());
+    std::vector<int64_t> ids(rows * length, config.pad_token_id), types(rows * length, 0), lengths(rows);
+    bool padded = false;
+    for (int64_t r = 0; r < rows; ++r) {
+      const EncoderInput& input = batch[r];
+      std::copy(input.tokens.begin(), input.tokens.end(), ids.begin() + r * length);
+      std::copy(input.token_types.begin(), input.token_types.end(), types.begin() + r * length);
+      lengths[r] = static_cast<int64_t>(input.tokens.size());
+      padded = padded || lengths[r] < length;
+    }
+    try {
+      c10::InferenceMode guard;
+      at::DeviceGuard device_guard(device_);
+      at::Tensor out = model_->Forward(Upload(ids, device_).view({rows, length}),
+                                       Upload(types, device_).view({rows, length}), Upload(lengths, device_), padded)
+                           .to(at::kCPU)
+                           .contiguous();
+      std::vector<std::vector<float>> result(rows);
+      const float* data = out.data_ptr<float>();
+      const int64_t width = out.size(1);
+      for (int64_t r = 0; r < rows; ++r) result[r].assign(data + r * width, data + (r + 1) * width);
+      return result;
+    } catch (const std::exception& e) {
+      if (IsOutOfMemory(e)) {
+        ReleaseCachedDeviceMemory();
+        return absl::ResourceExhaustedError(absl::StrCat("out of memory encoding ", rows, " inputs of up to ",
+                                                         length, " tokens on ", device_.str()));
+      }
+      return absl::InternalError(absl::StrCat("encoding failed: ", ErrorText(e)));
+    }
+  }
+
+ private:
+  absl::Status Check(const EncoderInput& input, size_t index) const {
+    const EncoderConfig& config = info_.config;
+    const int64_t size = static_cast<int64_t>(input.tokens.size());
+    if (size == 0) return absl::InvalidArgumentError(absl::StrCat("input ", index, " is empty"));
+    if (size > info_.max_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat("input ", index, " has ", size,
+                                                     " tokens; the model takes at most ", info_.max_tokens));
+    }
+    for (int32_t token : input.tokens) {
+      if (token < 0 || token >= config.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("input ", index, ": token id ", token,
+                                                       " is outside the vocabulary [0, ", config.vocab_size, ")"));
+      }
+    }
+    if (!input.token_types.empty() && static_cast<int64_t>(input.token_types.size()) != size) {
+      return absl::InvalidArgumentError(absl::StrCat("input ", index, " has ", size, " tokens but ",
+                                                     input.token_types.size(), " token types"));
+    }
+    for (int32_t type : input.token_types) {
+      if (type < 0 || type >= config.type_vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("input ", index, ": token type ", type, " is outside [0, ",
+                                                       config.type_vocab_size, ")"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  EncoderInfo info_;
+  std::unique_ptr<EncoderModel> model_;
+  at::Device device_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOptions& options) {
+  auto config = LoadEncoderConfig(options.model_dir);
+  if (!config.ok()) return config.status();
+  auto device = ParseDevice(options.device);
+  if (!device.ok()) return device.status();
+  auto dtype = ResolveModelDtype(options.dtype, config->dtype, *device);
+  if (!dtype.ok()) return dtype.status();
+  auto checkpoint = Checkpoint::Open(options.model_dir);
+  if (!checkpoint.ok()) return checkpoint.status();
+  EncoderInfo info;
+  info.config = *config;
+  info.device = device->str();
+  info.dtype = ScalarTypeName(*dtype);
+  info.max_tokens = config->max_tokens();
+  info.output_size = config->output_size();
+  info.execution = "torch, padded batches";
+  try {
+    c10::InferenceMode guard;
+    at::DeviceGuard device_guard(*device);
+    auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype);
+    if (!weights.ok()) return weights.status();
+    info.weight_bytes = weights->device_bytes;
+    auto model = std::make_unique<EncoderModel>(*config, *std::move(weights), options.pooling, options.normalize);
+    return std::unique_ptr<EncoderRunner>(
+        std::make_unique<TorchEncoderRunner>(std::move(info), std::move(model), *device));
+  } catch (const std::exception& e) {
+    if (IsOutOfMemory(e)) {
+      ReleaseCachedDeviceMemory();
+      return absl::ResourceExhaustedError(
+          absl::StrCat("out of memory loading ", options.model_dir, " onto ", device->str(), ": ", ErrorText(e)));
+    }
+    return absl::InternalError(absl::StrCat("loading ", options.model_dir, " failed: ", ErrorText(e)));
+  }
+}
+
+}  // namespace gantry::runtime

@@ -1,0 +1,64 @@
+// The runtime's API for encoder models (embeddings and cross-encoder rerank).
+// Torch-free, as model_runner.h: the scheduler sees only this.
+//
+// An encoder has no KV cache and no sampling: each call takes whole inputs
+// (token ids and token types) and returns one row of floats per input, the
+// pooled (and, when set up so, unit-length) hidden state of an embedding
+// model, or the classifier logits of a cross-encoder.
+#ifndef GANTRY_RUNTIME_ENCODER_RUNNER_H_
+#define GANTRY_RUNTIME_ENCODER_RUNNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/encoder_config.h"
+#include "runtime/model_task.h"
+
+namespace gantry::runtime {
+
+struct EncoderLoadOptions {
+  std::string model_dir;
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
+  std::string dtype;           // "" = the config's (float16 runs as float32 on the CPU)
+  // Embedding models: how token states become the input's vector (ignored
+  // by classifiers, whose head reads the first token).
+  Pooling pooling = Pooling::kCls;
+  bool normalize = true;
+};
+
+struct EncoderInfo {
+  EncoderConfig config;
+  std::string device;  // as resolved, e.g. "cuda:0"
+  std::string dtype;   // as resolved
+  int64_t max_tokens = 0;   // longest input, special tokens included
+  int64_t output_size = 0;  // floats per input: hidden size or the classifier's labels
+  uint64_t weight_bytes = 0;
+  std::string execution;  // how batches run, e.g. "torch, padded batches"
+};
+
+struct EncoderInput {
+  absl::Span<const int32_t> tokens;       // special tokens included, as the tokenizer's post-processor adds them
+  absl::Span<const int32_t> token_types;  // empty: all 0; else one per token
+};
+
+// Not thread-safe: one caller (the model's engine thread) drives it.
+class EncoderRunner {
+ public:
+  virtual ~EncoderRunner() = default;
+  virtual const EncoderInfo& info() const = 0;
+  // One row of info().output_size floats per input, in order. INVALID_ARGUMENT
+  // naming the input's index for an empty input, one over max_tokens, a token
+  // id outside the vocabulary or a token type outside type_vocab_size;
+  // RESOURCE_EXHAUSTED when the device ran out of memory (the runner stays usable).
+  virtual absl::StatusOr<std::vector<std::vector<float>>> Encode(absl::Span<const EncoderInput> batch) = 0;
+};
+
+absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOptions& options);
+
+}  // namespace gantry::runtime
+
+#endif  // GANTRY_RUNTIME_ENCODER_RUNNER_H_

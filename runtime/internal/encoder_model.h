@@ -1,0 +1,82 @@
+// BERT / (XLM-)RoBERTa encoders in LibTorch: weights (q/k/v fused at load)
+// and the forward over a padded batch, with pooling or the classifier head.
+#ifndef GANTRY_RUNTIME_INTERNAL_ENCODER_MODEL_H_
+#define GANTRY_RUNTIME_INTERNAL_ENCODER_MODEL_H_
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/checkpoint.h"
+#include "runtime/encoder_config.h"
+#include "runtime/model_task.h"
+
+namespace gantry::runtime {
+
+struct EncoderLayerWeights {
+  at::Tensor qkv;           // [3 * hidden, hidden]: query rows, key rows, value rows
+  at::Tensor qkv_bias;      // [3 * hidden]
+  at::Tensor attn_out;      // [hidden, hidden]
+  at::Tensor attn_out_bias; // [hidden]
+  at::Tensor attn_norm;     // [hidden] LayerNorm weight after attention
+  at::Tensor attn_norm_bias;
+  at::Tensor up;            // [intermediate, hidden]
+  at::Tensor up_bias;       // [intermediate]
+  at::Tensor down;          // [hidden, intermediate]
+  at::Tensor down_bias;     // [hidden]
+  at::Tensor out_norm;      // [hidden] LayerNorm weight after the MLP
+  at::Tensor out_norm_bias;
+};
+
+struct EncoderWeights {
+  at::Tensor word;            // [vocab, hidden]
+  at::Tensor position;        // [max_position_embeddings, hidden]
+  at::Tensor token_type;      // [type_vocab_size, hidden]
+  at::Tensor embed_norm;      // [hidden]
+  at::Tensor embed_norm_bias; // [hidden]
+  std::vector<EncoderLayerWeights> layers;
+  // kBertClassifier: pooler (dense + tanh on [CLS]) then classifier.
+  // kRobertaClassifier: head_dense + tanh on <s>, then classifier (out_proj).
+  at::Tensor head_dense;       // [hidden, hidden], or undefined
+  at::Tensor head_dense_bias;  // [hidden], or undefined
+  at::Tensor classifier;       // [num_labels, hidden], or undefined
+  at::Tensor classifier_bias;  // [num_labels], or undefined
+  uint64_t device_bytes = 0;
+};
+
+// Finds the tensors under their prefix ("", "bert.", "roberta.", ...),
+// checks every name and shape against the config (unused pooler tensors and
+// position_ids buffers are ignored) and copies them to `device` in `dtype`.
+absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, const EncoderConfig& config,
+                                                  const at::Device& device, at::ScalarType dtype);
+
+class EncoderModel {
+ public:
+  EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling pooling, bool normalize);
+
+  // token_ids, token_types: [batch, length] int64, padded past each input's
+  // length with pad_token_id / 0; lengths: [batch] int64 on the same device;
+  // `padded`: some input is shorter than `length` (false lets attention run
+  // without a mask, on the fastest kernel). Returns [batch, output_size]
+  // float32: pooled (normalized when set up so) last hidden states, or the
+  // classifier's logits.
+  at::Tensor Forward(const at::Tensor& token_ids, const at::Tensor& token_types, const at::Tensor& lengths,
+                     bool padded) const;
+
+  const EncoderConfig& config() const { return config_; }
+  const EncoderWeights& weights() const { return weights_; }
+
+ private:
+  at::Tensor Activation(const at::Tensor& x) const;
+
+  EncoderConfig config_;
+  EncoderWeights weights_;
+  Pooling pooling_;
+  bool normalize_;
+};
+
+}  // namespace gantry::runtime
+
+#endif  // GANTRY_RUNTIME_INTERNAL_ENCODER_MODEL_H_

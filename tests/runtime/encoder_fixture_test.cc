@@ -1,0 +1,232 @@
+// Encoder models against sentence-transformers and transformers: the tiny
+// random fixtures tools/make_encoder_models.py made (tests/models/*_embed,
+// *_rerank), each with the token ids those libraries fed the model and their
+// outputs. Checked: our tokenizer gives the same ids and token types (texts,
+// pairs, the truncated long text), the folder's pooling set-up is read, and
+// the runner's embeddings and logits match in float32 on the CPU (1e-4) and
+// in bfloat16 on CUDA (2e-2; rerank on the relevance scores), with the same
+// rerank order.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/encoder_runner.h"
+#include "runtime/model_runner.h"
+#include "runtime/model_task.h"
+#include "runtime/safetensors.h"
+#include "tests/runtime/logits_error.h"
+#include "tests/runtime/reference_file.h"
+#include "tests/runtime/test_files.h"
+#include "text/tokenizer.h"
+
+namespace gantry::runtime {
+namespace {
+
+using ::gantry::testing::ReadRows;
+using ::gantry::testing::ReadTensor;
+using ::gantry::testing::RelativeError;
+using ::gantry::testing::TestModelDir;
+
+nlohmann::json ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return nlohmann::json::parse(text.str());
+}
+
+// Inputs concatenated with offsets, as the fixture stores them.
+std::vector<std::vector<int32_t>> Split(const std::vector<int64_t>& flat, const std::vector<int64_t>& offsets) {
+  std::vector<std::vector<int32_t>> out;
+  for (size_t i = 0; i + 1 < offsets.size(); ++i) {
+    out.emplace_back(flat.begin() + offsets[i], flat.begin() + offsets[i + 1]);
+  }
+  return out;
+}
+
+struct Fixture {
+  std::string dir;
+  nlohmann::json meta;
+  std::unique_ptr<SafetensorsFile> reference;
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  std::vector<std::vector<int32_t>> ids, types;
+
+  explicit Fixture(const std::string& name) : dir(TestModelDir(name)) {
+    meta = ReadJson(dir + "/reference.json");
+    auto file = SafetensorsFile::Open(dir + "/reference.safetensors");
+    EXPECT_TRUE(file.ok()) << file.status();
+    if (file.ok()) reference = *std::move(file);
+    auto loaded = text::Tokenizer::Load(dir);
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    if (loaded.ok()) tokenizer = *std::move(loaded);
+    const auto offsets = ReadTensor<int64_t>(*reference, "offsets");
+    ids = Split(ReadTensor<int64_t>(*reference, "input_ids"), offsets);
+    types = Split(ReadTensor<int64_t>(*reference, "token_type_ids"), offsets);
+  }
+
+  std::unique_ptr<EncoderRunner> Load(const std::string& device, const std::string& dtype, Pooling pooling,
+                                      bool normalize) const {
+    EncoderLoadOptions options;
+    options.model_dir = dir;
+    options.device = device;
+    options.dtype = dtype;
+    options.pooling = pooling;
+    options.normalize = normalize;
+    auto runner = LoadEncoder(options);
+    EXPECT_TRUE(runner.ok()) << runner.status();
+    return runner.ok() ? *std::move(runner) : nullptr;
+  }
+
+  std::vector<std::vector<float>> Encode(EncoderRunner& runner, const std::vector<std::vector<int32_t>>& inputs,
+                                         bool with_types) const {
+    std::vector<EncoderInput> batch;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      batch.push_back({inputs[i], with_types ? absl::Span<const int32_t>(types[i]) : absl::Span<const int32_t>()});
+    }
+    auto out = runner.Encode(batch);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? *std::move(out) : std::vector<std::vector<float>>();
+  }
+};
+
+std::vector<float> Flatten(const std::vector<std::vector<float>>& rows) {
+  std::vector<float> flat;
+  for (const auto& row : rows) flat.insert(flat.end(), row.begin(), row.end());
+  return flat;
+}
+
+bool HaveCuda() { return CudaDeviceCount() > 0; }
+
+class EmbedFixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EmbedFixtureTest, TokenizerMatchesSentenceTransformers) {
+  Fixture f(GetParam());
+  ASSERT_TRUE(f.tokenizer);
+  const auto& texts = f.meta["texts"];
+  ASSERT_EQ(texts.size(), f.ids.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto encoding = f.tokenizer->EncodeWithTypes(texts[i].get<std::string>());
+    ASSERT_TRUE(encoding.ok()) << encoding.status();
+    EXPECT_EQ(encoding->ids, f.ids[i]) << "text " << i << ": " << texts[i];
+    EXPECT_EQ(encoding->type_ids, f.types[i]) << "text " << i;
+  }
+  const int max_length = f.meta["max_seq_length"].get<int>();
+  auto truncated = f.tokenizer->EncodeWithTypes(f.meta["long_text"].get<std::string>(), true, max_length);
+  ASSERT_TRUE(truncated.ok()) << truncated.status();
+  const auto want = ReadTensor<int64_t>(*f.reference, "long_input_ids");
+  EXPECT_EQ(truncated->ids, std::vector<int32_t>(want.begin(), want.end()));
+}
+
+TEST_P(EmbedFixtureTest, FolderSetUpIsRead) {
+  Fixture f(GetParam());
+  auto task = DetectModelTask(f.dir);
+  ASSERT_TRUE(task.ok()) << task.status();
+  EXPECT_EQ(task->task, ModelTask::kEmbed);
+  EXPECT_EQ(task->embedding.source, "sentence-transformers");
+  EXPECT_EQ(PoolingName(task->embedding.pooling),
+            f.meta["pooling"] == "cls" ? "cls" : f.meta["pooling"] == "mean" ? "mean" : "last_token");
+  EXPECT_EQ(task->embedding.normalize, f.meta["normalize"].get<bool>());
+  EXPECT_EQ(task->embedding.max_seq_length, f.meta["max_seq_length"].get<int64_t>());
+}
+
+TEST_P(EmbedFixtureTest, EmbeddingsMatchInFloat32OnTheCpu) {
+  Fixture f(GetParam());
+  auto task = DetectModelTask(f.dir);
+  ASSERT_TRUE(task.ok()) << task.status();
+  auto runner = f.Load("cpu", "float32", task->embedding.pooling, task->embedding.normalize);
+  ASSERT_TRUE(runner);
+  const auto want = ReadRows(*f.reference, "embeddings");
+  // All texts in one padded batch, then each alone: the same vectors.
+  const auto batched = f.Encode(*runner, f.ids, /*with_types=*/true);
+  ASSERT_EQ(batched.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_LT(RelativeError(batched[i], want[i]), 1e-4) << "text " << i << " in the batch";
+    const auto alone = f.Encode(*runner, {f.ids[i]}, /*with_types=*/false);
+    EXPECT_LT(RelativeError(alone[0], want[i]), 1e-4) << "text " << i << " alone";
+  }
+  const auto long_ids = ReadTensor<int64_t>(*f.reference, "long_input_ids");
+  const auto long_out = f.Encode(*runner, {std::vector<int32_t>(long_ids.begin(), long_ids.end())}, false);
+  EXPECT_LT(RelativeError(long_out[0], ReadTensor<float>(*f.reference, "long_embedding")), 1e-4);
+}
+
+TEST_P(EmbedFixtureTest, EmbeddingsMatchInBfloat16OnCuda) {
+  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
+  Fixture f(GetParam());
+  auto task = DetectModelTask(f.dir);
+  ASSERT_TRUE(task.ok());
+  auto runner = f.Load("cuda", "bfloat16", task->embedding.pooling, task->embedding.normalize);
+  ASSERT_TRUE(runner);
+  const auto want = ReadRows(*f.reference, "embeddings_bf16");
+  const auto got = f.Encode(*runner, f.ids, /*with_types=*/true);
+  EXPECT_LT(RelativeError(Flatten(got), Flatten(want)), 2e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, EmbedFixtureTest, ::testing::Values("bert_embed", "xlmr_embed"));
+
+class RerankFixtureTest : public ::testing::TestWithParam<std::string> {};
+
+// Indices by descending score.
+std::vector<size_t> Order(const std::vector<float>& scores) {
+  std::vector<size_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+  return order;
+}
+
+TEST_P(RerankFixtureTest, PairsTokenizeAsTransformers) {
+  Fixture f(GetParam());
+  ASSERT_TRUE(f.tokenizer);
+  const std::string query = f.meta["query"];
+  const auto& documents = f.meta["documents"];
+  ASSERT_EQ(documents.size(), f.ids.size());
+  for (size_t i = 0; i < documents.size(); ++i) {
+    auto encoding = f.tokenizer->EncodePair(query, documents[i].get<std::string>());
+    ASSERT_TRUE(encoding.ok()) << encoding.status();
+    EXPECT_EQ(encoding->ids, f.ids[i]) << "document " << i;
+    EXPECT_EQ(encoding->type_ids, f.types[i]) << "document " << i;
+  }
+  auto task = DetectModelTask(f.dir);
+  ASSERT_TRUE(task.ok()) << task.status();
+  EXPECT_EQ(task->task, ModelTask::kRerank);
+}
+
+TEST_P(RerankFixtureTest, LogitsAndOrderMatchInFloat32OnTheCpu) {
+  Fixture f(GetParam());
+  auto runner = f.Load("cpu", "float32", Pooling::kCls, false);
+  ASSERT_TRUE(runner);
+  EXPECT_EQ(runner->info().output_size, 1);
+  const auto want = ReadTensor<float>(*f.reference, "logits");
+  // Token types only where the model has more than one (BERT), as the server sends them.
+  const auto got = Flatten(f.Encode(*runner, f.ids, runner->info().config.type_vocab_size > 1));
+  EXPECT_LT(RelativeError(got, want), 1e-4);
+  EXPECT_EQ(Order(got), Order(want));
+}
+
+TEST_P(RerankFixtureTest, OrderHoldsInBfloat16OnCuda) {
+  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
+  Fixture f(GetParam());
+  auto runner = f.Load("cuda", "bfloat16", Pooling::kCls, false);
+  ASSERT_TRUE(runner);
+  // Relevance scores (the sigmoid of the logits) within 2e-2 of
+  // transformers' in bfloat16: the logits of a random head are small, so
+  // their own relative error says more about bfloat16 than about the model.
+  auto scores = [](std::vector<float> logits) {
+    for (float& l : logits) l = 1.0f / (1.0f + std::exp(-l));
+    return logits;
+  };
+  const auto want = ReadTensor<float>(*f.reference, "logits_bf16");
+  const auto got = Flatten(f.Encode(*runner, f.ids, runner->info().config.type_vocab_size > 1));
+  EXPECT_LT(RelativeError(scores(got), scores(want)), 2e-2);
+  EXPECT_EQ(Order(got), Order(ReadTensor<float>(*f.reference, "logits")));
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, RerankFixtureTest, ::testing::Values("bert_rerank", "xlmr_rerank"));
+
+}  // namespace
+}  // namespace gantry::runtime
