@@ -683,6 +683,12 @@ std::optional<ApiError> ParseRerankRequest(const json& body, v1::RerankRequest* 
   bool truncate = false;
   if (auto e = ReadBool(body, "truncate", &truncate)) return e;
   request->set_truncate(truncate);
+  // Gantry's own, for causal-LM rerankers (Qwen3-Reranker): the task the
+  // documents are judged for.
+  if (auto instruction = body.find("instruction"); instruction != body.end() && !instruction->is_null()) {
+    if (!instruction->is_string()) return Invalid("instruction", "'instruction' must be a string");
+    request->set_instruction(instruction->get<std::string>());
+  }
   if (auto e = ReadUser(body)) return e;
   return std::nullopt;
 }

@@ -125,7 +125,8 @@ struct RerankOptions {
 };
 
 // Parses a /v1/rerank body: "query", "documents" (strings or {"text": ...}
-// objects), "top_n" (0 or absent: all), "return_documents", "truncate".
+// objects), "top_n" (0 or absent: all), "return_documents", "truncate",
+// "instruction" (causal-LM rerankers).
 std::optional<ApiError> ParseRerankRequest(const nlohmann::json& body, v1::RerankRequest* request,
                                            RerankOptions* options);
 // {"id", "model", "results": [{"index", "relevance_score", "document"?: {"text"}}], "usage"}:

@@ -180,6 +180,12 @@ absl::StatusOr<ModelTaskInfo> DetectModelTask(const std::string& model_dir, std:
   if (IsEncoderArchitecture(info.architecture)) {
     natural = absl::EndsWith(info.architecture, "ForSequenceClassification") ? ModelTask::kRerank : ModelTask::kEmbed;
   }
+  if (requested == ModelTask::kRerank && natural == ModelTask::kGenerate &&
+      absl::EndsWith(info.architecture, "ForCausalLM")) {
+    info.task = ModelTask::kRerank;
+    info.decoder_rerank = true;
+    return info;
+  }
   if (requested && *requested != natural) {
     return absl::InvalidArgumentError(absl::StrCat(model_dir, ": task ", ModelTaskName(*requested), " is not what ",
                                                    info.architecture, " serves (", ModelTaskName(natural), ")"));

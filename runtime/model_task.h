@@ -42,11 +42,18 @@ struct ModelTaskInfo {
   ModelTask task = ModelTask::kGenerate;
   std::string architecture;  // config.json's architectures[0]
   EmbeddingSetup embedding;  // kEmbed only
+  // kRerank by a causal LM (Qwen3-Reranker, `task: rerank`): a document's
+  // relevance is P("yes") against "no" at the last position of the model
+  // card's prompt. The token ids are the loader's, from the tokenizer.
+  bool decoder_rerank = false;
+  int32_t yes_token = -1;
+  int32_t no_token = -1;
 };
 
 // Reads the folder's config.json and sentence-transformers files. `requested`
 // (the config's `task`) must be one the architecture can serve: a
-// cross-encoder serves rerank, a bare encoder embed, a causal LM generate.
+// cross-encoder serves rerank, a bare encoder embed, a causal LM generate
+// or, asked for, rerank (as Qwen3-Reranker).
 // Errors name the file and what is unsupported (e.g. a Dense module, max
 // pooling).
 absl::StatusOr<ModelTaskInfo> DetectModelTask(const std::string& model_dir,

@@ -62,7 +62,7 @@ ModelEngine::ModelEngine(std::string name, LoadedModel model, EngineOptions opti
 ModelEngine::~ModelEngine() { Stop(absl::ZeroDuration()); }
 
 absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationRequest request) {
-  if (!model_.runner) {
+  if (task() != runtime::ModelTask::kGenerate) {
     return WithReason(absl::FailedPreconditionError(absl::StrCat("model ", name_, " serves ",
                                                                  runtime::ModelTaskName(task()),
                                                                  ", not text generation")),
@@ -214,7 +214,7 @@ class Outbox {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::SubmitEncode(EncodeRequest request) {
-  if (!model_.encoder) {
+  if (task() == runtime::ModelTask::kGenerate) {
     return WithReason(absl::FailedPreconditionError(absl::StrCat("model ", name_,
                                                                  " serves text generation, not embeddings or rerank")),
                       ErrorReason::kUnsupported);
@@ -222,7 +222,9 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::SubmitEncode(EncodeR
   if (request.inputs.empty()) {
     return WithReason(absl::InvalidArgumentError("no inputs: at least one is needed"), ErrorReason::kInvalidRequest);
   }
-  const runtime::EncoderConfig& config = model_.encoder->info().config;
+  const int64_t vocab_size = info_.config.vocab_size;
+  // A causal-LM reranker takes no token types (only zeros).
+  const int64_t type_vocab_size = model_.encoder ? model_.encoder->info().config.type_vocab_size : 1;
   auto active = std::make_unique<EncodeActive>();
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     const EncodeInput& input = request.inputs[i];
@@ -237,12 +239,19 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::SubmitEncode(EncodeR
                         ErrorReason::kContextLength);
     }
     for (int32_t token : input.tokens) {
-      if (token < 0 || token >= config.vocab_size) {
+      if (token < 0 || token >= vocab_size) {
         return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, ": token id ", token,
-                                                                  " is outside the vocabulary [0, ",
-                                                                  config.vocab_size, ")")),
+                                                                  " is outside the vocabulary [0, ", vocab_size,
+                                                                  ")")),
                           ErrorReason::kInvalidRequest);
       }
+    }
+    if (model_.runner && BlocksFor(length, kv_.block_size()) > kv_.num_blocks()) {
+      return WithReason(absl::ResourceExhaustedError(absl::StrCat("input ", i, " needs ",
+                                                                  BlocksFor(length, kv_.block_size()),
+                                                                  " KV blocks; model ", name_, " has ",
+                                                                  kv_.num_blocks(), " in all")),
+                        ErrorReason::kKvCapacity);
     }
     if (!input.token_types.empty() && input.token_types.size() != input.tokens.size()) {
       return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, " has ", length, " tokens but ",
@@ -250,9 +259,9 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::SubmitEncode(EncodeR
                         ErrorReason::kInvalidRequest);
     }
     for (int32_t type : input.token_types) {
-      if (type < 0 || type >= config.type_vocab_size) {
+      if (type < 0 || type >= type_vocab_size) {
         return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, ": token type ", type,
-                                                                  " is outside [0, ", config.type_vocab_size, ")")),
+                                                                  " is outside [0, ", type_vocab_size, ")")),
                           ErrorReason::kInvalidRequest);
       }
     }
@@ -321,7 +330,18 @@ bool ModelEngine::EncodeStepOnce() {
       lengths.push_back(static_cast<int64_t>(a->inputs[i].tokens.size()));
     }
   }
-  const int64_t taken = PlanEncodeStep(lengths, PlannerLimits{options_.max_batch, options_.max_step_tokens});
+  int64_t taken = PlanEncodeStep(lengths, PlannerLimits{options_.max_batch, options_.max_step_tokens});
+  if (model_.runner) {
+    // A causal-LM reranker holds KV blocks for the step only: as many
+    // inputs as the free blocks hold (the first always fits, see SubmitEncode).
+    int64_t blocks = 0, fit = 0;
+    for (int64_t i = 0; i < taken; ++i) {
+      blocks += BlocksFor(lengths[i], kv_.block_size());
+      if (i > 0 && blocks > kv_.NumFreeBlocks()) break;
+      fit = i + 1;
+    }
+    taken = fit;
+  }
   slots.resize(static_cast<size_t>(taken));
   if (slots.empty()) {
     RefreshStats();
@@ -337,7 +357,7 @@ bool ModelEngine::EncodeStepOnce() {
     if (!slot.request->first_scheduled) slot.request->first_scheduled = clock_->Now();
   }
   const absl::Time step_start = absl::Now();
-  auto result = model_.encoder->Encode(batch);
+  auto result = model_.encoder ? model_.encoder->Encode(batch) : ScoreYesNo(batch);
   if (observer_ != nullptr) {
     StepReport report;
     report.sequences = taken;
@@ -381,8 +401,54 @@ bool ModelEngine::EncodeStepOnce() {
   return true;
 }
 
+absl::StatusOr<std::vector<std::vector<float>>> ModelEngine::ScoreYesNo(
+    const std::vector<runtime::EncoderInput>& batch) {
+  runtime::SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  std::vector<int64_t> keys;
+  auto release = [&] {
+    for (int64_t key : keys) {
+      kv_.Release(key);
+      model_.runner->ReleaseSequence(key);
+    }
+  };
+  // Every input's blocks first (a shared prompt prefix is computed once),
+  // then one step over all of them.
+  std::vector<int64_t> computed;
+  for (const runtime::EncoderInput& input : batch) {
+    const int64_t key = next_score_key_++;
+    const PrefixHit hit = kv_.Start(key, input.tokens);
+    keys.push_back(key);
+    computed.push_back(hit.num_tokens);
+    if (auto grown = kv_.Grow(key, static_cast<int64_t>(input.tokens.size())); !grown.ok()) {
+      release();
+      return absl::InternalError(absl::StrCat("planned rerank step does not fit the KV cache: ", grown.message()));
+    }
+  }
+  std::vector<std::vector<int32_t>> histories;
+  for (const runtime::EncoderInput& input : batch) histories.emplace_back(input.tokens.begin(), input.tokens.end());
+  std::vector<runtime::StepSequence> items;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const int64_t length = static_cast<int64_t>(histories[i].size());
+    items.push_back(MakeStepSequence(kv_, keys[i], histories[i], length, computed[i], length - computed[i], &greedy));
+    items.back().return_logits = true;
+  }
+  auto result = model_.runner->Step(items);
+  std::vector<std::vector<float>> out;
+  if (result.ok()) {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const std::vector<float>& logits = result->sequences[i].logits;
+      out.push_back({logits[model_.task.no_token], logits[model_.task.yes_token]});
+      kv_.CacheComputedBlocks(keys[i], histories[i], static_cast<int64_t>(histories[i].size()));
+    }
+  }
+  release();
+  if (!result.ok()) return result.status();
+  return out;
+}
+
 bool ModelEngine::StepOnce() {
-  if (model_.encoder) return EncodeStepOnce();
+  if (task() != runtime::ModelTask::kGenerate) return EncodeStepOnce();
   Outbox outbox;  // declared first: flushed last, after RefreshStats
   bool cancel_all;
   {

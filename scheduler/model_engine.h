@@ -169,6 +169,10 @@ class ModelEngine {
   };
 
   bool EncodeStepOnce();
+  // A causal-LM reranker's step: each input's prompt run once through the
+  // runner (KV blocks held for the step only, prompt prefixes shared through
+  // the prefix cache); per input the last position's logits of "no" and "yes".
+  absl::StatusOr<std::vector<std::vector<float>>> ScoreYesNo(const std::vector<runtime::EncoderInput>& batch);
   // Handles one sampled token; true when the request finished.
   bool OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event);
   void Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event);
@@ -204,6 +208,7 @@ class ModelEngine {
   std::deque<std::unique_ptr<Active>> waiting_;  // arrival order
   std::vector<std::unique_ptr<Active>> running_; // arrival order
   std::deque<std::unique_ptr<EncodeActive>> encode_queue_;  // arrival order; the front may be partly done
+  int64_t next_score_key_ = int64_t{1} << 40;  // ScoreYesNo's sequence keys, apart from generation's
   std::thread thread_;
 };
 

@@ -55,7 +55,9 @@ absl::StatusOr<LoadedModel> LoadEncoderFolder(const ModelSpec& spec, runtime::Mo
 absl::StatusOr<LoadedModel> LoadModelFolder(const ModelSpec& spec) {
   auto task = runtime::DetectModelTask(spec.path, spec.task);
   if (!task.ok()) return task.status();
-  if (task->task != runtime::ModelTask::kGenerate) return LoadEncoderFolder(spec, *std::move(task));
+  if (task->task != runtime::ModelTask::kGenerate && !task->decoder_rerank) {
+    return LoadEncoderFolder(spec, *std::move(task));
+  }
   runtime::LoadOptions options;
   options.model_dir = spec.path;
   options.device = spec.device;
@@ -85,6 +87,19 @@ absl::StatusOr<LoadedModel> LoadModelFolder(const ModelSpec& spec) {
   if (auto s = CheckTokenizerFits(spec.path, model.tokenizer.get(), model.runner->info().config.vocab_size);
       !s.ok()) {
     return s;
+  }
+  if (model.task.decoder_rerank) {
+    if (!model.tokenizer) {
+      return absl::InvalidArgumentError(absl::StrCat(spec.path, ": a rerank model needs tokenizer.json"));
+    }
+    for (auto [word, id] : {std::pair{"yes", &model.task.yes_token}, std::pair{"no", &model.task.no_token}}) {
+      auto ids = model.tokenizer->Encode(word, /*add_special_tokens=*/false);
+      if (!ids.ok() || ids->size() != 1) {
+        return absl::InvalidArgumentError(absl::StrCat(spec.path, ": task rerank needs \"", word,
+                                                       "\" to be one token of the tokenizer"));
+      }
+      *id = (*ids)[0];
+    }
   }
   return model;
 }

@@ -209,12 +209,47 @@ absl::StatusOr<scheduler::EncodeRequest> PrepareEmbed(const v1::EmbedRequest& re
   return out;
 }
 
+// Qwen3-Reranker's prompt (its model card): a system turn asking for "yes"
+// or "no", then the instruction, query and document; the model's answer
+// token comes next.
+constexpr char kJudgePrefix[] =
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    "provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n";
+constexpr char kJudgeSuffix[] = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
+constexpr char kDefaultInstruction[] = "Given a web search query, retrieve relevant passages that answer the query";
+
+absl::StatusOr<scheduler::EncodeRequest> PrepareJudgePrompts(const v1::RerankRequest& request,
+                                                             const text::Tokenizer& tokenizer, int64_t limit) {
+  auto encode = [&](const std::string& text) { return tokenizer.Encode(text, /*add_special_tokens=*/false); };
+  auto prefix = encode(kJudgePrefix);
+  auto suffix = encode(kJudgeSuffix);
+  if (!prefix.ok() || !suffix.ok()) return absl::InternalError("the rerank prompt does not tokenize");
+  const std::string instruction = request.instruction().empty() ? kDefaultInstruction : request.instruction();
+  scheduler::EncodeRequest out;
+  for (int i = 0; i < request.documents_size(); ++i) {
+    auto body = encode(absl::StrCat("<Instruct>: ", instruction, "\n<Query>: ", request.query(),
+                                    "\n<Document>: ", request.documents(i)));
+    if (!body.ok()) return absl::InvalidArgumentError(absl::StrCat("documents[", i, "]: ", body.status().message()));
+    const int64_t room = limit - static_cast<int64_t>(prefix->size() + suffix->size());
+    if (request.truncate() && static_cast<int64_t>(body->size()) > room) {
+      if (room < 1) return absl::InvalidArgumentError("the model's context cannot hold the rerank prompt");
+      body->resize(static_cast<size_t>(room));  // the document's end goes first
+    }
+    std::vector<int32_t> ids = *prefix;
+    ids.insert(ids.end(), body->begin(), body->end());
+    ids.insert(ids.end(), suffix->begin(), suffix->end());
+    out.inputs.push_back({std::move(ids), {}});
+  }
+  return out;
+}
+
 absl::StatusOr<scheduler::EncodeRequest> PrepareRerank(const v1::RerankRequest& request,
                                                        const scheduler::ModelLease& engine) {
   if (auto s = ServesTask(engine, request.model(), ModelTask::kRerank, "rerank"); !s.ok()) return s;
   const text::Tokenizer* tokenizer = TokenizerFor(engine);
   if (tokenizer == nullptr) return NoTokenizer(request.model(), "it cannot rerank text");
   const int64_t limit = engine->info().max_context;
+  if (engine->task_info().decoder_rerank) return PrepareJudgePrompts(request, *tokenizer, limit);
   scheduler::EncodeRequest out;
   for (int i = 0; i < request.documents_size(); ++i) {
     auto encoding = tokenizer->EncodePair(request.query(), request.documents(i), /*add_special_tokens=*/true,

@@ -370,7 +370,9 @@ TEST(OpenAiApiTest, RerankRequests) {
   v1::RerankRequest request;
   RerankOptions options;
   ASSERT_FALSE(ParseRerankRequest(json::parse(R"({"model": "r", "query": "q", "documents": ["a", {"text": "b"}, ""],
-      "top_n": 2, "return_documents": true, "truncate": true, "max_tokens_per_doc": 512})"), &request, &options));
+      "top_n": 2, "return_documents": true, "truncate": true, "max_tokens_per_doc": 512,
+      "instruction": "Find the capital"})"), &request, &options));
+  EXPECT_EQ(request.instruction(), "Find the capital");
   EXPECT_EQ(request.model(), "r");
   EXPECT_EQ(request.query(), "q");
   EXPECT_THAT(request.documents(), ::testing::ElementsAre("a", "b", ""));
@@ -409,6 +411,7 @@ TEST(OpenAiApiTest, EachBadRerankInputIsItsOwnBadRequest) {
            {R"({"model": "r", "query": "q", "documents": ["a"], "return_documents": "yes"})", "return_documents",
             "true or false"},
            {R"({"model": "r", "query": "q", "documents": ["a"], "truncate": 1})", "truncate", "true or false"},
+           {R"({"model": "r", "query": "q", "documents": ["a"], "instruction": 2})", "instruction", "must be a string"},
        }) {
     v1::RerankRequest request;
     RerankOptions options;

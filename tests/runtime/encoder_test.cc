@@ -135,6 +135,14 @@ TEST(ModelTaskTest, TaskFollowsTheArchitectureAndOverridesMustAgree) {
   auto llama = DetectModelTask(WriteFolder("llama", Json{{"architectures", {"LlamaForCausalLM"}}}, {}));
   ASSERT_TRUE(llama.ok());
   EXPECT_EQ(llama->task, ModelTask::kGenerate);
+  EXPECT_FALSE(llama->decoder_rerank);
+  // A causal LM may be asked to rerank (as Qwen3-Reranker), not to embed.
+  auto judge = DetectModelTask(WriteFolder("judge", Json{{"architectures", {"Qwen3ForCausalLM"}}}, {}), ModelTask::kRerank);
+  ASSERT_TRUE(judge.ok()) << judge.status();
+  EXPECT_EQ(judge->task, ModelTask::kRerank);
+  EXPECT_TRUE(judge->decoder_rerank);
+  auto embed = DetectModelTask(WriteFolder("judge2", Json{{"architectures", {"Qwen3ForCausalLM"}}}, {}), ModelTask::kEmbed);
+  EXPECT_THAT(embed.status().message(), HasSubstr("task embed is not what Qwen3ForCausalLM serves (generate)"));
   EXPECT_EQ(ParseModelTask("rerank").value(), ModelTask::kRerank);
   EXPECT_THAT(ParseModelTask("classify").status().message(), HasSubstr("generate, embed, rerank"));
 }

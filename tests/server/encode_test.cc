@@ -99,7 +99,8 @@ std::string EncodeTest::Config() {
          "  - name: bge\n    path: " + Models() + "bert_embed\n    task: embed\n"
          "  - name: m3\n    path: " + Models() + "xlmr_embed\n"
          "  - name: reranker\n    path: " + Models() + "bert_rerank\n"
-         "  - name: xreranker\n    path: " + Models() + "xlmr_rerank\n";
+         "  - name: xreranker\n    path: " + Models() + "xlmr_rerank\n"
+         "  - name: qwen-reranker\n    path: " + Models() + "qwen3_rerank\n    task: rerank\n";
 }
 
 TEST_F(EncodeTest, EmbeddingsMatchSentenceTransformers) {
@@ -219,6 +220,36 @@ TEST_F(EncodeTest, RerankOrdersDocumentsAsTheCrossEncoder) {
     EXPECT_EQ(response.results(0).document(), documents[order[0]]);
     EXPECT_EQ(response.results(1).index(), order[1]);
   }
+}
+
+TEST_F(EncodeTest, CausalLmRerankerScoresAsQwen3RerankerDoes) {
+  Reference ref("qwen3_rerank");
+  const auto documents = ref.Strings("documents");
+  const std::vector<float> scores = ref.Floats("scores");  // P(yes) from transformers, float32
+  v1::RerankRequest request;
+  request.set_model("qwen-reranker");
+  request.set_query(ref.meta["query"].get<std::string>());
+  for (const auto& d : documents) request.add_documents(d);
+  for (int round = 0; round < 2; ++round) {  // the second reuses the cached prompt prefix
+    v1::RerankResponse response;
+    grpc::Status status = Rerank(request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << server_->Log();
+    ASSERT_EQ(response.results_size(), static_cast<int>(documents.size()));
+    std::vector<size_t> order(documents.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
+    for (size_t r = 0; r < order.size(); ++r) {
+      EXPECT_EQ(response.results(static_cast<int>(r)).index(), order[r]) << "rank " << r;
+      EXPECT_NEAR(response.results(static_cast<int>(r)).relevance_score(), scores[order[r]], 1e-4) << "rank " << r;
+    }
+  }
+  v1::ModelStatus status;
+  grpc::ClientContext context;
+  v1::GetModelRequest get;
+  get.set_name("qwen-reranker");
+  ASSERT_TRUE(models_->Get(&context, get, &status).ok());
+  EXPECT_EQ(status.task(), "rerank");
+  EXPECT_EQ(status.kv_blocks_free(), status.kv_blocks_total());  // blocks held for a step only
 }
 
 TEST_F(EncodeTest, WrongTaskAndBadRequestsNameTheProblem) {
