@@ -23,7 +23,9 @@ class TorchEncoderRunner final : public EncoderRunner {
     const EncoderConfig& config = info_.config;
     int64_t length = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
-      if (auto status = Check(batch[i], i); !status.ok()) return status;
+      absl::Status status = CheckEncoderInput(batch[i], i, {info_.max_tokens, config.vocab_size, config.type_vocab_size});
+      if (absl::IsOutOfRange(status)) return absl::InvalidArgumentError(status.message());
+      if (!status.ok()) return status;
       length = std::max<int64_t>(length, static_cast<int64_t>(batch[i].tokens.size()));
     }
     const int64_t rows = static_cast<int64_t>(batch.size());
@@ -59,33 +61,6 @@ class TorchEncoderRunner final : public EncoderRunner {
   }
 
  private:
-  absl::Status Check(const EncoderInput& input, size_t index) const {
-    const EncoderConfig& config = info_.config;
-    const int64_t size = static_cast<int64_t>(input.tokens.size());
-    if (size == 0) return absl::InvalidArgumentError(absl::StrCat("input ", index, " is empty"));
-    if (size > info_.max_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat("input ", index, " has ", size,
-                                                     " tokens; the model takes at most ", info_.max_tokens));
-    }
-    for (int32_t token : input.tokens) {
-      if (token < 0 || token >= config.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("input ", index, ": token id ", token,
-                                                       " is outside the vocabulary [0, ", config.vocab_size, ")"));
-      }
-    }
-    if (!input.token_types.empty() && static_cast<int64_t>(input.token_types.size()) != size) {
-      return absl::InvalidArgumentError(absl::StrCat("input ", index, " has ", size, " tokens but ",
-                                                     input.token_types.size(), " token types"));
-    }
-    for (int32_t type : input.token_types) {
-      if (type < 0 || type >= config.type_vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("input ", index, ": token type ", type, " is outside [0, ",
-                                                       config.type_vocab_size, ")"));
-      }
-    }
-    return absl::OkStatus();
-  }
-
   EncoderInfo info_;
   std::unique_ptr<EncoderModel> model_;
   at::Device device_;

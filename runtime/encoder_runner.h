@@ -59,6 +59,18 @@ class EncoderRunner {
 
 absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOptions& options);
 
+// What an input may hold: at most max_tokens ids in [0, vocab_size), token
+// types (if any) one per id in [0, type_vocab_size).
+struct EncoderLimits {
+  int64_t max_tokens = 0;
+  int64_t vocab_size = 0;
+  int64_t type_vocab_size = 1;
+};
+// INVALID_ARGUMENT naming the input's index for an empty input, a token id
+// or type out of range, or a token type count unlike the token count;
+// OUT_OF_RANGE for an input longer than max_tokens.
+absl::Status CheckEncoderInput(const EncoderInput& input, size_t index, const EncoderLimits& limits);
+
 }  // namespace gantry::runtime
 
 #endif  // GANTRY_RUNTIME_ENCODER_RUNNER_H_

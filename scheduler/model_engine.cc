@@ -229,41 +229,20 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::SubmitEncode(EncodeR
   for (size_t i = 0; i < request.inputs.size(); ++i) {
     const EncodeInput& input = request.inputs[i];
     const int64_t length = static_cast<int64_t>(input.tokens.size());
-    if (length == 0) {
-      return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, " is empty")),
-                        ErrorReason::kInvalidRequest);
-    }
-    if (length > info_.max_context) {
+    absl::Status status = runtime::CheckEncoderInput({input.tokens, input.token_types}, i,
+                                                     {info_.max_context, vocab_size, type_vocab_size});
+    if (absl::IsOutOfRange(status)) {
       return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, " has ", length, " tokens; model ", name_,
                                                                 " takes at most ", info_.max_context)),
                         ErrorReason::kContextLength);
     }
-    for (int32_t token : input.tokens) {
-      if (token < 0 || token >= vocab_size) {
-        return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, ": token id ", token,
-                                                                  " is outside the vocabulary [0, ", vocab_size,
-                                                                  ")")),
-                          ErrorReason::kInvalidRequest);
-      }
-    }
+    if (!status.ok()) return WithReason(status, ErrorReason::kInvalidRequest);
     if (model_.runner && BlocksFor(length, kv_.block_size()) > kv_.num_blocks()) {
       return WithReason(absl::ResourceExhaustedError(absl::StrCat("input ", i, " needs ",
                                                                   BlocksFor(length, kv_.block_size()),
                                                                   " KV blocks; model ", name_, " has ",
                                                                   kv_.num_blocks(), " in all")),
                         ErrorReason::kKvCapacity);
-    }
-    if (!input.token_types.empty() && input.token_types.size() != input.tokens.size()) {
-      return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, " has ", length, " tokens but ",
-                                                                input.token_types.size(), " token types")),
-                        ErrorReason::kInvalidRequest);
-    }
-    for (int32_t type : input.token_types) {
-      if (type < 0 || type >= type_vocab_size) {
-        return WithReason(absl::InvalidArgumentError(absl::StrCat("input ", i, ": token type ", type,
-                                                                  " is outside [0, ", type_vocab_size, ")")),
-                          ErrorReason::kInvalidRequest);
-      }
     }
     active->tokens += length;
   }
@@ -425,12 +404,10 @@ absl::StatusOr<std::vector<std::vector<float>>> ModelEngine::ScoreYesNo(
       return absl::InternalError(absl::StrCat("planned rerank step does not fit the KV cache: ", grown.message()));
     }
   }
-  std::vector<std::vector<int32_t>> histories;
-  for (const runtime::EncoderInput& input : batch) histories.emplace_back(input.tokens.begin(), input.tokens.end());
   std::vector<runtime::StepSequence> items;
   for (size_t i = 0; i < batch.size(); ++i) {
-    const int64_t length = static_cast<int64_t>(histories[i].size());
-    items.push_back(MakeStepSequence(kv_, keys[i], histories[i], length, computed[i], length - computed[i], &greedy));
+    const int64_t length = static_cast<int64_t>(batch[i].tokens.size());
+    items.push_back(MakeStepSequence(kv_, keys[i], batch[i].tokens, length, computed[i], length - computed[i], &greedy));
     items.back().return_logits = true;
   }
   auto result = model_.runner->Step(items);
@@ -439,7 +416,7 @@ absl::StatusOr<std::vector<std::vector<float>>> ModelEngine::ScoreYesNo(
     for (size_t i = 0; i < batch.size(); ++i) {
       const std::vector<float>& logits = result->sequences[i].logits;
       out.push_back({logits[model_.task.no_token], logits[model_.task.yes_token]});
-      kv_.CacheComputedBlocks(keys[i], histories[i], static_cast<int64_t>(histories[i].size()));
+      kv_.CacheComputedBlocks(keys[i], batch[i].tokens, static_cast<int64_t>(batch[i].tokens.size()));
     }
   }
   release();

@@ -6,7 +6,7 @@
 
 namespace gantry::scheduler {
 
-runtime::StepSequence MakeStepSequence(const KvCacheManager& kv, int64_t key, const std::vector<int32_t>& tokens,
+runtime::StepSequence MakeStepSequence(const KvCacheManager& kv, int64_t key, absl::Span<const int32_t> tokens,
                                        int64_t num_prompt, int64_t num_computed, int64_t num_tokens,
                                        const runtime::SamplingParams* sampling) {
   runtime::StepSequence step;

@@ -43,13 +43,12 @@ class EncodeCall final : public grpc::ServerUnaryReactor {
   }
 
   void OnCancel() override {
-    const bool expired = context_->deadline() <= std::chrono::system_clock::now() + std::chrono::milliseconds(250);
+    const absl::Status end = EndedByClient(*context_, "cancelled by the client");
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stream_) stream_->Cancel();  // the engine drops it at its next step
     }
-    FinishOnce(expired ? absl::DeadlineExceededError("deadline exceeded")
-                       : absl::CancelledError("cancelled by the client"));
+    FinishOnce(end);
   }
 
   void OnDone() override {
@@ -151,8 +150,6 @@ absl::Status ServesTask(const scheduler::ModelLease& engine, const std::string& 
                     ErrorReason::kUnsupported);
 }
 
-const text::Tokenizer* TokenizerFor(const scheduler::ModelLease& engine) { return engine->tokenizer(); }
-
 absl::Status NoTokenizer(const std::string& model, const char* what) {
   return WithReason(absl::FailedPreconditionError(absl::StrCat("model ", model, " has no tokenizer.json, so ", what)),
                     ErrorReason::kUnsupported);
@@ -194,7 +191,7 @@ absl::StatusOr<scheduler::EncodeRequest> PrepareEmbed(const v1::EmbedRequest& re
       // Token ids carry no marks of their special tokens: cut at the end.
       if (request.truncate() && static_cast<int64_t>(encoded.tokens.size()) > limit) encoded.tokens.resize(limit);
     } else {
-      const text::Tokenizer* tokenizer = TokenizerFor(engine);
+      const text::Tokenizer* tokenizer = engine->tokenizer();
       if (tokenizer == nullptr) return NoTokenizer(request.model(), "send token_ids instead of text");
       auto encoding = tokenizer->EncodeWithTypes(prompt + input.text(), /*add_special_tokens=*/true,
                                                  request.truncate() ? static_cast<int>(limit) : 0);
@@ -246,7 +243,7 @@ absl::StatusOr<scheduler::EncodeRequest> PrepareJudgePrompts(const v1::RerankReq
 absl::StatusOr<scheduler::EncodeRequest> PrepareRerank(const v1::RerankRequest& request,
                                                        const scheduler::ModelLease& engine) {
   if (auto s = ServesTask(engine, request.model(), ModelTask::kRerank, "rerank"); !s.ok()) return s;
-  const text::Tokenizer* tokenizer = TokenizerFor(engine);
+  const text::Tokenizer* tokenizer = engine->tokenizer();
   if (tokenizer == nullptr) return NoTokenizer(request.model(), "it cannot rerank text");
   const int64_t limit = engine->info().max_context;
   if (engine->task_info().decoder_rerank) return PrepareJudgePrompts(request, *tokenizer, limit);

@@ -91,7 +91,7 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
       } else if (!ok) {
         finished_ = true;
         if (stream_) stream_->Cancel();
-        end = EndedByClient("the client went away");
+        end = EndedByClient(*context_, "the client went away");
       }
     }
     if (!end.ok()) return FinishWith(end);
@@ -99,7 +99,7 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
   }
 
   void OnCancel() override {
-    const absl::Status end = EndedByClient("cancelled by the client");
+    const absl::Status end = EndedByClient(*context_, "cancelled by the client");
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stream_) stream_->Cancel();  // the engine drops it at its next step, freeing its blocks
@@ -126,15 +126,6 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
   }
 
  private:
-  // Why the client side ended the call: its deadline, or a cancellation.
-  // The client's own timer usually fires a little before the server's copy
-  // of the deadline passes, so an end within 250 ms of it is the deadline.
-  absl::Status EndedByClient(const char* otherwise) const {
-    const bool expired =
-        context_->deadline() <= std::chrono::system_clock::now() + std::chrono::milliseconds(250);
-    return expired ? absl::DeadlineExceededError("deadline exceeded") : absl::CancelledError(otherwise);
-  }
-
   void Unref() {
     if (refs_.fetch_sub(1) == 1) delete this;
   }

@@ -7,6 +7,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <string>
 
 #include "absl/status/status.h"
@@ -27,6 +28,15 @@ inline grpc::Status ToGrpc(const absl::Status& status) {
   details.add_details()->PackFrom(info);
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()),
                       details.SerializeAsString());
+}
+
+// Why the client side ended a call: its deadline, or a cancellation
+// (`otherwise` says which kind). The client's own timer usually fires a
+// little before the server's copy of the deadline passes, so an end within
+// 250 ms of it is the deadline.
+inline absl::Status EndedByClient(const grpc::ServerContextBase& context, const char* otherwise) {
+  const bool expired = context.deadline() <= std::chrono::system_clock::now() + std::chrono::milliseconds(250);
+  return expired ? absl::DeadlineExceededError("deadline exceeded") : absl::CancelledError(otherwise);
 }
 
 }  // namespace gantry::server

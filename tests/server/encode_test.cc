@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/safetensors.h"
+#include "tests/runtime/reference_file.h"
 #include "tests/server/shared_server.h"
 
 namespace gantry {
@@ -41,12 +42,7 @@ struct Reference {
     EXPECT_TRUE(opened.ok()) << opened.status();
     file = *std::move(opened);
   }
-  std::vector<float> Floats(const std::string& name) const {
-    const runtime::TensorInfo* info = file->Find(name);
-    EXPECT_NE(info, nullptr) << name;
-    const float* data = static_cast<const float*>(file->Data(*info));
-    return std::vector<float>(data, data + info->NumElements());
-  }
+  std::vector<float> Floats(const std::string& name) const { return testing::ReadTensor<float>(*file, name); }
   std::vector<std::string> Strings(const std::string& key) const { return meta[key].get<std::vector<std::string>>(); }
 };
 
