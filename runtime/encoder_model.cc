@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "absl/strings/match.h"
@@ -161,7 +162,9 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
   // Padding keys are masked out; without padding there is no mask, so
   // LibTorch 2 can pick its flash attention kernel.
 #if TORCH_VERSION_MAJOR >= 2
-  const at::Tensor key_mask = padded ? valid.view({batch, 1, 1, length}) : at::Tensor();  // true: attend
+  // An empty optional, not an undefined tensor: LibTorch 2 rejects the latter.
+  const std::optional<at::Tensor> key_mask =
+      padded ? std::optional<at::Tensor>(valid.view({batch, 1, 1, length})) : std::nullopt;  // true: attend
 #else
   // Additive: padding keys get -inf (every input has at least one real token).
   const at::Tensor key_mask =

@@ -123,7 +123,14 @@ struct StepSequence {
   absl::Span<const int32_t> block_table;
   const SamplingParams* sampling = nullptr;  // used when the step reaches the end of `tokens`
   bool return_logits = false;  // copy the raw logits of the last processed position
+  // Guided decoding: when not empty, [ceil(vocab_size / 32)] words, bit
+  // (t % 32) of word t / 32 set when token t may be sampled; the others get
+  // probability 0 (logprobs stay those of the model's own distribution).
+  absl::Span<const uint32_t> allowed_tokens;
 };
+
+// Words of an allowed_tokens mask for a vocabulary (logits width).
+inline int64_t AllowedTokenWords(int64_t vocab_size) { return (vocab_size + 31) / 32; }
 
 struct TokenLogprob {
   int32_t token = 0;

@@ -216,6 +216,12 @@ class TorchModelRunner final : public ModelRunner {
                                                        vocab, ")"));
       }
     }
+    if (!seq.allowed_tokens.empty() &&
+        static_cast<int64_t>(seq.allowed_tokens.size()) != AllowedTokenWords(vocab)) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": allowed_tokens has ",
+                                                     seq.allowed_tokens.size(), " words; the vocabulary of ", vocab,
+                                                     " needs ", AllowedTokenWords(vocab)));
+    }
     if (end == known && seq.sampling == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, " samples this step but has no sampling parameters"));
     }
@@ -252,7 +258,7 @@ class TorchModelRunner final : public ModelRunner {
       }
       if (reaches_end) {
         sample_rows.push_back(row_of_item[i]);
-        sampler_rows.push_back({seq.sampling, known, PenaltyRow(seq)});
+        sampler_rows.push_back({seq.sampling, known, PenaltyRow(seq), seq.allowed_tokens});
       }
     }
     Sampler sampler(sampler_rows, info_.config.vocab_size, device_, &penalties_);

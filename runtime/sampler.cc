@@ -87,6 +87,7 @@ Sampler::Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const 
       any_filter_ |= p.top_k > 0 || p.top_p < 1.0f || p.min_p > 0.0f;
     }
     any_penalty_ |= rows[i].penalty_row > 0;
+    any_allowed_ |= !rows[i].allowed_tokens.empty();
     any_logprobs_ |= p.logprobs || p.top_logprobs > 0;
     max_top_logprobs_ = std::max<int64_t>(max_top_logprobs_, p.top_logprobs);
   }
@@ -117,6 +118,23 @@ at::Tensor Sampler::ApplyPenalties(const at::Tensor& logits) const {
   at::Tensor penalised = at::where(logits.gt(0), logits / repetition_, logits * repetition_);
   at::Tensor out = at::where(seen, penalised, logits);
   return out - frequency_ * counts - presence_ * counts.gt(0).to(at::kFloat);
+}
+
+at::Tensor Sampler::ApplyAllowedTokens(const at::Tensor& logits) const {
+  // Packed bits travel (32 tokens a word, one upload), then expand on the
+  // device; rows without a mask are all ones.
+  const int64_t n = static_cast<int64_t>(rows_.size());
+  const int64_t words = AllowedTokenWords(vocab_size_);
+  std::vector<int32_t> packed(n * words, -1);
+  for (int64_t i = 0; i < n; ++i) {
+    const absl::Span<const uint32_t> mask = rows_[i].allowed_tokens;
+    if (!mask.empty()) std::memcpy(packed.data() + i * words, mask.data(), words * sizeof(uint32_t));
+  }
+  at::Tensor bits = Upload(packed, device_).view({n, words, 1});                       // [rows, words, 1]
+  at::Tensor shifts = at::arange(32, bits.options()).view({1, 1, 32});                 // [1, 1, 32]
+  at::Tensor allowed = bits.bitwise_right_shift(shifts).bitwise_and(1).view({n, words * 32})
+                           .narrow(1, 0, logits.size(1)).to(at::kBool);              // [rows, vocab]
+  return logits.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
 at::Tensor Sampler::GumbelNoise() const {
@@ -172,6 +190,7 @@ at::Tensor Sampler::Draw(const at::Tensor& logits) const {
 std::vector<SampledToken> Sampler::Sample(const at::Tensor& raw_logits) const {
   const int64_t n = raw_logits.size(0);
   at::Tensor logits = any_penalty_ ? ApplyPenalties(raw_logits) : raw_logits;
+  if (any_allowed_) logits = ApplyAllowedTokens(logits);
   at::Tensor chosen;  // [rows] int64
   if (!any_random_) {
     chosen = logits.argmax(-1);

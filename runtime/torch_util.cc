@@ -92,6 +92,10 @@ at::Tensor Upload(const std::vector<float>& values, const at::Device& device) {
   return UploadImpl(values, at::kFloat, device);
 }
 
+at::Tensor Upload(const std::vector<int32_t>& values, const at::Device& device) {
+  return UploadImpl(values, at::kInt, device);
+}
+
 int CudaDeviceCount() { return static_cast<int>(torch::cuda::device_count()); }
 
 std::vector<CudaDeviceInfo> DescribeCudaDevices() {

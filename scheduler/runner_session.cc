@@ -69,6 +69,7 @@ absl::StatusOr<runtime::StepResult> RunnerSession::Step(absl::Span<const Session
     runtime::StepSequence step = MakeStepSequence(kv_, item.id, seq.tokens, seq.num_prompt, seq.num_computed,
                                                   item.num_tokens, &seq.sampling);
     step.return_logits = item.return_logits;
+    step.allowed_tokens = item.allowed_tokens;
     batch.push_back(step);
   }
   auto result = runner_->Step(batch);

@@ -26,6 +26,7 @@ struct SessionItem {
   runtime::SequenceId id = 0;
   int64_t num_tokens = 1;
   bool return_logits = false;
+  absl::Span<const uint32_t> allowed_tokens;  // runtime::StepSequence::allowed_tokens
 };
 
 class RunnerSession {

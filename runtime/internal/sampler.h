@@ -23,6 +23,7 @@ struct SamplerRow {
   const SamplingParams* params = nullptr;
   int64_t position = 0;     // position the sampled token will take
   int64_t penalty_row = 0;  // the sequence's PenaltyState row; 0 without penalties
+  absl::Span<const uint32_t> allowed_tokens;  // empty: every token; else StepSequence::allowed_tokens
 };
 
 struct SampledToken {
@@ -55,6 +56,8 @@ class Sampler {
 
  private:
   at::Tensor ApplyPenalties(const at::Tensor& logits) const;
+  // -inf for the tokens the rows' allowed_tokens masks leave out.
+  at::Tensor ApplyAllowedTokens(const at::Tensor& logits) const;
   at::Tensor GumbelNoise() const;  // [rows, vocab] float32
   at::Tensor Draw(const at::Tensor& logits) const;  // [rows] int64 for rows with temperature > 0
 
@@ -66,6 +69,7 @@ class Sampler {
   bool any_random_ = false, any_filter_ = false, any_penalty_ = false;
   int64_t max_top_logprobs_ = 0;
   bool any_logprobs_ = false;
+  bool any_allowed_ = false;  // some row has an allowed_tokens mask
   // Every per-row value: [kFields, rows] float32, integer fields stored bit
   // for bit; on the host, then on the device.
   std::vector<float> host_params_;

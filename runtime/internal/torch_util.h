@@ -31,6 +31,7 @@ absl::StatusOr<at::ScalarType> ResolveModelDtype(absl::string_view requested, ab
 // and the copy is asynchronous, so uploads never stall the stream.
 at::Tensor Upload(const std::vector<int64_t>& values, const at::Device& device);
 at::Tensor Upload(const std::vector<float>& values, const at::Device& device);
+at::Tensor Upload(const std::vector<int32_t>& values, const at::Device& device);
 
 // True when `error` is an allocator out-of-memory error.
 bool IsOutOfMemory(const std::exception& error);

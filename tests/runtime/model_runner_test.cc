@@ -274,6 +274,55 @@ TEST_P(ModelRunnerTest, SeededSamplingRepeatsAloneAndInABatch) {
   EXPECT_EQ(batched, first);
 }
 
+TEST_P(ModelRunnerTest, AllowedTokenMasksConfineOnlyTheirOwnRows) {
+  const int64_t vocab = runner_->info().config.vocab_size;
+  // Greedy without a mask, to know which tokens to forbid.
+  const SequenceStepResult unmasked = StepOne(Add(ref_.prompt), static_cast<int64_t>(ref_.prompt.size()), true);
+  std::vector<int32_t> ranked(vocab);
+  std::iota(ranked.begin(), ranked.end(), 0);
+  std::stable_sort(ranked.begin(), ranked.end(), [&](int32_t a, int32_t b) { return unmasked.logits[a] > unmasked.logits[b]; });
+  // Allowed: a few tokens well down the ranking, plus the last id of the vocabulary.
+  std::vector<int32_t> allowed = {ranked[vocab / 2], ranked[vocab / 3], ranked[vocab - 1], static_cast<int32_t>(vocab - 1)};
+  std::vector<uint32_t> mask(AllowedTokenWords(vocab), 0);
+  for (int32_t t : allowed) mask[t / 32] |= 1u << (t % 32);
+  int32_t best_allowed = allowed[0];
+  for (int32_t t : allowed) {
+    if (unmasked.logits[t] > unmasked.logits[best_allowed]) best_allowed = t;
+  }
+
+  for (SamplingParams params : {Greedy(), Random(11)}) {
+    // Alone: greedy takes the best allowed token, sampling stays inside the mask.
+    for (int repeat = 0; repeat < 4; ++repeat) {
+      params.seed = 11 + repeat;
+      SequenceId id = Add(ref_.prompt, params);
+      SessionItem item{id, static_cast<int64_t>(ref_.prompt.size())};
+      item.allowed_tokens = mask;
+      auto result = session_->Step({item});
+      ASSERT_TRUE(result.ok()) << result.status();
+      const int32_t token = result->sequences[0].token;
+      EXPECT_NE(std::find(allowed.begin(), allowed.end(), token), allowed.end()) << token;
+      if (params.temperature == 0) EXPECT_EQ(token, best_allowed);
+      ASSERT_TRUE(session_->Remove(id).ok());
+    }
+  }
+  // Beside a masked row, an unmasked one gets its own greedy token.
+  SequenceId masked = Add(ref_.prompt), plain = Add(ref_.prompt);
+  SessionItem a{masked, static_cast<int64_t>(ref_.prompt.size())}, b{plain, static_cast<int64_t>(ref_.prompt.size())};
+  a.allowed_tokens = mask;
+  auto result = session_->Step({a, b});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->sequences[0].token, best_allowed);
+  EXPECT_EQ(result->sequences[1].token, unmasked.token);
+
+  // A mask of the wrong size is refused, naming it.
+  std::vector<uint32_t> short_mask(mask.size() - 1, ~0u);
+  SessionItem bad{Add(ref_.prompt), static_cast<int64_t>(ref_.prompt.size())};
+  bad.allowed_tokens = short_mask;
+  auto refused = session_->Step({bad});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("allowed_tokens has"));
+}
+
 TEST_P(ModelRunnerTest, RecomputedSequenceResumesIdentically) {
   // Preemption: a sequence dropped after 10 tokens and re-added with them as
   // `generated` continues exactly as the uninterrupted run.
