@@ -48,8 +48,9 @@ http::Response RenderServerError(const http::ServerError& error) {
 }
 
 // The request body as JSON (nesting limited), or false once a 400 is sent.
-bool ParseBody(const http::Request& request, http::Exchange& exchange, json* body) {
-  auto parsed = text::ParseJsonLimited<json>(request.body, "the request body");
+template <typename Json>
+bool ParseBody(const http::Request& request, http::Exchange& exchange, Json* body) {
+  auto parsed = text::ParseJsonLimited<Json>(request.body, "the request body");
   if (!parsed.ok()) {
     ApiError e;
     e.message = std::string(parsed.status().message());
@@ -201,7 +202,7 @@ void Gateway::Models(http::Exchange& exchange) {
 }
 
 void Gateway::Complete(const http::Request& http_request, http::Exchange& exchange, Endpoint endpoint) {
-  json body;
+  nlohmann::ordered_json body;  // chat schemas keep their key order
   if (!ParseBody(http_request, exchange, &body)) return;
   ReplyOptions options;
   auto call = std::make_shared<Call>();
@@ -213,7 +214,7 @@ void Gateway::Complete(const http::Request& http_request, http::Exchange& exchan
     call->reader = inference_->Chat(&call->context, request);
   } else {
     v1::GenerateRequest request;
-    if (auto e = ParseCompletionRequest(body, &request, &options)) return SendError(exchange, *e);
+    if (auto e = ParseCompletionRequest(json(body), &request, &options)) return SendError(exchange, *e);
     call->reader = inference_->Generate(&call->context, request);
   }
   // A client that goes away stops the generation, streamed or not.

@@ -170,6 +170,7 @@ std::string FinishReasonName(v1::FinishReason reason) {
   switch (reason) {
     case v1::FINISH_REASON_STOP: return "stop";
     case v1::FINISH_REASON_LENGTH: return "length";
+    case v1::FINISH_REASON_TOOL_CALLS: return "tool_calls";
     default: return "stop";
   }
 }
@@ -284,7 +285,149 @@ ApiError FromGrpc(const grpc::Status& status) {
   return e;
 }
 
-std::optional<ApiError> ParseChatRequest(const json& body, v1::ChatRequest* request, ReplyOptions* options) {
+
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+// One message's content (a string, or a list of parts the server checks),
+// tool calls, tool_call_id and name.
+std::optional<ApiError> ParseChatMessage(const ojson& m, const std::string& where, v1::ChatMessage* out) {
+  const ojson content = m.value("content", ojson(nullptr));
+  if (content.is_string()) {
+    out->set_content(content.get<std::string>());
+  } else if (content.is_array()) {
+    for (size_t j = 0; j < content.size(); ++j) {
+      const ojson& part = content[j];
+      const std::string field = absl::StrCat(where, ".content[", j, "]");
+      if (!part.is_object() || !part.contains("type") || !part["type"].is_string()) {
+        return Invalid(field, absl::StrCat(field, " needs a 'type' string"));
+      }
+      v1::ContentPart* out_part = out->add_content_parts();
+      out_part->set_type(part["type"].get<std::string>());
+      if (part.contains("text") && part["text"].is_string()) out_part->set_text(part["text"].get<std::string>());
+    }
+  } else if (!content.is_null()) {
+    return Invalid(where + ".content", absl::StrCat(where, ".content must be a string or a list of content parts"));
+  }
+  if (auto calls = m.find("tool_calls"); calls != m.end() && !calls->is_null()) {
+    if (!calls->is_array()) return Invalid(where + ".tool_calls", absl::StrCat(where, ".tool_calls must be a list"));
+    for (size_t j = 0; j < calls->size(); ++j) {
+      const ojson& call = (*calls)[j];
+      const std::string field = absl::StrCat(where, ".tool_calls[", j, "]");
+      const auto function = call.is_object() ? call.find("function") : call.end();
+      if (function == call.end() || !function->is_object() || !function->contains("name") ||
+          !(*function)["name"].is_string()) {
+        return Invalid(field, absl::StrCat(field, " must be {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}"));
+      }
+      v1::ToolCall* out_call = out->add_tool_calls();
+      if (call.contains("id") && call["id"].is_string()) out_call->set_id(call["id"].get<std::string>());
+      out_call->set_name((*function)["name"].get<std::string>());
+      const ojson arguments = function->value("arguments", ojson(nullptr));
+      // OpenAI sends the arguments as JSON text; some clients send the object.
+      if (arguments.is_string()) {
+        out_call->set_arguments(arguments.get<std::string>());
+      } else if (arguments.is_object()) {
+        out_call->set_arguments(arguments.dump());
+      } else if (!arguments.is_null()) {
+        return Invalid(field, absl::StrCat(field, ".function.arguments must be a JSON string"));
+      }
+    }
+  }
+  for (const char* key : {"tool_call_id", "name"}) {
+    auto value = m.find(key);
+    if (value == m.end() || value->is_null()) continue;
+    if (!value->is_string()) return Invalid(where + "." + key, absl::StrCat(where, ".", key, " must be a string"));
+    if (std::string(key) == "name") {
+      out->set_name(value->get<std::string>());
+    } else {
+      out->set_tool_call_id(value->get<std::string>());
+    }
+  }
+  return std::nullopt;
+}
+
+// "tools" and "tool_choice": none, auto, required, or {"type": "function",
+// "function": {"name"}}.
+std::optional<ApiError> ParseTools(const ojson& body, v1::ChatRequest* request) {
+  if (auto tools = body.find("tools"); tools != body.end() && !tools->is_null()) {
+    if (!tools->is_array()) return Invalid("tools", "'tools' must be a list of tools");
+    if (!tools->empty()) request->set_tools_json(tools->dump());
+  }
+  auto choice = body.find("tool_choice");
+  if (choice == body.end() || choice->is_null()) return std::nullopt;
+  if (choice->is_string()) {
+    const std::string mode = choice->get<std::string>();
+    if (mode == "none") {
+      request->set_tool_choice(v1::TOOL_CHOICE_NONE);
+    } else if (mode == "auto") {
+      request->set_tool_choice(v1::TOOL_CHOICE_AUTO);
+    } else if (mode == "required") {
+      request->set_tool_choice(v1::TOOL_CHOICE_REQUIRED);
+    } else {
+      return Invalid("tool_choice", absl::StrCat("'tool_choice' \"", mode, "\" is not none, auto or required"));
+    }
+    return std::nullopt;
+  }
+  const auto function = choice->is_object() ? choice->find("function") : choice->end();
+  if (function == choice->end() || !function->is_object() || !function->contains("name") ||
+      !(*function)["name"].is_string()) {
+    return Invalid("tool_choice",
+                   "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+  }
+  request->set_tool_choice(v1::TOOL_CHOICE_FUNCTION);
+  request->set_tool_choice_function((*function)["name"].get<std::string>());
+  return std::nullopt;
+}
+
+// "response_format" (text, json_object, json_schema) and vLLM's guided_json,
+// guided_regex and guided_choice.
+std::optional<ApiError> ParseGrammar(const ojson& body, v1::Grammar* grammar) {
+  int set = 0;
+  if (auto format = body.find("response_format"); format != body.end() && !format->is_null()) {
+    const std::string type = format->is_object() && format->contains("type") && (*format)["type"].is_string()
+                                 ? (*format)["type"].get<std::string>()
+                                 : "";
+    if (type == "json_object") {
+      grammar->set_json_object(true);
+      ++set;
+    } else if (type == "json_schema") {
+      const ojson spec = format->value("json_schema", ojson(nullptr));
+      if (!spec.is_object() || !spec.contains("schema") || !spec["schema"].is_object()) {
+        return Invalid("response_format", "response_format json_schema needs {\"json_schema\": {\"schema\": {...}}}");
+      }
+      grammar->set_json_schema(spec["schema"].dump());
+      ++set;
+    } else if (type != "text") {
+      return Invalid("response_format", "'response_format' type must be text, json_object or json_schema");
+    }
+  }
+  if (auto schema = body.find("guided_json"); schema != body.end() && !schema->is_null()) {
+    grammar->set_json_schema(schema->is_string() ? schema->get<std::string>() : schema->dump());
+    ++set;
+  }
+  if (auto regex = body.find("guided_regex"); regex != body.end() && !regex->is_null()) {
+    if (!regex->is_string()) return Invalid("guided_regex", "'guided_regex' must be a string");
+    grammar->set_regex(regex->get<std::string>());
+    ++set;
+  }
+  if (auto choice = body.find("guided_choice"); choice != body.end() && !choice->is_null()) {
+    if (!choice->is_array() || choice->empty() ||
+        !std::all_of(choice->begin(), choice->end(), [](const ojson& c) { return c.is_string(); })) {
+      return Invalid("guided_choice", "'guided_choice' must be a non-empty list of strings");
+    }
+    for (const ojson& c : *choice) grammar->mutable_choice()->add_choices(c.get<std::string>());
+    ++set;
+  }
+  if (set > 1) {
+    return Invalid("response_format", "use one of response_format, guided_json, guided_regex and guided_choice");
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ApiError> ParseChatRequest(const ojson& body, v1::ChatRequest* request, ReplyOptions* options) {
   options->endpoint = Endpoint::kChat;
   if (auto e = ParseCommon(body, request->mutable_parameters(), options)) return e;
   request->set_model(options->model);
@@ -293,40 +436,20 @@ std::optional<ApiError> ParseChatRequest(const json& body, v1::ChatRequest* requ
     return Invalid("messages", "'messages' must be a non-empty list");
   }
   for (size_t i = 0; i < messages->size(); ++i) {
-    const json& m = (*messages)[i];
+    const ojson& m = (*messages)[i];
     const std::string where = absl::StrCat("messages[", i, "]");
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
       return Invalid(where, absl::StrCat(where, " needs a 'role' string"));
     }
     v1::ChatMessage* out = request->add_messages();
     out->set_role(m["role"].get<std::string>());
-    const json content = m.value("content", json(nullptr));
-    if (content.is_string()) {
-      out->set_content(content.get<std::string>());
-    } else if (content.is_array()) {
-      std::string text;
-      for (const auto& part : content) {
-        const bool text_part = part.is_object() && part.contains("type") && part["type"].is_string() &&
-                               part["type"].get<std::string>() == "text" && part.contains("text") &&
-                               part["text"].is_string();
-        if (!text_part) {
-          return Invalid(where + ".content", "only text content parts are supported");
-        }
-        text += part["text"].get<std::string>();
-      }
-      out->set_content(text);
-    } else if (!content.is_null()) {
-      return Invalid(where + ".content", absl::StrCat(where, ".content must be a string or a list of text parts"));
-    }
+    if (auto e = ParseChatMessage(m, where, out)) return e;
   }
-  if (auto tools = body.find("tools"); tools != body.end() && !tools->is_null() && !(tools->is_array() && tools->empty())) {
-    return Invalid("tools", "tool calling is not supported yet: send the request without 'tools'");
-  }
-  if (auto format = body.find("response_format"); format != body.end() && !format->is_null()) {
-    if (!format->is_object() || !format->contains("type") || !(*format)["type"].is_string() ||
-        (*format)["type"].get<std::string>() != "text") {
-      return Invalid("response_format", "only response_format {\"type\": \"text\"} is supported yet");
-    }
+  if (auto e = ParseTools(body, request)) return e;
+  if (auto e = ParseGrammar(body, request->mutable_parameters()->mutable_grammar())) return e;
+  if (auto kwargs = body.find("chat_template_kwargs"); kwargs != body.end() && !kwargs->is_null()) {
+    if (!kwargs->is_object()) return Invalid("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    request->set_chat_template_kwargs_json(kwargs->dump());
   }
   if (auto e = ReadBool(body, "logprobs", &options->logprobs)) return e;
   std::optional<int64_t> top;
@@ -392,8 +515,39 @@ ReplyBuilder::ReplyBuilder(const ReplyOptions& options) : options_(options) {
   if (options_.endpoint == Endpoint::kChat) logprobs_ = json::array();
 }
 
+namespace {
+
+// OpenAI's tool_calls delta entries for a response's deltas.
+json ToolCallDeltasJson(const v1::GenerateResponse& response) {
+  json calls = json::array();
+  for (const v1::ToolCallDelta& d : response.tool_calls()) {
+    json call = {{"index", d.index()}};
+    if (!d.id().empty()) call["id"] = d.id();
+    if (!d.name().empty()) {
+      call["type"] = "function";
+      call["function"] = {{"name", d.name()}, {"arguments", d.arguments()}};
+    } else {
+      call["function"] = {{"arguments", d.arguments()}};
+    }
+    calls.push_back(std::move(call));
+  }
+  return calls;
+}
+
+}  // namespace
+
 void ReplyBuilder::Add(const v1::GenerateResponse& response) {
   text_ += response.text();
+  reasoning_ += response.reasoning_text();
+  for (const v1::ToolCallDelta& d : response.tool_calls()) {
+    while (tool_calls_.size() <= d.index()) {
+      tool_calls_.push_back({{"id", ""}, {"type", "function"}, {"function", {{"name", ""}, {"arguments", ""}}}});
+    }
+    json& call = tool_calls_[d.index()];
+    if (!d.id().empty()) call["id"] = d.id();
+    if (!d.name().empty()) call["function"]["name"] = d.name();
+    call["function"]["arguments"] = call["function"]["arguments"].get<std::string>() + d.arguments();
+  }
   if (options_.logprobs) {
     if (options_.endpoint == Endpoint::kChat) {
       AppendChatLogprobs(response, &logprobs_);
@@ -417,7 +571,13 @@ json ReplyBuilder::Finish(const std::string& id, int64_t created) const {
   choice["logprobs"] = logprobs;
   const bool chat = options_.endpoint == Endpoint::kChat;
   if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text_}};
+    json message = {{"role", "assistant"}, {"content", text_}};
+    if (!tool_calls_.empty()) {
+      if (text_.empty()) message["content"] = nullptr;  // as OpenAI's replies that only call tools
+      message["tool_calls"] = tool_calls_;
+    }
+    if (!reasoning_.empty()) message["reasoning_content"] = reasoning_;
+    choice["message"] = std::move(message);
   } else {
     choice["text"] = text_;
   }
@@ -457,7 +617,8 @@ std::vector<json> ChunkBuilder::Add(const v1::GenerateResponse& response) {
     sent_role_ = true;
   }
   const bool last = response.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
-  if (!response.text().empty() || (options_.logprobs && response.logprobs_size() > 0)) {
+  const bool chat_extras = chat && (!response.reasoning_text().empty() || response.tool_calls_size() > 0);
+  if (!response.text().empty() || chat_extras || (options_.logprobs && response.logprobs_size() > 0)) {
     json logprobs = nullptr;
     if (options_.logprobs) {
       if (chat) {
@@ -470,7 +631,11 @@ std::vector<json> ChunkBuilder::Add(const v1::GenerateResponse& response) {
     }
     json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", nullptr}};
     if (chat) {
-      choice["delta"] = {{"content", response.text()}};
+      json delta = json::object();
+      if (!response.text().empty() || !chat_extras) delta["content"] = response.text();
+      if (!response.reasoning_text().empty()) delta["reasoning_content"] = response.reasoning_text();
+      if (response.tool_calls_size() > 0) delta["tool_calls"] = ToolCallDeltasJson(response);
+      choice["delta"] = std::move(delta);
     } else {
       choice["text"] = response.text();
     }

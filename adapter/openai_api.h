@@ -53,7 +53,10 @@ struct ReplyOptions {
 };
 
 // Parses a /v1/chat/completions body.
-std::optional<ApiError> ParseChatRequest(const nlohmann::json& body, v1::ChatRequest* request, ReplyOptions* options);
+// `body` keeps its key order: schemas (response_format, tool parameters)
+// reach the model and the grammar with their properties in the client's order.
+std::optional<ApiError> ParseChatRequest(const nlohmann::ordered_json& body, v1::ChatRequest* request,
+                                         ReplyOptions* options);
 // Parses a /v1/completions body.
 std::optional<ApiError> ParseCompletionRequest(const nlohmann::json& body, v1::GenerateRequest* request,
                                                ReplyOptions* options);
@@ -71,6 +74,8 @@ class ReplyBuilder {
  private:
   ReplyOptions options_;
   std::string text_;
+  std::string reasoning_;
+  nlohmann::json tool_calls_ = nlohmann::json::array();  // OpenAI's message.tool_calls, merged by index
   nlohmann::json logprobs_;  // chat: content list; completions: tokens/token_logprobs/top_logprobs/text_offset
   std::string finish_reason_;
   v1::Usage usage_;

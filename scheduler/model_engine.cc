@@ -9,6 +9,9 @@
 namespace gantry::scheduler {
 namespace {
 
+// Distinct grammars (schemas, regexes, choice lists) a model keeps compiled.
+constexpr size_t kGrammarCacheSize = 64;
+
 // What the engine reports of its model. An encoder's is made from its
 // config: no KV blocks, and max_context is the longest input it takes.
 runtime::ModelInfo EngineInfo(const LoadedModel& model) {
@@ -109,7 +112,17 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationReq
     return WithReason(s, ErrorReason::kInvalidRequest);
   }
 
+  if (request.grammar &&
+      request.grammar->vocabulary().mask_size() != static_cast<int32_t>(info().config.vocab_size)) {
+    return WithReason(absl::InvalidArgumentError(absl::StrCat("grammar was compiled for ",
+                                                              request.grammar->vocabulary().mask_size(),
+                                                              " tokens; model ", name_, " has ",
+                                                              info().config.vocab_size)),
+                      ErrorReason::kInvalidRequest);
+  }
+
   auto active = std::make_unique<Active>();
+  if (request.grammar) active->matcher.emplace(request.grammar);
   active->tokens = std::move(request.prompt);
   request.prompt.clear();
   active->num_prompt = prompt;
@@ -164,8 +177,46 @@ void ModelEngine::Finish(Active& active, FinishReason reason, std::string stop_r
   Release(active);
 }
 
+absl::StatusOr<std::shared_ptr<const guided::Grammar>> ModelEngine::CompileGrammar(const guided::GrammarSpec& spec) {
+  if (!model_.tokenizer) {
+    return WithReason(absl::FailedPreconditionError(absl::StrCat("model ", name_,
+                                                                 " has no tokenizer.json, so it cannot follow a grammar")),
+                      ErrorReason::kUnsupported);
+  }
+  std::call_once(grammar_cache_once_, [&] {
+    auto vocabulary =
+        guided::VocabularyFromTokenizer(*model_.tokenizer, static_cast<int32_t>(info().config.vocab_size));
+    if (!vocabulary.ok()) {
+      grammar_cache_status_ = vocabulary.status();
+      return;
+    }
+    grammar_cache_ = std::make_unique<guided::GrammarCache>(*std::move(vocabulary), kGrammarCacheSize);
+  });
+  if (!grammar_cache_) return grammar_cache_status_;
+  auto grammar = grammar_cache_->Get(spec);
+  if (!grammar.ok()) return WithReason(grammar.status(), ErrorReason::kInvalidRequest);
+  return grammar;
+}
+
+bool ModelEngine::FillAllowedTokens(Active& active) {
+  active.allowed_tokens.resize(runtime::AllowedTokenWords(info().config.vocab_size));
+  active.matcher->FillNextTokenMask(active.allowed_tokens.data());
+  for (uint32_t word : active.allowed_tokens) {
+    if (word != 0) return true;
+  }
+  return false;
+}
+
 bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event) {
   const int32_t token = result.token;
+  if (active.matcher) {
+    if (absl::Status accepted = active.matcher->AcceptToken(token); !accepted.ok()) {
+      // The mask allowed it, so this is Gantry's bug, not the client's.
+      event->error = absl::InternalError(absl::StrCat("guided decoding: ", accepted.message()));
+      Release(active);
+      return true;
+    }
+  }
   active.tokens.push_back(token);
   if (!active.first_token) active.first_token = clock_->Now();
   event->tokens.push_back({token, result.logprob, result.top_logprobs});
@@ -184,6 +235,10 @@ bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& res
       Finish(active, FinishReason::kStop, out.stop, event);
       return true;
     }
+  }
+  if (active.matcher && active.matcher->IsCompleted()) {  // the grammar cannot go on
+    Finish(active, FinishReason::kStop, "", event);
+    return true;
   }
   const int64_t total = static_cast<int64_t>(active.tokens.size());
   if (active.num_generated() >= request.max_tokens || total >= info().max_context) {
@@ -513,6 +568,20 @@ bool ModelEngine::StepOnce() {
     }
     items.push_back(
         MakeStepSequence(kv_, a.key, a.tokens, a.num_prompt, a.num_computed, s.num_tokens, &a.request.sampling));
+    const bool samples = a.num_computed + s.num_tokens == static_cast<int64_t>(a.tokens.size());
+    if (a.matcher && samples) {
+      if (!FillAllowedTokens(a)) {
+        items.pop_back();
+        StreamEvent event;
+        event.error = absl::InternalError(absl::StrCat("guided decoding: the grammar allows no token after ",
+                                                       a.num_generated(), " generated tokens"));
+        Release(a);
+        outbox.Add(a.stream, std::move(event));
+        finished.push_back(a.key);
+        continue;
+      }
+      items.back().allowed_tokens = a.allowed_tokens;
+    }
     scheduled.push_back(&a);
   }
   if (plan.preempted.size() > 0) {

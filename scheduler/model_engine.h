@@ -22,6 +22,9 @@
 #include "runtime/model_runner.h"
 #include "runtime/model_task.h"
 #include "text/chat_template.h"
+#include "text/guided/grammar.h"
+#include "text/guided/grammar_cache.h"
+#include "text/guided/matcher.h"
 #include "text/stream_decoder.h"
 #include "text/tokenizer.h"
 #include "scheduler/batch_planner.h"
@@ -40,6 +43,10 @@ struct GenerationRequest {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   bool skip_special_tokens = true;
+  // Guided decoding: every token keeps the output a prefix of a match, and
+  // the request ends (kStop) once the match is complete and cannot go on.
+  // Compiled by ModelEngine::CompileGrammar; null: free generation.
+  std::shared_ptr<const guided::Grammar> grammar;
 };
 
 // Encoder models: inputs already tokenized (special tokens in place) and,
@@ -63,6 +70,11 @@ struct EngineOptions {
   // Chat: special-token text in message content is encoded as special tokens
   // (false: as ordinary text, so clients cannot forge turns; text/chat_encoder.h).
   bool special_tokens_in_content = false;
+  // Chat: the model's tool-call and reasoning output formats by name
+  // (text/tool_call_parser.h, text/reasoning_parser.h); empty: detected from
+  // its chat template.
+  std::string tool_parser;
+  std::string reasoning_parser;
 };
 
 struct EngineStats {
@@ -138,6 +150,10 @@ class ModelEngine {
   }
   const text::Tokenizer* tokenizer() const { return model_.tokenizer.get(); }
   const text::ChatTemplate* chat_template() const { return model_.chat_template.get(); }
+  // A grammar for this model's vocabulary (cached by spec, so the same
+  // schema compiles once). INVALID_ARGUMENT naming what is wrong with the
+  // spec; FAILED_PRECONDITION without a tokenizer. Thread-safe.
+  absl::StatusOr<std::shared_ptr<const guided::Grammar>> CompileGrammar(const guided::GrammarSpec& spec);
 
  private:
   // A request from submission to its end. `key` is also its sequence id in
@@ -153,6 +169,8 @@ class ModelEngine {
     bool holds_blocks = false;
     int64_t num_generated() const { return static_cast<int64_t>(tokens.size()) - num_prompt; }
     std::unique_ptr<text::StreamDecoder> decoder;
+    std::optional<guided::GrammarMatcher> matcher;  // guided decoding: where the output is in the grammar
+    std::vector<uint32_t> allowed_tokens;            // the matcher's mask for this step
     absl::Time arrival;
     std::optional<absl::Time> first_scheduled, first_token;
   };
@@ -173,6 +191,10 @@ class ModelEngine {
   // runner (KV blocks held for the step only, prompt prefixes shared through
   // the prefix cache); per input the last position's logits of "no" and "yes".
   absl::StatusOr<std::vector<std::vector<float>>> ScoreYesNo(const std::vector<runtime::EncoderInput>& batch);
+  // Fills each guided sequence's allowed_tokens for a step that samples it;
+  // false (with the error pushed to `active`'s stream) when the grammar
+  // allows no token at all.
+  bool FillAllowedTokens(Active& active);
   // Handles one sampled token; true when the request finished.
   bool OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event);
   void Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event);
@@ -191,6 +213,10 @@ class ModelEngine {
   const Clock* clock_;
   SchedulerObserver* const observer_;
   std::vector<int32_t> eos_ids_;
+  // Made on the first guided request (its vocabulary walks the tokenizer).
+  std::once_flag grammar_cache_once_;
+  absl::Status grammar_cache_status_;
+  std::unique_ptr<guided::GrammarCache> grammar_cache_;
   KvCacheManager kv_;  // owned by the stepping thread
 
   mutable std::mutex mutex_;  // guards incoming_, stats_, accepting_, stopping_, cancel_all_

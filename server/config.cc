@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "text/reasoning_parser.h"
+#include "text/tool_call_parser.h"
 #include "absl/strings/str_split.h"
 #include "runtime/model_task.h"
 
@@ -228,7 +230,7 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
   std::set<std::string> names;
   std::set<std::string> model_keys = kDefaultsKeys;
   model_keys.insert({"name", "path", "device", "dtype", "max_context", "resident", "tensor_parallel", "devices",
-                     "host_cache", "task"});
+                     "host_cache", "task", "tool_parser", "reasoning_parser"});
   for (size_t i = 0; models && i < models.size(); ++i) {
     const YAML::Node m = models[i];
     const std::string where = absl::StrCat("models[", i, "]");
@@ -257,6 +259,17 @@ absl::StatusOr<ServerConfig> ParseConfigThrowing(const std::string& yaml_text, c
       auto parsed = runtime::ParseModelTask(task);
       if (!parsed.ok()) return check.Error(m["task"], std::string(parsed.status().message()));
       spec.task = *parsed;
+    }
+    if (auto s = check.Read(m, "tool_parser", &spec.engine.tool_parser, "a tool-call format name"); !s.ok()) return s;
+    if (auto parsed = text::ToolParserFromName(spec.engine.tool_parser); m["tool_parser"] && !parsed.ok()) {
+      return check.Error(m["tool_parser"], std::string(parsed.status().message()));
+    }
+    if (auto s = check.Read(m, "reasoning_parser", &spec.engine.reasoning_parser, "a reasoning format name"); !s.ok()) {
+      return s;
+    }
+    if (auto parsed = text::ReasoningParserFromName(spec.engine.reasoning_parser);
+        m["reasoning_parser"] && !parsed.ok()) {
+      return check.Error(m["reasoning_parser"], std::string(parsed.status().message()));
     }
     if (auto s = check.Read(m, "resident", &spec.resident, "true or false"); !s.ok()) return s;
     if (auto s = check.Read(m, "host_cache", &spec.host_cache, "true or false"); !s.ok()) return s;

@@ -38,6 +38,9 @@
 //       dtype: float32             # optional: float32, bfloat16, float16
 //       max_context: 2048          # optional: tokens, <= the model's
 //       resident: true             # load at start-up, never unload for idleness
+//       tool_parser: hermes        # optional: tool-call format (hermes, llama3_json, mistral,
+//                                  #   deepseek_v3); default: detected from the chat template
+//       reasoning_parser: qwen3    # optional: <think> reasoning (qwen3, deepseek_r1, none); default: detected
 //       (and any key of `defaults`)
 #ifndef GANTRY_SERVER_CONFIG_H_
 #define GANTRY_SERVER_CONFIG_H_

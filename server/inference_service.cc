@@ -10,6 +10,8 @@
 #include "nlohmann/json.hpp"
 #include "text/chat_encoder.h"
 #include "text/json_limits.h"
+#include "server/chat_reply.h"
+#include "server/chat_request.h"
 #include "server/request_checks.h"
 #include "server/status_util.h"
 
@@ -57,8 +59,10 @@ void FillResponse(const scheduler::StreamEvent& event, const text::Tokenizer* to
 }
 
 // Builds the prompt once the model is known (tokenizing, rendering the chat
-// template); the request's parameters are already applied.
-using Prepare = std::function<absl::Status(const scheduler::ModelLease&, GenerationRequest*)>;
+// template, compiling the grammar); the request's parameters are already
+// applied. A chat also sets how its reply is shaped (`reply`).
+using Prepare =
+    std::function<absl::Status(const scheduler::ModelLease&, GenerationRequest*, std::unique_ptr<ChatReply>* reply)>;
 
 // One Generate or Chat stream. Owned jointly by gRPC (until OnDone) and, while
 // it waits for a model, by the work queue's task: the last to let go deletes
@@ -151,7 +155,7 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
       if (finished_) return;  // cancelled while the model loaded; the lease goes here
       if (!lease.ok()) {
         error = lease.status();
-      } else if (auto prepared = prepare(*lease, &request); !prepared.ok()) {
+      } else if (auto prepared = prepare(*lease, &request, &reply_); !prepared.ok()) {
         error = prepared;
       } else {
         want_logprobs_ = request.sampling.logprobs;
@@ -197,6 +201,7 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
       } else {
         response_.Clear();
         FillResponse(event, tokenizer_, want_logprobs_, &response_);
+        if (reply_) reply_->Shape(event, &response_);
         recorded_.OnTokens(static_cast<int64_t>(event.tokens.size()));
         writing_ = true;
         last = event.last();
@@ -226,12 +231,26 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
   std::optional<scheduler::ModelLease> lease_;  // keeps the model loaded until the call is done
   std::shared_ptr<scheduler::RequestStream> stream_;
   const text::Tokenizer* tokenizer_ = nullptr;
+  std::unique_ptr<ChatReply> reply_;  // Chat: content, reasoning and tool calls from the text
   bool want_logprobs_ = false;
   v1::GenerateResponse response_;  // the message being written
 };
 
+// The grammar of `spec`, compiled for the engine's model.
+absl::Status SetGrammar(const std::optional<guided::GrammarSpec>& spec, const scheduler::ModelLease& engine,
+                        GenerationRequest* generation) {
+  if (!spec) return absl::OkStatus();
+  auto grammar = engine->CompileGrammar(*spec);
+  if (!grammar.ok()) return grammar.status();
+  generation->grammar = *std::move(grammar);
+  return absl::OkStatus();
+}
+
 absl::Status PrepareGenerate(const v1::GenerateRequest& request, const scheduler::ModelLease& engine,
                              GenerationRequest* generation) {
+  auto spec = GrammarSpecOf(request.parameters().grammar());
+  if (!spec.ok()) return spec.status();
+  if (auto s = SetGrammar(*spec, engine, generation); !s.ok()) return s;
   if (request.has_token_ids()) {
     for (uint32_t id : request.token_ids().ids()) generation->prompt.push_back(static_cast<int32_t>(id));
     return absl::OkStatus();
@@ -247,8 +266,24 @@ absl::Status PrepareGenerate(const v1::GenerateRequest& request, const scheduler
   return absl::OkStatus();
 }
 
-absl::Status PrepareChat(const v1::ChatRequest& request, const nlohmann::ordered_json& tools,
-                         const scheduler::ModelLease& engine, GenerationRequest* generation) {
+// The model's tool-call and reasoning formats: its config's choice, or what
+// its chat template shows.
+text::ChatOutputOptions OutputFormatOf(const scheduler::ModelLease& engine) {
+  text::ChatOutputOptions options;
+  const scheduler::EngineOptions& configured = engine->options();
+  const std::string& source = engine->tokenizer()->chat_template();
+  auto tool_parser = text::ToolParserFromName(configured.tool_parser);
+  options.tool_parser = !configured.tool_parser.empty() && tool_parser.ok() ? *tool_parser
+                                                                            : text::DetectToolParser(source);
+  auto reasoning_parser = text::ReasoningParserFromName(configured.reasoning_parser);
+  options.reasoning_parser = !configured.reasoning_parser.empty() && reasoning_parser.ok()
+                                 ? *reasoning_parser
+                                 : text::DetectReasoningParser(source);
+  return options;
+}
+
+absl::Status PrepareChat(const v1::ChatRequest& request, const ChatSetup& setup, const scheduler::ModelLease& engine,
+                         GenerationRequest* generation, std::unique_ptr<ChatReply>* reply) {
   if (engine->task() != runtime::ModelTask::kGenerate) {
     return WithReason(absl::FailedPreconditionError(absl::StrCat("model ", request.model(), " serves ",
                                                                  runtime::ModelTaskName(engine->task()),
@@ -260,14 +295,36 @@ absl::Status PrepareChat(const v1::ChatRequest& request, const nlohmann::ordered
     return absl::FailedPreconditionError(absl::StrCat(
         "model ", request.model(), " has no tokenizer.json, so it cannot chat; use Generate with token_ids"));
   }
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  for (const auto& m : request.messages()) messages.push_back({{"role", m.role()}, {"content", m.content()}});
+  ChatReply::Options shape;
+  shape.parse = OutputFormatOf(engine);
+  shape.tool_choice = setup.tool_choice;
+  shape.forced_function = setup.forced_function;
+  const bool offers_tools = !setup.tools.is_null();
+  if (offers_tools && setup.tool_choice == v1::TOOL_CHOICE_AUTO && shape.parse.tool_parser == text::ToolParserKind::kNone) {
+    return WithReason(absl::FailedPreconditionError(absl::StrCat(
+                          "model ", request.model(),
+                          "'s chat template shows no known tool-call format; set tool_parser in its config "
+                          "(hermes, llama3_json, mistral or deepseek_v3), or use tool_choice required or a function")),
+                      ErrorReason::kUnsupported);
+  }
+  if (!offers_tools || setup.tool_choice != v1::TOOL_CHOICE_AUTO) shape.parse.tool_parser = text::ToolParserKind::kNone;
+  // Tool-call markers may be special tokens ([TOOL_CALLS], <|python_tag|>).
+  if (shape.parse.tool_parser != text::ToolParserKind::kNone && !request.parameters().has_skip_special_tokens()) {
+    generation->skip_special_tokens = false;
+  }
+  if (auto s = SetGrammar(setup.grammar, engine, generation); !s.ok()) return s;
+
   text::ChatEncodeOptions options;
   options.add_generation_prompt = request.has_add_generation_prompt() ? request.add_generation_prompt() : true;
   options.special_tokens_in_content = engine->options().special_tokens_in_content;
-  auto ids = text::EncodeChat(*engine->chat_template(), *tokenizer, std::move(messages), tools, options);
+  options.template_variables = setup.template_kwargs;
+  std::string rendered;
+  options.rendered = &rendered;
+  auto ids = text::EncodeChat(*engine->chat_template(), *tokenizer, setup.messages, setup.tools, options);
   if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("messages: ", ids.status().message()));
   generation->prompt = *std::move(ids);
+  shape.parse.starts_in_reasoning = text::PromptEndsInReasoning(rendered, shape.parse.reasoning_parser);
+  *reply = std::make_unique<ChatReply>(std::move(shape));
   return absl::OkStatus();
 }
 
@@ -296,9 +353,10 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc:
   absl::Status checked = Authorize(*context, "Inference.Generate");
   if (checked.ok()) checked = CheckGenerate(*request, &generation);
   // `request` lives until the call is done.
-  call->Start(checked, std::move(generation), [request](const scheduler::ModelLease& engine, GenerationRequest* g) {
-    return PrepareGenerate(*request, engine, g);
-  });
+  call->Start(checked, std::move(generation),
+              [request](const scheduler::ModelLease& engine, GenerationRequest* g, std::unique_ptr<ChatReply>*) {
+                return PrepareGenerate(*request, engine, g);
+              });
   return call;
 }
 
@@ -306,12 +364,13 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Chat(grpc::Cal
                                                                        const v1::ChatRequest* request) {
   auto* call = new GenerationCall(this, context, request->model());
   GenerationRequest generation;
-  auto tools = std::make_shared<nlohmann::ordered_json>(nullptr);
+  auto setup = std::make_shared<ChatSetup>();
   absl::Status checked = Authorize(*context, "Inference.Chat");
-  if (checked.ok()) checked = CheckChat(*request, &generation, tools.get());
+  if (checked.ok()) checked = CheckChat(*request, &generation, setup.get());
   call->Start(checked, std::move(generation),
-              [request, tools](const scheduler::ModelLease& engine, GenerationRequest* g) {
-                return PrepareChat(*request, *tools, engine, g);
+              [request, setup](const scheduler::ModelLease& engine, GenerationRequest* g,
+                               std::unique_ptr<ChatReply>* reply) {
+                return PrepareChat(*request, *setup, engine, g, reply);
               });
   return call;
 }

@@ -4,7 +4,6 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "text/json_limits.h"
 
 namespace gantry::server {
 
@@ -82,22 +81,15 @@ absl::Status CheckGenerate(const v1::GenerateRequest& request, GenerationRequest
   if (request.prompt_case() == v1::GenerateRequest::PROMPT_NOT_SET) {
     return absl::InvalidArgumentError("prompt is required: set text or token_ids");
   }
-  return absl::OkStatus();
+  return GrammarSpecOf(request.parameters().grammar()).status();
 }
 
-absl::Status CheckChat(const v1::ChatRequest& request, GenerationRequest* generation, nlohmann::ordered_json* tools) {
+absl::Status CheckChat(const v1::ChatRequest& request, GenerationRequest* generation, ChatSetup* setup) {
   if (auto s = CheckModelName(request.model()); !s.ok()) return s;
-  if (request.messages().empty()) return absl::InvalidArgumentError("messages must not be empty");
-  for (const auto& m : request.messages()) {
-    if (m.role().empty()) return absl::InvalidArgumentError("every message needs a role");
-  }
   if (auto s = ApplyParameters(request.parameters(), generation); !s.ok()) return s;
-  if (!request.tools_json().empty()) {
-    auto parsed = text::ParseJsonLimited<nlohmann::ordered_json>(request.tools_json(), "tools_json");
-    if (!parsed.ok()) return parsed.status();
-    *tools = *std::move(parsed);
-    if (!tools->is_array()) return absl::InvalidArgumentError("tools_json must be a JSON list of tool schemas");
-  }
+  auto read = ReadChatSetup(request);
+  if (!read.ok()) return read.status();
+  *setup = *std::move(read);
   return absl::OkStatus();
 }
 

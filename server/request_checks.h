@@ -12,6 +12,7 @@
 #include "gantry/v1/gantry.pb.h"
 #include "nlohmann/json.hpp"
 #include "scheduler/model_engine.h"
+#include "server/chat_request.h"
 
 namespace gantry::server {
 
@@ -20,9 +21,8 @@ absl::Status CheckModelName(const std::string& model);
 // engine's Submit (runtime::ValidateSamplingParams names field and range).
 absl::Status ApplyParameters(const v1::SamplingParameters& p, scheduler::GenerationRequest* request);
 absl::Status CheckGenerate(const v1::GenerateRequest& request, scheduler::GenerationRequest* generation);
-// `tools` receives the parsed tools_json (null when absent).
-absl::Status CheckChat(const v1::ChatRequest& request, scheduler::GenerationRequest* generation,
-                       nlohmann::ordered_json* tools);
+// `setup` receives the messages, tools and grammar as chat_request.h reads them.
+absl::Status CheckChat(const v1::ChatRequest& request, scheduler::GenerationRequest* generation, ChatSetup* setup);
 
 // Embed: a model, 1 to kMaxEmbedInputs inputs, each with text or non-empty
 // token ids (ids below 2^31). Rerank: a model, a query, 1 to

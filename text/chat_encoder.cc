@@ -60,6 +60,31 @@ class Escaper {
         }
       }
     }
+    // Tool-call arguments are client text too (templates write them as JSON).
+    if (message.contains("tool_calls") && message["tool_calls"].is_array()) {
+      for (auto& call : message["tool_calls"]) {
+        if (call.is_object() && call.contains("function") && call["function"].is_object() &&
+            call["function"].contains("arguments")) {
+          EscapeStrings(call["function"]["arguments"]);
+        }
+      }
+    }
+  }
+
+  // Every string inside `value`, keys included.
+  void EscapeStrings(nlohmann::ordered_json& value) {
+    if (value.is_string()) {
+      value = Escape(value.get<std::string>());
+    } else if (value.is_array()) {
+      for (auto& item : value) EscapeStrings(item);
+    } else if (value.is_object()) {
+      nlohmann::ordered_json escaped = nlohmann::ordered_json::object();
+      for (auto& [key, item] : value.items()) {
+        EscapeStrings(item);
+        escaped[Escape(key)] = std::move(item);
+      }
+      value = std::move(escaped);
+    }
   }
 
   bool escaped_any() const { return !originals_.empty(); }
@@ -109,8 +134,9 @@ absl::StatusOr<std::vector<int32_t>> EncodeChat(const ChatTemplate& chat, const 
                                                 const ChatEncodeOptions& options) {
   std::vector<std::string> specials = tokenizer.SpecialTokenTexts();
   if (options.special_tokens_in_content || specials.empty()) {
-    auto prompt = chat.Render(messages, options.add_generation_prompt, tools);
+    auto prompt = chat.Render(messages, options.add_generation_prompt, tools, options.template_variables);
     if (!prompt.ok()) return prompt.status();
+    if (options.rendered != nullptr) *options.rendered = *prompt;
     return tokenizer.Encode(*prompt, /*add_special_tokens=*/false);
   }
   std::random_device random;
@@ -119,8 +145,9 @@ absl::StatusOr<std::vector<int32_t>> EncodeChat(const ChatTemplate& chat, const 
   if (messages.is_array()) {
     for (auto& message : messages) escaper.EscapeContent(message);
   }
-  auto prompt = chat.Render(messages, options.add_generation_prompt, tools);
+  auto prompt = chat.Render(messages, options.add_generation_prompt, tools, options.template_variables);
   if (!prompt.ok()) return prompt.status();
+  if (options.rendered != nullptr) *options.rendered = *prompt;
   if (!escaper.escaped_any()) return tokenizer.Encode(*prompt, /*add_special_tokens=*/false);
   return escaper.Encode(tokenizer, *prompt);
 }

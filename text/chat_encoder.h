@@ -22,6 +22,11 @@ struct ChatEncodeOptions {
   // true: special-token text in content becomes special tokens (the model's
   // opt-in, for trusted clients that build turns themselves).
   bool special_tokens_in_content = false;
+  // Extra template variables (ChatTemplate::Render's `variables`).
+  nlohmann::ordered_json template_variables;
+  // When set, receives the rendered prompt (with escaped content as the
+  // template saw it): what reasoning detection reads.
+  std::string* rendered = nullptr;
 };
 
 // `messages` and `tools` as ChatTemplate::Render takes them. The template

@@ -21,8 +21,12 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Create(const std::st
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
-                                                 const nlohmann::ordered_json& tools) const {
+                                                 const nlohmann::ordered_json& tools,
+                                                 const nlohmann::ordered_json& variables) const {
   if (!messages.is_array()) return absl::InvalidArgumentError("messages must be a list");
+  if (!variables.is_null() && !variables.is_object()) {
+    return absl::InvalidArgumentError("template variables must be a JSON object");
+  }
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& m = messages[i];
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
@@ -47,6 +51,14 @@ absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& m
       {"eos_token", eos_token_},
   };
   if (!tools.is_null()) context["tools"] = tools;
+  if (variables.is_object()) {
+    for (const auto& [name, value] : variables.items()) {
+      if (context.contains(name) || name == "tools") {
+        return absl::InvalidArgumentError(absl::StrCat("template variable \"", name, "\" is set by the server"));
+      }
+      context[name] = value;
+    }
+  }
   return template_->Render(context);
 }
 

@@ -24,9 +24,12 @@ class ChatTemplate {
 
   // `messages`: a list of objects with "role" and "content" (and whatever else
   // the template reads, e.g. tool_calls). `tools`: null or a list of tool
-  // schemas. Errors: INVALID_ARGUMENT naming what is wrong.
+  // schemas. `variables`: null or an object of extra template variables
+  // (chat_template_kwargs, e.g. enable_thinking); they may not replace the
+  // ones above. Errors: INVALID_ARGUMENT naming what is wrong.
   absl::StatusOr<std::string> Render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
-                                     const nlohmann::ordered_json& tools = nullptr) const;
+                                     const nlohmann::ordered_json& tools = nullptr,
+                                     const nlohmann::ordered_json& variables = nullptr) const;
 
   bool is_plain() const { return template_ == nullptr; }
 

@@ -40,7 +40,7 @@ if ! command -v npm > /dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 # The official OpenAI SDK for the adapter tests, pinned by tests/adapter/package-lock.json.
-for dir in tests/text tests/adapter; do
+for dir in tests/text tests/guided tests/adapter; do
   if [ ! -d "$ROOT/$dir/node_modules" ] || [ "$ROOT/$dir/package-lock.json" -nt "$ROOT/$dir/node_modules" ]; then
     (cd "$ROOT/$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi

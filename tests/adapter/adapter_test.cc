@@ -66,6 +66,7 @@ TEST(AdapterTest, OpenAiSdkAgainstTheRealServices) {
   }
   testing::ServerProcess server("adapter_upstream", "defaults:\n  kv_cache_mib: 64\nmodels:\n  - name: demo\n    path: " +
                                                         root + "/models/demo\n    resident: true\n    max_context: 2048\n"
+                                                        "    tool_parser: hermes\n    reasoning_parser: qwen3\n"
                                                         "  - name: demo-embed\n    path: " + root + "/models/demo-embed\n"
                                                         "    resident: true\n"
                                                         "  - name: demo-rerank\n    path: " + root + "/models/demo-rerank\n"

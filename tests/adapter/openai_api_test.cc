@@ -29,7 +29,9 @@ TEST(OpenAiApiTest, ChatRequestMapsEveryParameter) {
   ASSERT_FALSE(error) << error->message;
   EXPECT_EQ(request.model(), "m");
   ASSERT_EQ(request.messages_size(), 2);
-  EXPECT_EQ(request.messages(1).content(), "ab");
+  ASSERT_EQ(request.messages(1).content_parts_size(), 2);  // the server joins them, refusing non-text parts
+  EXPECT_EQ(request.messages(1).content_parts(1).text(), "b");
+  EXPECT_FALSE(request.messages(1).has_content());
   const auto& p = request.parameters();
   EXPECT_EQ(p.max_tokens(), 7u);
   EXPECT_FLOAT_EQ(p.temperature(), 0.5f);
@@ -53,15 +55,20 @@ TEST(OpenAiApiTest, RefusalsNameTheParameter) {
            {R"({"messages": [{"role": "user", "content": "x"}]})", "model"},
            {R"({"model": "m", "messages": []})", "messages"},
            {R"({"model": "m", "messages": [{"content": "x"}]})", "messages[0]"},
-           {R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", "messages[0].content"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3})", "n"},
-           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{}]})", "tools"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": {}})", "tools"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "always"})", "tool_choice"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function"}})", "tool_choice"},
+           {R"({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c"}]}]})", "messages[0].tool_calls[0]"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "guided_choice": []})", "guided_choice"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "guided_regex": "a", "guided_choice": ["b"]})", "response_format"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": [1]})", "chat_template_kwargs"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}})", "response_format"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0})", "max_tokens"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": 5})", "stop"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", "top_logprobs"},
            // Issue 13: a non-string part type was a 500; negative top_k was ignored.
-           {R"({"model": "m", "messages": [{"role": "user", "content": [{"type": 5}]}]})", "messages[0].content"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": [{"type": 5}]}]})", "messages[0].content[0]"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_k": -5})", "top_k"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": 7}})", "response_format"},
        }) {
@@ -73,6 +80,94 @@ TEST(OpenAiApiTest, RefusalsNameTheParameter) {
     EXPECT_EQ(error->param, c.param) << c.body;
     EXPECT_EQ(error->ToJson()["error"]["type"], "invalid_request_error");
   }
+}
+
+TEST(OpenAiApiTest, ToolsToolCallsAndResponseFormatsReachTheServer) {
+  v1::ChatRequest request;
+  ReplyOptions options;
+  auto error = ParseChatRequest(json::parse(R"({
+    "model": "m", "messages": [
+      {"role": "user", "content": "weather?"},
+      {"role": "assistant", "content": null,
+       "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"city\": \"Oslo\"}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "5 C"}],
+    "tools": [{"type": "function", "function": {"name": "get", "parameters": {"type": "object"}}}],
+    "tool_choice": {"type": "function", "function": {"name": "get"}},
+    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+    "chat_template_kwargs": {"enable_thinking": false}})"),
+                                &request, &options);
+  ASSERT_FALSE(error) << error->message;
+  ASSERT_EQ(request.messages_size(), 3);
+  EXPECT_FALSE(request.messages(1).has_content());
+  ASSERT_EQ(request.messages(1).tool_calls_size(), 1);
+  EXPECT_EQ(request.messages(1).tool_calls(0).id(), "call_1");
+  EXPECT_EQ(request.messages(1).tool_calls(0).name(), "get");
+  EXPECT_EQ(json::parse(request.messages(1).tool_calls(0).arguments()), json({{"city", "Oslo"}}));
+  EXPECT_EQ(request.messages(2).tool_call_id(), "call_1");
+  EXPECT_EQ(json::parse(request.tools_json())[0]["function"]["name"], "get");
+  EXPECT_EQ(request.tool_choice(), v1::TOOL_CHOICE_FUNCTION);
+  EXPECT_EQ(request.tool_choice_function(), "get");
+  EXPECT_EQ(json::parse(request.parameters().grammar().json_schema()), json({{"type", "object"}}));
+  EXPECT_EQ(json::parse(request.chat_template_kwargs_json()), json({{"enable_thinking", false}}));
+
+  for (const auto& [choice, mode] : std::vector<std::pair<const char*, v1::ToolChoice>>{
+           {"none", v1::TOOL_CHOICE_NONE}, {"auto", v1::TOOL_CHOICE_AUTO}, {"required", v1::TOOL_CHOICE_REQUIRED}}) {
+    v1::ChatRequest r;
+    json body = {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}, {"tool_choice", choice},
+                 {"response_format", {{"type", "json_object"}}}};
+    ASSERT_FALSE(ParseChatRequest(body, &r, &options));
+    EXPECT_EQ(r.tool_choice(), mode);
+    EXPECT_TRUE(r.parameters().grammar().json_object());
+  }
+  v1::ChatRequest guided;
+  json body = {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "x"}}}}, {"guided_choice", {"a", "b"}}};
+  ASSERT_FALSE(ParseChatRequest(body, &guided, &options));
+  EXPECT_EQ(guided.parameters().grammar().choice().choices_size(), 2);
+}
+
+TEST(OpenAiApiTest, RepliesCarryReasoningAndMergedToolCalls) {
+  ReplyOptions options;
+  options.endpoint = Endpoint::kChat;
+  options.model = "m";
+  v1::GenerateResponse first, second, last;
+  first.set_reasoning_text("think");
+  auto* call = first.add_tool_calls();
+  call->set_index(0);
+  call->set_id("call_a");
+  call->set_name("get");
+  call->set_arguments("{\"ci");
+  second.add_tool_calls()->set_arguments("ty\": 1}");
+  second.mutable_tool_calls(0)->set_index(0);
+  last.set_finish_reason(v1::FINISH_REASON_TOOL_CALLS);
+
+  ReplyBuilder whole(options);
+  for (const auto* r : {&first, &second, &last}) whole.Add(*r);
+  json reply = whole.Finish("id", 0);
+  const json& message = reply["choices"][0]["message"];
+  EXPECT_EQ(reply["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_TRUE(message["content"].is_null());
+  EXPECT_EQ(message["reasoning_content"], "think");
+  ASSERT_EQ(message["tool_calls"].size(), 1u);
+  EXPECT_EQ(message["tool_calls"][0]["id"], "call_a");
+  EXPECT_EQ(message["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get");
+  EXPECT_EQ(json::parse(message["tool_calls"][0]["function"]["arguments"].get<std::string>()), json({{"city", 1}}));
+
+  ChunkBuilder chunks(options, "id", 0);
+  std::vector<json> out;
+  for (const auto* r : {&first, &second, &last}) {
+    for (json& chunk : chunks.Add(*r)) out.push_back(std::move(chunk));
+  }
+  ASSERT_EQ(out.size(), 4u);  // role, first deltas, more arguments, finish
+  const json& d1 = out[1]["choices"][0]["delta"];
+  EXPECT_EQ(d1["reasoning_content"], "think");
+  EXPECT_FALSE(d1.contains("content"));
+  EXPECT_EQ(d1["tool_calls"][0]["id"], "call_a");
+  EXPECT_EQ(d1["tool_calls"][0]["function"]["name"], "get");
+  const json& d2 = out[2]["choices"][0]["delta"];
+  EXPECT_FALSE(d2["tool_calls"][0].contains("id"));
+  EXPECT_EQ(d2["tool_calls"][0]["function"]["arguments"], "ty\": 1}");
+  EXPECT_EQ(out[3]["choices"][0]["finish_reason"], "tool_calls");
 }
 
 TEST(OpenAiApiTest, TokenIdsOutsideInt32AreRefusedNotTruncated) {

@@ -175,8 +175,9 @@ test('a model that fails to load is a 503 with a request id, not the server\'s p
 test('bad requests are BadRequestErrors naming the parameter', async () => {
   const cases = [
     [{ model, messages, n: 2 }, 'n'],
-    [{ model, messages, tools: [{ type: 'function', function: { name: 'f', parameters: {} } }] }, 'tools'],
-    [{ model, messages, response_format: { type: 'json_object' } }, 'response_format'],
+    [{ model, messages, tools: { type: 'function' } }, 'tools'],
+    [{ model, messages, tool_choice: 'always' }, 'tool_choice'],
+    [{ model, messages, response_format: { type: 'xml' } }, 'response_format'],
     [{ model, messages: [] }, 'messages'],
     [{ model, messages, temperature: 'hot' }, 'temperature'],
   ];
@@ -590,4 +591,174 @@ test('a model asked for what it does not serve is a 400 naming it and its task',
   assert.equal(ranked.status, 200);
   const chat = await client.chat.completions.create({ model, messages, max_tokens: 2 });
   assert.equal(chat.choices.length, 1);
+});
+
+// Tool calling, structured output and reasoning (issue 17). The demo model
+// has random weights: only guided decoding makes its output follow a schema,
+// so every valid result below is the grammar's doing. Its config sets
+// tool_parser hermes and reasoning_parser qwen3 (adapter_test.cc).
+const weatherTool = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Current weather in a city',
+    parameters: {
+      type: 'object',
+      properties: {
+        city: { type: 'string', maxLength: 12 },
+        unit: { enum: ['celsius', 'fahrenheit'] },
+        days: { type: 'integer', minimum: 1, maximum: 7 },
+      },
+      required: ['city', 'unit'],
+    },
+  },
+};
+const timeTool = {
+  type: 'function',
+  function: { name: 'get_time', parameters: { type: 'object', properties: { zone: { type: 'string', maxLength: 8 } }, required: ['zone'] } },
+};
+
+function checkWeatherArguments(text) {
+  const args = JSON.parse(text);
+  assert.equal(typeof args.city, 'string');
+  assert.ok([...args.city].length <= 12, text);
+  assert.ok(['celsius', 'fahrenheit'].includes(args.unit), text);
+  if ('days' in args) assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7, text);
+  assert.deepEqual(Object.keys(args).filter((k) => !['city', 'unit', 'days'].includes(k)), []);
+}
+
+// Tool-call deltas merged as OpenAI clients (and Dify) merge them: by index,
+// the first carrying id and name.
+function mergeToolCalls(chunks) {
+  const calls = [];
+  for (const chunk of chunks) {
+    for (const d of chunk.choices[0]?.delta?.tool_calls ?? []) {
+      if (!calls[d.index]) calls[d.index] = { id: d.id, name: d.function?.name, arguments: '' };
+      assert.ok(d.id === undefined || calls[d.index].id === d.id);
+      calls[d.index].arguments += d.function?.arguments ?? '';
+    }
+  }
+  return calls;
+}
+
+test('a named tool_choice gives a schema-valid call, whole and streamed alike', async () => {
+  const request = {
+    model, messages: [{ role: 'user', content: 'Weather in Oslo?' }], tools: [weatherTool, timeTool],
+    tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 200, temperature: 0,
+  };
+  const whole = await client.chat.completions.create(request);
+  const message = whole.choices[0].message;
+  assert.equal(whole.choices[0].finish_reason, 'tool_calls');
+  assert.equal(message.content, null);
+  assert.equal(message.tool_calls.length, 1);
+  assert.match(message.tool_calls[0].id, /^call_[A-Za-z0-9]{24}$/);
+  assert.equal(message.tool_calls[0].type, 'function');
+  assert.equal(message.tool_calls[0].function.name, 'get_weather');
+  checkWeatherArguments(message.tool_calls[0].function.arguments);
+
+  const chunks = await collect(await client.chat.completions.create({ ...request, stream: true }));
+  const calls = mergeToolCalls(chunks);
+  assert.equal(calls.length, 1);
+  assert.equal(calls[0].name, 'get_weather');
+  assert.equal(calls[0].arguments, message.tool_calls[0].function.arguments);
+  assert.ok(chunks.filter((c) => c.choices[0]?.delta?.tool_calls).length > 1, 'arguments arrive in pieces');
+  assert.equal(chunks.at(-1).choices[0].finish_reason, 'tool_calls');
+});
+
+test('tool_choice required calls given tools only, and the history goes back to the model', async () => {
+  const request = {
+    model, messages: [{ role: 'user', content: 'Weather and time?' }], tools: [weatherTool, timeTool],
+    tool_choice: 'required', max_tokens: 300, temperature: 0.8, seed: 7,
+  };
+  const whole = await client.chat.completions.create(request);
+  const calls = whole.choices[0].message.tool_calls;
+  assert.ok(calls.length >= 1);
+  for (const call of calls) {
+    assert.ok(['get_weather', 'get_time'].includes(call.function.name));
+    if (call.function.name === 'get_weather') checkWeatherArguments(call.function.arguments);
+    else assert.equal(typeof JSON.parse(call.function.arguments).zone, 'string');
+  }
+  const streamed = mergeToolCalls(await collect(await client.chat.completions.create({ ...request, stream: true })));
+  assert.deepEqual(streamed.map((c) => [c.name, c.arguments]), calls.map((c) => [c.function.name, c.function.arguments]));
+
+  // The calls and their results as the next turn's history.
+  const next = await client.chat.completions.create({
+    model, max_tokens: 8, temperature: 0, tools: [weatherTool, timeTool],
+    messages: [
+      { role: 'user', content: 'Weather and time?' },
+      { role: 'assistant', content: null, tool_calls: calls },
+      ...calls.map((c) => ({ role: 'tool', tool_call_id: c.id, content: '5 C' })),
+    ],
+  });
+  assert.ok(['stop', 'length', 'tool_calls'].includes(next.choices[0].finish_reason));
+});
+
+test('response_format json_schema and json_object give valid JSON', async () => {
+  const schema = {
+    type: 'object',
+    properties: {
+      name: { type: 'string', maxLength: 10 },
+      tags: { type: 'array', items: { enum: ['a', 'b', 'c'] }, maxItems: 3 },
+      score: { type: 'number' },
+      ok: { type: 'boolean' },
+    },
+    required: ['name', 'tags', 'score', 'ok'],
+  };
+  const r = await client.chat.completions.create({
+    model, messages, max_tokens: 200, temperature: 0,
+    response_format: { type: 'json_schema', json_schema: { name: 'thing', schema, strict: true } },
+  });
+  assert.equal(r.choices[0].finish_reason, 'stop');
+  const value = JSON.parse(r.choices[0].message.content);
+  assert.deepEqual(Object.keys(value), ['name', 'tags', 'score', 'ok']);
+  assert.ok(value.tags.every((t) => ['a', 'b', 'c'].includes(t)) && value.tags.length <= 3);
+  assert.equal(typeof value.score, 'number');
+  assert.equal(typeof value.ok, 'boolean');
+
+  const any = await client.chat.completions.create({
+    model, messages, max_tokens: 200, temperature: 0.7, seed: 3, response_format: { type: 'json_object' },
+  });
+  if (any.choices[0].finish_reason === 'stop') {
+    assert.equal(typeof JSON.parse(any.choices[0].message.content), 'object');
+  } else {
+    assert.equal(any.choices[0].finish_reason, 'length');  // cut short: an unfinished object, and said so
+  }
+});
+
+test('an unsupported schema keyword is a 400 naming it', async () => {
+  await assert.rejects(
+    client.chat.completions.create({
+      model, messages, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', patternProperties: { a: {} } } } },
+    }),
+    (e) => e instanceof OpenAI.BadRequestError && /patternProperties/.test(e.message));
+});
+
+test('reasoning goes to reasoning_content, never into content', async () => {
+  // The regex makes the random model think first (the parser comes from the model's config).
+  const request = {
+    model, messages, max_tokens: 60, temperature: 0, guided_regex: '<think>[a-z ]{3,16}</think>[a-z]{2,10}',
+  };
+  const whole = await client.chat.completions.create(request);
+  const message = whole.choices[0].message;
+  assert.match(message.reasoning_content, /^[a-z ]{3,16}$/);
+  assert.match(message.content, /^[a-z]{2,10}$/);
+  const chunks = await collect(await client.chat.completions.create({ ...request, stream: true }));
+  assert.equal(chunks.map((c) => c.choices[0]?.delta?.reasoning_content ?? '').join(''), message.reasoning_content);
+  assert.equal(contentOf(chunks), message.content);
+});
+
+test('tools with tool_choice auto, none, and a tool the request does not offer', async () => {
+  const auto = await client.chat.completions.create({
+    model, messages, tools: [weatherTool], max_tokens: 10, temperature: 0,
+  });
+  assert.ok(['stop', 'length', 'tool_calls'].includes(auto.choices[0].finish_reason));
+  const none = await client.chat.completions.create({
+    model, messages, tools: [weatherTool], tool_choice: 'none', max_tokens: 10, temperature: 0,
+  });
+  assert.equal(none.choices[0].message.tool_calls, undefined);
+  await assert.rejects(
+    client.chat.completions.create({
+      model, messages, tools: [weatherTool], tool_choice: { type: 'function', function: { name: 'send_email' } },
+    }),
+    (e) => e instanceof OpenAI.BadRequestError && /send_email/.test(e.message));
 });

@@ -30,8 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool chat_parses = chat.ParseFromArray(data, static_cast<int>(size));
   if (chat_parses) {
     gantry::scheduler::GenerationRequest request;
-    nlohmann::ordered_json tools;
-    (void)gantry::server::CheckChat(chat, &request, &tools);
+    gantry::server::ChatSetup setup;
+    (void)gantry::server::CheckChat(chat, &request, &setup);
   }
   Walk(*gantry::v1::ChatRequest::descriptor(), chat_parses, data, size);
   return 0;

@@ -88,6 +88,17 @@ class FakeRunner : public runtime::ModelRunner {
         for (int64_t p = 0; p < end; ++p) cached.push_back(slots_[Slot(seq, p)]);
         r.sampled = true;
         r.token = NextToken(cached);
+        // Under a mask: the first allowed token from there on, wrapping.
+        const int64_t vocab = info_.config.vocab_size;
+        if (!seq.allowed_tokens.empty()) {
+          if (static_cast<int64_t>(seq.allowed_tokens.size()) != runtime::AllowedTokenWords(vocab)) {
+            return absl::InvalidArgumentError("fake: allowed_tokens of the wrong size");
+          }
+          int64_t t = r.token, tried = 0;
+          while (!(seq.allowed_tokens[t / 32] >> (t % 32) & 1u) && ++tried < vocab) t = (t + 1) % vocab;
+          if (tried == vocab) return absl::InvalidArgumentError("fake: no token allowed");
+          r.token = static_cast<int32_t>(t);
+        }
       }
       result.sequences.push_back(r);
     }
