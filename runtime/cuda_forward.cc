@@ -477,6 +477,7 @@ class CudaForward final : public Forward {
     auto aligned = [](const at::Tensor& t) {
       return !t.defined() || reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
     };
+    if (!c.has_lm_head) return false;  // its fused logits are the lm_head product
     if (!cuda::DecodeGemvSupports(dtype_, c.hidden_size) || !cuda::DecodeGemvSupports(dtype_, c.intermediate_size) ||
         !cuda::DecodeGemvSupports(dtype_, c.num_heads * c.head_dim) || !aligned(w.lm_head) || !aligned(w.final_norm)) {
       return false;
@@ -636,6 +637,7 @@ class CudaForward final : public Forward {
     final_norm.weight = w.final_norm.data_ptr();
     final_norm.output = normed.data_ptr();
     Check(cuda::RmsNorm(final_norm, stream));
+    if (!c.has_lm_head) return normed.to(at::kFloat);  // a bare transformer's output: the hidden states
     return model_->FullLogits(Linear(normed, w.lm_head, at::Tensor(), stream));
   }
 

@@ -117,6 +117,7 @@ at::Tensor LlamaModel::Forward(const at::Tensor& token_ids, const AttentionBatch
     hidden = hidden + down;
   }
   at::Tensor last = RmsNorm(hidden.index_select(0, logit_rows), weights_.final_norm);
+  if (!config_.has_lm_head) return last.to(at::kFloat);  // a bare transformer's output: the hidden states
   return FullLogits(at::linear(last, weights_.lm_head));
 }
 

@@ -17,6 +17,7 @@ using nlohmann::json;
 struct ArchitectureEntry {
   absl::string_view name;
   Architecture architecture;
+  bool lm_head = true;  // false: the bare transformer (XModel), as embedding models ship it
 };
 
 constexpr ArchitectureEntry kArchitectures[] = {
@@ -24,6 +25,10 @@ constexpr ArchitectureEntry kArchitectures[] = {
     {"MistralForCausalLM", Architecture::kMistral},
     {"Qwen2ForCausalLM", Architecture::kQwen2},
     {"Qwen3ForCausalLM", Architecture::kQwen3},
+    {"LlamaModel", Architecture::kLlama, false},
+    {"MistralModel", Architecture::kMistral, false},
+    {"Qwen2Model", Architecture::kQwen2, false},
+    {"Qwen3Model", Architecture::kQwen3, false},
 };
 
 
@@ -131,6 +136,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view config_json,
   for (const auto& entry : kArchitectures) {
     if (entry.name == config.architecture_name) {
       config.architecture = entry.architecture;
+      config.has_lm_head = entry.lm_head;
       known = true;
     }
   }

@@ -37,6 +37,11 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   RopeConfig rope;
   bool tie_word_embeddings = false;
+  // false for a bare transformer (e.g. Qwen3Model, as Qwen3-Embedding ships):
+  // its weights carry no "model." prefix and no lm_head, and a step's
+  // "logits" are the final-normed hidden states ([rows, hidden_size]); it
+  // never samples.
+  bool has_lm_head = true;
   bool qkv_bias = false;     // q/k/v projections carry a bias
   bool o_bias = false;       // the output projection carries a bias
   bool mlp_bias = false;

@@ -180,6 +180,14 @@ absl::StatusOr<ModelTaskInfo> DetectModelTask(const std::string& model_dir, std:
   if (IsEncoderArchitecture(info.architecture)) {
     natural = absl::EndsWith(info.architecture, "ForSequenceClassification") ? ModelTask::kRerank : ModelTask::kEmbed;
   }
+  // A bare decoder (Qwen3-Embedding ships Qwen3Model): its hidden states,
+  // pooled, are the embedding.
+  for (absl::string_view bare : {"LlamaModel", "MistralModel", "Qwen2Model", "Qwen3Model"}) {
+    if (info.architecture == bare) {
+      natural = ModelTask::kEmbed;
+      info.decoder_embed = true;
+    }
+  }
   if (requested == ModelTask::kRerank && natural == ModelTask::kGenerate &&
       absl::EndsWith(info.architecture, "ForCausalLM")) {
     info.task = ModelTask::kRerank;
@@ -191,8 +199,13 @@ absl::StatusOr<ModelTaskInfo> DetectModelTask(const std::string& model_dir, std:
                                                    info.architecture, " serves (", ModelTaskName(natural), ")"));
   }
   info.task = natural;
+  if (info.decoder_embed) info.embedding.pooling = Pooling::kLastToken;  // what causal attention allows
   if (info.task == ModelTask::kEmbed && Exists(model_dir + "/modules.json")) {
     if (auto s = ReadSentenceTransformers(model_dir, &info.embedding); !s.ok()) return s;
+  }
+  if (info.decoder_embed && info.embedding.pooling != Pooling::kLastToken) {
+    return absl::UnimplementedError(absl::StrCat(model_dir, ": ", info.architecture, " embeds by last-token pooling; ",
+                                                 PoolingName(info.embedding.pooling), " pooling is not supported"));
   }
   return info;
 }

@@ -46,6 +46,11 @@ struct ModelTaskInfo {
   // relevance is P("yes") against "no" at the last position of the model
   // card's prompt. The token ids are the loader's, from the tokenizer.
   bool decoder_rerank = false;
+  // Embed with a bare decoder (Qwen3Model and kin): the runner computes the
+  // final-normed hidden states, pooled as `embedding` says (last token).
+  bool decoder_embed = false;
+  // Served by an EncoderRunner (BERT-style), not the generation runner.
+  bool encoder() const { return task != ModelTask::kGenerate && !decoder_rerank && !decoder_embed; }
   int32_t yes_token = -1;
   int32_t no_token = -1;
 };

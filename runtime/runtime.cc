@@ -222,7 +222,7 @@ class TorchModelRunner final : public ModelRunner {
                                                      seq.allowed_tokens.size(), " words; the vocabulary of ", vocab,
                                                      " needs ", AllowedTokenWords(vocab)));
     }
-    if (end == known && seq.sampling == nullptr) {
+    if (end == known && seq.sampling == nullptr && info_.config.has_lm_head) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, " samples this step but has no sampling parameters"));
     }
     return absl::OkStatus();
@@ -251,7 +251,8 @@ class TorchModelRunner final : public ModelRunner {
       batch.sequences.push_back({seq.num_computed, seq.num_tokens, seq.block_table});
       for (int64_t t = 0; t < seq.num_tokens; ++t) batch.token_ids.push_back(seq.tokens[seq.num_computed + t]);
       const int64_t known = static_cast<int64_t>(seq.tokens.size());
-      const bool reaches_end = seq.num_computed + seq.num_tokens == known;
+      // A bare transformer (no lm_head) never samples: its outputs are hidden states.
+      const bool reaches_end = seq.num_computed + seq.num_tokens == known && info_.config.has_lm_head;
       if (reaches_end || seq.return_logits) {
         row_of_item[i] = static_cast<int>(batch.logit_rows.size());
         batch.logit_rows.push_back(static_cast<int64_t>(batch.token_ids.size()) - 1);
@@ -285,7 +286,7 @@ class TorchModelRunner final : public ModelRunner {
       const StepSequence& seq = batch_seqs[i];
       SequenceStepResult out;
       out.id = seq.id;
-      if (seq.num_computed + seq.num_tokens == static_cast<int64_t>(seq.tokens.size())) {
+      if (seq.num_computed + seq.num_tokens == static_cast<int64_t>(seq.tokens.size()) && info_.config.has_lm_head) {
         SampledToken& token = sampled[next_sample++];
         out.sampled = true;
         out.token = token.token;
@@ -494,7 +495,8 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
       CudaForwardOptions cuda_options;
       cuda_options.block_size = options.block_size;
       cuda_options.max_context = info.max_context;
-      cuda_options.max_graph_batch = std::max<int64_t>(0, options.cuda_graph_max_batch);
+      // A bare transformer only encodes prompts: no decode graphs.
+      cuda_options.max_graph_batch = config->has_lm_head ? std::max<int64_t>(0, options.cuda_graph_max_batch) : 0;
       cuda_options.warm_step_tokens = std::min<int64_t>(options.warm_step_tokens, info.max_context);
       cuda_options.skinny_gemm = options.cuda_skinny_gemm;
       cuda_options.decode_gemv = options.cuda_decode_gemv;
@@ -531,7 +533,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     info.execution = ranks[0].forward->Describe();
     if (num_ranks > 1) absl::StrAppend(&info.execution, ", tensor-parallel over ", num_ranks, " ranks");
     auto runner = std::make_unique<TorchModelRunner>(std::move(info), std::move(ranks));
-    if (device.is_cuda()) {
+    if (device.is_cuda() && config->has_lm_head) {
       if (auto status = runner->WarmUpSampling(); !status.ok()) return status;
     }
     return std::unique_ptr<ModelRunner>(std::move(runner));

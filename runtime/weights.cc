@@ -14,16 +14,21 @@
 namespace gantry::runtime {
 namespace {
 
+// The transformer's tensors are "model.X" beside lm_head, or just "X" in a
+// bare transformer's checkpoint (has_lm_head false).
+std::string Prefix(const ModelConfig& c) { return c.has_lm_head ? "model." : ""; }
+
 // Names of the expected tensors and their shapes, from the config.
 ShapeMap ExpectedTensors(const ModelConfig& c) {
   ShapeMap shapes;
+  const std::string m = Prefix(c);
   const int64_t q_rows = c.num_heads * c.head_dim;
   const int64_t kv_rows = c.num_kv_heads * c.head_dim;
-  shapes["model.embed_tokens.weight"] = {c.vocab_size, c.hidden_size};
-  shapes["model.norm.weight"] = {c.hidden_size};
-  if (!c.tie_word_embeddings) shapes["lm_head.weight"] = {c.vocab_size, c.hidden_size};
+  shapes[m + "embed_tokens.weight"] = {c.vocab_size, c.hidden_size};
+  shapes[m + "norm.weight"] = {c.hidden_size};
+  if (c.has_lm_head && !c.tie_word_embeddings) shapes["lm_head.weight"] = {c.vocab_size, c.hidden_size};
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = absl::StrCat("model.layers.", i, ".");
+    const std::string p = absl::StrCat(m, "layers.", i, ".");
     shapes[p + "input_layernorm.weight"] = {c.hidden_size};
     shapes[p + "post_attention_layernorm.weight"] = {c.hidden_size};
     shapes[p + "self_attn.q_proj.weight"] = {q_rows, c.hidden_size};
@@ -121,15 +126,18 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
     target = *std::move(loaded);           \
   } while (false)
 
-  GANTRY_ASSIGN(weights.embed_tokens, loader.Load({whole("model.embed_tokens.weight")}));
-  GANTRY_ASSIGN(weights.final_norm, loader.Load({whole("model.norm.weight")}));
+  const std::string m = Prefix(config);
+  GANTRY_ASSIGN(weights.embed_tokens, loader.Load({whole(m + "embed_tokens.weight")}));
+  GANTRY_ASSIGN(weights.final_norm, loader.Load({whole(m + "norm.weight")}));
   // lm_head: this rank's vocabulary rows, padded with zero rows to an equal
   // share so the ranks' logits gather into one [rows, ranks * share] tensor.
   const int64_t vocab_share = (config.vocab_size + shard.size - 1) / shard.size;
   const int64_t vocab_first = std::min<int64_t>(config.vocab_size, shard.rank * vocab_share);
   const int64_t vocab_rows = std::min<int64_t>(vocab_share, config.vocab_size - vocab_first);
   const std::string head_name = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-  if (!sharded) {
+  if (!config.has_lm_head) {
+    // A bare transformer: its outputs are the normed hidden states.
+  } else if (!sharded) {
     if (config.tie_word_embeddings) {
       weights.lm_head = weights.embed_tokens;
     } else {
@@ -146,7 +154,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
     }
   }
   for (int64_t i = 0; i < config.num_layers; ++i) {
-    const std::string p = absl::StrCat("model.layers.", i, ".");
+    const std::string p = absl::StrCat(m, "layers.", i, ".");
     const std::string a = p + "self_attn.";
     auto q = [&](const std::string& n) { return Rows(a + "q_" + n, first_head, heads, hd); };
     auto kv = [&](const std::string& n) { return Rows(a + n, first_kv_head, kv_heads, hd); };

@@ -46,7 +46,7 @@ absl::StatusOr<uint64_t> EstimateEncoderBytes(const ModelSpec& spec) {
 absl::StatusOr<uint64_t> EstimateModelBytes(const ModelSpec& spec) {
   auto task = runtime::DetectModelTask(spec.path, spec.task);
   if (!task.ok()) return task.status();
-  if (task->task != runtime::ModelTask::kGenerate && !task->decoder_rerank) return EstimateEncoderBytes(spec);
+  if (task->encoder()) return EstimateEncoderBytes(spec);
   auto config = runtime::LoadModelConfig(spec.path);
   if (!config.ok()) return config.status();
   const uint64_t element = ElementBytes(spec.dtype, config->dtype, spec.device);

@@ -391,7 +391,7 @@ bool ModelEngine::EncodeStepOnce() {
     if (!slot.request->first_scheduled) slot.request->first_scheduled = clock_->Now();
   }
   const absl::Time step_start = absl::Now();
-  auto result = model_.encoder ? model_.encoder->Encode(batch) : ScoreYesNo(batch);
+  auto result = model_.encoder ? model_.encoder->Encode(batch) : DecoderOutputs(batch);
   if (observer_ != nullptr) {
     StepReport report;
     report.sequences = taken;
@@ -435,7 +435,7 @@ bool ModelEngine::EncodeStepOnce() {
   return true;
 }
 
-absl::StatusOr<std::vector<std::vector<float>>> ModelEngine::ScoreYesNo(
+absl::StatusOr<std::vector<std::vector<float>>> ModelEngine::DecoderOutputs(
     const std::vector<runtime::EncoderInput>& batch) {
   runtime::SamplingParams greedy;
   greedy.temperature = 0.0f;
@@ -469,8 +469,12 @@ absl::StatusOr<std::vector<std::vector<float>>> ModelEngine::ScoreYesNo(
   std::vector<std::vector<float>> out;
   if (result.ok()) {
     for (size_t i = 0; i < batch.size(); ++i) {
-      const std::vector<float>& logits = result->sequences[i].logits;
-      out.push_back({logits[model_.task.no_token], logits[model_.task.yes_token]});
+      std::vector<float>& logits = result->sequences[i].logits;  // a bare decoder's: the hidden state
+      if (model_.task.decoder_rerank) {
+        out.push_back({logits[model_.task.no_token], logits[model_.task.yes_token]});
+      } else {
+        out.push_back(std::move(logits));  // the last token's: last-token pooling
+      }
       kv_.CacheComputedBlocks(keys[i], batch[i].tokens, static_cast<int64_t>(batch[i].tokens.size()));
     }
   }

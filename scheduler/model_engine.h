@@ -187,10 +187,12 @@ class ModelEngine {
   };
 
   bool EncodeStepOnce();
-  // A causal-LM reranker's step: each input's prompt run once through the
-  // runner (KV blocks held for the step only, prompt prefixes shared through
-  // the prefix cache); per input the last position's logits of "no" and "yes".
-  absl::StatusOr<std::vector<std::vector<float>>> ScoreYesNo(const std::vector<runtime::EncoderInput>& batch);
+  // A decoder's encode step (Qwen3-Reranker, Qwen3-Embedding): each input
+  // run once through the runner (KV blocks held for the step only, prompt
+  // prefixes shared through the prefix cache); per input, of the last
+  // position, a reranker's logits of "no" and "yes", or a bare decoder's
+  // hidden state (last-token pooling).
+  absl::StatusOr<std::vector<std::vector<float>>> DecoderOutputs(const std::vector<runtime::EncoderInput>& batch);
   // Fills each guided sequence's allowed_tokens for a step that samples it;
   // false (with the error pushed to `active`'s stream) when the grammar
   // allows no token at all.
@@ -234,7 +236,7 @@ class ModelEngine {
   std::deque<std::unique_ptr<Active>> waiting_;  // arrival order
   std::vector<std::unique_ptr<Active>> running_; // arrival order
   std::deque<std::unique_ptr<EncodeActive>> encode_queue_;  // arrival order; the front may be partly done
-  int64_t next_score_key_ = int64_t{1} << 40;  // ScoreYesNo's sequence keys, apart from generation's
+  int64_t next_score_key_ = int64_t{1} << 40;  // DecoderOutputs' sequence keys, apart from generation's
   std::thread thread_;
 };
 

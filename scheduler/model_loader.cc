@@ -55,7 +55,7 @@ absl::StatusOr<LoadedModel> LoadEncoderFolder(const ModelSpec& spec, runtime::Mo
 absl::StatusOr<LoadedModel> LoadModelFolder(const ModelSpec& spec) {
   auto task = runtime::DetectModelTask(spec.path, spec.task);
   if (!task.ok()) return task.status();
-  if (task->task != runtime::ModelTask::kGenerate && !task->decoder_rerank) {
+  if (task->encoder()) {
     return LoadEncoderFolder(spec, *std::move(task));
   }
   runtime::LoadOptions options;

@@ -21,6 +21,7 @@
 #include "runtime/model_runner.h"
 #include "runtime/model_task.h"
 #include "runtime/safetensors.h"
+#include "scheduler/runner_session.h"
 #include "tests/runtime/logits_error.h"
 #include "tests/runtime/reference_file.h"
 #include "tests/runtime/test_files.h"
@@ -168,6 +169,65 @@ TEST_P(EmbedFixtureTest, EmbeddingsMatchInBfloat16OnCuda) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EmbedFixtureTest, ::testing::Values("bert_embed", "xlmr_embed"));
+
+// A bare decoder (Qwen3-Embedding's Qwen3Model) embeds through the generation
+// runner: the last position's final-normed hidden state, normalized here as
+// the engine's caller does. Every text in one step, then each alone.
+void CheckDecoderEmbeddings(const std::string& device, const std::string& dtype, const char* key, double tolerance) {
+  Fixture f("qwen3_embed");
+  auto task = DetectModelTask(f.dir);
+  ASSERT_TRUE(task.ok()) << task.status();
+  EXPECT_TRUE(task->decoder_embed);
+  EXPECT_FALSE(task->encoder());
+  LoadOptions options;
+  options.model_dir = f.dir;
+  options.device = device;
+  options.dtype = dtype;
+  options.kv_cache_bytes = 8ull << 20;
+  auto runner = LoadModel(options);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  EXPECT_FALSE((*runner)->info().config.has_lm_head);
+  scheduler::RunnerSession session(runner->get(), /*prefix_caching=*/false);
+  auto embed = [&](const std::vector<size_t>& texts) {
+    std::vector<scheduler::SessionItem> items;
+    for (size_t i : texts) {
+      auto id = session.Add(f.ids[i], {}, SamplingParams{});
+      EXPECT_TRUE(id.ok()) << id.status();
+      items.push_back({*id, static_cast<int64_t>(f.ids[i].size()), /*return_logits=*/true});
+    }
+    auto result = session.Step(items);
+    EXPECT_TRUE(result.ok()) << result.status();
+    std::vector<std::vector<float>> out;
+    for (size_t k = 0; result.ok() && k < items.size(); ++k) {
+      std::vector<float> v = result->sequences[k].logits;
+      EXPECT_FALSE(result->sequences[k].sampled);
+      double norm = 0;
+      for (float x : v) norm += static_cast<double>(x) * x;
+      for (float& x : v) x = static_cast<float>(x / std::sqrt(norm));
+      out.push_back(std::move(v));
+      EXPECT_TRUE(session.Remove(items[k].id).ok());
+    }
+    return out;
+  };
+  const auto want = ReadRows(*f.reference, key);
+  std::vector<size_t> all(f.ids.size());
+  std::iota(all.begin(), all.end(), 0);
+  const auto batched = embed(all);
+  ASSERT_EQ(batched.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_LT(RelativeError(batched[i], want[i]), tolerance) << "text " << i << " in the batch";
+    EXPECT_LT(RelativeError(embed({i})[0], want[i]), tolerance) << "text " << i << " alone";
+  }
+}
+
+TEST(DecoderEmbedTest, Qwen3EmbeddingMatchesInFloat32OnTheCpu) {
+  CheckDecoderEmbeddings("cpu", "float32", "embeddings", 1e-4);
+}
+
+TEST(DecoderEmbedTest, Qwen3EmbeddingMatchesInBfloat16OnCuda) {
+  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
+  CheckDecoderEmbeddings("cuda", "bfloat16", "embeddings_bf16", 2e-2);
+}
 
 class RerankFixtureTest : public ::testing::TestWithParam<std::string> {};
 

@@ -96,7 +96,22 @@ std::string EncodeTest::Config() {
          "  - name: m3\n    path: " + Models() + "xlmr_embed\n"
          "  - name: reranker\n    path: " + Models() + "bert_rerank\n"
          "  - name: xreranker\n    path: " + Models() + "xlmr_rerank\n"
-         "  - name: qwen-reranker\n    path: " + Models() + "qwen3_rerank\n    task: rerank\n";
+         "  - name: qwen-reranker\n    path: " + Models() + "qwen3_rerank\n    task: rerank\n"
+         "  - name: qwen-embed\n    path: " + Models() + "qwen3_embed\n";
+}
+
+// Each of the response's vectors within 1e-4 of its row of `want` (rows of
+// equal width, in order).
+void ExpectEmbeddings(const v1::EmbedResponse& response, const std::vector<float>& want, size_t rows,
+                      const std::string& what) {
+  ASSERT_EQ(response.embeddings_size(), static_cast<int>(rows)) << what;
+  const size_t width = want.size() / rows;
+  for (size_t i = 0; i < rows; ++i) {
+    const auto& values = response.embeddings(static_cast<int>(i)).values();
+    EXPECT_LT(MaxRelativeError({values.begin(), values.end()}, {want.begin() + i * width, want.begin() + (i + 1) * width}),
+              1e-4)
+        << what << " text " << i;
+  }
 }
 
 TEST_F(EncodeTest, EmbeddingsMatchSentenceTransformers) {
@@ -106,18 +121,38 @@ TEST_F(EncodeTest, EmbeddingsMatchSentenceTransformers) {
     v1::EmbedResponse response;
     grpc::Status status = Embed(Texts(model, texts), &response);
     ASSERT_TRUE(status.ok()) << model << ": " << status.error_message() << "\n" << server_->Log();
-    ASSERT_EQ(response.embeddings_size(), static_cast<int>(texts.size()));
-    const std::vector<float> want = ref.Floats("embeddings");
-    const size_t width = want.size() / texts.size();
-    for (size_t i = 0; i < texts.size(); ++i) {
-      const auto& values = response.embeddings(static_cast<int>(i)).values();
-      EXPECT_LT(MaxRelativeError({values.begin(), values.end()},
-                                 {want.begin() + i * width, want.begin() + (i + 1) * width}),
-                1e-4)
-          << model << " text " << i;
-    }
+    ExpectEmbeddings(response, ref.Floats("embeddings"), texts.size(), model);
     EXPECT_GT(response.usage().prompt_tokens(), texts.size() * 2);
   }
+}
+
+TEST_F(EncodeTest, Qwen3EmbeddingMatchesSentenceTransformers) {
+  // A bare Qwen3Model: last-token pooling of its final-normed hidden states,
+  // with and without the model's "query" prompt.
+  Reference ref("qwen3_embed");
+  const auto texts = ref.Strings("texts");
+  for (const auto& [prompt_name, key] : {std::pair{"", "embeddings"}, std::pair{"query", "query_embeddings"}}) {
+    v1::EmbedRequest request = Texts("qwen-embed", texts);
+    request.set_prompt_name(prompt_name);
+    v1::EmbedResponse response;
+    grpc::Status status = Embed(request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << server_->Log();
+    ExpectEmbeddings(response, ref.Floats(key), texts.size(), key);
+  }
+  // It embeds; it does not chat.
+  v1::ChatRequest chat;
+  chat.set_model("qwen-embed");
+  auto* message = chat.add_messages();
+  message->set_role("user");
+  message->set_content("hi");
+  grpc::ClientContext context;
+  auto reader = inference_->Chat(&context, chat);
+  v1::GenerateResponse ignored;
+  while (reader->Read(&ignored)) {
+  }
+  const grpc::Status chat_status = reader->Finish();
+  EXPECT_EQ(chat_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ErrorReasonOf(chat_status), "UNSUPPORTED");
 }
 
 TEST_F(EncodeTest, TokenIdsDimensionsAndNormalize) {

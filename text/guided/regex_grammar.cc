@@ -217,7 +217,7 @@ class Parser {
       default:
         break;
     }
-    char32_t cp;
+    char32_t cp = 0;
     if (absl::Status s = ReadLiteral(&cp); !s.ok()) return s;
     *out = Class(CodePointSet::Range(cp, cp));
     return absl::OkStatus();
@@ -335,7 +335,7 @@ class Parser {
 
   absl::Status ClassAtom(CodePointSet* set) {
     if (p_[pos_] == '\\') return Escape(/*in_class=*/true, set);
-    char32_t cp;
+    char32_t cp = 0;
     if (absl::Status s = ReadLiteral(&cp); !s.ok()) return s;
     *set = CodePointSet::Range(cp, cp);
     return absl::OkStatus();
