@@ -121,8 +121,22 @@ absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::Submit(GenerationReq
                       ErrorReason::kInvalidRequest);
   }
 
+  if (const auto& gate = request.reasoning_gate) {
+    const int64_t vocab_size = info().config.vocab_size;
+    if (!request.grammar || gate->open_token < 0 || gate->open_token >= vocab_size || gate->close_token < 0 ||
+        gate->close_token >= vocab_size) {
+      return WithReason(absl::InvalidArgumentError("reasoning_gate needs a grammar and token ids in the vocabulary"),
+                        ErrorReason::kInvalidRequest);
+    }
+  }
+
   auto active = std::make_unique<Active>();
-  if (request.grammar) active->matcher.emplace(request.grammar);
+  if (request.grammar) {
+    active->matcher.emplace(request.grammar);
+    if (const auto& gate = request.reasoning_gate) {
+      active->phase = gate->starts_in_reasoning ? Active::GrammarPhase::kReasoning : Active::GrammarPhase::kFirstToken;
+    }
+  }
   active->tokens = std::move(request.prompt);
   request.prompt.clear();
   active->num_prompt = prompt;
@@ -200,7 +214,18 @@ absl::StatusOr<std::shared_ptr<const guided::Grammar>> ModelEngine::CompileGramm
 
 bool ModelEngine::FillAllowedTokens(Active& active) {
   active.allowed_tokens.resize(runtime::AllowedTokenWords(info().config.vocab_size));
+  auto set = [&](int32_t token, bool on) {
+    uint32_t& word = active.allowed_tokens[static_cast<size_t>(token) / 32];
+    word = on ? word | (1u << (token % 32)) : word & ~(1u << (token % 32));
+  };
+  if (active.phase == Active::GrammarPhase::kReasoning) {
+    // Any token but a stop: the answer (and its grammar) is still to come.
+    std::fill(active.allowed_tokens.begin(), active.allowed_tokens.end(), ~0u);
+    for (int32_t eos : eos_ids_) set(eos, false);
+    return true;
+  }
   active.matcher->FillNextTokenMask(active.allowed_tokens.data());
+  if (active.phase == Active::GrammarPhase::kFirstToken) set(active.request.reasoning_gate->open_token, true);
   for (uint32_t word : active.allowed_tokens) {
     if (word != 0) return true;
   }
@@ -209,7 +234,18 @@ bool ModelEngine::FillAllowedTokens(Active& active) {
 
 bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event) {
   const int32_t token = result.token;
-  if (active.matcher) {
+  // Which tokens are the grammar's: not those of a reasoning block (its
+  // opening and closing tokens included).
+  using Phase = Active::GrammarPhase;
+  bool grammar_token = active.matcher && active.phase == Phase::kGrammar;
+  if (active.matcher && active.phase == Phase::kFirstToken) {
+    grammar_token = token != active.request.reasoning_gate->open_token;
+    active.phase = grammar_token ? Phase::kGrammar : Phase::kReasoning;
+  } else if (active.matcher && active.phase == Phase::kReasoning &&
+             token == active.request.reasoning_gate->close_token) {
+    active.phase = Phase::kGrammar;
+  }
+  if (grammar_token) {
     if (absl::Status accepted = active.matcher->AcceptToken(token); !accepted.ok()) {
       // The mask allowed it, so this is Gantry's bug, not the client's.
       event->error = absl::InternalError(absl::StrCat("guided decoding: ", accepted.message()));
@@ -236,7 +272,7 @@ bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& res
       return true;
     }
   }
-  if (active.matcher && active.matcher->IsCompleted()) {  // the grammar cannot go on
+  if (active.matcher && active.phase == Phase::kGrammar && active.matcher->IsCompleted()) {  // it cannot go on
     Finish(active, FinishReason::kStop, "", event);
     return true;
   }

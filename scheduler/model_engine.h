@@ -47,6 +47,16 @@ struct GenerationRequest {
   // the request ends (kStop) once the match is complete and cannot go on.
   // Compiled by ModelEngine::CompileGrammar; null: free generation.
   std::shared_ptr<const guided::Grammar> grammar;
+  // A reasoning model's grammar waits for its <think> block to close, so it
+  // thinks freely first. Set: the model may open the block with open_token as
+  // its first token (or the prompt opened it); the grammar applies after
+  // close_token, and stop tokens are refused until then.
+  struct ReasoningGate {
+    int32_t open_token = -1;
+    int32_t close_token = -1;
+    bool starts_in_reasoning = false;
+  };
+  std::optional<ReasoningGate> reasoning_gate;
 };
 
 // Encoder models: inputs already tokenized (special tokens in place) and,
@@ -171,6 +181,10 @@ class ModelEngine {
     std::unique_ptr<text::StreamDecoder> decoder;
     std::optional<guided::GrammarMatcher> matcher;  // guided decoding: where the output is in the grammar
     std::vector<uint32_t> allowed_tokens;            // the matcher's mask for this step
+    // With a reasoning gate: the next token may open the block (kFirstToken),
+    // the block is open (kReasoning), or the grammar applies (kGrammar).
+    enum class GrammarPhase { kGrammar, kFirstToken, kReasoning };
+    GrammarPhase phase = GrammarPhase::kGrammar;
     absl::Time arrival;
     std::optional<absl::Time> first_scheduled, first_token;
   };

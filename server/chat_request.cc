@@ -65,7 +65,9 @@ absl::Status CheckTools(const Json& tools) {
   for (size_t i = 0; i < tools.size(); ++i) {
     const Json& tool = tools[i];
     const auto function = tool.is_object() ? tool.find("function") : tool.end();
-    if (!tool.is_object() || tool.value("type", "function") != "function" || function == tool.end() ||
+    const bool typed_function = !tool.is_object() || !tool.contains("type") ||
+                                (tool["type"].is_string() && tool["type"] == "function");
+    if (!tool.is_object() || !typed_function || function == tool.end() ||
         !function->is_object() || !function->contains("name") || !(*function)["name"].is_string()) {
       return absl::InvalidArgumentError(
           absl::StrCat("tools_json[", i, "] must be {\"type\": \"function\", \"function\": {\"name\": ...}}"));

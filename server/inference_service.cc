@@ -324,6 +324,14 @@ absl::Status PrepareChat(const v1::ChatRequest& request, const ChatSetup& setup,
   if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("messages: ", ids.status().message()));
   generation->prompt = *std::move(ids);
   shape.parse.starts_in_reasoning = text::PromptEndsInReasoning(rendered, shape.parse.reasoning_parser);
+  // A reasoning model thinks first; the request's grammar (response_format)
+  // applies to its answer. A forced tool call is JSON from the first token.
+  const auto open = tokenizer->TokenToId("<think>"), close = tokenizer->TokenToId("</think>");
+  if (generation->grammar && setup.tool_choice != v1::TOOL_CHOICE_REQUIRED &&
+      setup.tool_choice != v1::TOOL_CHOICE_FUNCTION && shape.parse.reasoning_parser != text::ReasoningParserKind::kNone &&
+      open && close) {
+    generation->reasoning_gate = GenerationRequest::ReasoningGate{*open, *close, shape.parse.starts_in_reasoning};
+  }
   *reply = std::make_unique<ChatReply>(std::move(shape));
   return absl::OkStatus();
 }

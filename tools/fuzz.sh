@@ -9,7 +9,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FUZZ_DIR=${FUZZ_DIR:-$ROOT/build-fuzz}
 SECONDS_EACH=${FUZZ_SECONDS:-300}
-ALL=(safetensors_header model_config tokenizer chat_template server_config openai_request grpc_request)
+ALL=(safetensors_header model_config tokenizer chat_template server_config openai_request grpc_request guided_grammar
+     chat_output)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 

@@ -18,17 +18,20 @@ using ::gantry::testing::FakeRunner;
 using ::testing::HasSubstr;
 
 // 100 tokens, as the fake runner's vocabulary: <unk>, <s>, </s> (eos), the
-// 95 printable ASCII characters (ids 3..97), then "ab" and "yes" (98, 99).
+// 95 printable ASCII characters (ids 3..97), then <think> and </think> (98,
+// 99: added tokens, not special, as Qwen3 has them).
 std::unique_ptr<text::Tokenizer> CharTokenizer() {
   nlohmann::json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
   for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 29;
-  vocab["ab"] = 98;
-  vocab["yes"] = 99;
+  vocab["<think>"] = 98;
+  vocab["</think>"] = 99;
   nlohmann::json added = nlohmann::json::array();
   for (int id = 0; id < 3; ++id) {
     std::string content = id == 0 ? "<unk>" : id == 1 ? "<s>" : "</s>";
     added.push_back({{"id", id}, {"content", content}, {"special", true}});
   }
+  added.push_back({{"id", 98}, {"content", "<think>"}, {"special", false}});
+  added.push_back({{"id", 99}, {"content", "</think>"}, {"special", false}});
   nlohmann::json tokenizer = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
                               {"added_tokens", added},
                               {"decoder", {{"type", "Fuse"}}}};
@@ -40,7 +43,7 @@ std::unique_ptr<text::Tokenizer> CharTokenizer() {
 class GuidedEngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto fake = std::make_unique<FakeRunner>(64);
+    auto fake = std::make_unique<FakeRunner>(/*num_blocks=*/1024, /*block_size=*/4, /*max_context=*/4096);
     runner_ = fake.get();
     LoadedModel model;
     model.runner = std::move(fake);
@@ -108,6 +111,42 @@ TEST_F(GuidedEngineTest, JsonSchemaOutputParsesAndFreeNeighboursAreUntouched) {
     EXPECT_TRUE(parsed["n"].is_number_integer()) << mixed[i].text;
     EXPECT_TRUE(parsed["tag"] == "ab" || parsed["tag"] == "yes") << mixed[i].text;
   }
+}
+
+TEST_F(GuidedEngineTest, AReasoningModelThinksFreelyThenFollowsTheGrammar) {
+  guided::GrammarSpec digits;
+  digits.kind = guided::GrammarSpec::Kind::kRegex;
+  digits.regex = "[0-9]{3}";
+  int thought = 0, answered_at_once = 0;
+  for (bool starts_in_reasoning : {false, true}) {
+    for (int seed = 0; seed < 12; ++seed) {
+      GenerationRequest request = Guided(digits, 2000);
+      request.prompt.push_back(3 + seed);
+      request.reasoning_gate = GenerationRequest::ReasoningGate{98, 99, starts_in_reasoning};
+      std::vector<testing::EngineReply> out = Run({std::move(request)});
+      ASSERT_EQ(out.size(), 1u);
+      ASSERT_TRUE(out[0].error.ok()) << out[0].error;
+      const std::string& text = out[0].text;
+      EXPECT_EQ(out[0].reason, FinishReason::kStop) << text;
+      // The answer after the block follows the grammar; the block opens only
+      // as the first token (or in the prompt); no stop token ends the thinking.
+      const size_t close = text.rfind("</think>");
+      const std::string answer = close == std::string::npos ? text : text.substr(close + 8);
+      EXPECT_THAT(answer, ::testing::MatchesRegex("[0-9][0-9][0-9]")) << text;
+      if (starts_in_reasoning) EXPECT_NE(close, std::string::npos) << text;
+      if (!starts_in_reasoning && close != std::string::npos) EXPECT_EQ(text.rfind("<think>", 0), 0u) << text;
+      EXPECT_EQ(std::count(out[0].tokens.begin(), out[0].tokens.end(), 2), 0);
+      (close == std::string::npos ? answered_at_once : thought) += 1;
+    }
+  }
+  EXPECT_GT(thought, 0);  // both ways were taken
+  EXPECT_GT(answered_at_once, 0);
+  // A gate without a grammar is refused.
+  GenerationRequest bare;
+  bare.prompt = {1, 40};
+  bare.max_tokens = 4;
+  bare.reasoning_gate = GenerationRequest::ReasoningGate{98, 99, false};
+  EXPECT_EQ(engine_->Submit(std::move(bare)).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(GuidedEngineTest, AGrammarThatCannotFinishInTimeEndsWithLength) {
