@@ -37,7 +37,8 @@ ABSL_FLAG(bool, cuda_kernels, true, "use Gantry's CUDA kernels (false: LibTorch 
 ABSL_FLAG(int64_t, cuda_graph_max_batch, 64, "CUDA graphs for decode batches up to this (0: none)");
 ABSL_FLAG(bool, skinny_gemm, false, "Gantry's SkinnyGemm for projections of up to 8 rows (default: cuBLAS)");
 ABSL_FLAG(int32_t, tp, 1, "tensor parallelism: ranks on GPUs device, device + 1, ... (NCCL); 1: off");
-ABSL_FLAG(bool, decode_gemv, false, "Gantry's fused DecodeGemv for batch-1 decode steps (false: cuBLAS and separate kernels)");
+ABSL_FLAG(bool, decode_gemv, false,
+          "Gantry's fused DecodeGemv for decode steps of up to 4 sequences (false: cuBLAS and separate kernels)");
 ABSL_FLAG(int64_t, profile_decode_steps, 0,
           "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "
           "(for ncu --profile-from-start off)");

@@ -2,9 +2,13 @@
 // rotary embedding with the KV-cache write, attention over the paged cache
 // and the SwiGLU activation; cuBLAS (through at::linear) for the projections,
 // or SkinnyGemm for small decode batches when asked (cuda_skinny_gemm).
-// Batch-1 decode steps take DecodeGemv for every projection instead, with
-// the norms, the residual adds and SiLU fused into it (decode_gemv), so a
-// layer is six kernels: qkv, rotary + cache write, attention, o, gate/up, down.
+// Decode steps of up to 4 sequences take DecodeGemv for every projection
+// instead, with the norms, the residual adds and SiLU fused into it
+// (decode_gemv), so a layer is six kernels: qkv, rotary + cache write,
+// attention, o, gate/up, down; those steps are batch-invariant bit for bit
+// (DecodeGemv's rows are computed alone, and attention cuts every context as
+// at batch 1), so a seeded sequence samples the same tokens alone or beside
+// others.
 // Weights were fused at load and are used in their stored layout.
 //
 // Each step's metadata (token ids, positions, cache slots, sequence lengths,
@@ -187,7 +191,7 @@ class CudaForward final : public Forward {
         // The graph's own decode-attention workspace, zeroed once here: the
         // kernel leaves its split counters at zero after every launch, so
         // every replay (and every layer within one) starts clean.
-        const int splits = cuda::ChooseDecodeSplits(static_cast<int>(batch), model_->config().num_kv_heads, sm_count_);
+        const int splits = DecodeSplits(batch);
         if (splits > 1) graph_workspaces_[batch] = DecodeWorkspace(static_cast<int>(batch), splits);
         WritePaddingInputs(batch);
         // A warm-up run outside the capture: cuBLAS handles and workspaces,
@@ -254,7 +258,8 @@ class CudaForward final : public Forward {
   }
 
   std::string Describe() const override {
-    const char* gemv = decode_gemv_ ? " (fused GEMV at batch 1)" : "";
+    const std::string gemv =
+        decode_gemv_ ? absl::StrCat(" (fused GEMV for decode batches up to ", cuda::kDecodeGemvMaxRows, ")") : "";
     if (graphs_.empty()) return absl::StrCat("cuda kernels", gemv);
     return absl::StrCat("cuda kernels", gemv, ", CUDA graphs for decode batches up to ", graphs_.rbegin()->first);
   }
@@ -327,7 +332,7 @@ class CudaForward final : public Forward {
     StepView view = View(graph_inputs_.data_ptr<uint8_t>(), graph_inputs_, GraphLayout(batch), batch, batch, batch);
     view.decode = true;
     view.max_query_len = 1;
-    view.num_splits = cuda::ChooseDecodeSplits(static_cast<int>(batch), model_->config().num_kv_heads, sm_count_);
+    view.num_splits = DecodeSplits(batch);
     view.bt_seq_stride = 1;
     view.bt_block_stride = batch;
     if (auto it = graph_workspaces_.find(batch); it != graph_workspaces_.end()) {
@@ -417,7 +422,7 @@ class CudaForward final : public Forward {
     StepView view = View(eager_inputs_.data_ptr<uint8_t>(), eager_inputs_, layout, num_tokens, num_seqs, num_rows);
     view.decode = decode;
     view.max_query_len = max_query;
-    view.num_splits = decode ? cuda::ChooseDecodeSplits(view.num_seqs, model_->config().num_kv_heads, sm_count_) : 1;
+    view.num_splits = decode ? DecodeSplits(num_seqs) : 1;
     view.bt_seq_stride = width;
     view.bt_block_stride = 1;
     return {RunView(view), ExtraView(eager_inputs_, extra)};
@@ -444,6 +449,15 @@ class CudaForward final : public Forward {
     rope.k_cache = Cache(l, 0);
     rope.v_cache = Cache(l, 1);
     return rope;
+  }
+
+  // Context splits of a decode step's attention. A sequence's result depends
+  // on how many splits its context is cut into, so decode batches that
+  // DecodeGemv takes (batch-invariant projections) all take batch 1's count:
+  // a row's logits then do not depend on the batch beside it at all.
+  int DecodeSplits(int64_t num_seqs) const {
+    const int64_t as_if = decode_gemv_ && num_seqs <= cuda::kDecodeGemvMaxRows ? 1 : num_seqs;
+    return cuda::ChooseDecodeSplits(static_cast<int>(as_if), model_->config().num_kv_heads, sm_count_);
   }
 
   int64_t BlocksFor(int64_t tokens) const { return (tokens + options_.block_size - 1) / options_.block_size; }
@@ -491,10 +505,12 @@ class CudaForward final : public Forward {
     return true;
   }
 
-  void Gemv(const at::Tensor& weight, const at::Tensor& bias, const void* x, const at::Tensor& norm_weight,
-            cuda::GemvOutput output, void* y, cudaStream_t stream) const {
+  // rows x [rows, k] through `weight` [n, k] into y (see cuda::GemvOutput).
+  void Gemv(int64_t rows, const at::Tensor& weight, const at::Tensor& bias, const void* x,
+            const at::Tensor& norm_weight, cuda::GemvOutput output, void* y, cudaStream_t stream) const {
     cuda::DecodeGemvArgs args;
     args.dtype = dtype_;
+    args.rows = rows;
     args.n = weight.size(0);
     args.k = weight.size(1);
     args.w = weight.data_ptr();
@@ -554,26 +570,28 @@ class CudaForward final : public Forward {
     attn.num_splits = view.num_splits;
     attn.workspace = workspace_ptr;
 
-    // One decode row: every projection through DecodeGemv, the norms and
-    // SiLU fused into them, the residual stream updated in place by o and down.
-    const bool gemv = decode_gemv_ && view.decode && tokens == 1;
-    at::Tensor qkv_row;  // [1, (heads + 2 kv_heads) * head_dim] (gemv only)
-    if (gemv) qkv_row = at::empty({1, (heads + 2 * kv_heads) * head_dim}, options);
+    // A decode step of up to 4 rows wanting every row's logits: every projection
+    // through DecodeGemv, the norms and SiLU fused into them, the residual
+    // stream updated in place by o and down. Its rows are batch-invariant, so
+    // each is computed as it would be alone.
+    const bool gemv = decode_gemv_ && view.decode && tokens <= cuda::kDecodeGemvMaxRows && !view.logit_rows.defined();
+    at::Tensor qkv_rows;  // [tokens, (heads + 2 kv_heads) * head_dim] (gemv only)
+    if (gemv) qkv_rows = at::empty({tokens, (heads + 2 * kv_heads) * head_dim}, options);
 
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const LayerWeights& lw = w.layers[l];
       if (gemv) {
-        Gemv(lw.qkv_proj, lw.qkv_bias, hidden.data_ptr(), lw.input_norm, cuda::GemvOutput::kStore,
-             qkv_row.data_ptr(), stream);
-        Check(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv_row, q), stream));
+        Gemv(tokens, lw.qkv_proj, lw.qkv_bias, hidden.data_ptr(), lw.input_norm, cuda::GemvOutput::kStore,
+             qkv_rows.data_ptr(), stream);
+        Check(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv_rows, q), stream));
         attn.k_cache = Cache(l, 0);
         attn.v_cache = Cache(l, 1);
         Check(cuda::DecodeAttention(attn, stream));
-        Gemv(lw.o_proj, lw.o_bias, attention.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,
+        Gemv(tokens, lw.o_proj, lw.o_bias, attention.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,
              hidden.data_ptr(), stream);
-        Gemv(lw.gate_up_proj, lw.gate_up_bias, hidden.data_ptr(), lw.post_norm, cuda::GemvOutput::kSiluMul,
+        Gemv(tokens, lw.gate_up_proj, lw.gate_up_bias, hidden.data_ptr(), lw.post_norm, cuda::GemvOutput::kSiluMul,
              act.data_ptr(), stream);
-        Gemv(lw.down_proj, lw.down_bias, act.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,
+        Gemv(tokens, lw.down_proj, lw.down_bias, act.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,
              hidden.data_ptr(), stream);
         continue;
       }
@@ -615,8 +633,8 @@ class CudaForward final : public Forward {
     }
 
     if (gemv) {
-      at::Tensor logits = at::empty({1, c.vocab_size}, options.dtype(at::kFloat));
-      Gemv(w.lm_head, at::Tensor(), hidden.data_ptr(), w.final_norm, cuda::GemvOutput::kFloat32, logits.data_ptr(),
+      at::Tensor logits = at::empty({tokens, c.vocab_size}, options.dtype(at::kFloat));
+      Gemv(tokens, w.lm_head, at::Tensor(), hidden.data_ptr(), w.final_norm, cuda::GemvOutput::kFloat32, logits.data_ptr(),
            stream);
       return logits;
     }
@@ -645,7 +663,7 @@ class CudaForward final : public Forward {
   CudaForwardOptions options_;
   cuda::DType dtype_;
   int sm_count_ = 1;
-  bool decode_gemv_ = false;  // batch-1 decode steps through DecodeGemv (options and model allow)
+  bool decode_gemv_ = false;  // small decode batches through DecodeGemv (options and model allow)
   int64_t max_blocks_per_seq_ = 1;
   size_t cache_stride_bytes_ = 0;  // bytes between layer l's keys and its values
   PinnedStaging staging_;

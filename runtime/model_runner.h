@@ -73,14 +73,17 @@ struct LoadOptions {
   // SkinnyGemm kernel instead of cuBLAS. Off: on the H200 the 8B-shaped
   // model decodes slower with it (177 against 190 tokens/s at batch 1).
   bool cuda_skinny_gemm = false;
-  // CUDA: batch-1 decode steps through Gantry's DecodeGemv (every projection,
-  // with the RMSNorms, residual adds and SiLU fused in) instead of cuBLAS and
-  // the separate kernels. bf16/fp16 models only (others ignore it). On the
-  // H200, 8B-shaped bf16 model: 222.6 against 216.5 tokens/s; H100: 177.0
-  // against 168.9 (runtime_bench --decode_gemv=true/false, 2026-12-06).
-  // Off by default: its rounding differs from the batched cuBLAS path (fp16
-  // logits up to 2e-3 apart), so a seeded sequence alone would not give the
-  // tokens it gives beside others, a guarantee the sampler makes.
+  // CUDA: decode steps of up to 4 sequences through Gantry's DecodeGemv
+  // (tensor cores; every projection, with the RMSNorms, residual adds and
+  // SiLU fused in) instead of cuBLAS and the separate kernels; bf16/fp16
+  // models only (others ignore it). Those steps are batch-invariant bit for
+  // bit, so a seeded sequence samples the same tokens alone or beside up to
+  // 3 others (cuBLAS picks its kernels and split-K by batch shape). H100,
+  // 8B-shaped bf16 model, same machine: 174.5 against 169.1 tokens/s at
+  // batch 1, 344 against 332 at 2, 670 against 658 at 4 (runtime_bench
+  // --decode_gemv=true/false, 2026-12-06). Off by default until the last
+  // fix (a step's input read only after the programmatic-launch wait) has
+  // run on a GPU: before it, the fused path read attention outputs early.
   bool cuda_decode_gemv = false;
   // Tensor parallelism: every layer split over this many ranks (Megatron
   // style), which sum their partial results after o and down. On CUDA the

@@ -32,6 +32,7 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
+#include "runtime/cuda/ptx.cuh"
 #include "runtime/cuda/pdl.cuh"
 
 namespace gantry::cuda {
@@ -110,20 +111,6 @@ struct Config {
            static_cast<size_t>(group) * (kHeadDim + kChunk) * sizeof(float);
   }
 };
-
-// 16-byte asynchronous copy global -> shared; valid == false writes zeros
-// (src-size 0 reads nothing), so rows past the split end are 0, never stale.
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_size = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_size)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
 
 // Two packed 16-bit values (element 0 in the low half) to float, exactly.
 template <typename T>

@@ -1,27 +1,45 @@
-// One decode row times a weight matrix, with the element-wise work around the
-// product fused in (kernels.h, DecodeGemv). At batch 1 a decode step is a
-// stream of ~15 GB of weights through four products per layer; cuBLAS reads
-// the small ones (o: 4096 x 4096, qkv: 6144 x 4096) at 2.8-3.0 TB/s, adds a
-// split-K reduce kernel to o and down, and leaves RMSNorm and SiLU as kernels
-// of their own between the products (docs/PERFORMANCE.md). Here:
+// Up to four decode rows times a weight matrix, with the element-wise work
+// around the product fused in (kernels.h, DecodeGemv). At small batches a
+// decode step is a stream of ~15 GB of weights through four products per
+// layer; cuBLAS reads the small ones (o: 4096 x 4096, qkv: 6144 x 4096) at
+// 2.8-3.0 TB/s, adds a split-K reduce kernel to o and down, picks its
+// kernels (and so its rounding) by batch size, and leaves RMSNorm and SiLU
+// as kernels of their own between the products (docs/PERFORMANCE.md). Here:
 //
-// - A warp owns two weight rows (consecutive rows, or gate row j and up row
-//   j for kSiluMul) and walks all of k with 16-byte streaming loads, kUnroll
-//   per row per lane in flight; no split of k, so no reduce kernel.
-// - The first chunk of weights is loaded before the programmatic-dependent-
-//   launch wait: no kernel writes weights, so under PDL those loads overlap
-//   the tail of the kernel before (attention, rotary), which lets the next
-//   kernel launch as soon as this one has passed its own wait.
-// - The block stages the input vector in shared memory once, normalised when
-//   asked (RMSNorm of the residual stream, as RmsNorm computes it), and every
-//   warp reads it from there.
+// - The products run on tensor cores (mma m16n8k16) with the decode rows as
+//   columns of the 8-column B operand: any row count costs the same
+//   instructions and the same weight traffic, and a row's arithmetic never
+//   depends on the others (missing rows are zeros). Rows are capped at 4
+//   (kDecodeGemvMaxRows): staging and normalising the input costs each
+//   block about 1 us a row (qkv 20.0 us at 1 row, 28.3 at 8), so at 8 rows
+//   a step is 4.6% slower than cuBLAS's (H100, 8B shapes). Two earlier versions lost: one row per
+//   fmaf chain on CUDA cores is instruction-bound past 2 rows (8 rows read
+//   weights at 0.9-1.5 TB/s), and mma fragments loaded straight from global
+//   memory touch 16 rows x 64 bytes per load (137 against 179 tokens/s).
+// - A block owns units of 16 weight rows (16 gate rows and their 16 up rows
+//   for kSiluMul), looping over units; its 8 warps split k and stream their
+//   slices into shared memory with cp.async, kStages 64-wide k stages in
+//   flight per warp across unit boundaries, each load 4 rows x 128 bytes,
+//   XOR-swizzled so the fragment reads are free of bank conflicts. The
+//   mma's k order is a permutation of k that the A and B fragments share, so
+//   every fragment register is one 32-bit word of a 16-byte shared-memory
+//   read. The warps' partial sums meet in shared memory: no reduce kernel.
+// - The first stages of weights are requested before the programmatic-
+//   dependent-launch wait: no kernel writes weights, so under PDL those
+//   loads overlap the tail of the kernel before (attention, rotary).
+// - Inputs to normalise (RMSNorm of the residual stream, as RmsNorm computes
+//   it) are staged once per block in shared memory, normalised there; plain
+//   inputs (o's and down's, 8 x 14336 for down) travel with each stage's
+//   weights instead.
 // - The epilogue adds the bias, rounds to the storage type once, and stores,
 //   adds into the residual stream, applies SiLU(gate) * up, or widens to
 //   float32 (logits), with transformers' rounding points (kernels.h).
 //
-// Numerics: each output is one float32 dot product (fmaf per lane over its
-// vectors in increasing order, then a fixed xor butterfly), independent of
-// the grid, so a row's result does not depend on where it runs.
+// Numerics: each output is float32 mma accumulation over each warp's k slice
+// in a fixed order, then the 8 warps' sums added in warp order: fixed by k
+// alone, independent of the grid and of the other rows, so a row's result
+// does not depend on where it runs or on the batch beside it (a seeded
+// sequence samples the same tokens alone and in a batch).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -33,16 +51,42 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
-#include "runtime/cuda/stream_load.cuh"
 #include "runtime/cuda/pdl.cuh"
+#include "runtime/cuda/ptx.cuh"
 
 namespace gantry::cuda {
 namespace {
 
 constexpr int kWarps = 8;  // per block
 constexpr int kThreads = kWarps * 32;
-constexpr int kUnroll = 8;  // 16-byte vectors per row per lane in one chunk
-constexpr int kChunkVecs = 32 * kUnroll;
+constexpr int kStageVecs = 8;  // 16-byte vectors of a weight row per stage (64 k)
+constexpr int kStages = 4;     // stages in flight per warp
+constexpr int kRowBytes = kStageVecs * 16;
+
+// Tiles of 16 weight rows in a unit: gate and up for kSiluMul, else one.
+template <int kOut>
+constexpr int TilesOf() {
+  return kOut == static_cast<int>(GemvOutput::kSiluMul) ? 2 : 1;
+}
+
+// Rows of a stage: the weight rows, then (plain inputs) the 8 input rows'
+// slices.
+template <int kOut, bool kNorm>
+constexpr int StageRows() {
+  return TilesOf<kOut>() * 16 + (kNorm ? 0 : 8);
+}
+
+// Shared memory of a block: the normalised input (kNorm), then each warp's
+// stages.
+template <int kOut, bool kNorm>
+constexpr size_t WarpStageBytes() {
+  return static_cast<size_t>(kStages) * StageRows<kOut, kNorm>() * kRowBytes;
+}
+template <int kOut, bool kNorm>
+size_t SmemBytes(int rows, int64_t k) {
+  const size_t input = kNorm ? static_cast<size_t>(rows) * static_cast<size_t>(k) * 2 : 0;
+  return input + kWarps * WarpStageBytes<kOut, kNorm>();
+}
 
 // The 8 values of a 16-byte vector of T as float32.
 template <typename T>
@@ -84,212 +128,317 @@ __device__ __forceinline__ float WarpSum(float x) {
   return x;
 }
 
-// Stages x [vecs 16-byte vectors] in shared memory; with norm_weight, as
-// RmsNorm: normalised = dtype(x * rsqrt(mean(x^2) + eps)), input =
-// dtype(norm_weight * normalised). Ends with a block barrier.
-template <typename T, bool kNorm>
-__device__ __forceinline__ void StageInput(uint4* xs, const uint4* x, const uint4* norm_weight, int vecs, int k,
-                                           float eps) {
-  float sum = 0.0f;
+// Stages x [rows, vecs 16-byte vectors] in shared memory; with
+// norm_weight, each row as RmsNorm: normalised = dtype(x * rsqrt(mean(x^2) +
+// eps)), input = dtype(norm_weight * normalised). All rows at once (their
+// loads in flight together, two barriers), each row's sum of squares in the
+// same order whatever `rows` is. Ends with a block barrier.
+template <typename T>
+__device__ __forceinline__ void StageNormalisedInput(uint4* xs, const uint4* x, const uint4* norm_weight, int vecs,
+                                                     int k, int rows, float eps) {
+  __shared__ float warp_sums[kDecodeGemvMaxRows][kWarps];
+  float sums[kDecodeGemvMaxRows] = {};
   for (int i = threadIdx.x; i < vecs; i += kThreads) {
-    const uint4 v = x[i];
-    xs[i] = v;
-    if constexpr (kNorm) {
+#pragma unroll
+    for (int r = 0; r < kDecodeGemvMaxRows; ++r) {
+      if (r >= rows) break;
+      const uint4 v = x[r * vecs + i];
+      xs[r * vecs + i] = v;
       float f[8];
       Unpack<T>(v, f);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) sum += f[e] * f[e];
+      for (int e = 0; e < 8; ++e) sums[r] += f[e] * f[e];
     }
   }
-  if constexpr (kNorm) {
-    __shared__ float warp_sums[kWarps];
-    sum = WarpSum(sum);
-    if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = sum;
-    __syncthreads();
+#pragma unroll
+  for (int r = 0; r < kDecodeGemvMaxRows; ++r) {
+    if (r >= rows) break;
+    const float sum = WarpSum(sums[r]);
+    if (threadIdx.x % 32 == 0) warp_sums[r][threadIdx.x / 32] = sum;
+  }
+  __syncthreads();
+  float inv_rms[kDecodeGemvMaxRows];
+#pragma unroll
+  for (int r = 0; r < kDecodeGemvMaxRows; ++r) {
+    if (r >= rows) break;
     float total = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) total += warp_sums[w];
-    const float inv_rms = rsqrtf(total / static_cast<float>(k) + eps);
-    // Each thread rewrites the vectors it staged: no barrier in between.
-    for (int i = threadIdx.x; i < vecs; i += kThreads) {
-      float f[8], g[8];
-      Unpack<T>(xs[i], f);
-      Unpack<T>(norm_weight[i], g);
+    for (int w = 0; w < kWarps; ++w) total += warp_sums[r][w];
+    inv_rms[r] = rsqrtf(total / static_cast<float>(k) + eps);
+  }
+  // Each thread rewrites the vectors it staged: no barrier in between.
+  for (int i = threadIdx.x; i < vecs; i += kThreads) {
+    float g[8];
+    Unpack<T>(norm_weight[i], g);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) f[e] = g[e] * Round<T>(f[e] * inv_rms);
-      xs[i] = Pack8<T>(f);
+    for (int r = 0; r < kDecodeGemvMaxRows; ++r) {
+      if (r >= rows) break;
+      float f[8];
+      Unpack<T>(xs[r * vecs + i], f);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) f[e] = g[e] * Round<T>(f[e] * inv_rms[r]);
+      xs[r * vecs + i] = Pack8<T>(f);
     }
   }
   __syncthreads();
 }
 
-// Rows of a unit of work (one warp): rows r0 and r1 of w.
-struct UnitRows {
-  int64_t r0, r1;
-  bool r1_valid;
-};
-
+// Unit u's tile-g row i as a row of w (clamped to the tile's last valid
+// row: rows past the end are read, never stored), and one past that row.
 template <int kOut>
-__device__ __forceinline__ UnitRows RowsOf(int64_t unit, int64_t n) {
+__device__ __forceinline__ int64_t TileRow(int64_t unit, int g, int i, int64_t n) {
   if constexpr (kOut == static_cast<int>(GemvOutput::kSiluMul)) {
-    return {unit, unit + n / 2, true};
+    return g * (n / 2) + unit * 16 + i;
   } else {
-    const int64_t r0 = 2 * unit;
-    return {r0, std::min<int64_t>(r0 + 1, n - 1), r0 + 1 < n};
+    return unit * 16 + i;
   }
 }
-
-// Loads chunk `base` (in vectors) of both rows: lane l takes vectors
-// base + l + 32 j; vectors past the row are zeros.
-__device__ __forceinline__ void LoadChunk(uint4 (&a)[kUnroll], uint4 (&b)[kUnroll], const uint4* w0,
-                                          const uint4* w1, int base, int vecs, int lane, uint64_t policy) {
-#pragma unroll
-  for (int j = 0; j < kUnroll; ++j) {
-    const int i = base + lane + 32 * j;
-    const bool in = i < vecs;
-    a[j] = in ? LoadStream(w0 + i, policy) : make_uint4(0, 0, 0, 0);
-    b[j] = in ? LoadStream(w1 + i, policy) : make_uint4(0, 0, 0, 0);
-  }
+template <int kOut>
+__device__ __forceinline__ int64_t TileEnd(int g, int64_t n) {
+  return kOut == static_cast<int>(GemvOutput::kSiluMul) ? (g + 1) * (n / 2) : n;
 }
 
-template <typename T>
-__device__ __forceinline__ void Accumulate(const uint4 (&a)[kUnroll], const uint4 (&b)[kUnroll], const uint4* xs,
-                                           int base, int vecs, int lane, float& acc0, float& acc1) {
-#pragma unroll
-  for (int j = 0; j < kUnroll; ++j) {
-    const int i = base + lane + 32 * j;
-    if (i >= vecs) break;  // increasing j: the rest is out too
-    float xf[8], wf[8];
-    Unpack<T>(xs[i], xf);
-    Unpack<T>(a[j], wf);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc0 = fmaf(wf[e], xf[e], acc0);
-    Unpack<T>(b[j], wf);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc1 = fmaf(wf[e], xf[e], acc1);
-  }
-}
+// Byte offset of vector v of row r in a stage: the XOR puts rows 2j and
+// 2j + 1 of one fragment read on different banks.
+__device__ __forceinline__ int StageOffset(int r, int v) { return r * kRowBytes + ((v ^ ((r & 1) << 2)) << 4); }
 
-// grid: blocks of kWarps warps; warp w of block b takes units b * kWarps + w,
-// then + gridDim.x * kWarps, ... Dynamic shared memory: k * sizeof(T) bytes.
+// grid: blocks of kWarps warps; block b takes units b, b + gridDim.x, ...
+// Warp w takes stages [S w / 8, S (w + 1) / 8) of each unit's k (S = k / 64
+// rounded up). Lane l = 4 q + c: weight rows q and q + 8 of each tile times
+// input row q, at vectors 4 m + c of each stage (m = 0, 1). Dynamic shared
+// memory: SmemBytes.
 template <typename T, int kOut, bool kNorm>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, 1)
     DecodeGemvKernel(const T* __restrict__ w,            // [n, k]
                      const T* __restrict__ bias,         // [n] or nullptr
-                     const T* __restrict__ x,            // [k]
+                     const T* __restrict__ x,            // [rows, k]
                      const T* __restrict__ norm_weight,  // [k] (kNorm)
-                     void* __restrict__ y,               // see GemvOutput
-                     int64_t n, int k, float eps) {
-  extern __shared__ uint4 xs[];  // [k / 8] the input, normalised when kNorm
+                     void* __restrict__ y,               // [rows, ...] see GemvOutput
+                     int64_t n, int k, int rows, float eps) {
+  constexpr bool kSilu = kOut == static_cast<int>(GemvOutput::kSiluMul);
+  constexpr int kTiles = TilesOf<kOut>();
+  constexpr int kWeightRows = kTiles * 16;
+  constexpr int kStageRows = StageRows<kOut, kNorm>();
+  constexpr int kCopies = kWeightRows * kStageVecs / 32;  // cp.async of weights per lane per stage
+  extern __shared__ uint4 smem[];
+  __shared__ float partial[kWarps][kTiles][4][32];  // [warp, tile, accumulator, lane]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int q = lane / 4, c = lane % 4;
   const int vecs = k / 8;
-  const int64_t units = kOut == static_cast<int>(GemvOutput::kSiluMul) ? n / 2 : (n + 1) / 2;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarps;
-  int64_t unit = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  const uint64_t policy = EvictFirstPolicy();
+  const int stages = (vecs + kStageVecs - 1) / kStageVecs;
+  const int stage_begin = stages * warp / kWarps;
+  const int per_unit = stages * (warp + 1) / kWarps - stage_begin;  // may be 0
+  const int64_t units = kSilu ? (n / 2 + 15) / 16 : (n + 15) / 16;
+  const int64_t my_units = (units - blockIdx.x + gridDim.x - 1) / gridDim.x;
+  const int64_t items = my_units * per_unit;  // (unit, stage) pairs of this warp, in order
+  const int64_t y_stride = kSilu ? n / 2 : n;  // elements between rows of y
+  uint4* xs = smem;  // [rows, vecs] the normalised input (kNorm)
+  char* stage_base = reinterpret_cast<char*>(smem) + (kNorm ? static_cast<size_t>(rows) * vecs * 16 : 0) +
+                     warp * WarpStageBytes<kOut, kNorm>();
 
-  // Warps without a unit still stage the input (the barriers need them);
-  // they load a valid row and store nothing.
-  UnitRows rows = RowsOf<kOut>(std::min(unit, units - 1), n);
-  uint4 a[kUnroll], b[kUnroll];
-  const uint4* w0 = reinterpret_cast<const uint4*>(w + rows.r0 * k);
-  const uint4* w1 = reinterpret_cast<const uint4*>(w + rows.r1 * k);
-  LoadChunk(a, b, w0, w1, 0, vecs, lane, policy);  // weights: before the wait
+  // Requests item `item`'s weights and (plain inputs) its input slice into
+  // its stage buffer, either or both; commits a group either way (empty
+  // groups keep the wait counts uniform).
+  auto request = [&](int64_t item, bool weights, bool input) {
+    if (item < items) {
+      const int64_t unit = blockIdx.x + (item / per_unit) * gridDim.x;
+      const int v = (stage_begin + static_cast<int>(item % per_unit)) * kStageVecs + lane % kStageVecs;
+      char* buffer = stage_base + (item % kStages) * (kStageRows * kRowBytes);
+      if (weights) {
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) {
+          const int r = lane / kStageVecs + 4 * i;  // row of the stage
+          const int g = r / 16;
+          const int64_t row = std::min(TileRow<kOut>(unit, g, r % 16, n), TileEnd<kOut>(g, n) - 1);
+          CpAsync16(buffer + StageOffset(r, lane % kStageVecs), w + row * k + static_cast<int64_t>(v) * 8, v < vecs);
+        }
+      }
+      if (!kNorm && input) {
+        // The plain input's slice travels with the weights (a load from
+        // global memory in the loop would stall it); missing rows are zeros.
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int r = lane / kStageVecs + 4 * i;
+          CpAsync16(buffer + StageOffset(kWeightRows + r, lane % kStageVecs), x + static_cast<int64_t>(r) * k + v * 8,
+                    r < rows && v < vecs);
+        }
+      }
+    }
+    CpAsyncCommit();
+  };
+
+  // The first stages' weights before the wait (no kernel writes weights);
+  // their inputs only after it, since the kernel before writes them.
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) request(i, true, false);
 
   WaitForPriorGrid();  // x (and y, for kAddToResidual) come from the kernels before
   AllowDependentLaunch();
-  StageInput<T, kNorm>(xs, reinterpret_cast<const uint4*>(x), reinterpret_cast<const uint4*>(norm_weight), vecs, k,
-                       eps);
+  if constexpr (kNorm) {
+    StageNormalisedInput<T>(xs, reinterpret_cast<const uint4*>(x), reinterpret_cast<const uint4*>(norm_weight), vecs,
+                            k, rows, eps);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kStages - 1; ++i) request(i, false, true);
+    // Everything requested so far lands before the loop, whose waits count
+    // only its own groups.
+    CpAsyncWait<0>();
+  }
+  const uint4* xrow = xs + q * vecs;  // (kNorm)
 
-  for (; unit < units; unit += stride) {
-    if (unit != static_cast<int64_t>(blockIdx.x) * kWarps + warp) {
-      rows = RowsOf<kOut>(unit, n);
-      w0 = reinterpret_cast<const uint4*>(w + rows.r0 * k);
-      w1 = reinterpret_cast<const uint4*>(w + rows.r1 * k);
-      LoadChunk(a, b, w0, w1, 0, vecs, lane, policy);
+  int64_t item = 0;
+  for (int64_t u = 0; u < my_units; ++u) {
+    const int64_t unit = blockIdx.x + u * gridDim.x;
+    float acc[kTiles][4] = {};
+    for (int s = 0; s < per_unit; ++s, ++item) {
+      request(item + kStages - 1, true, true);
+      CpAsyncWait<kStages - 1>();  // this lane's copies of `item` have landed
+      __syncwarp();                // and the other lanes'
+      const char* buffer = stage_base + (item % kStages) * (kStageRows * kRowBytes);
+      const int v0 = (stage_begin + s) * kStageVecs;
+#pragma unroll
+      for (int m = 0; m < 2; ++m) {
+        const int v = 4 * m + c;
+        uint4 xv = make_uint4(0, 0, 0, 0);
+        if constexpr (kNorm) {
+          if (q < rows && v0 + v < vecs) xv = xrow[v0 + v];
+        } else {
+          xv = *reinterpret_cast<const uint4*>(buffer + StageOffset(kWeightRows + q, v));
+        }
+        __syncwarp();  // mma.sync needs the whole warp converged
+#pragma unroll
+        for (int g = 0; g < kTiles; ++g) {
+          const uint4 lo = *reinterpret_cast<const uint4*>(buffer + StageOffset(16 * g + q, v));
+          const uint4 hi = *reinterpret_cast<const uint4*>(buffer + StageOffset(16 * g + q + 8, v));
+          Mma<T>(acc[g], lo.x, hi.x, lo.y, hi.y, xv.x, xv.y);
+          Mma<T>(acc[g], lo.z, hi.z, lo.w, hi.w, xv.z, xv.w);
+        }
+      }
+      __syncwarp();  // the buffer is requested again next
     }
-    float acc0 = 0.0f, acc1 = 0.0f;
-    for (int base = 0;;) {
-      Accumulate<T>(a, b, xs, base, vecs, lane, acc0, acc1);
-      base += kChunkVecs;
-      if (base >= vecs) break;
-      LoadChunk(a, b, w0, w1, base, vecs, lane, policy);
+#pragma unroll
+    for (int g = 0; g < kTiles; ++g) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) partial[warp][g][j][lane] = acc[g][j];
     }
-    acc0 = WarpSum(acc0);
-    acc1 = WarpSum(acc1);
-    if (lane > 1) continue;
-    if constexpr (kOut == static_cast<int>(GemvOutput::kSiluMul)) {
-      if (lane != 0) continue;
-      const float gate = Round<T>(acc0 + (bias != nullptr ? ToFloat(bias[rows.r0]) : 0.0f));
-      const float up = Round<T>(acc1 + (bias != nullptr ? ToFloat(bias[rows.r1]) : 0.0f));
-      // Accurate expf and division, as SiluMul: exp(-x) may overflow to inf, giving silu = -0.
-      static_cast<T*>(y)[unit] = FromFloat<T>(Round<T>(gate / (1.0f + expf(-gate))) * up);
-    } else {
-      if (lane == 1 && !rows.r1_valid) continue;
-      const int64_t row = lane == 0 ? rows.r0 : rows.r1;
-      const float dot = (lane == 0 ? acc0 : acc1) + (bias != nullptr ? ToFloat(bias[row]) : 0.0f);
-      if constexpr (kOut == static_cast<int>(GemvOutput::kStore)) {
-        static_cast<T*>(y)[row] = FromFloat<T>(dot);
-      } else if constexpr (kOut == static_cast<int>(GemvOutput::kAddToResidual)) {
-        T* residual = static_cast<T*>(y);
-        residual[row] = FromFloat<T>(ToFloat(residual[row]) + Round<T>(dot));
-      } else {
-        static_cast<float*>(y)[row] = Round<T>(dot);
+    __syncthreads();
+    // Threads 0..127 finish accumulator j of lane l (kSiluMul: the gate with
+    // its up partner), adding the warps' partial sums in order. Accumulator
+    // j of lane l = 4 q' + c' is tile row q' (+ 8 for j >= 2) times input
+    // row 2 c' + (j & 1).
+    if (threadIdx.x < 128) {
+      const int j = threadIdx.x / 32, l = threadIdx.x % 32;
+      float dot0 = 0.0f, dot1 = 0.0f;
+#pragma unroll
+      for (int wp = 0; wp < kWarps; ++wp) {
+        dot0 += partial[wp][0][j][l];
+        if constexpr (kSilu) dot1 += partial[wp][kTiles - 1][j][l];
+      }
+      const int tile_row = l / 4 + (j >= 2 ? 8 : 0);
+      const int in_row = 2 * (l % 4) + (j & 1);
+      const int64_t row = TileRow<kOut>(unit, 0, tile_row, n);
+      if (in_row < rows && row < TileEnd<kOut>(0, n)) {
+        if constexpr (kSilu) {
+          const int64_t up_row = TileRow<kOut>(unit, 1, tile_row, n);
+          const float gate = Round<T>(dot0 + (bias != nullptr ? ToFloat(bias[row]) : 0.0f));
+          const float up = Round<T>(dot1 + (bias != nullptr ? ToFloat(bias[up_row]) : 0.0f));
+          // Accurate expf and division, as SiluMul: exp(-x) may overflow to inf, giving silu = -0.
+          static_cast<T*>(y)[in_row * y_stride + row] = FromFloat<T>(Round<T>(gate / (1.0f + expf(-gate))) * up);
+        } else {
+          const float dot = dot0 + (bias != nullptr ? ToFloat(bias[row]) : 0.0f);
+          const int64_t at = in_row * y_stride + row;
+          if constexpr (kOut == static_cast<int>(GemvOutput::kStore)) {
+            static_cast<T*>(y)[at] = FromFloat<T>(dot);
+          } else if constexpr (kOut == static_cast<int>(GemvOutput::kAddToResidual)) {
+            T* residual = static_cast<T*>(y);
+            residual[at] = FromFloat<T>(ToFloat(residual[at]) + Round<T>(dot));
+          } else {
+            static_cast<float*>(y)[at] = Round<T>(dot);
+          }
+        }
       }
     }
+    __syncthreads();  // `partial` is rewritten by the next unit
   }
+  CpAsyncWait<0>();  // no copy outlives the block (the requests past the last item are empty)
 }
 
-// Multiprocessors of the current device, asked once per device.
-int SmCount() {
+// An attribute of the current device, asked once per device (`fallback`
+// when the query fails).
+template <cudaDeviceAttr kAttr>
+int DeviceAttribute(int fallback) {
   constexpr int kMaxDevices = 64;
-  static std::atomic<int> counts[kMaxDevices];
+  static std::atomic<int> values[kMaxDevices];
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) {
     (void)cudaGetLastError();
-    return 132;
+    return fallback;
   }
-  int count = counts[device].load(std::memory_order_relaxed);
-  if (count == 0) {
-    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count < 1) {
+  int value = values[device].load(std::memory_order_relaxed);
+  if (value == 0) {
+    if (cudaDeviceGetAttribute(&value, kAttr, device) != cudaSuccess || value < 1) {
       (void)cudaGetLastError();
-      count = 132;
+      value = fallback;
     }
-    counts[device].store(count, std::memory_order_relaxed);
+    values[device].store(value, std::memory_order_relaxed);
   }
-  return count;
+  return value;
 }
 
 template <typename T, int kOut, bool kNorm>
-cudaError_t LaunchTyped(const DecodeGemvArgs& a, cudaStream_t stream) {
+cudaError_t LaunchTyped(const DecodeGemvArgs& a, const void* x, void* y, int rows, cudaStream_t stream) {
   auto* kernel = &DecodeGemvKernel<T, kOut, kNorm>;
-  const size_t smem = static_cast<size_t>(a.k) * sizeof(T);
-  if (smem > 48 * 1024) {
+  const size_t smem = SmemBytes<kOut, kNorm>(rows, a.k);
+  if (smem > 40 * 1024) {  // past 48 KB with the static part
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(smem));
         e != cudaSuccess) {
       return e;
     }
   }
-  const int64_t units = kOut == static_cast<int>(GemvOutput::kSiluMul) ? a.n / 2 : (a.n + 1) / 2;
-  // Up to 8 units per warp before warps loop: each block stages (and
-  // normalises) the input once, which would cost more L2 traffic than the
-  // weights themselves for lm_head's 64k units with one unit per warp.
-  const int64_t max_blocks = static_cast<int64_t>(SmCount()) * 2 * 8;
-  const int64_t blocks = std::min<int64_t>((units + kWarps - 1) / kWarps, max_blocks);
+  const int64_t units = kOut == static_cast<int>(GemvOutput::kSiluMul) ? (a.n / 2 + 15) / 16 : (a.n + 15) / 16;
+  // One block per multiprocessor, looping over units: its warps' copies stay
+  // in flight across units, and it stages (and normalises) the input once.
+  const int64_t blocks = std::min<int64_t>(units, DeviceAttribute<cudaDevAttrMultiProcessorCount>(132));
   return LaunchKernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), smem, stream,
-                      static_cast<const T*>(a.w), static_cast<const T*>(a.bias), static_cast<const T*>(a.x),
-                      static_cast<const T*>(a.norm_weight), a.y, a.n, static_cast<int>(a.k), a.eps);
+                      static_cast<const T*>(a.w), static_cast<const T*>(a.bias), static_cast<const T*>(x),
+                      static_cast<const T*>(a.norm_weight), y, a.n, static_cast<int>(a.k), rows, a.eps);
+}
+
+// Rows in groups whose normalised inputs fit the block's shared memory (all
+// 4 up to k = 11264), each group one launch that reads the weights once.
+// Rows are independent, so the grouping changes no result.
+template <typename T, int kOut, bool kNorm>
+cudaError_t LaunchGroups(const DecodeGemvArgs& a, cudaStream_t stream) {
+  int64_t group = kDecodeGemvMaxRows;
+  if constexpr (kNorm) {
+    const size_t limit = static_cast<size_t>(DeviceAttribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(48 * 1024));
+    constexpr size_t kStatic = 9 * 1024;  // partial sums, the norm's warp sums
+    const size_t fixed = SmemBytes<kOut, kNorm>(0, a.k) + kStatic;
+    const size_t row_bytes = static_cast<size_t>(a.k) * 2;
+    if (limit < fixed + row_bytes) return cudaErrorInvalidValue;
+    group = std::min<int64_t>(static_cast<int64_t>((limit - fixed) / row_bytes), kDecodeGemvMaxRows);
+  }
+  const int64_t x_row = a.k * 2;
+  const int64_t y_row = (kOut == static_cast<int>(GemvOutput::kSiluMul) ? a.n / 2 : a.n) *
+                        (kOut == static_cast<int>(GemvOutput::kFloat32) ? 4 : 2);
+  for (int64_t r = 0; r < a.rows; r += group) {
+    const int rows = static_cast<int>(std::min<int64_t>(group, a.rows - r));
+    const void* x = static_cast<const char*>(a.x) + r * x_row;
+    void* y = static_cast<char*>(a.y) + r * y_row;
+    if (cudaError_t e = LaunchTyped<T, kOut, kNorm>(a, x, y, rows, stream); e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 template <typename T, bool kNorm>
 cudaError_t LaunchOutput(const DecodeGemvArgs& a, cudaStream_t stream) {
   switch (a.output) {
-    case GemvOutput::kStore: return LaunchTyped<T, static_cast<int>(GemvOutput::kStore), kNorm>(a, stream);
+    case GemvOutput::kStore: return LaunchGroups<T, static_cast<int>(GemvOutput::kStore), kNorm>(a, stream);
     case GemvOutput::kAddToResidual:
-      return LaunchTyped<T, static_cast<int>(GemvOutput::kAddToResidual), kNorm>(a, stream);
-    case GemvOutput::kSiluMul: return LaunchTyped<T, static_cast<int>(GemvOutput::kSiluMul), kNorm>(a, stream);
-    case GemvOutput::kFloat32: return LaunchTyped<T, static_cast<int>(GemvOutput::kFloat32), kNorm>(a, stream);
+      return LaunchGroups<T, static_cast<int>(GemvOutput::kAddToResidual), kNorm>(a, stream);
+    case GemvOutput::kSiluMul: return LaunchGroups<T, static_cast<int>(GemvOutput::kSiluMul), kNorm>(a, stream);
+    case GemvOutput::kFloat32: return LaunchGroups<T, static_cast<int>(GemvOutput::kFloat32), kNorm>(a, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -190,7 +190,10 @@ bool DecodeGemvSupports(DType dtype, int64_t k) {
 
 absl::Status DecodeGemv(const DecodeGemvArgs& a, Stream stream) {
   if (!ValidDType(a.dtype)) return Invalid("DecodeGemv", "unknown dtype");
-  if (a.n < 1 || a.k < 1) return Invalid("DecodeGemv", absl::StrCat("bad shape n ", a.n, ", k ", a.k));
+  if (a.rows < 1 || a.rows > kDecodeGemvMaxRows || a.n < 1 || a.k < 1) {
+    return Invalid("DecodeGemv", absl::StrCat("bad shape rows ", a.rows, " (1..", kDecodeGemvMaxRows, "), n ", a.n,
+                                              ", k ", a.k));
+  }
   if (!DecodeGemvSupports(a.dtype, a.k)) {
     return Invalid("DecodeGemv", absl::StrCat("dtype ", DTypeName(a.dtype), " with k ", a.k,
                                               " is not supported (bfloat16/float16, k a multiple of 8 up to ",

@@ -175,28 +175,32 @@ struct SkinnyGemmArgs {
 absl::Status SkinnyGemm(const SkinnyGemmArgs& args, Stream stream);
 
 // ---------------------------------------------------------------------------
-// One decode row times a weight matrix, y = x W^T (+ bias), with the work on
-// either side of the product fused in: the input's RMSNorm before it, and
-// after it the residual add, SwiGLU, or the widening of logits. For batch-1
-// decode steps, where every projection reads its weights once at memory
-// bandwidth and the kernels between them cost latency (decode_gemv.cu).
-// bf16/fp16 only; k % 8 == 0, k <= kDecodeGemvMaxK, and x, w and
-// norm_weight 16-byte aligned (DecodeGemvSupports tells). The dot product is
-// float32; the result plus bias is rounded to dtype once, as cuBLAS's epilogue.
+// Up to kDecodeGemvMaxRows decode rows times a weight matrix, y = x W^T
+// (+ bias), with the work on either side of the product fused in: the
+// input's RMSNorm before it, and after it the residual add, SwiGLU, or the
+// widening of logits. For small decode batches, where every projection reads
+// its weights once at memory bandwidth and the kernels between them cost
+// latency (decode_gemv.cu). bf16/fp16 only; k % 8 == 0, k <= kDecodeGemvMaxK,
+// and x, w and norm_weight 16-byte aligned (DecodeGemvSupports tells). The
+// dot product is float32; the result plus bias is rounded to dtype once, as
+// cuBLAS's epilogue. A row's result is bitwise the same whatever `rows` is
+// (batch invariance: the runtime relies on it for seeded sampling).
 inline constexpr int64_t kDecodeGemvMaxK = 32768;
+inline constexpr int64_t kDecodeGemvMaxRows = 4;
 enum class GemvOutput : int {
-  kStore = 0,          // y [n] = dtype(x W^T + bias)
-  kAddToResidual = 1,  // y [n], the residual stream: y = dtype(y + dtype(x W^T + bias))
+  kStore = 0,          // y [rows, n] = dtype(x W^T + bias)
+  kAddToResidual = 1,  // y [rows, n], the residual stream: y = dtype(y + dtype(x W^T + bias))
   kSiluMul = 2,        // W rows [0, n/2) gate, [n/2, n) up (a fused gate/up weight):
-                       // y [n/2] = dtype(dtype(silu(g)) * u), g and u rounded to dtype first (SiluMul)
-  kFloat32 = 3,        // y float32 [n] = dtype(x W^T + bias) widened (logits)
+                       // y [rows, n/2] = dtype(dtype(silu(g)) * u), g and u rounded to dtype first (SiluMul)
+  kFloat32 = 3,        // y float32 [rows, n] = dtype(x W^T + bias) widened (logits)
 };
 struct DecodeGemvArgs {
   DType dtype = DType::kBFloat16;
+  int64_t rows = 1;                  // decode rows, 1..kDecodeGemvMaxRows
   int64_t n = 0, k = 0;              // output features (W rows), input features
   const void* w = nullptr;           // [n, k] (a Linear layer's weight as stored)
   const void* bias = nullptr;        // [n] or nullptr
-  const void* x = nullptr;           // [k]; with norm_weight, the residual stream to normalise
+  const void* x = nullptr;           // [rows, k]; with norm_weight, the residual stream to normalise
   const void* norm_weight = nullptr; // [k] or nullptr: the input is RmsNorm(x) with this weight (as RmsNorm)
   float eps = 1e-6f;                 // RMSNorm epsilon
   GemvOutput output = GemvOutput::kStore;

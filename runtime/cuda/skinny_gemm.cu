@@ -46,6 +46,7 @@
 
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
+#include "runtime/cuda/ptx.cuh"
 #include "runtime/cuda/stream_load.cuh"
 
 namespace gantry::cuda {
@@ -72,26 +73,6 @@ struct alignas(sizeof(T) * kN) Pack {
 
 // 16 bytes of x: read by every block, so L1-cached.
 __device__ __forceinline__ uint4 LoadCached(const void* p) { return __ldg(static_cast<const uint4*>(p)); }
-
-// d += a (16 x 16, row) * b (16 x 8, col), float32 accumulators.
-template <typename T>
-__device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                    uint32_t b0, uint32_t b1) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  } else {
-    static_assert(std::is_same_v<T, __half>, "tensor-core path is for bf16 and fp16");
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-  }
-}
 
 // One 32-k step: lo/hi are rows g and g + 8 of the tile, xv row g of x, all
 // at k = 8t..8t+7 of the step. Fragment registers (PTX m16n8k16 layout):

@@ -3,15 +3,18 @@
 // normalised input, the product plus bias, then the epilogue (residual add,
 // SiLU(gate) * up, or the widening to float32). Covers both 16-bit dtypes,
 // every output and the fused RMSNorm on small and odd shapes (k not a
-// multiple of a chunk, n odd, one row), the Llama 3 8B shapes, argument
-// errors (checked on the host, so they run without a GPU too), and prints the
-// bandwidth each 8B shape reaches.
+// multiple of a stage, n odd or not a multiple of 16, one weight row) with
+// 1, 3 and 4 input rows, the Llama 3 8B shapes, batch invariance (each row
+// bitwise as alone), argument errors (checked on the host, so they run
+// without a GPU too), and prints the bandwidth each 8B shape reaches at 1 to
+// 4 rows.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -46,6 +49,7 @@ struct Case {
   GemvOutput output = GemvOutput::kStore;
   bool norm = false;
   bool bias = false;
+  int64_t rows = 1;
 };
 
 const char* OutputName(GemvOutput output) {
@@ -59,11 +63,11 @@ const char* OutputName(GemvOutput output) {
 }
 
 std::string Describe(const Case& c) {
-  return absl::StrCat(DTypeName(c.dtype), " n=", c.n, " k=", c.k, " ", OutputName(c.output), c.norm ? " norm" : "",
-                      c.bias ? " bias" : "");
+  return absl::StrCat(DTypeName(c.dtype), " rows=", c.rows, " n=", c.n, " k=", c.k, " ", OutputName(c.output),
+                      c.norm ? " norm" : "", c.bias ? " bias" : "");
 }
 
-// Output elements and their storage type.
+// Output elements of a row and their storage type.
 int64_t OutputCount(const Case& c) { return c.output == GemvOutput::kSiluMul ? c.n / 2 : c.n; }
 DType OutputType(const Case& c) { return c.output == GemvOutput::kFloat32 ? DType::kFloat32 : c.dtype; }
 
@@ -71,85 +75,113 @@ DType OutputType(const Case& c) { return c.output == GemvOutput::kFloat32 ? DTyp
 // reference's; SiLU and the residual add round once more.
 double RelativeTolerance(DType dtype) { return dtype == DType::kFloat16 ? 2e-3 : 8e-3; }
 
-void CheckDecodeGemv(const Case& c, const std::vector<uint8_t>* weights = nullptr) {
-  const std::string what = Describe(c);
-  const uint64_t seed = static_cast<uint64_t>(c.n * 7919 + c.k * 131 + static_cast<int>(c.output) * 17 +
-                                              c.norm * 5 + c.bias + static_cast<int>(c.dtype) * 1000003);
-  std::mt19937 rng(static_cast<uint32_t>(seed));
-  const size_t es = ElementSize(c.dtype);
+// A case's random inputs: x and the residual stream have `rows` rows.
+struct Inputs {
+  std::vector<uint8_t> weights;       // [n, k] encoded
+  std::vector<float> x;               // [rows, k]
+  std::vector<float> norm_weight;     // [k]
+  std::vector<float> bias;            // [n]
+  std::vector<float> residual;        // [rows, n]
+  float eps = 1e-5f;
+};
+
+uint64_t SeedOf(const Case& c) {
+  return static_cast<uint64_t>(c.n * 7919 + c.k * 131 + static_cast<int>(c.output) * 17 + c.norm * 5 + c.bias +
+                               static_cast<int>(c.dtype) * 1000003);
+}
+
+Inputs MakeInputs(const Case& c, const std::vector<uint8_t>* weights = nullptr) {
+  const uint64_t seed = SeedOf(c);
+  std::mt19937 rng(static_cast<uint32_t>(seed + 97 * c.rows));
+  Inputs in;
   // The residual stream is larger than 1 (so the norm scales it), the norm
   // weight near 1 like a trained one.
-  const std::vector<float> x = RandomValues(rng, c.dtype, static_cast<size_t>(c.k), c.norm ? -4.0f : -1.0f,
-                                            c.norm ? 4.0f : 1.0f);
-  const std::vector<float> norm_weight = RandomValues(rng, c.dtype, static_cast<size_t>(c.k), 0.5f, 1.5f);
-  const std::vector<float> bias = RandomValues(rng, c.dtype, static_cast<size_t>(c.n), -0.5f, 0.5f);
-  const std::vector<float> residual = RandomValues(rng, c.dtype, static_cast<size_t>(c.n), -1.0f, 1.0f);
-  std::vector<uint8_t> generated;
-  if (weights == nullptr) {
-    generated = RandomWeightBytes(c.dtype, c.n, c.k, seed);
-    weights = &generated;
-  }
-  const float eps = 1e-5f;
+  in.x = RandomValues(rng, c.dtype, static_cast<size_t>(c.rows * c.k), c.norm ? -4.0f : -1.0f, c.norm ? 4.0f : 1.0f);
+  in.norm_weight = RandomValues(rng, c.dtype, static_cast<size_t>(c.k), 0.5f, 1.5f);
+  in.bias = RandomValues(rng, c.dtype, static_cast<size_t>(c.n), -0.5f, 0.5f);
+  in.residual = RandomValues(rng, c.dtype, static_cast<size_t>(c.rows * c.n), -1.0f, 1.0f);
+  in.weights = weights != nullptr ? *weights : RandomWeightBytes(c.dtype, c.n, c.k, seed);
+  return in;
+}
 
-  DeviceBuffer d_x = UploadAs(c.dtype, x), d_w = Upload(*weights), d_norm = UploadAs(c.dtype, norm_weight),
-               d_bias = UploadAs(c.dtype, bias);
+// Runs DecodeGemv on the case; returns y [rows, outputs] as floats, having
+// checked that nothing past it was written.
+std::vector<float> RunDecodeGemv(const Case& c, const Inputs& in) {
+  const std::string what = Describe(c);
+  DeviceBuffer d_x = UploadAs(c.dtype, in.x), d_w = Upload(in.weights), d_norm = UploadAs(c.dtype, in.norm_weight),
+               d_bias = UploadAs(c.dtype, in.bias);
   const DType out_type = OutputType(c);
-  const int64_t out_count = OutputCount(c);
+  const int64_t out_count = c.rows * OutputCount(c);
   constexpr int64_t kGuard = 64;  // elements after y that must stay as they were
   DeviceBuffer d_y((out_count + kGuard) * ElementSize(out_type));
   d_y.Poison();
   if (c.output == GemvOutput::kAddToResidual) {
-    const std::vector<uint8_t> bytes = Encode(c.dtype, residual);
-    ASSERT_EQ(cudaMemcpy(d_y.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    const std::vector<uint8_t> bytes = Encode(c.dtype, in.residual);
+    EXPECT_EQ(cudaMemcpy(d_y.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), cudaSuccess);
   }
-
   DecodeGemvArgs args;
   args.dtype = c.dtype;
+  args.rows = c.rows;
   args.n = c.n;
   args.k = c.k;
   args.w = d_w.get();
   args.bias = c.bias ? d_bias.get() : nullptr;
   args.x = d_x.get();
   args.norm_weight = c.norm ? d_norm.get() : nullptr;
-  args.eps = eps;
+  args.eps = in.eps;
   args.output = c.output;
   args.y = d_y.get();
-  ASSERT_TRUE(DecodeGemv(args, nullptr).ok()) << what;
+  const absl::Status status = DecodeGemv(args, nullptr);
+  EXPECT_TRUE(status.ok()) << what << ": " << status;
+  if (!status.ok()) return {};
   Sync();
-  const std::vector<float> y = DownloadAs(out_type, d_y, static_cast<size_t>(out_count + kGuard));
-  for (int64_t i = 0; i < out_count; ++i) ASSERT_TRUE(std::isfinite(y[i])) << what << ": y[" << i << "] = " << y[i];
-  for (int64_t i = out_count; i < out_count + kGuard; ++i) ASSERT_TRUE(std::isnan(y[i])) << what << ": wrote past y";
+  std::vector<float> y = DownloadAs(out_type, d_y, static_cast<size_t>(out_count + kGuard));
+  for (int64_t i = out_count; i < out_count + kGuard; ++i) EXPECT_TRUE(std::isnan(y[i])) << what << ": wrote past y";
+  y.resize(out_count);
+  return y;
+}
 
-  // The input as the kernel multiplies it.
-  std::vector<double> input(x.begin(), x.end());
-  if (c.norm) {
-    double squares = 0;
-    for (float v : x) squares += static_cast<double>(v) * v;
-    const double inv_rms = 1.0 / std::sqrt(squares / static_cast<double>(c.k) + eps);
-    for (int64_t i = 0; i < c.k; ++i) input[i] = Store(c.dtype, norm_weight[i] * Store(c.dtype, x[i] * inv_rms));
-  }
-  auto dot = [&](int64_t row) {
-    const std::vector<float> w_row = WeightRow(c.dtype, *weights, c.k, row);
-    double sum = c.bias ? bias[row] : 0.0;
-    for (int64_t i = 0; i < c.k; ++i) sum += input[i] * w_row[i];
-    return Store(c.dtype, sum);
-  };
+void CheckDecodeGemv(const Case& c, const std::vector<uint8_t>* weights = nullptr) {
+  const std::string what = Describe(c);
+  const Inputs in = MakeInputs(c, weights);
+  const std::vector<float> y = RunDecodeGemv(c, in);
+  ASSERT_EQ(static_cast<int64_t>(y.size()), c.rows * OutputCount(c)) << what;
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_TRUE(std::isfinite(y[i])) << what << ": y[" << i << "] = " << y[i];
+
+  std::mt19937 rng(static_cast<uint32_t>(SeedOf(c)));
   std::vector<float> actual;
   std::vector<double> expected;
-  for (int64_t i : CheckedRows(out_count, rng)) {
-    double value = 0;
-    switch (c.output) {
-      case GemvOutput::kStore:
-      case GemvOutput::kFloat32: value = dot(i); break;
-      case GemvOutput::kAddToResidual: value = Store(c.dtype, residual[i] + dot(i)); break;
-      case GemvOutput::kSiluMul: {
-        const double gate = dot(i), up = dot(i + c.n / 2);
-        value = Store(c.dtype, Store(c.dtype, gate / (1.0 + std::exp(-gate))) * up);
-        break;
-      }
+  for (int64_t r = 0; r < c.rows; ++r) {
+    // Row r's input as the kernel multiplies it.
+    const float* x = in.x.data() + r * c.k;
+    std::vector<double> input(x, x + c.k);
+    if (c.norm) {
+      double squares = 0;
+      for (int64_t i = 0; i < c.k; ++i) squares += static_cast<double>(x[i]) * x[i];
+      const double inv_rms = 1.0 / std::sqrt(squares / static_cast<double>(c.k) + in.eps);
+      for (int64_t i = 0; i < c.k; ++i) input[i] = Store(c.dtype, in.norm_weight[i] * Store(c.dtype, x[i] * inv_rms));
     }
-    expected.push_back(value);
-    actual.push_back(y[i]);
+    auto dot = [&](int64_t col) {
+      const std::vector<float> w_row = WeightRow(c.dtype, in.weights, c.k, col);
+      double sum = c.bias ? in.bias[col] : 0.0;
+      for (int64_t i = 0; i < c.k; ++i) sum += input[i] * w_row[i];
+      return Store(c.dtype, sum);
+    };
+    for (int64_t i : CheckedRows(OutputCount(c), rng)) {
+      double value = 0;
+      switch (c.output) {
+        case GemvOutput::kStore:
+        case GemvOutput::kFloat32: value = dot(i); break;
+        case GemvOutput::kAddToResidual: value = Store(c.dtype, in.residual[r * c.n + i] + dot(i)); break;
+        case GemvOutput::kSiluMul: {
+          const double gate = dot(i), up = dot(i + c.n / 2);
+          value = Store(c.dtype, Store(c.dtype, gate / (1.0 + std::exp(-gate))) * up);
+          break;
+        }
+      }
+      expected.push_back(value);
+      actual.push_back(y[r * OutputCount(c) + i]);
+    }
   }
   EXPECT_LT(RelativeError(actual, expected), RelativeTolerance(c.dtype)) << what;
 }
@@ -172,7 +204,9 @@ TEST(DecodeGemvTest, SmallShapesEveryOutput) {
       for (GemvOutput output : AllOutputs()) {
         if (output == GemvOutput::kSiluMul && n % 2 != 0) continue;
         for (bool norm : {false, true}) {
-          for (bool bias : {false, true}) CheckDecodeGemv({dtype, n, k, output, norm, bias});
+          for (bool bias : {false, true}) {
+            for (int64_t rows : {1, 3, 4}) CheckDecodeGemv({dtype, n, k, output, norm, bias, rows});
+          }
         }
       }
     }
@@ -201,7 +235,44 @@ TEST(DecodeGemvTest, ModelShapesBf16) {
   for (const ModelShape& s : ModelShapes()) {
     const std::vector<uint8_t> weights =
         RandomWeightBytes(DType::kBFloat16, s.n, s.k, static_cast<uint64_t>(s.n + s.k));
-    CheckDecodeGemv({DType::kBFloat16, s.n, s.k, s.output, s.norm, /*bias=*/s.n == 6144}, &weights);
+    for (int64_t rows : {1, 4}) {
+      CheckDecodeGemv({DType::kBFloat16, s.n, s.k, s.output, s.norm, /*bias=*/s.n == 6144, rows}, &weights);
+    }
+  }
+}
+
+// Batch invariance: each row of a many-row call is bit for bit what the
+// kernel gives for that row alone, for every row count and output, with k
+// small and large (a normalised k = 32768 input fills shared memory at one
+// row, so 4 rows take four launches).
+TEST(DecodeGemvTest, EachRowIsWhatItIsAlone) {
+  GANTRY_REQUIRE_GPU();
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{96, 264}, {300, 4096}, {40, 32768}};
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    for (const auto& [n, k] : shapes) {
+      for (GemvOutput output : AllOutputs()) {
+        for (int64_t rows = 2; rows <= kDecodeGemvMaxRows; ++rows) {
+          const Case batch{dtype, n, k, output, /*norm=*/output != GemvOutput::kAddToResidual, /*bias=*/true, rows};
+          const Inputs in = MakeInputs(batch);
+          const std::vector<float> together = RunDecodeGemv(batch, in);
+          ASSERT_EQ(static_cast<int64_t>(together.size()), rows * OutputCount(batch)) << Describe(batch);
+          for (int64_t r = 0; r < rows; ++r) {
+            Case one = batch;
+            one.rows = 1;
+            Inputs alone = in;
+            alone.x.assign(in.x.begin() + r * k, in.x.begin() + (r + 1) * k);
+            alone.residual.assign(in.residual.begin() + r * n, in.residual.begin() + (r + 1) * n);
+            const std::vector<float> y = RunDecodeGemv(one, alone);
+            const int64_t width = OutputCount(batch);
+            const std::vector<float> row(together.begin() + r * width, together.begin() + (r + 1) * width);
+            ASSERT_EQ(y.size(), row.size());
+            // Bitwise: memcmp also tells -0 from 0 and compares NaN payloads.
+            EXPECT_EQ(std::memcmp(y.data(), row.data(), y.size() * sizeof(float)), 0)
+                << Describe(batch) << ": row " << r << " differs from the same row alone";
+          }
+        }
+      }
+    }
   }
 }
 
@@ -219,26 +290,29 @@ TEST(DecodeGemvTest, PrintBandwidth) {
       weights.emplace_back(w_bytes);
       ASSERT_EQ(cudaMemset(weights.back().get(), 0x3C, w_bytes), cudaSuccess);  // bf16 0.0115
     }
-    DeviceBuffer d_x = UploadAs(DType::kBFloat16, RandomValues(rng, DType::kBFloat16, s.k));
-    DeviceBuffer d_norm = UploadAs(DType::kBFloat16, RandomValues(rng, DType::kBFloat16, s.k, 0.5f, 1.5f));
-    DeviceBuffer d_y(s.n * 4);
-    ASSERT_EQ(cudaMemset(d_y.get(), 0, s.n * 4), cudaSuccess);
-    DecodeGemvArgs args;
-    args.dtype = DType::kBFloat16;
-    args.n = s.n;
-    args.k = s.k;
-    args.x = d_x.get();
-    args.norm_weight = s.norm ? d_norm.get() : nullptr;
-    args.output = s.output;
-    args.y = d_y.get();
-    const double us = MicrosecondsPerLaunch(kWarmup, kLaunches, [&](int i) {
-      args.w = weights[i % kBuffers].get();
-      return DecodeGemv(args, nullptr).ok();
-    });
-    ASSERT_GT(us, 0);
-    std::printf("[ PERF ] DecodeGemv %lld x %lld %s%s: %.1f us, %.0f GB/s of weights\n", static_cast<long long>(s.n),
-                static_cast<long long>(s.k), OutputName(s.output), s.norm ? " norm" : "", us,
-                static_cast<double>(w_bytes) / (us * 1e-6) / 1e9);
+    for (int64_t rows : {1, 2, 4}) {
+      DeviceBuffer d_x = UploadAs(DType::kBFloat16, RandomValues(rng, DType::kBFloat16, rows * s.k));
+      DeviceBuffer d_norm = UploadAs(DType::kBFloat16, RandomValues(rng, DType::kBFloat16, s.k, 0.5f, 1.5f));
+      DeviceBuffer d_y(rows * s.n * 4);
+      ASSERT_EQ(cudaMemset(d_y.get(), 0, rows * s.n * 4), cudaSuccess);
+      DecodeGemvArgs args;
+      args.dtype = DType::kBFloat16;
+      args.rows = rows;
+      args.n = s.n;
+      args.k = s.k;
+      args.x = d_x.get();
+      args.norm_weight = s.norm ? d_norm.get() : nullptr;
+      args.output = s.output;
+      args.y = d_y.get();
+      const double us = MicrosecondsPerLaunch(kWarmup, kLaunches, [&](int i) {
+        args.w = weights[i % kBuffers].get();
+        return DecodeGemv(args, nullptr).ok();
+      });
+      ASSERT_GT(us, 0);
+      std::printf("[ PERF ] DecodeGemv %lld rows x %lld x %lld %s%s: %.1f us, %.0f GB/s of weights\n",
+                  static_cast<long long>(rows), static_cast<long long>(s.n), static_cast<long long>(s.k),
+                  OutputName(s.output), s.norm ? " norm" : "", us, static_cast<double>(w_bytes) / (us * 1e-6) / 1e9);
+    }
   }
 }
 
@@ -265,6 +339,12 @@ TEST(DecodeGemvTest, RejectsInvalidArguments) {
   args.k = 16;
   args.n = 0;
   EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.n = 4;
+  args.rows = 0;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.rows = kDecodeGemvMaxRows + 1;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.rows = 1;
   args.n = 3;
   args.output = GemvOutput::kSiluMul;  // gate and up rows need an even n
   EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);

@@ -4,8 +4,10 @@
 // graph. A kernel that read its input before waiting for the previous one
 // would see stale or poisoned data and differ. Each iteration:
 //   RmsNorm(X -> Y) -> RopeAndCacheWrite(Y -> Q, cache) -> DecodeAttention(Q,
-//   cache -> O) -> SiluMul(O -> S) -> RmsNorm(S -> T), then T is copied into
-//   X for the next iteration (an ordinary copy, not part of the chain).
+//   cache -> O) -> DecodeGemv(O W -> G) -> SiluMul(G -> S) -> RmsNorm(S -> T),
+//   then T is copied into X for the next iteration (an ordinary copy, not
+//   part of the chain). DecodeGemv requests weights before its wait and its
+//   input after it; reading O early was a bug this test catches.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -45,7 +47,7 @@ const int kSeqLens[kSeqs] = {500, 300};
 // Device state of the chain; Reset() restores the same initial values.
 struct Chain {
   std::vector<uint8_t> x0, residual0, residual2_0, k0, v0;  // initial contents, bf16 bytes
-  DeviceBuffer x, y, residual, q, o, s, t, residual2, norm_weight, norm2_weight;
+  DeviceBuffer x, y, residual, q, o, g, s, t, residual2, norm_weight, norm2_weight, gemv_weight;
   DeviceBuffer k_cache, v_cache, block_table, seq_lens, positions, slots, inv_freq, workspace;
 
   Chain() {
@@ -63,6 +65,8 @@ struct Chain {
     y = DeviceBuffer(x0.size());
     q = DeviceBuffer(kSeqs * kQWidth * 2);
     o = DeviceBuffer(kSeqs * kQWidth * 2);
+    g = DeviceBuffer(kSeqs * kQWidth * 2);
+    gemv_weight = Upload(bf16(static_cast<size_t>(kQWidth) * kQWidth, -0.1f, 0.1f));  // [kQWidth, kQWidth]
     s = DeviceBuffer(kSeqs * kSiluDim * 2);
     t = DeviceBuffer(kSeqs * kSiluDim * 2);
     residual2_0 = bf16(kSeqs * kSiluDim, -1.0f, 1.0f);
@@ -100,7 +104,7 @@ struct Chain {
               cudaSuccess);
     EXPECT_EQ(cudaMemcpy(k_cache.get(), k0.data(), k0.size(), cudaMemcpyHostToDevice), cudaSuccess);
     EXPECT_EQ(cudaMemcpy(v_cache.get(), v0.data(), v0.size(), cudaMemcpyHostToDevice), cudaSuccess);
-    for (DeviceBuffer* b : {&y, &q, &o, &s, &t}) b->Poison();
+    for (DeviceBuffer* b : {&y, &q, &o, &g, &s, &t}) b->Poison();
     workspace.Poison();
     EXPECT_EQ(cudaMemset(workspace.get(), 0, 4 * ((kSeqs * kHeads + 3) / 4 * 4)), cudaSuccess);  // the counters
     Sync();
@@ -155,11 +159,22 @@ struct Chain {
       attn.workspace = workspace.as<float>();
       if (auto status = DecodeAttention(attn, stream); !status.ok()) return status;
 
+      DecodeGemvArgs gemv;
+      gemv.dtype = kDType;
+      gemv.rows = kSeqs;
+      gemv.n = kQWidth;
+      gemv.k = kQWidth;
+      gemv.w = gemv_weight.get();
+      gemv.x = o.get();
+      gemv.output = GemvOutput::kStore;
+      gemv.y = g.get();
+      if (auto status = DecodeGemv(gemv, stream); !status.ok()) return status;
+
       SiluMulArgs silu;
       silu.dtype = kDType;
       silu.rows = kSeqs;
       silu.dim = kSiluDim;
-      silu.gate_up = o.get();
+      silu.gate_up = g.get();
       silu.output = s.get();
       if (auto status = SiluMul(silu, stream); !status.ok()) return status;
 
@@ -185,7 +200,7 @@ struct Chain {
   // Everything the chain wrote, as bytes.
   std::vector<uint8_t> State() const {
     std::vector<uint8_t> all;
-    for (const DeviceBuffer* b : {&x, &y, &residual, &q, &o, &s, &t, &residual2, &k_cache, &v_cache}) {
+    for (const DeviceBuffer* b : {&x, &y, &residual, &q, &o, &g, &s, &t, &residual2, &k_cache, &v_cache}) {
       const std::vector<uint8_t> bytes = Download<uint8_t>(*b, b->bytes());
       all.insert(all.end(), bytes.begin(), bytes.end());
     }

@@ -1,8 +1,8 @@
-// The fused batch-1 decode path (LoadOptions::cuda_decode_gemv: DecodeGemv
+// The fused small-batch decode path (LoadOptions::cuda_decode_gemv: DecodeGemv
 // with the norms, residual adds and SiLU fused) against the cuBLAS path on
 // the GPU, for every fixture in bf16 and fp16, eager and through the batch-1
 // CUDA graph: the same greedy tokens, logits within the 16-bit rounding of
-// differently ordered sums. Skips without a GPU.
+// differently ordered sums; and its batch invariance. Skips without a GPU.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -78,6 +78,67 @@ TEST(DecodeGemvPathTest, SameTokensAsCublasForEveryFixture) {
         for (size_t s = 1; s < fused.logits.size(); ++s) {
           if (fused.tokens[s - 1] != cublas.tokens[s - 1]) break;  // histories diverged
           EXPECT_LE(RelativeError(fused.logits[s], cublas.logits[s]), 2e-2) << what << " step " << s;
+        }
+      }
+    }
+  }
+}
+
+// With DecodeGemv, a decode step of up to 4 sequences computes each row as
+// it would alone: a sequence's logits are bit for bit the same decoded alone
+// and beside 1, 2 or 3 others, eager and through the padded graphs, with
+// contexts long enough that attention splits them (the split count follows
+// batch 1's, not the batch's). This is what lets a seeded sequence sample the
+// same tokens whatever the batch, up to 4.
+TEST(DecodeGemvPathTest, DecodeBatchesUpToFourAreBitwiseInvariant) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  for (const char* model : {"llama", "llama3", "mistral", "qwen2", "qwen3"}) {
+    for (const char* dtype : {"bfloat16", "float16"}) {
+      for (int64_t graphs : {0, 8}) {
+        const std::string what = std::string(model) + " " + dtype + (graphs ? " graphs" : " eager");
+        LoadOptions options;
+        options.model_dir = TestModelDir(model);
+        options.device = "cuda:0";
+        options.dtype = dtype;
+        options.kv_cache_bytes = 16ull << 20;
+        options.cuda_graph_max_batch = graphs;
+        options.cuda_decode_gemv = true;
+        auto runner = LoadModel(options);
+        ASSERT_TRUE(runner.ok()) << what << ": " << runner.status();
+        ASSERT_NE((*runner)->info().execution.find("fused GEMV"), std::string::npos) << (*runner)->info().execution;
+        const int64_t context = std::min<int64_t>(300, (*runner)->info().max_context - 16);
+        auto prompt = [&](int s) {
+          std::vector<int32_t> tokens;
+          for (int64_t i = 0; i < context - 5 * s; ++i) tokens.push_back(3 + static_cast<int32_t>((29 * i + 7 * s) % 450));
+          return tokens;
+        };
+        SamplingParams greedy;
+        greedy.temperature = 0.0f;
+        // Sequence 0's decode logits beside `others` more sequences. Every
+        // prompt is prefilled alone, so only the decode steps are shared.
+        auto decode = [&](int others) {
+          RunnerSession session(runner->get(), /*prefix_caching=*/false);
+          std::vector<SessionItem> items;
+          for (int s = 0; s <= others; ++s) {
+            const std::vector<int32_t> tokens = prompt(s);
+            auto id = session.Add(tokens, {}, greedy);
+            EXPECT_TRUE(id.ok()) << id.status();
+            EXPECT_TRUE(session.Step({{*id, static_cast<int64_t>(tokens.size())}}).ok());
+            items.push_back({*id, 1, /*return_logits=*/s == 0});
+          }
+          std::vector<std::vector<float>> logits;
+          for (int step = 0; step < 6; ++step) {
+            auto result = session.Step(items);
+            EXPECT_TRUE(result.ok()) << result.status();
+            if (!result.ok()) break;
+            logits.push_back(result->sequences.at(0).logits);
+          }
+          return logits;
+        };
+        const std::vector<std::vector<float>> alone = decode(0);
+        ASSERT_EQ(alone.size(), 6u) << what;
+        for (int others : {1, 2, 3}) {
+          EXPECT_TRUE(decode(others) == alone) << what << ": sequence 0 beside " << others << " others";
         }
       }
     }
