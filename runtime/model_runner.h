@@ -85,6 +85,13 @@ struct LoadOptions {
   // fix (a step's input read only after the programmatic-launch wait) has
   // run on a GPU: before it, the fused path read attention outputs early.
   bool cuda_decode_gemv = false;
+  // CUDA: weights whose bytes are contiguous in the file and already in the
+  // load dtype go from the safetensors files to the GPU through pinned
+  // staging buffers, several reader threads and overlapping copies
+  // (runtime/cuda/staged_upload.h: 15.9-27 GB/s from the page cache on the
+  // H100 in its own test, against 6.25 GB/s for per-tensor pageable copies).
+  // Off by default until loads through it have run on a GPU.
+  bool cuda_staged_upload = false;
   // Tensor parallelism: every layer split over this many ranks (Megatron
   // style), which sum their partial results after o and down. On CUDA the
   // ranks are GPUs device, device + 1, ... (or `devices`) joined by NCCL; on

@@ -16,6 +16,7 @@
 #include "runtime/internal/penalty_state.h"
 #include "runtime/internal/rank_worker.h"
 #include "runtime/internal/sampler.h"
+#include "runtime/internal/staged_upload_sink.h"
 #include "runtime/internal/torch_util.h"
 #include "runtime/internal/weights.h"
 #include "runtime/model_runner.h"
@@ -465,8 +466,19 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
         communicators = *std::move(group);
       }
     }
+    // From the files, through the staged upload when asked and available.
+    int r = 0;
+    auto load_weights_onto = [&](const at::Device& device) -> absl::StatusOr<ModelWeights> {
+      ByteSink* sink = nullptr;
+      if (options.cuda_staged_upload) {
+        auto found = StagedUploadSinkFor(device);
+        if (!found.ok()) return found.status();
+        sink = *found;
+      }
+      return LoadWeights(**checkpoint, *config, device, *dtype, Shard{r, num_ranks}, sink);
+    };
     std::vector<Rank> ranks;
-    for (int r = 0; r < num_ranks; ++r) {
+    for (r = 0; r < num_ranks; ++r) {
       Rank rank;
       rank.device = (*devices)[r];
       current = rank.device.str();
@@ -476,7 +488,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
           host != nullptr ? MapWeights(host->ranks[r], [&](const at::Tensor& t) {
             return t.to(rank.device, /*non_blocking=*/t.is_pinned(), /*copy=*/true);
           })
-                          : LoadWeights(**checkpoint, *config, rank.device, *dtype, Shard{r, num_ranks});
+                          : load_weights_onto(rank.device);
       if (!weights.ok()) return weights.status();
       info.weight_bytes += weights->device_bytes;
       rank.model = std::make_unique<LlamaModel>(*local_config, *std::move(weights), rank.device, *dtype,

@@ -269,12 +269,18 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
         absl::StrCat(path, ": mmap of ", result->mapping_size_, " bytes failed: ", strerror(errno)));
   }
   result->mapping_ = mapping;
-  result->data_ = static_cast<const uint8_t*>(mapping) + 8 + opened->header_bytes;
+  result->data_offset_ = 8 + opened->header_bytes;
+  result->data_ = static_cast<const uint8_t*>(mapping) + result->data_offset_;
+  result->fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (result->fd_ < 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(path, ": cannot keep the file open: ", strerror(errno)));
+  }
   return result;
 }
 
 SafetensorsFile::~SafetensorsFile() {
   if (mapping_ != nullptr) munmap(mapping_, mapping_size_);
+  if (fd_ >= 0) close(fd_);
 }
 
 const TensorInfo* SafetensorsFile::Find(absl::string_view name) const {

@@ -62,6 +62,11 @@ class SafetensorsFile {
   const TensorInfo* Find(absl::string_view name) const;
   // Start of the tensor's bytes inside the mapping; valid while this lives.
   const void* Data(const TensorInfo& tensor) const;
+  // The open file (read-only, valid while this lives) and the offset of a
+  // tensor's bytes in it, for readers that pread instead of touching the
+  // mapping (the staged GPU upload).
+  int fd() const { return fd_; }
+  uint64_t FileOffset(const TensorInfo& tensor) const { return data_offset_ + tensor.begin; }
 
  private:
   SafetensorsFile() = default;
@@ -72,6 +77,8 @@ class SafetensorsFile {
   void* mapping_ = nullptr;
   size_t mapping_size_ = 0;
   const uint8_t* data_ = nullptr;  // first byte of the data section
+  uint64_t data_offset_ = 0;       // its offset in the file
+  int fd_ = -1;
 };
 
 }  // namespace gantry::runtime

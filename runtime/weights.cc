@@ -94,7 +94,8 @@ absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& config, int size) {
 }
 
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const ModelConfig& config,
-                                         const at::Device& device, at::ScalarType dtype, const Shard& shard) {
+                                         const at::Device& device, at::ScalarType dtype, const Shard& shard,
+                                         ByteSink* sink) {
   const ShapeMap expected = ExpectedTensors(config);
   if (auto s = CheckTensorShapes(checkpoint, expected, [&](const std::string& name) { return IsIgnorable(name, config); },
                                 config.architecture_name);
@@ -117,13 +118,17 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
   const bool sharded = shard.size > 1;
   auto whole = [](const std::string& name) { return TensorPart{name}; };
 
-  TensorLoader loader(checkpoint, device, dtype);
+  TensorLoader loader(checkpoint, device, dtype, sink);
   ModelWeights weights;
-#define GANTRY_ASSIGN(target, expr)        \
-  do {                                     \
-    auto loaded = (expr);                  \
-    if (!loaded.ok()) return loaded.status(); \
-    target = *std::move(loaded);           \
+  // On an error, the sink's copies end before the tensors they write go.
+#define GANTRY_ASSIGN(target, expr)   \
+  do {                                \
+    auto loaded = (expr);             \
+    if (!loaded.ok()) {               \
+      (void)loader.Finish();          \
+      return loaded.status();         \
+    }                                 \
+    target = *std::move(loaded);      \
   } while (false)
 
   const std::string m = Prefix(config);
@@ -148,6 +153,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
   } else {
     GANTRY_ASSIGN(weights.lm_head, loader.Load({TensorPart{head_name, 0, vocab_first, vocab_rows}}));
     if (vocab_rows < vocab_share) {
+      if (absl::Status s = loader.Finish(); !s.ok()) return s;  // at::cat reads lm_head now
       at::Tensor padding = at::zeros({vocab_share - vocab_rows, config.hidden_size}, weights.lm_head.options());
       loader.Count(padding);
       weights.lm_head = at::cat({weights.lm_head, padding}, 0);
@@ -178,6 +184,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const Mod
     weights.layers.push_back(std::move(layer));
   }
 #undef GANTRY_ASSIGN
+  if (absl::Status s = loader.Finish(); !s.ok()) return s;
   weights.device_bytes = loader.bytes();
   return weights;
 }

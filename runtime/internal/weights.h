@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "runtime/checkpoint.h"
+#include "runtime/internal/tensor_loader.h"
 #include "runtime/model_config.h"
 
 namespace gantry::runtime {
@@ -57,8 +58,11 @@ absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& config, int size);
 // unexpected tensor) and copies each tensor (its shard's slice of it) to
 // `device` in `dtype`, one tensor at a time: host memory never holds a second
 // copy of the model, and a rank reads only its slice of the mapped files.
+// With `sink`, contiguous tensors of the file's dtype go through it
+// (TensorLoader); the weights are complete when this returns.
 absl::StatusOr<ModelWeights> LoadWeights(const Checkpoint& checkpoint, const ModelConfig& config,
-                                         const at::Device& device, at::ScalarType dtype, const Shard& shard = {});
+                                         const at::Device& device, at::ScalarType dtype, const Shard& shard = {},
+                                         ByteSink* sink = nullptr);
 
 }  // namespace gantry::runtime
 
