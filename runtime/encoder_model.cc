@@ -77,7 +77,8 @@ bool IsIgnorable(const std::string& name, const EncoderConfig& config, const std
 }  // namespace
 
 absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, const EncoderConfig& config,
-                                                  const at::Device& device, at::ScalarType dtype) {
+                                                  const at::Device& device, at::ScalarType dtype,
+                                                  ByteSink* sink) {
   auto prefix = FindPrefix(checkpoint, config);
   if (!prefix.ok()) return prefix.status();
   const std::string& p = *prefix;
@@ -87,13 +88,17 @@ absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, 
       !s.ok()) {
     return s;
   }
-  TensorLoader loader(checkpoint, device, dtype);
+  TensorLoader loader(checkpoint, device, dtype, sink);
   EncoderWeights w;
-#define GANTRY_ASSIGN(target, ...)              \
-  do {                                          \
-    auto loaded = loader.Load({__VA_ARGS__});   \
-    if (!loaded.ok()) return loaded.status();   \
-    target = *std::move(loaded);                \
+  // On an error, the sink's copies end before the tensors they write go.
+#define GANTRY_ASSIGN(target, ...)            \
+  do {                                        \
+    auto loaded = loader.Load({__VA_ARGS__}); \
+    if (!loaded.ok()) {                       \
+      (void)loader.Finish();                  \
+      return loaded.status();                 \
+    }                                         \
+    target = *std::move(loaded);              \
   } while (false)
   auto whole = [](const std::string& name) { return TensorPart{name}; };
   GANTRY_ASSIGN(w.word, whole(p + "embeddings.word_embeddings.weight"));
@@ -131,6 +136,7 @@ absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, 
     GANTRY_ASSIGN(w.classifier_bias, whole("classifier.out_proj.bias"));
   }
 #undef GANTRY_ASSIGN
+  if (absl::Status s = loader.Finish(); !s.ok()) return s;
   w.device_bytes = loader.bytes();
   return w;
 }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/internal/encoder_model.h"
 #include "runtime/internal/torch_util.h"
+#include "runtime/internal/staged_upload_sink.h"
 
 namespace gantry::runtime {
 namespace {
@@ -87,7 +88,13 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   try {
     c10::InferenceMode guard;
     at::DeviceGuard device_guard(*device);
-    auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype);
+    ByteSink* sink = nullptr;
+    if (options.cuda_staged_upload) {
+      auto found = StagedUploadSinkFor(*device);
+      if (!found.ok()) return found.status();
+      sink = *found;
+    }
+    auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype, sink);
     if (!weights.ok()) return weights.status();
     info.weight_bytes = weights->device_bytes;
     auto model = std::make_unique<EncoderModel>(*config, *std::move(weights), options.pooling, options.normalize);

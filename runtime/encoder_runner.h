@@ -28,6 +28,8 @@ struct EncoderLoadOptions {
   // by classifiers, whose head reads the first token).
   Pooling pooling = Pooling::kCls;
   bool normalize = true;
+  // CUDA: weights through pinned staging buffers (LoadOptions::cuda_staged_upload).
+  bool cuda_staged_upload = false;
 };
 
 struct EncoderInfo {

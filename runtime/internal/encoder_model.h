@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/checkpoint.h"
 #include "runtime/encoder_config.h"
+#include "runtime/internal/tensor_loader.h"
 #include "runtime/model_task.h"
 
 namespace gantry::runtime {
@@ -49,8 +50,11 @@ struct EncoderWeights {
 // Finds the tensors under their prefix ("", "bert.", "roberta.", ...),
 // checks every name and shape against the config (unused pooler tensors and
 // position_ids buffers are ignored) and copies them to `device` in `dtype`.
+// With `sink`, contiguous tensors of the file's dtype go through it
+// (TensorLoader); the weights are complete when this returns.
 absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, const EncoderConfig& config,
-                                                  const at::Device& device, at::ScalarType dtype);
+                                                  const at::Device& device, at::ScalarType dtype,
+                                                  ByteSink* sink = nullptr);
 
 class EncoderModel {
  public:

@@ -1,7 +1,7 @@
 // TensorLoader with a ByteSink (the path the staged GPU upload takes): the
 // byte ranges it hands the sink are the right ones, so weights loaded through
-// a sink equal a plain load bit for bit, for every fixture, whole and as
-// tensor-parallel shards (dim-0 slices go through the sink, dim-1 slices and
+// a sink equal a plain load bit for bit, for every decoder fixture, whole and
+// as tensor-parallel shards, and every encoder fixture (dim-0 slices go through the sink, dim-1 slices and
 // dtype conversions are copied); a failing sink fails the load. The sink here
 // preads synchronously into CPU memory, standing in for the GPU upload.
 #include <ATen/ATen.h>
@@ -14,6 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "runtime/checkpoint.h"
+#include "runtime/encoder_config.h"
+#include "runtime/internal/encoder_model.h"
 #include "runtime/internal/tensor_loader.h"
 #include "runtime/internal/weights.h"
 #include "runtime/model_config.h"
@@ -58,6 +60,17 @@ class PreadSink final : public ByteSink {
   uint64_t bytes_ = 0;
   int enqueued_ = 0, finished_ = 0;
 };
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+void ExpectSameTensors(const NamedTensors& expected, const NamedTensors& actual, const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    ASSERT_EQ(actual[i].second.defined(), expected[i].second.defined()) << what << " " << expected[i].first;
+    if (!expected[i].second.defined()) continue;
+    EXPECT_TRUE(at::equal(actual[i].second, expected[i].second)) << what << " " << expected[i].first;
+  }
+}
 
 // Every tensor of the weights, named.
 std::vector<std::pair<std::string, at::Tensor>> Tensors(const ModelWeights& w) {
@@ -106,16 +119,52 @@ TEST(TensorLoaderTest, WeightsThroughASinkEqualAPlainLoad) {
           EXPECT_EQ(sink.bytes(), 0u) << what;
         }
         EXPECT_EQ(sunk->device_bytes, plain->device_bytes) << what;
-        const auto expected = Tensors(*plain), actual = Tensors(*sunk);
-        ASSERT_EQ(actual.size(), expected.size());
-        for (size_t i = 0; i < expected.size(); ++i) {
-          ASSERT_EQ(actual[i].second.defined(), expected[i].second.defined()) << what << " " << expected[i].first;
-          if (!expected[i].second.defined()) continue;
-          EXPECT_TRUE(at::equal(actual[i].second, expected[i].second)) << what << " " << expected[i].first;
-        }
+        ExpectSameTensors(Tensors(*plain), Tensors(*sunk), what);
       }
     }
   }
+}
+
+// Every tensor of an encoder's weights, named.
+std::vector<std::pair<std::string, at::Tensor>> Tensors(const EncoderWeights& w) {
+  std::vector<std::pair<std::string, at::Tensor>> all = {
+      {"word", w.word},           {"position", w.position},     {"token_type", w.token_type},
+      {"embed_norm", w.embed_norm}, {"embed_norm_bias", w.embed_norm_bias}, {"head_dense", w.head_dense},
+      {"head_dense_bias", w.head_dense_bias}, {"classifier", w.classifier}, {"classifier_bias", w.classifier_bias}};
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const EncoderLayerWeights& l = w.layers[i];
+    const std::string p = absl::StrCat("layer ", i, " ");
+    for (const auto& [name, t] : std::vector<std::pair<std::string, at::Tensor>>{
+             {"qkv", l.qkv}, {"qkv_bias", l.qkv_bias}, {"attn_out", l.attn_out}, {"attn_out_bias", l.attn_out_bias},
+             {"attn_norm", l.attn_norm}, {"attn_norm_bias", l.attn_norm_bias}, {"up", l.up}, {"up_bias", l.up_bias},
+             {"down", l.down}, {"down_bias", l.down_bias}, {"out_norm", l.out_norm},
+             {"out_norm_bias", l.out_norm_bias}}) {
+      all.emplace_back(p + name, t);
+    }
+  }
+  return all;
+}
+
+TEST(TensorLoaderTest, EncoderWeightsThroughASinkEqualAPlainLoad) {
+  uint64_t total_sunk = 0;
+  for (const char* model : {"bert_embed", "bert_rerank", "xlmr_embed", "xlmr_rerank"}) {
+    auto config = LoadEncoderConfig(TestModelDir(model));
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto checkpoint = Checkpoint::Open(TestModelDir(model));
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    for (at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+      const std::string what = absl::StrCat(model, " ", at::toString(dtype));
+      auto plain = LoadEncoderWeights(**checkpoint, *config, at::kCPU, dtype);
+      ASSERT_TRUE(plain.ok()) << what << ": " << plain.status();
+      PreadSink sink;
+      auto sunk = LoadEncoderWeights(**checkpoint, *config, at::kCPU, dtype, &sink);
+      ASSERT_TRUE(sunk.ok()) << what << ": " << sunk.status();
+      EXPECT_GE(sink.finished(), 1) << what;
+      ExpectSameTensors(Tensors(*plain), Tensors(*sunk), what);
+      total_sunk += sink.bytes();
+    }
+  }
+  EXPECT_GT(total_sunk, 0u);  // at least one fixture's dtype is loaded as stored
 }
 
 TEST(TensorLoaderTest, AFailingSinkFailsTheLoad) {
