@@ -73,15 +73,19 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
       : service_(service), context_(context), model_(model), recorded_(service->metrics(), model) {}
 
   // Validation errors so far in `checked`; otherwise waits for the model,
-  // prepares and submits the request.
-  void Start(absl::Status checked, GenerationRequest request, Prepare prepare) {
+  // prepares and submits the request. A request with a grammar is prepared
+  // off the gRPC thread (compiling it takes up to seconds).
+  void Start(absl::Status checked, GenerationRequest request, Prepare prepare, bool compiles_grammar) {
     if (!checked.ok()) return FinishNow(checked);
     refs_.fetch_add(1);
-    service_->WithLease(model_, [this, request = std::move(request), prepare = std::move(prepare)](
-                                    absl::StatusOr<scheduler::ModelLease> lease) mutable {
-      Admit(std::move(lease), std::move(request), prepare);
-      Unref();
-    });
+    service_->WithLease(
+        model_,
+        [this, request = std::move(request), prepare = std::move(prepare)](
+            absl::StatusOr<scheduler::ModelLease> lease) mutable {
+          Admit(std::move(lease), std::move(request), prepare);
+          Unref();
+        },
+        compiles_grammar);
   }
 
   void OnWriteDone(bool ok) override {
@@ -149,15 +153,20 @@ class GenerationCall final : public grpc::ServerWriteReactor<v1::GenerateRespons
   }
 
   void Admit(absl::StatusOr<scheduler::ModelLease> lease, GenerationRequest request, const Prepare& prepare) {
-    absl::Status error;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (finished_) return;  // cancelled while the model loaded; the lease goes here
-      if (!lease.ok()) {
-        error = lease.status();
-      } else if (auto prepared = prepare(*lease, &request, &reply_); !prepared.ok()) {
-        error = prepared;
-      } else {
+    }
+    // Outside the lock: a grammar compiles for up to seconds, and a cancel
+    // (on a gRPC thread) must not wait for it.
+    absl::Status error = lease.status();
+    std::unique_ptr<ChatReply> reply;
+    if (error.ok()) error = prepare(*lease, &request, &reply);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (finished_) return;  // cancelled while it was prepared
+      if (error.ok()) {
+        reply_ = std::move(reply);
         want_logprobs_ = request.sampling.logprobs;
         tokenizer_ = (*lease)->tokenizer();
         auto stream = (*lease)->Submit(std::move(request));
@@ -349,8 +358,13 @@ absl::StatusOr<const text::Tokenizer*> TokenizerOf(const absl::StatusOr<schedule
 }  // namespace
 
 void InferenceService::WithLease(const std::string& model,
-                                 std::function<void(absl::StatusOr<scheduler::ModelLease>)> then) {
-  if (auto ready = registry_->TryAcquire(model)) return then(*std::move(ready));
+                                 std::function<void(absl::StatusOr<scheduler::ModelLease>)> then, bool heavy) {
+  if (auto ready = registry_->TryAcquire(model)) {
+    if (!heavy) return then(*std::move(ready));
+    // std::function needs a copyable task: the lease travels in a shared_ptr.
+    auto lease = std::make_shared<absl::StatusOr<scheduler::ModelLease>>(*std::move(ready));
+    return preparers_.Post([then = std::move(then), lease] { then(std::move(*lease)); });
+  }
   load_waiters_.Post([this, model, then = std::move(then)] { then(registry_->Acquire(model)); });
 }
 
@@ -361,10 +375,12 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc:
   absl::Status checked = Authorize(*context, "Inference.Generate");
   if (checked.ok()) checked = CheckGenerate(*request, &generation);
   // `request` lives until the call is done.
-  call->Start(checked, std::move(generation),
-              [request](const scheduler::ModelLease& engine, GenerationRequest* g, std::unique_ptr<ChatReply>*) {
-                return PrepareGenerate(*request, engine, g);
-              });
+  call->Start(
+      checked, std::move(generation),
+      [request](const scheduler::ModelLease& engine, GenerationRequest* g, std::unique_ptr<ChatReply>*) {
+        return PrepareGenerate(*request, engine, g);
+      },
+      request->parameters().has_grammar());
   return call;
 }
 
@@ -375,11 +391,12 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Chat(grpc::Cal
   auto setup = std::make_shared<ChatSetup>();
   absl::Status checked = Authorize(*context, "Inference.Chat");
   if (checked.ok()) checked = CheckChat(*request, &generation, setup.get());
-  call->Start(checked, std::move(generation),
-              [request, setup](const scheduler::ModelLease& engine, GenerationRequest* g,
-                               std::unique_ptr<ChatReply>* reply) {
-                return PrepareChat(*request, *setup, engine, g, reply);
-              });
+  call->Start(
+      checked, std::move(generation),
+      [request, setup](const scheduler::ModelLease& engine, GenerationRequest* g, std::unique_ptr<ChatReply>* reply) {
+        return PrepareChat(*request, *setup, engine, g, reply);
+      },
+      setup->grammar.has_value());
   return call;
 }
 

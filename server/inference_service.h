@@ -22,11 +22,12 @@ namespace gantry::server {
 class InferenceService final : public gantry::v1::Inference::CallbackService {
  public:
   // `metrics` may be null. `load_waiters` threads wait for model loads for
-  // requests that arrive while their model is not ready.
-  // `auth` (may be null: no authentication) decides who may call.
+  // requests that arrive while their model is not ready; `preparers` compile
+  // the grammars of requests whose model is. `auth` (may be null: no
+  // authentication) decides who may call.
   InferenceService(scheduler::ModelRegistry* registry, Metrics* metrics, const Authorizer* auth = nullptr,
-                   int load_waiters = 8)
-      : registry_(registry), metrics_(metrics), auth_(auth), load_waiters_(load_waiters) {}
+                   int load_waiters = 8, int preparers = 4)
+      : registry_(registry), metrics_(metrics), auth_(auth), preparers_(preparers), load_waiters_(load_waiters) {}
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
@@ -43,9 +44,11 @@ class InferenceService final : public gantry::v1::Inference::CallbackService {
                                    v1::RerankResponse* response) override;
 
   // Runs `then` with a lease on `model` (or the error): at once, on this
-  // thread, when the model is ready; otherwise on the work queue once
-  // Acquire has waited for or done the load.
-  void WithLease(const std::string& model, std::function<void(absl::StatusOr<scheduler::ModelLease>)> then);
+  // thread, when the model is ready (`heavy` work: on the preparers' queue,
+  // so gRPC's threads never wait for it); otherwise on the load waiters'
+  // queue once Acquire has waited for or done the load.
+  void WithLease(const std::string& model, std::function<void(absl::StatusOr<scheduler::ModelLease>)> then,
+                 bool heavy = false);
 
   Metrics* metrics() const { return metrics_; }
   // OK when the caller may use the service.
@@ -61,7 +64,9 @@ class InferenceService final : public gantry::v1::Inference::CallbackService {
   scheduler::ModelRegistry* registry_;
   Metrics* metrics_;
   const Authorizer* auth_;
-  WorkQueue load_waiters_;  // declared last: joined first, while the registry is alive
+  // Declared last: joined first, while the registry is alive.
+  WorkQueue preparers_;
+  WorkQueue load_waiters_;
 };
 
 }  // namespace gantry::server
