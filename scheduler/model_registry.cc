@@ -313,7 +313,8 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   Notify(name, ModelState::kLoading);
   const absl::Time load_start = absl::Now();  // wall time, not clock_: a real duration
   absl::StatusOr<LoadedModel> loaded = loader_(spec);
-  if (observer) observer->OnLoad(name, absl::Now() - load_start, loaded.ok());
+  const absl::Duration load_took = absl::Now() - load_start;
+  if (observer) observer->OnLoad(name, load_took, loaded.ok());
   lock.lock();
   if (!loaded.ok()) {
     entry->state = ModelState::kFailed;
@@ -328,6 +329,9 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   }
   counters_.loads += 1;
   const std::string source = loaded->runner ? loaded->runner->info().weights_source : "disk";
+  const uint64_t weight_bytes = loaded->runner    ? loaded->runner->info().weight_bytes
+                                : loaded->encoder ? loaded->encoder->info().weight_bytes
+                                                  : 0;
   if (source == "host") counters_.loads_from_host += 1;
   entry->engine = std::make_shared<ModelEngine>(name, *std::move(loaded), spec.engine, clock_, observer);
   entry->engine->Start();
@@ -337,7 +341,7 @@ absl::StatusOr<ModelLease> ModelRegistry::Acquire(const std::string& name) {
   ModelLease lease(this, name, entry->generation, entry->engine);
   changed_.notify_all();
   lock.unlock();
-  if (observer && !source.empty()) observer->OnLoadSource(name, source);
+  if (observer && !source.empty()) observer->OnLoadSource(name, source, weight_bytes, load_took);
   Notify(name, ModelState::kReady);
   return lease;
 }

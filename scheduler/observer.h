@@ -35,8 +35,11 @@ class SchedulerObserver {
   virtual void OnStateChange(const std::string& model, ModelState state) {}
   // After a load attempt: how long it took and whether it succeeded.
   virtual void OnLoad(const std::string& model, absl::Duration took, bool ok) {}
-  // Where a successful load read the weights: "disk" or "host" (the host tier).
-  virtual void OnLoadSource(const std::string& model, const std::string& source) {}
+  // Where a successful load read the weights: "disk" or "host" (the host
+  // tier), how many bytes of weights it put on its devices and how long it
+  // took (so its rate: weight_bytes / took).
+  virtual void OnLoadSource(const std::string& model, const std::string& source, uint64_t weight_bytes,
+                            absl::Duration took) {}
   virtual void OnUnload(const std::string& model, UnloadReason reason) {}
   virtual void OnStep(const std::string& model, const StepReport& report) {}
 };

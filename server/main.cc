@@ -132,9 +132,13 @@ class ServerObserver : public gantry::scheduler::SchedulerObserver {
     if (ok) spdlog::info("model {}: loaded in {:.2f} s", model, absl::ToDoubleSeconds(took));
     metrics_->OnLoad(model, took, ok);
   }
-  void OnLoadSource(const std::string& model, const std::string& source) override {
+  void OnLoadSource(const std::string& model, const std::string& source, uint64_t weight_bytes,
+                    absl::Duration took) override {
     if (source == "host") spdlog::info("model {}: weights from the host tier", model);
-    metrics_->OnLoadSource(model, source);
+    const double seconds = absl::ToDoubleSeconds(took);
+    spdlog::info("model {}: {:.2f} GB of weights from {} in {:.2f} s ({:.2f} GB/s)", model, weight_bytes / 1e9, source,
+                 seconds, seconds > 0 ? weight_bytes / 1e9 / seconds : 0.0);
+    metrics_->OnLoadSource(model, source, weight_bytes, took);
   }
   void OnUnload(const std::string& model, gantry::scheduler::UnloadReason reason) override {
     spdlog::info("model {}: unloaded ({})", model, gantry::scheduler::UnloadReasonName(reason));

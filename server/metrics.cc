@@ -149,6 +149,7 @@ Metrics::Metrics(const scheduler::ModelRegistry* registry, const GpuMonitor* gpu
     : events_(std::make_shared<prometheus::Registry>()),
       levels_(std::make_shared<LevelCollector>(registry, gpus)) {
   using prometheus::BuildCounter;
+  using prometheus::BuildGauge;
   using prometheus::BuildHistogram;
   auto& load_duration = BuildHistogram()
                             .Name("gantry_model_load_duration_seconds")
@@ -160,6 +161,11 @@ Metrics::Metrics(const scheduler::ModelRegistry* registry, const GpuMonitor* gpu
                               .Help("Successful model loads by where the weights came from: disk (the model "
                                     "folder) or host (the host-memory tier, host_cache_mib)")
                               .Register(*events_);
+  auto& load_rate = BuildGauge()
+                        .Name("gantry_model_load_bytes_per_second")
+                        .Help("Weight bytes put on the device per second by the model's last successful load "
+                              "(from disk or the host tier, see gantry_model_loads_by_source_total)")
+                        .Register(*events_);
   auto& unloads = BuildCounter()
                        .Name("gantry_model_unloads_total")
                        .Help("Model unloads by reason: requested (Models.Unload), idle (idle_timeout), memory "
@@ -217,6 +223,7 @@ Metrics::Metrics(const scheduler::ModelRegistry* registry, const GpuMonitor* gpu
     p.loads_failed = &loads.Add({{"model", name}, {"outcome", "failed"}});
     p.loads_from_disk = &loads_by_source.Add({{"model", name}, {"source", "disk"}});
     p.loads_from_host = &loads_by_source.Add({{"model", name}, {"source", "host"}});
+    p.load_rate = &load_rate.Add({{"model", name}});
     for (auto reason : {scheduler::UnloadReason::kRequested, scheduler::UnloadReason::kIdle,
                         scheduler::UnloadReason::kMemory}) {
       p.unloads[reason] = &unloads.Add({{"model", name}, {"reason", scheduler::UnloadReasonName(reason)}});
@@ -257,9 +264,12 @@ void Metrics::OnLoad(const std::string& model, absl::Duration took, bool ok) {
   }
 }
 
-void Metrics::OnLoadSource(const std::string& model, const std::string& source) {
+void Metrics::OnLoadSource(const std::string& model, const std::string& source, uint64_t weight_bytes,
+                           absl::Duration took) {
   PerModel* p = Find(model);
   (source == "host" ? p->loads_from_host : p->loads_from_disk)->Increment();
+  const double seconds = absl::ToDoubleSeconds(took);
+  if (seconds > 0) p->load_rate->Set(static_cast<double>(weight_bytes) / seconds);
 }
 
 void Metrics::OnUnload(const std::string& model, scheduler::UnloadReason reason) {

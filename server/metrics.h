@@ -19,6 +19,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "scheduler/model_registry.h"
@@ -37,7 +38,8 @@ class Metrics : public scheduler::SchedulerObserver {
 
   // scheduler::SchedulerObserver
   void OnLoad(const std::string& model, absl::Duration took, bool ok) override;
-  void OnLoadSource(const std::string& model, const std::string& source) override;
+  void OnLoadSource(const std::string& model, const std::string& source, uint64_t weight_bytes,
+                    absl::Duration took) override;
   void OnUnload(const std::string& model, scheduler::UnloadReason reason) override;
   void OnStep(const std::string& model, const scheduler::StepReport& report) override;
 
@@ -65,6 +67,7 @@ class Metrics : public scheduler::SchedulerObserver {
     prometheus::Counter* loads_ok;
     prometheus::Counter* loads_failed;
     prometheus::Counter* loads_from_disk;
+    prometheus::Gauge* load_rate;  // bytes per second of the last successful load
     prometheus::Counter* loads_from_host;
     std::map<scheduler::UnloadReason, prometheus::Counter*> unloads;
     prometheus::Histogram* time_to_first_token;

@@ -210,6 +210,11 @@ TEST(MetricsTest, PrometheusScrapesAndEveryDashboardQueryReturnsData) {
   auto requested = prometheus.Query("gantry_model_unloads_total{model=\"llama\",reason=\"requested\"}");
   ASSERT_TRUE(requested.is_array() && !requested.empty());
   EXPECT_EQ(std::stoi(requested[0]["value"][1].get<std::string>()), (round + 2) / 3);
+  // The last load's rate: the fixture's weight bytes over its load time.
+  auto rate = prometheus.Query("gantry_model_load_bytes_per_second{model=\"llama\"}");
+  ASSERT_TRUE(rate.is_array() && !rate.empty()) << prometheus.Log();
+  EXPECT_GT(std::stod(rate[0]["value"][1].get<std::string>()), 0.0);
+  EXPECT_THAT(server.Log(), HasSubstr("GB of weights from disk in"));
   EXPECT_EQ(server.Terminate(15s), 0) << server.Log();
 }
 
