@@ -467,8 +467,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
       }
     }
     // From the files, through the staged upload when asked and available.
-    int r = 0;
-    auto load_weights_onto = [&](const at::Device& device) -> absl::StatusOr<ModelWeights> {
+    auto load_weights_onto = [&](const at::Device& device, int r) -> absl::StatusOr<ModelWeights> {
       ByteSink* sink = nullptr;
       if (options.cuda_staged_upload) {
         auto found = StagedUploadSinkFor(device);
@@ -478,7 +477,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
       return LoadWeights(**checkpoint, *config, device, *dtype, Shard{r, num_ranks}, sink);
     };
     std::vector<Rank> ranks;
-    for (r = 0; r < num_ranks; ++r) {
+    for (int r = 0; r < num_ranks; ++r) {
       Rank rank;
       rank.device = (*devices)[r];
       current = rank.device.str();
@@ -488,7 +487,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
           host != nullptr ? MapWeights(host->ranks[r], [&](const at::Tensor& t) {
             return t.to(rank.device, /*non_blocking=*/t.is_pinned(), /*copy=*/true);
           })
-                          : load_weights_onto(rank.device);
+                          : load_weights_onto(rank.device, r);
       if (!weights.ok()) return weights.status();
       info.weight_bytes += weights->device_bytes;
       rank.model = std::make_unique<LlamaModel>(*local_config, *std::move(weights), rank.device, *dtype,

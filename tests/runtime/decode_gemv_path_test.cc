@@ -27,15 +27,21 @@ struct Generation {
   std::vector<std::vector<float>> logits;
 };
 
-Generation Generate(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs) {
+// A fixture on cuda:0 in `dtype`, with decode graphs up to `graphs` (0: eager).
+LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
+                       uint64_t kv_cache_bytes) {
   LoadOptions options;
   options.model_dir = TestModelDir(model);
   options.device = "cuda:0";
   options.dtype = dtype;
-  options.kv_cache_bytes = 8ull << 20;
+  options.kv_cache_bytes = kv_cache_bytes;
   options.cuda_graph_max_batch = graphs;
   options.cuda_decode_gemv = gemv;
-  auto runner = LoadModel(options);
+  return options;
+}
+
+Generation Generate(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs) {
+  auto runner = LoadModel(GpuOptions(model, dtype, gemv, graphs, 8ull << 20));
   EXPECT_TRUE(runner.ok()) << runner.status();
   Generation run;
   if (!runner.ok()) return run;
@@ -96,14 +102,7 @@ TEST(DecodeGemvPathTest, DecodeBatchesUpToFourAreBitwiseInvariant) {
     for (const char* dtype : {"bfloat16", "float16"}) {
       for (int64_t graphs : {0, 8}) {
         const std::string what = std::string(model) + " " + dtype + (graphs ? " graphs" : " eager");
-        LoadOptions options;
-        options.model_dir = TestModelDir(model);
-        options.device = "cuda:0";
-        options.dtype = dtype;
-        options.kv_cache_bytes = 16ull << 20;
-        options.cuda_graph_max_batch = graphs;
-        options.cuda_decode_gemv = true;
-        auto runner = LoadModel(options);
+        auto runner = LoadModel(GpuOptions(model, dtype, /*gemv=*/true, graphs, 16ull << 20));
         ASSERT_TRUE(runner.ok()) << what << ": " << runner.status();
         ASSERT_NE((*runner)->info().execution.find("fused GEMV"), std::string::npos) << (*runner)->info().execution;
         const int64_t context = std::min<int64_t>(300, (*runner)->info().max_context - 16);
