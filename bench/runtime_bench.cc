@@ -37,9 +37,9 @@ ABSL_FLAG(bool, cuda_kernels, true, "use Gantry's CUDA kernels (false: LibTorch 
 ABSL_FLAG(int64_t, cuda_graph_max_batch, 64, "CUDA graphs for decode batches up to this (0: none)");
 ABSL_FLAG(bool, skinny_gemm, false, "Gantry's SkinnyGemm for projections of up to 8 rows (default: cuBLAS)");
 ABSL_FLAG(int32_t, tp, 1, "tensor parallelism: ranks on GPUs device, device + 1, ... (NCCL); 1: off");
-ABSL_FLAG(bool, decode_gemv, false,
+ABSL_FLAG(bool, decode_gemv, true,
           "Gantry's fused DecodeGemv for decode steps of up to 4 sequences (false: cuBLAS and separate kernels)");
-ABSL_FLAG(bool, staged_upload, false, "load weights through pinned staging buffers and reader threads (LoadOptions::cuda_staged_upload)");
+ABSL_FLAG(bool, staged_upload, true, "load weights through pinned staging buffers and reader threads (LoadOptions::cuda_staged_upload)");
 ABSL_FLAG(int64_t, profile_decode_steps, 0,
           "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "
           "(for ncu --profile-from-start off)");
@@ -102,9 +102,11 @@ int main(int argc, char** argv) {
   const auto& config = info.config;
   std::printf("model %s (%s) on %s, %s; %s\n", options.model_dir.c_str(), config.architecture_name.c_str(),
               info.device.c_str(), info.dtype.c_str(), info.execution.c_str());
-  std::printf("load: %.2f s, %.2f GB weights, %.2f GB/s; KV cache %.2f GB in %ld blocks\n", load_s,
-              info.weight_bytes / 1e9, info.weight_bytes / 1e9 / load_s, info.kv_cache_bytes / 1e9,
-              static_cast<long>(info.num_blocks));
+  std::printf("load: %.2f s, %.2f GB weights, %.2f GB/s (weights %.2f s = %.2f GB/s, set-up %.2f s); "
+              "KV cache %.2f GB in %ld blocks\n",
+              load_s, info.weight_bytes / 1e9, info.weight_bytes / 1e9 / load_s, info.weights_seconds,
+              info.weight_bytes / 1e9 / std::max(info.weights_seconds, 1e-9), info.setup_seconds,
+              info.kv_cache_bytes / 1e9, static_cast<long>(info.num_blocks));
   const double kv_bytes_per_token = static_cast<double>(info.kv_cache_bytes) / (info.num_blocks * info.block_size);
 
   gantry::runtime::SamplingParams greedy;

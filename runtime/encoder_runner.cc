@@ -88,13 +88,13 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   try {
     c10::InferenceMode guard;
     at::DeviceGuard device_guard(*device);
-    ByteSink* sink = nullptr;
+    std::unique_ptr<ByteSink> sink;
     if (options.cuda_staged_upload) {
-      auto found = StagedUploadSinkFor(*device);
-      if (!found.ok()) return found.status();
-      sink = *found;
+      auto leased = StagedUploadSinkFor(*device);
+      if (!leased.ok()) return leased.status();
+      sink = *std::move(leased);
     }
-    auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype, sink);
+    auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype, sink.get());
     if (!weights.ok()) return weights.status();
     info.weight_bytes = weights->device_bytes;
     auto model = std::make_unique<EncoderModel>(*config, *std::move(weights), options.pooling, options.normalize);

@@ -29,7 +29,7 @@ struct EncoderLoadOptions {
   Pooling pooling = Pooling::kCls;
   bool normalize = true;
   // CUDA: weights through pinned staging buffers (LoadOptions::cuda_staged_upload).
-  bool cuda_staged_upload = false;
+  bool cuda_staged_upload = true;
 };
 
 struct EncoderInfo {

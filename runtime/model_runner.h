@@ -81,17 +81,14 @@ struct LoadOptions {
   // 3 others (cuBLAS picks its kernels and split-K by batch shape). H100,
   // 8B-shaped bf16 model, same machine: 174.5 against 169.1 tokens/s at
   // batch 1, 344 against 332 at 2, 670 against 658 at 4 (runtime_bench
-  // --decode_gemv=true/false, 2026-12-06). Off by default until the last
-  // fix (a step's input read only after the programmatic-launch wait) has
-  // run on a GPU: before it, the fused path read attention outputs early.
-  bool cuda_decode_gemv = false;
+  // --decode_gemv=true/false, 2026-12-06).
+  bool cuda_decode_gemv = true;
   // CUDA: weights whose bytes are contiguous in the file and already in the
   // load dtype go from the safetensors files to the GPU through pinned
   // staging buffers, several reader threads and overlapping copies
   // (runtime/cuda/staged_upload.h: 15.9-27 GB/s from the page cache on the
   // H100 in its own test, against 6.25 GB/s for per-tensor pageable copies).
-  // Off by default until loads through it have run on a GPU.
-  bool cuda_staged_upload = false;
+  bool cuda_staged_upload = true;
   // Tensor parallelism: every layer split over this many ranks (Megatron
   // style), which sum their partial results after o and down. On CUDA the
   // ranks are GPUs device, device + 1, ... (or `devices`) joined by NCCL; on
@@ -118,6 +115,10 @@ struct ModelInfo {
   uint64_t kv_cache_bytes = 0;  // device bytes held by the KV pool (all ranks; each holds its KV heads' share)
   std::string execution;        // how steps run, e.g. "cuda kernels, CUDA graphs for decode batches up to 32"
   std::string weights_source;   // where this load read the weights: "disk" or "host" (the host tier)
+  // Where the load's time went: bringing the weights onto the device(s), and
+  // what follows (KV pool, kernels' warm-up, CUDA graph capture).
+  double weights_seconds = 0;
+  double setup_seconds = 0;
 };
 
 // One sequence of a step. The scheduler owns the token history and the KV

@@ -1,6 +1,7 @@
 // LoadModel and the LibTorch implementation of ModelRunner.
 #include <torch/torch.h>
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <set>
@@ -103,6 +104,7 @@ class TorchModelRunner final : public ModelRunner {
   }
 
   const ModelInfo& info() const override { return info_; }
+  void AddSetupSeconds(double seconds) { info_.setup_seconds += seconds; }
 
   // Samples once greedily and once with a temperature and filters, from a
   // throw-away sequence in block 0: the sampling kernels load here, not in
@@ -468,15 +470,22 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     }
     // From the files, through the staged upload when asked and available.
     auto load_weights_onto = [&](const at::Device& device, int r) -> absl::StatusOr<ModelWeights> {
-      ByteSink* sink = nullptr;
+      std::unique_ptr<ByteSink> sink;
       if (options.cuda_staged_upload) {
-        auto found = StagedUploadSinkFor(device);
-        if (!found.ok()) return found.status();
-        sink = *found;
+        auto leased = StagedUploadSinkFor(device);
+        if (!leased.ok()) return leased.status();
+        sink = *std::move(leased);
       }
-      return LoadWeights(**checkpoint, *config, device, *dtype, Shard{r, num_ranks}, sink);
+      return LoadWeights(**checkpoint, *config, device, *dtype, Shard{r, num_ranks}, sink.get());
     };
     std::vector<Rank> ranks;
+    auto phase_start = std::chrono::steady_clock::now();
+    auto phase_seconds = [&phase_start] {
+      const auto now = std::chrono::steady_clock::now();
+      const double seconds = std::chrono::duration<double>(now - phase_start).count();
+      phase_start = now;
+      return seconds;
+    };
     for (int r = 0; r < num_ranks; ++r) {
       Rank rank;
       rank.device = (*devices)[r];
@@ -489,11 +498,16 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
           })
                           : load_weights_onto(rank.device, r);
       if (!weights.ok()) return weights.status();
+      // The host tier's copies are asynchronous; reading one element back
+      // waits for them (same stream), so weights_seconds is the copy's time.
+      if (host != nullptr && rank.device.is_cuda()) (void)weights->final_norm.reshape({-1}).slice(0, 0, 1).to(at::kCPU);
       info.weight_bytes += weights->device_bytes;
+      info.weights_seconds += phase_seconds();
       rank.model = std::make_unique<LlamaModel>(*local_config, *std::move(weights), rank.device, *dtype,
                                                 info.num_blocks, options.block_size, rank.communicator.get());
       info.kv_cache_bytes += rank.model->kv_cache_bytes();
       ranks.push_back(std::move(rank));
+      info.setup_seconds += phase_seconds();
     }
     // The forward paths after every rank is loaded. The CUDA forward's
     // warm-up and graph capture run steps, whose collectives need every rank
@@ -547,6 +561,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     if (device.is_cuda() && config->has_lm_head) {
       if (auto status = runner->WarmUpSampling(); !status.ok()) return status;
     }
+    runner->AddSetupSeconds(phase_seconds());
     return std::unique_ptr<ModelRunner>(std::move(runner));
   } catch (const std::exception& e) {
     if (IsOutOfMemory(e)) {

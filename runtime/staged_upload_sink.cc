@@ -1,16 +1,18 @@
 #include "runtime/internal/staged_upload_sink.h"
 
+#include <memory>
+
 #ifdef GANTRY_WITH_CUDA_KERNELS
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <map>
-#include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
 
 #include "runtime/cuda/staged_upload.h"
+#include "runtime/internal/byte_sink_pool.h"
 #endif
 
 namespace gantry::runtime {
@@ -40,32 +42,40 @@ class StagedUploadSink final : public ByteSink {
 
 }  // namespace
 
-absl::StatusOr<ByteSink*> StagedUploadSinkFor(const at::Device& device) {
+absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device& device) {
   if (!device.is_cuda()) return nullptr;
   static std::mutex mutex;
-  static std::map<int, std::unique_ptr<StagedUploadSink>>* sinks = new std::map<int, std::unique_ptr<StagedUploadSink>>;
-  std::lock_guard<std::mutex> lock(mutex);
+  static auto* pools = new std::map<int, std::unique_ptr<ByteSinkPool>>;  // never freed: leases may outlive main
   const int index = device.index() < 0 ? 0 : device.index();
-  auto it = sinks->find(index);
-  if (it != sinks->end()) return it->second.get();
-  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(index));  // the buffers are pinned for this device
-  // 16 buffers of 16 MiB and 8 readers: 27 GB/s from the page cache on the
-  // H100 machine (staged_upload_test's PrintBandwidth), 90 ms to pin.
-  cuda::UploadOptions options;
-  options.buffer_bytes = size_t{16} << 20;
-  options.buffers = 16;
-  options.reader_threads = 8;
-  auto uploader = cuda::StagedUploader::Create(options);
-  if (!uploader.ok()) return uploader.status();
-  auto sink = std::make_unique<StagedUploadSink>(*std::move(uploader), index);
-  ByteSink* result = sink.get();
-  sinks->emplace(index, std::move(sink));
-  return result;
+  ByteSinkPool* pool;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::unique_ptr<ByteSinkPool>& slot = (*pools)[index];
+    if (slot == nullptr) {
+      slot = std::make_unique<ByteSinkPool>(
+          [index]() -> absl::StatusOr<std::unique_ptr<ByteSink>> {
+            c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(index));  // pinned for this device
+            // 16 buffers of 16 MiB and 8 readers: 27 GB/s from the page cache
+            // on the H100 machine (staged_upload_test's PrintBandwidth), 90 ms
+            // to pin.
+            cuda::UploadOptions options;
+            options.buffer_bytes = size_t{16} << 20;
+            options.buffers = 16;
+            options.reader_threads = 8;
+            auto uploader = cuda::StagedUploader::Create(options);
+            if (!uploader.ok()) return uploader.status();
+            return std::unique_ptr<ByteSink>(std::make_unique<StagedUploadSink>(*std::move(uploader), index));
+          },
+          /*max_idle=*/1);
+    }
+    pool = slot.get();
+  }
+  return pool->Lease();
 }
 
 #else
 
-absl::StatusOr<ByteSink*> StagedUploadSinkFor(const at::Device&) { return nullptr; }
+absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device&) { return nullptr; }
 
 #endif
 

@@ -182,6 +182,7 @@ absl::Status StagedUploader::Enqueue(void* dst, const std::vector<FileRange>& ra
     busy_since_ = std::chrono::steady_clock::now();
   }
   char* out = static_cast<char*>(dst);
+  const uint64_t call = next_call_++;
   for (const FileRange& range : ranges) {
     uint64_t done = 0;
     while (done < range.bytes) {
@@ -207,11 +208,14 @@ absl::Status StagedUploader::Enqueue(void* dst, const std::vector<FileRange>& ra
       } else {
         piece.segments.push_back(Segment{range.fd, file_offset, n, piece.bytes});
       }
+      // Only within this call: another call's destination that happens to
+      // end where this one starts may be another allocation, and one copy
+      // across two allocations fails (cudaErrorInvalidValue).
       Copy* last_copy = piece.copies.empty() ? nullptr : &piece.copies.back();
-      if (last_copy != nullptr && last_copy->dst + last_copy->bytes == out) {
+      if (last_copy != nullptr && last_copy->call == call && last_copy->dst + last_copy->bytes == out) {
         last_copy->bytes += n;
       } else {
-        piece.copies.push_back(Copy{out, piece.bytes, n});
+        piece.copies.push_back(Copy{out, piece.bytes, n, call});
       }
       piece.bytes += n;
       out += n;
@@ -360,8 +364,19 @@ absl::Status StagedUploader::Issue(const Piece& piece) {
                                               cudaMemcpyHostToDevice, piece.stream);
     if (error != cudaSuccess) {
       (void)cudaStreamSynchronize(piece.stream);  // the copies issued before may still read the buffer
+      (void)cudaGetLastError();
+      // What CUDA knows of the destination: the usual cause is memory that
+      // is not (or no longer) an allocation of this device.
+      cudaPointerAttributes attributes{};
+      const bool known = cudaPointerGetAttributes(&attributes, copy.dst) == cudaSuccess;
+      (void)cudaGetLastError();
       return CudaError(absl::StrCat("cudaMemcpyAsync of ", copy.bytes, " bytes to 0x",
-                                    absl::Hex(reinterpret_cast<uintptr_t>(copy.dst))),
+                                    absl::Hex(reinterpret_cast<uintptr_t>(copy.dst)), " (",
+                                    known ? absl::StrCat("memory type ", static_cast<int>(attributes.type), " on device ",
+                                                         attributes.device)
+                                          : "unknown to CUDA",
+                                    ", device ", device_, ", stream 0x",
+                                    absl::Hex(reinterpret_cast<uintptr_t>(piece.stream)), ")"),
                        error);
     }
   }

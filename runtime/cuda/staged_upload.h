@@ -92,7 +92,8 @@ class StagedUploader {
 
   // Queues an upload: the ranges, concatenated in order, land at `dst`
   // (kDevice: device memory, kHost: host memory; at least the sum of their
-  // bytes). Returns at once; an argument error (bad fd, overflowing range,
+  // bytes, in one allocation). Uploads of different calls never share a
+  // copy, even where one's destination ends where the next one's starts. Returns at once; an argument error (bad fd, overflowing range,
   // null dst) comes back here, read and copy errors from Finish.
   // kDevice: the copies are issued later, by the issuing thread, on `stream`
   // (nullptr: the legacy default stream; not cudaStreamPerThread, which would
@@ -125,6 +126,7 @@ class StagedUploader {
     char* dst;  // [bytes]
     uint64_t buffer_offset;
     uint64_t bytes;
+    uint64_t call;  // the Enqueue it is for: copies of one call may merge, of two never
   };
   // What one staging buffer carries: consecutive queued bytes, possibly of
   // several uploads (several copies), on one stream.
@@ -168,6 +170,7 @@ class StagedUploader {
   std::vector<int> free_;            // buffers ready for a reader
   std::deque<int> in_flight_;        // kDevice: copies issued, maybe not complete, oldest first
   uint64_t next_sequence_ = 0;       // of the next new piece
+  uint64_t next_call_ = 0;           // of the next Enqueue
   uint64_t next_issue_ = 0;          // the piece the issuing thread waits for
   int reading_ = 0;                  // pieces taken by readers, not yet filled
   int waiting_ = 0;                  // in-flight buffers being waited for outside the lock

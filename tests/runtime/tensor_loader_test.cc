@@ -4,18 +4,27 @@
 // as tensor-parallel shards, and every encoder fixture (dim-0 slices go through the sink, dim-1 slices and
 // dtype conversions are copied); a failing sink fails the load. The sink here
 // preads synchronously into CPU memory, standing in for the GPU upload.
+// ByteSinkPool lends a sink to one load at a time and drops a failed one. On
+// a CUDA build with a GPU, the real staged upload gives the same weights as a
+// plain load, and a load that failed in it leaves the next one unharmed.
 #include <ATen/ATen.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/checkpoint.h"
 #include "runtime/encoder_config.h"
+#include "runtime/internal/byte_sink_pool.h"
 #include "runtime/internal/encoder_model.h"
+#include "runtime/internal/staged_upload_sink.h"
 #include "runtime/internal/tensor_loader.h"
 #include "runtime/internal/weights.h"
 #include "runtime/model_config.h"
@@ -90,27 +99,44 @@ std::vector<std::pair<std::string, at::Tensor>> Tensors(const ModelWeights& w) {
   return all;
 }
 
+// A decoder fixture's config and checkpoint, and the dtype its tensors are stored in.
+struct OpenedModel {
+  ModelConfig config;
+  std::unique_ptr<Checkpoint> checkpoint;
+  at::ScalarType file_dtype = at::kFloat;
+};
+
+absl::StatusOr<OpenedModel> OpenModel(const std::string& dir) {
+  OpenedModel opened;
+  auto config = LoadModelConfig(dir);
+  if (!config.ok()) return config.status();
+  opened.config = *std::move(config);
+  auto checkpoint = Checkpoint::Open(dir);
+  if (!checkpoint.ok()) return checkpoint.status();
+  opened.checkpoint = *std::move(checkpoint);
+  const auto* embed = opened.checkpoint->Find("model.embed_tokens.weight");
+  if (embed == nullptr) return absl::NotFoundError("model.embed_tokens.weight");
+  auto file_dtype = FileScalarType(*embed->info);
+  if (!file_dtype.ok()) return file_dtype.status();
+  opened.file_dtype = *file_dtype;
+  return opened;
+}
+
 TEST(TensorLoaderTest, WeightsThroughASinkEqualAPlainLoad) {
   for (const char* model : {"llama", "llama3", "mistral", "qwen2", "qwen3"}) {
-    auto config = LoadModelConfig(TestModelDir(model));
-    ASSERT_TRUE(config.ok()) << config.status();
-    auto checkpoint = Checkpoint::Open(TestModelDir(model));
-    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    auto opened = OpenModel(TestModelDir(model));
+    ASSERT_TRUE(opened.ok()) << opened.status();
     // Loads in the files' dtype go through the sink; the other converts (copies).
-    const auto* embed = (*checkpoint)->Find("model.embed_tokens.weight");
-    ASSERT_NE(embed, nullptr);
-    auto file_dtype = FileScalarType(*embed->info);
-    ASSERT_TRUE(file_dtype.ok()) << file_dtype.status();
     for (at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
       for (const Shard& shard : {Shard{0, 1}, Shard{0, 2}, Shard{1, 2}}) {
         const std::string what = absl::StrCat(model, " ", at::toString(dtype), " rank ", shard.rank, "/", shard.size);
-        auto plain = LoadWeights(**checkpoint, *config, at::kCPU, dtype, shard);
+        auto plain = LoadWeights(*opened->checkpoint, opened->config, at::kCPU, dtype, shard);
         ASSERT_TRUE(plain.ok()) << what << ": " << plain.status();
         PreadSink sink;
-        auto sunk = LoadWeights(**checkpoint, *config, at::kCPU, dtype, shard, &sink);
+        auto sunk = LoadWeights(*opened->checkpoint, opened->config, at::kCPU, dtype, shard, &sink);
         ASSERT_TRUE(sunk.ok()) << what << ": " << sunk.status();
         EXPECT_GE(sink.finished(), 1) << what;
-        if (dtype == *file_dtype) {
+        if (dtype == opened->file_dtype) {
           EXPECT_GT(sink.bytes(), 0u) << what;
           // Sharded o and down are column slices: copied, not sunk.
           if (shard.size == 1) EXPECT_EQ(sink.bytes(), plain->device_bytes) << what;
@@ -179,6 +205,204 @@ TEST(TensorLoaderTest, AFailingSinkFailsTheLoad) {
   EXPECT_EQ(weights.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(weights.status().message(), "sink failed");
   EXPECT_GE(sink.finished(), 1);  // drained before the tensors went
+}
+
+// A sink that counts what its pool did to it.
+class CountingSink final : public ByteSink {
+ public:
+  explicit CountingSink(int* alive) : alive_(alive) { ++*alive_; }
+  ~CountingSink() override { --*alive_; }
+  absl::Status Enqueue(void* dst, std::vector<ByteRange> ranges) override {
+    if (dst == nullptr) return absl::InvalidArgumentError("null dst");
+    ++queued_;
+    return absl::OkStatus();
+  }
+  absl::Status Finish() override {
+    ++finishes_;
+    queued_ = 0;
+    if (fail_next_finish_) return absl::DataLossError("short read");
+    return absl::OkStatus();
+  }
+  bool fail_next_finish_ = false;
+  int queued_ = 0;
+  int finishes_ = 0;
+
+ private:
+  int* alive_;
+};
+
+struct CountingPool {
+  int alive = 0;
+  std::vector<CountingSink*> made;
+  ByteSinkPool pool{[this]() -> absl::StatusOr<std::unique_ptr<ByteSink>> {
+                      auto sink = std::make_unique<CountingSink>(&alive);
+                      made.push_back(sink.get());
+                      return std::unique_ptr<ByteSink>(std::move(sink));
+                    },
+                    /*max_idle=*/1};
+};
+
+TEST(ByteSinkPoolTest, AHealthySinkServesTheNextLoad) {
+  CountingPool p;
+  for (int load = 0; load < 3; ++load) {
+    auto sink = p.pool.Lease();
+    ASSERT_TRUE(sink.ok()) << sink.status();
+    char byte;
+    ASSERT_TRUE((*sink)->Enqueue(&byte, {}).ok());
+    ASSERT_TRUE((*sink)->Finish().ok());
+  }
+  EXPECT_EQ(p.pool.created(), 1);
+  EXPECT_EQ(p.pool.idle(), 1);
+  EXPECT_EQ(p.alive, 1);
+}
+
+TEST(ByteSinkPoolTest, AFailedSinkIsDroppedAndTheNextLoadGetsANewOne) {
+  CountingPool p;
+  {
+    auto sink = p.pool.Lease();
+    ASSERT_TRUE(sink.ok());
+    p.made.back()->fail_next_finish_ = true;
+    EXPECT_EQ((*sink)->Finish().code(), absl::StatusCode::kDataLoss);
+  }
+  EXPECT_EQ(p.pool.idle(), 0);
+  EXPECT_EQ(p.alive, 0);  // the failed one is freed
+  auto next = p.pool.Lease();
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(p.pool.created(), 2);
+  EXPECT_TRUE((*next)->Finish().ok());
+}
+
+TEST(ByteSinkPoolTest, AnArgumentErrorLeavesTheSinkUsable) {
+  CountingPool p;
+  {
+    auto sink = p.pool.Lease();
+    ASSERT_TRUE(sink.ok());
+    EXPECT_EQ((*sink)->Enqueue(nullptr, {}).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE((*sink)->Finish().ok());
+  }
+  EXPECT_EQ(p.pool.idle(), 1);
+}
+
+TEST(ByteSinkPoolTest, AnUnfinishedLoadIsFinishedBeforeItsSinkIsReused) {
+  CountingPool p;
+  {
+    auto sink = p.pool.Lease();
+    ASSERT_TRUE(sink.ok());
+    char byte;
+    ASSERT_TRUE((*sink)->Enqueue(&byte, {}).ok());
+    // the load gave up here (say a later tensor's shape was wrong)
+  }
+  ASSERT_EQ(p.made.size(), 1u);
+  EXPECT_EQ(p.made[0]->finishes_, 1);
+  EXPECT_EQ(p.made[0]->queued_, 0);
+  EXPECT_EQ(p.pool.idle(), 1);
+  // An unfinished load whose drain fails is dropped.
+  {
+    auto sink = p.pool.Lease();
+    char byte;
+    ASSERT_TRUE((*sink)->Enqueue(&byte, {}).ok());
+    p.made[0]->fail_next_finish_ = true;
+  }
+  EXPECT_EQ(p.pool.idle(), 0);
+  EXPECT_EQ(p.alive, 0);
+}
+
+TEST(ByteSinkPoolTest, LoadsAtOnceGetSinksOfTheirOwnAndTheSurplusIsFreed) {
+  CountingPool p;
+  {
+    auto a = p.pool.Lease();
+    auto b = p.pool.Lease();
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_NE(p.made[0], p.made[1]);
+    EXPECT_EQ(p.alive, 2);
+  }
+  EXPECT_EQ(p.pool.idle(), 1);  // max_idle
+  EXPECT_EQ(p.alive, 1);
+}
+
+TEST(ByteSinkPoolTest, AFactoryErrorIsTheLeaseError) {
+  ByteSinkPool pool([]() -> absl::StatusOr<std::unique_ptr<ByteSink>> { return absl::ResourceExhaustedError("pin"); },
+                    1);
+  auto sink = pool.Lease();
+  EXPECT_EQ(sink.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(pool.created(), 0);
+}
+
+// The real staged upload on a GPU (skipped elsewhere).
+absl::StatusOr<std::unique_ptr<ByteSink>> CudaSinkOrSkip() {
+  if (!at::hasCUDA()) return absl::UnavailableError("no CUDA");
+  auto sink = StagedUploadSinkFor(at::Device(at::kCUDA, 0));
+  if (!sink.ok()) return sink.status();
+  if (*sink == nullptr) return absl::UnavailableError("built without Gantry's CUDA kernels");
+  return sink;
+}
+
+TEST(TensorLoaderTest, CudaStagedUploadEqualsAPlainLoad) {
+  {
+    auto probe = CudaSinkOrSkip();
+    if (absl::IsUnavailable(probe.status())) GTEST_SKIP() << probe.status();
+  }
+  const at::Device cuda(at::kCUDA, 0);
+  for (const char* model : {"llama", "qwen3"}) {
+    auto opened = OpenModel(TestModelDir(model));
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    for (const Shard& shard : {Shard{0, 1}, Shard{1, 2}}) {
+      const std::string what = absl::StrCat(model, " rank ", shard.rank, "/", shard.size);
+      auto plain = LoadWeights(*opened->checkpoint, opened->config, cuda, opened->file_dtype, shard);
+      ASSERT_TRUE(plain.ok()) << what << ": " << plain.status();
+      auto sink = CudaSinkOrSkip();
+      ASSERT_TRUE(sink.ok()) << sink.status();
+      auto staged = LoadWeights(*opened->checkpoint, opened->config, cuda, opened->file_dtype, shard, sink->get());
+      ASSERT_TRUE(staged.ok()) << what << ": " << staged.status();
+      ExpectSameTensors(Tensors(*plain), Tensors(*staged), what);
+    }
+  }
+}
+
+TEST(TensorLoaderTest, CudaStagedUploadRecoversFromAFailedLoad) {
+  {
+    auto probe = CudaSinkOrSkip();
+    if (absl::IsUnavailable(probe.status())) GTEST_SKIP() << probe.status();
+  }
+  const at::Device cuda(at::kCUDA, 0);
+  // A copy of a fixture whose shard is cut short after it was opened: the
+  // staged reads come up short. POSIX calls, not std::filesystem: this
+  // binary links LibTorch directly, and the CUDA wheel's libtorch.so exports
+  // std::filesystem symbols of its own that crash when called from here.
+  std::string dir = ::testing::TempDir() + "staged_upload_cut_XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr) << dir;
+  for (const char* name : {"config.json", "model.safetensors"}) {
+    std::ifstream in(TestModelDir("qwen3") + "/" + name, std::ios::binary);
+    std::ofstream out(dir + "/" + name, std::ios::binary);
+    out << in.rdbuf();
+    ASSERT_TRUE(out.good()) << name;
+  }
+  auto opened = OpenModel(dir);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const std::string shard = dir + "/model.safetensors";
+  struct stat st {};
+  ASSERT_EQ(stat(shard.c_str(), &st), 0);
+  ASSERT_EQ(truncate(shard.c_str(), st.st_size / 2), 0);
+  {
+    auto sink = CudaSinkOrSkip();
+    ASSERT_TRUE(sink.ok()) << sink.status();
+    auto weights = LoadWeights(*opened->checkpoint, opened->config, cuda, opened->file_dtype, Shard{}, sink->get());
+    ASSERT_FALSE(weights.ok());
+    EXPECT_THAT(std::string(weights.status().message()), ::testing::HasSubstr("ends at offset")) << weights.status();
+  }
+  // The next load through the device's sink is whole.
+  auto checkpoint = Checkpoint::Open(TestModelDir("qwen3"));
+  ASSERT_TRUE(checkpoint.ok());
+  auto plain = LoadWeights(**checkpoint, opened->config, cuda, opened->file_dtype, Shard{});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  auto sink = CudaSinkOrSkip();
+  ASSERT_TRUE(sink.ok()) << sink.status();
+  auto staged = LoadWeights(**checkpoint, opened->config, cuda, opened->file_dtype, Shard{}, sink->get());
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  ExpectSameTensors(Tensors(*plain), Tensors(*staged), "after a failed load");
+  unlink(shard.c_str());
+  unlink((dir + "/config.json").c_str());
+  rmdir(dir.c_str());
 }
 
 }  // namespace
