@@ -31,6 +31,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "runtime/host_tier_memory.h"
 #include "scheduler/memory_budget.h"
 #include "scheduler/model_loader.h"
 #include "scheduler/model_registry.h"
@@ -58,6 +59,9 @@ ABSL_FLAG(int32_t, swap_rounds, 0, "alternate requests between two copies of the
 ABSL_FLAG(uint64_t, swap_budget_mib, 0, "budget for the swap test (default: 1.5 x one model's cost)");
 ABSL_FLAG(int64_t, swap_host_cache_mib, -1,
           "host tier of the swap test (-1: room for both copies' weights; 0: none, every load from the files)");
+ABSL_FLAG(bool, swap_reserve_host, true,
+          "reserve (fault in and pin) the host tier's memory before the swap test, as gantry-server does at start-up "
+          "(false: each copy to the tier pins fresh memory)");
 
 namespace {
 
@@ -308,6 +312,12 @@ int Swap() {
                          RealClock::Get());
   std::printf("swap: two copies of %.2f GB each under a budget of %.2f GB on %s, host tier %.2f GB\n", *cost / 1e9,
               budget / 1e9, absl::GetFlag(FLAGS_device).c_str(), options.host_cache_bytes / 1e9);
+  if (options.host_cache_bytes > 0 && absl::GetFlag(FLAGS_swap_reserve_host)) {
+    const auto start = Clock::now();
+    if (auto s = gantry::runtime::ReserveHostTierMemory(options.host_cache_bytes); !s.ok()) return Fail(s);
+    std::printf("host tier memory reserved%s in %.2f s\n", gantry::runtime::HostTierArena()->pinned() ? " and pinned" : "",
+                Seconds(start));
+  }
   std::vector<double> first_tokens;  // of the second request after each load
   for (int round = 0; round < absl::GetFlag(FLAGS_swap_rounds); ++round) {
     const std::string name = round % 2 == 0 ? "m0" : "m1";

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/checkpoint.h"
+#include "runtime/host_tier_memory.h"
 #include "runtime/internal/attention.h"
 #include "runtime/internal/communicator.h"
 #include "runtime/internal/forward.h"
@@ -132,10 +133,18 @@ class TorchModelRunner final : public ModelRunner {
       c10::InferenceMode guard;
       auto host = std::make_shared<TorchHostWeights>();
       host->dtype = ranks_[0].model->dtype();
+      HostArena* arena = HostTierArena();
       for (const Rank& rank : ranks_) {
         const bool pin = rank.device.is_cuda();
         host->ranks.push_back(MapWeights(rank.model->weights(), [&](const at::Tensor& t) {
-          at::Tensor h = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(pin));
+          // The reserved arena where it has room (no fresh pages to fault in
+          // and pin), else new memory.
+          const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+          void* block = arena != nullptr && (arena->pinned() || !pin) ? arena->Allocate(bytes) : nullptr;
+          at::Tensor h = block != nullptr
+                             ? at::from_blob(block, t.sizes(), [arena](void* p) { arena->Free(p); },
+                                             t.options().device(at::kCPU))
+                             : at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(pin));
           h.copy_(t);
           return h;
         }));

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -27,6 +28,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/host_tier_memory.h"
 #include "runtime/model_runner.h"
 #include "scheduler/memory_budget.h"
 #include "scheduler/model_loader.h"
@@ -52,6 +54,14 @@ ABSL_FLAG(std::string, metrics_listen, "-",
 namespace {
 
 using gantry::scheduler::ModelState;
+
+// A thread joined when it goes out of scope.
+struct JoinedThread {
+  std::thread thread;
+  ~JoinedThread() {
+    if (thread.joinable()) thread.join();
+  }
+};
 
 absl::Status CheckDevices(gantry::server::ServerConfig* config) {
   spdlog::info("build: {}", gantry::runtime::DescribeBuild());
@@ -222,6 +232,7 @@ int main(int argc, char** argv) {
     spdlog::info("memory budget {}: {:.1f} MiB", device, bytes / double(1ull << 20));
   }
   options.unload_grace = absl::Seconds(config.unload_grace_seconds);
+  JoinedThread host_reservation;  // joined on every return, early ones included
   if (config.host_cache_bytes > 0) {
     // The tier must never push the machine into swap: its whole budget has
     // to fit what the host has available now, beside everything else.
@@ -233,6 +244,20 @@ int main(int argc, char** argv) {
     }
     options.host_cache_bytes = config.host_cache_bytes;
     spdlog::info("host tier: {:.1f} MiB for evicted models' weights", config.host_cache_bytes / double(1ull << 20));
+    // Faulting in and pinning takes seconds: in the background, so serving
+    // starts at once (copies before it is ready pin fresh memory).
+    host_reservation.thread = std::thread([bytes = config.host_cache_bytes] {
+      const auto start = std::chrono::steady_clock::now();
+      if (absl::Status s = gantry::runtime::ReserveHostTierMemory(bytes); !s.ok()) {
+        spdlog::warn("host tier: reserving {:.1f} MiB failed ({}); evicted models' weights go to fresh memory",
+                     bytes / double(1ull << 20), std::string(s.message()));
+        return;
+      }
+      const gantry::runtime::HostArena* arena = gantry::runtime::HostTierArena();
+      spdlog::info("host tier: {:.1f} MiB reserved{} in {:.1f} s", bytes / double(1ull << 20),
+                   arena->pinned() ? " and pinned" : "",
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    });
   }
   // Tokens and certificates first: a bad file stops start-up before any
   // model loads or any thread starts.

@@ -168,7 +168,8 @@ TEST_F(SchedulingTest, IdleModelsAreUnloadedAfterTheirTimeout) {
 
 // The host tier end to end: an evicted model's weights wait in host memory
 // (Models.List says "host"), it comes back from there with the same tokens,
-// and Models.Load with wait: false answers before the load is done.
+// and Models.Load with wait: false answers before the load is done. The
+// tier's memory is reserved at start-up (not pinned: no GPU here).
 TEST_F(SchedulingTest, EvictedModelsComeBackFromTheHostTierAndLoadCanPrefetch) {
   Start("host_tier_test", "", "host_cache_mib: 64\n");
   if (HasFatalFailure()) return;
@@ -184,6 +185,8 @@ TEST_F(SchedulingTest, EvictedModelsComeBackFromTheHostTierAndLoadCanPrefetch) {
   ASSERT_TRUE(again.status.ok()) << again.status.error_message();
   EXPECT_EQ(again.tokens, reference.tokens);
   EXPECT_THAT(server_->Log(), ::testing::HasSubstr("model a: weights from the host tier"));
+  // The tier's memory was reserved at start-up (a background thread).
+  EXPECT_THAT(server_->Log(), ::testing::HasSubstr("host tier: 64.0 MiB reserved in"));
 
   grpc::ClientContext context;
   v1::LoadModelRequest load;
