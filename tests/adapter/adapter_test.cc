@@ -1,7 +1,7 @@
 // Integration: gantry-server and gantry-adapter on loopback, driven by the
 // official OpenAI SDK from npm (openai_sdk_test.mjs, run with node --test):
 // chat and completions on the demo model, embeddings on demo-embed, rerank
-// on demo-rerank.
+// on demo-rerank; demo-lazy (not resident) loads on its first requests.
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -71,6 +71,8 @@ TEST(AdapterTest, OpenAiSdkAgainstTheRealServices) {
                                                         "    resident: true\n"
                                                         "  - name: demo-rerank\n    path: " + root + "/models/demo-rerank\n"
                                                         "    resident: true\n"
+                                                        "  - name: demo-lazy\n    path: " + root + "/models/demo\n"
+                                                        "    max_context: 2048\n"
                                                         "  - name: broken\n    path: " + root + "/models/does-not-exist\n");
   ASSERT_FALSE(server.address().empty()) << server.Log();
   testing::ServerProcess adapter("adapter", GANTRY_ADAPTER_BINARY,

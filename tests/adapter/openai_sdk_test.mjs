@@ -268,6 +268,19 @@ test('20 concurrent streams all complete', async () => {
   }
 });
 
+test('the first requests to a model that is not loaded start one load, and every one is answered', async () => {
+  assert.equal(await metric('gantry_model_loads_total', ['model="demo-lazy"', 'outcome="ok"']), 0);
+  const started = Date.now();
+  // Six at once for the unloaded model, and one for the resident model beside them.
+  const replies = await Promise.all([
+    ...Array.from({ length: 6 }, (_, i) => client.chat.completions.create(
+      { model: 'demo-lazy', messages: [{ role: 'user', content: `Lazy ${i}` }], max_tokens: 5, temperature: 0 })),
+    client.chat.completions.create({ model, messages, max_tokens: 2, temperature: 0 })]);
+  for (const reply of replies) assert.equal(reply.choices[0].finish_reason, 'length');
+  assert.equal(await metric('gantry_model_loads_total', ['model="demo-lazy"', 'outcome="ok"']), 1);
+  assert.ok(Date.now() - started < 60_000, "within Dify's 60 s timeout");
+});
+
 // ---- Embeddings (demo-embed) and rerank (demo-rerank) ----
 
 const embedModel = 'demo-embed';
