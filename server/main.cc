@@ -138,17 +138,15 @@ class ServerObserver : public gantry::scheduler::SchedulerObserver {
     spdlog::info("model {}: {}", model, gantry::scheduler::ModelStateName(state));
     health_->SetServingStatus(model, state != ModelState::kFailed && state != ModelState::kUnloading);
   }
-  void OnLoad(const std::string& model, absl::Duration took, bool ok) override {
-    if (ok) spdlog::info("model {}: loaded in {:.2f} s", model, absl::ToDoubleSeconds(took));
-    metrics_->OnLoad(model, took, ok);
-  }
+  void OnLoad(const std::string& model, absl::Duration took, bool ok) override { metrics_->OnLoad(model, took, ok); }
+  // A successful load's one log line (failures are logged where they are answered).
   void OnLoadSource(const std::string& model, const std::string& source, uint64_t weight_bytes,
                     absl::Duration took) override {
-    if (source == "host") spdlog::info("model {}: weights from the host tier", model);
-    const double seconds = absl::ToDoubleSeconds(took);
-    spdlog::info("model {}: {:.2f} GB of weights from {} in {:.2f} s ({:.2f} GB/s)", model, weight_bytes / 1e9, source,
-                 seconds, seconds > 0 ? weight_bytes / 1e9 / seconds : 0.0);
     metrics_->OnLoadSource(model, source, weight_bytes, took);
+    const double rate = gantry::server::Metrics::LoadRate(weight_bytes, took);
+    spdlog::info("model {}: loaded in {:.2f} s, {:.2f} GB of weights from {} ({:.2f} GB/s)", model,
+                 absl::ToDoubleSeconds(took), weight_bytes / 1e9, source == "host" ? "the host tier" : source,
+                 rate / 1e9);
   }
   void OnUnload(const std::string& model, gantry::scheduler::UnloadReason reason) override {
     spdlog::info("model {}: unloaded ({})", model, gantry::scheduler::UnloadReasonName(reason));

@@ -268,8 +268,12 @@ void Metrics::OnLoadSource(const std::string& model, const std::string& source, 
                            absl::Duration took) {
   PerModel* p = Find(model);
   (source == "host" ? p->loads_from_host : p->loads_from_disk)->Increment();
+  if (took > absl::ZeroDuration()) p->load_rate->Set(LoadRate(weight_bytes, took));
+}
+
+double Metrics::LoadRate(uint64_t weight_bytes, absl::Duration took) {
   const double seconds = absl::ToDoubleSeconds(took);
-  if (seconds > 0) p->load_rate->Set(static_cast<double>(weight_bytes) / seconds);
+  return seconds > 0 ? static_cast<double>(weight_bytes) / seconds : 0.0;
 }
 
 void Metrics::OnUnload(const std::string& model, scheduler::UnloadReason reason) {

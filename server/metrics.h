@@ -40,6 +40,9 @@ class Metrics : public scheduler::SchedulerObserver {
   void OnLoad(const std::string& model, absl::Duration took, bool ok) override;
   void OnLoadSource(const std::string& model, const std::string& source, uint64_t weight_bytes,
                     absl::Duration took) override;
+  // A load's rate as gantry_model_load_bytes_per_second exports it: weight
+  // bytes over the load's time (0 for a load that took no time).
+  static double LoadRate(uint64_t weight_bytes, absl::Duration took);
   void OnUnload(const std::string& model, scheduler::UnloadReason reason) override;
   void OnStep(const std::string& model, const scheduler::StepReport& report) override;
 

@@ -214,7 +214,7 @@ TEST(MetricsTest, PrometheusScrapesAndEveryDashboardQueryReturnsData) {
   auto rate = prometheus.Query("gantry_model_load_bytes_per_second{model=\"llama\"}");
   ASSERT_TRUE(rate.is_array() && !rate.empty()) << prometheus.Log();
   EXPECT_GT(std::stod(rate[0]["value"][1].get<std::string>()), 0.0);
-  EXPECT_THAT(server.Log(), HasSubstr("GB of weights from disk in"));
+  EXPECT_THAT(server.Log(), HasSubstr("GB of weights from disk ("));
   EXPECT_EQ(server.Terminate(15s), 0) << server.Log();
 }
 

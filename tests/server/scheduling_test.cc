@@ -184,7 +184,7 @@ TEST_F(SchedulingTest, EvictedModelsComeBackFromTheHostTierAndLoadCanPrefetch) {
   const Result again = Generate(Request("a", 20));  // evicts b; a from the host tier
   ASSERT_TRUE(again.status.ok()) << again.status.error_message();
   EXPECT_EQ(again.tokens, reference.tokens);
-  EXPECT_THAT(server_->Log(), ::testing::HasSubstr("model a: weights from the host tier"));
+  EXPECT_THAT(server_->Log(), ::testing::HasSubstr("GB of weights from the host tier"));
   // The tier's memory was reserved at start-up (a background thread).
   EXPECT_THAT(server_->Log(), ::testing::HasSubstr("host tier: 64.0 MiB reserved in"));
 
