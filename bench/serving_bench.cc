@@ -15,15 +15,26 @@
 // Run once with prefix caching on and once off; the median time to first
 // token of the turns is printed side by side.
 //
+// Soak: --soak_minutes M runs --soak_streams clients for M minutes, each
+// sending requests of random prompt length (8 to 4 x --prompt_tokens) and
+// random length (1 to 2 x --max_tokens), greedy or sampled, and cancelling
+// one in four at a random point; every 30 s it prints requests, errors,
+// tokens/s, the process's RSS, the CUDA allocator's memory and the engine's
+// queue and free KV blocks. It fails on any request error, a stream that
+// stalls, or, at the end, a request left running or a KV block not freed.
+//
 // Swap: --swap_rounds R loads two copies of the model under a budget that
 // holds one (--swap_budget_mib, default: 1.5 x one model's cost) and
 // alternates requests between them, printing each cold load (GB/s) and each
 // swap (evict the other, load, first token), and where the weights came from
 // (the files, or the host tier: --swap_host_cache_mib).
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,7 +42,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "runtime/host_tier_memory.h"
+#include "runtime/model_runner.h"
 #include "scheduler/memory_budget.h"
 #include "scheduler/model_loader.h"
 #include "scheduler/model_registry.h"
@@ -55,6 +68,8 @@ ABSL_FLAG(int32_t, chat_turns, 4, "turns per user in the chat workload");
 ABSL_FLAG(int64_t, chat_system_tokens, 1000, "shared system prompt of the chat workload");
 ABSL_FLAG(int64_t, chat_message_tokens, 64, "tokens of each user message in the chat workload");
 ABSL_FLAG(int64_t, chat_reply_tokens, 64, "tokens of each reply in the chat workload");
+ABSL_FLAG(double, soak_minutes, 0, "run the soak workload for this many minutes");
+ABSL_FLAG(int32_t, soak_streams, 64, "concurrent clients of the soak workload");
 ABSL_FLAG(int32_t, swap_rounds, 0, "alternate requests between two copies of the model this many times");
 ABSL_FLAG(uint64_t, swap_budget_mib, 0, "budget for the swap test (default: 1.5 x one model's cost)");
 ABSL_FLAG(int64_t, swap_host_cache_mib, -1,
@@ -298,6 +313,119 @@ int ChatWorkload() {
   return 0;
 }
 
+// The process's resident set, from /proc/self/statm.
+double ResidentMiB() {
+  long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+
+int Soak() {
+  ModelRegistry registry({BaseSpec("soak")}, LoadModelFolder, EstimateModelBytes, {}, RealClock::Get());
+  auto lease = registry.Acquire("soak");
+  if (!lease.ok()) return Fail(lease.status());
+  const int64_t vocab = (*lease)->info().config.vocab_size;
+  const int streams = absl::GetFlag(FLAGS_soak_streams);
+  const auto duration = std::chrono::duration<double>(60.0 * absl::GetFlag(FLAGS_soak_minutes));
+  std::printf("soak: %d streams for %.1f min on %s (%s)\n", streams, absl::GetFlag(FLAGS_soak_minutes),
+              (*lease)->info().device.c_str(), (*lease)->info().dtype.c_str());
+  std::atomic<int64_t> finished{0}, cancelled{0}, errors{0}, tokens{0};
+  std::atomic<bool> stop{false};
+  const auto start = Clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < streams; ++c) {
+    clients.emplace_back([&, c] {
+      std::mt19937_64 rng(1000 + c);
+      for (int64_t i = 0; !stop.load(); ++i) {
+        GenerationRequest request;
+        const int64_t prompt = 8 + static_cast<int64_t>(rng() % (4 * absl::GetFlag(FLAGS_prompt_tokens)));
+        request.prompt = BenchPrompt(c * 1000003 + i, prompt, vocab);
+        request.max_tokens = 1 + static_cast<int64_t>(rng() % (2 * absl::GetFlag(FLAGS_max_tokens)));
+        request.ignore_eos = true;
+        const bool sampled = rng() % 2 == 0;
+        request.sampling.temperature = sampled ? 0.8f : 0.0f;
+        request.sampling.top_p = sampled ? 0.9f : 1.0f;
+        request.sampling.seed = rng();
+        // One in four is cancelled after a random number of events (0: before any).
+        const int64_t cancel_after = rng() % 4 == 0 ? static_cast<int64_t>(rng() % 16) : -1;
+        auto stream = (*lease)->Submit(std::move(request));
+        if (!stream.ok()) {
+          std::fprintf(stderr, "submit: %s\n", stream.status().ToString().c_str());
+          ++errors;
+          continue;
+        }
+        if (cancel_after == 0) (*stream)->Cancel();
+        StreamEvent event;
+        int64_t events = 0;
+        bool ended = false;
+        while ((*stream)->Pop(&event, absl::Seconds(120))) {
+          if (!event.error.ok()) {
+            std::fprintf(stderr, "request failed: %s\n", event.error.ToString().c_str());
+            ++errors;
+            ended = true;
+            break;
+          }
+          tokens += static_cast<int64_t>(event.tokens.size());
+          if (++events == cancel_after) (*stream)->Cancel();
+          if (event.last()) {
+            (event.reason == FinishReason::kCancelled ? cancelled : finished) += 1;
+            ended = true;
+            break;
+          }
+        }
+        if (!ended) {
+          std::fprintf(stderr, "a stream stalled for 120 s\n");
+          ++errors;
+        }
+      }
+    });
+  }
+  auto report = [&](const char* when) {
+    const EngineStats stats = (*lease)->Stats();
+    double allocated = 0, reserved = 0;
+    for (const auto& a : gantry::runtime::DescribeCudaAllocators()) {
+      allocated += a.allocated_bytes / double(1 << 20);
+      reserved += a.reserved_bytes / double(1 << 20);
+    }
+    const double elapsed = Seconds(start);
+    std::printf("%s %6.0f s: %lld finished, %lld cancelled, %lld errors, %.0f tokens/s; RSS %.0f MiB, "
+                "CUDA allocated %.0f MiB reserved %.0f MiB; running %lld waiting %lld, KV blocks free %lld of %lld\n",
+                when, elapsed, static_cast<long long>(finished.load()), static_cast<long long>(cancelled.load()),
+                static_cast<long long>(errors.load()), tokens.load() / std::max(elapsed, 1e-9), ResidentMiB(),
+                allocated, reserved, static_cast<long long>(stats.running), static_cast<long long>(stats.waiting),
+                static_cast<long long>(stats.blocks_free), static_cast<long long>(stats.blocks_total));
+    std::fflush(stdout);
+  };
+  auto next_report = start + std::chrono::seconds(30);
+  while (Clock::now() - start < duration && errors.load() == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (Clock::now() >= next_report) {
+      report("soak");
+      next_report += std::chrono::seconds(30);
+    }
+  }
+  stop = true;
+  for (auto& c : clients) c.join();
+  // The engine frees a finished request's blocks at its next step: give it a moment.
+  EngineStats stats = (*lease)->Stats();
+  for (int i = 0; i < 100 && (stats.running > 0 || stats.waiting > 0 || stats.blocks_free != stats.blocks_total); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    stats = (*lease)->Stats();
+  }
+  report("end ");
+  if (errors.load() > 0) return Fail(absl::InternalError(absl::StrCat(errors.load(), " request(s) failed")));
+  if (stats.running > 0 || stats.waiting > 0 || stats.blocks_free != stats.blocks_total) {
+    return Fail(absl::InternalError(absl::StrCat("after the soak: ", stats.running, " running, ", stats.waiting,
+                                                 " waiting, ", stats.blocks_total - stats.blocks_free,
+                                                 " KV blocks not freed")));
+  }
+  std::printf("soak passed: no errors, no request left, every KV block free\n");
+  return 0;
+}
+
 int Swap() {
   auto cost = EstimateModelBytes(BaseSpec("m0"));
   if (!cost.ok()) return Fail(cost.status());
@@ -358,9 +486,10 @@ int Swap() {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   if (absl::GetFlag(FLAGS_model).empty()) {
-    std::fprintf(stderr, "usage: serving_bench --model DIR [--streams 1,8,32,64] [--swap_rounds 4] [--chat_users 32]\n");
+    std::fprintf(stderr, "usage: serving_bench --model DIR [--streams 1,8,32,64] [--swap_rounds 4] [--chat_users 32] [--soak_minutes 20]\n");
     return 2;
   }
+  if (absl::GetFlag(FLAGS_soak_minutes) > 0) return Soak();
   if (absl::GetFlag(FLAGS_swap_rounds) > 0) return Swap();
   if (absl::GetFlag(FLAGS_chat_users) > 0) return ChatWorkload();
   return Throughput();
