@@ -2,13 +2,16 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "text/reasoning_parser.h"
@@ -321,15 +324,72 @@ absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std
   }
 }
 
-uint64_t HostAvailableBytes() {
-  std::ifstream meminfo("/proc/meminfo");
-  std::string key, unit;
-  uint64_t kib = 0;
-  while (meminfo >> key >> kib >> unit) {
-    if (key == "MemAvailable:") return kib << 10;
-  }
-  return 0;
+namespace {
+
+// The first number in a file; nullopt when it is missing or not a number
+// ("max", cgroup v2's no-limit).
+std::optional<uint64_t> ReadNumber(const std::string& path) {
+  std::ifstream in(path);
+  std::string text;
+  if (!(in >> text)) return std::nullopt;
+  uint64_t value = 0;
+  if (!absl::SimpleAtoi(text, &value)) return std::nullopt;
+  return value;
 }
+
+// Room left under a cgroup's limit: limit - usage, or nullopt without a limit.
+std::optional<uint64_t> RoomUnder(const std::string& limit_file, const std::string& usage_file) {
+  const auto limit = ReadNumber(limit_file);
+  // cgroup v1 writes "no limit" as a page-rounded 2^63 - 1.
+  if (!limit || *limit >= (uint64_t{1} << 62)) return std::nullopt;
+  const uint64_t usage = ReadNumber(usage_file).value_or(0);
+  return *limit > usage ? *limit - usage : 0;
+}
+
+}  // namespace
+
+uint64_t HostAvailableBytesFrom(const std::string& meminfo, const std::string& self_cgroup,
+                                const std::string& cgroup_root) {
+  uint64_t available = 0;
+  {
+    std::ifstream in(meminfo);
+    std::string key, unit;
+    uint64_t kib = 0;
+    while (in >> key >> kib >> unit) {
+      if (key == "MemAvailable:") {
+        available = kib << 10;
+        break;
+      }
+    }
+  }
+  if (available == 0) return 0;
+  // /proc/self/cgroup lines: "0::/path" (v2) or "N:memory:/path" (v1, the
+  // memory controller among others).
+  std::ifstream cgroups(self_cgroup);
+  std::string line;
+  while (std::getline(cgroups, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, absl::MaxSplits(':', 2));
+    if (fields.size() != 3) continue;
+    const std::vector<std::string> controllers = absl::StrSplit(fields[1], ',');
+    const bool v2 = fields[0] == "0" && fields[1].empty();
+    const bool v1_memory = std::find(controllers.begin(), controllers.end(), "memory") != controllers.end();
+    if (!v2 && !v1_memory) continue;
+    // The process's cgroup and each one above it may set a limit.
+    std::string path = fields[2];
+    while (true) {
+      const std::string dir = v2 ? cgroup_root + path : cgroup_root + "/memory" + path;
+      const auto room = v2 ? RoomUnder(dir + "/memory.max", dir + "/memory.current")
+                           : RoomUnder(dir + "/memory.limit_in_bytes", dir + "/memory.usage_in_bytes");
+      if (room) available = std::min(available, *room);
+      if (path.empty() || path == "/") break;
+      const size_t slash = path.rfind('/');
+      path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+    }
+  }
+  return available;
+}
+
+uint64_t HostAvailableBytes() { return HostAvailableBytesFrom("/proc/meminfo", "/proc/self/cgroup", "/sys/fs/cgroup"); }
 
 absl::StatusOr<ServerConfig> LoadConfig(const std::string& path) {
   std::ifstream in(path);

@@ -78,8 +78,15 @@ struct ServerConfig {
   TlsConfig metrics_tls;
 };
 
-// MemAvailable from /proc/meminfo, in bytes (0 when it cannot be read).
+// Host memory this process may still take, in bytes: MemAvailable from
+// /proc/meminfo, and within a memory cgroup (a container, a systemd unit with
+// MemoryMax) the tightest of its limits less what it already uses, for
+// cgroup v2 and v1. 0 when /proc/meminfo cannot be read.
 uint64_t HostAvailableBytes();
+// The same from other files (tests): `meminfo` as /proc/meminfo, `self_cgroup`
+// as /proc/self/cgroup, `cgroup_root` as /sys/fs/cgroup.
+uint64_t HostAvailableBytesFrom(const std::string& meminfo, const std::string& self_cgroup,
+                                const std::string& cgroup_root);
 
 // `path` names the file in errors and anchors relative model paths.
 absl::StatusOr<ServerConfig> ParseConfig(const std::string& yaml_text, const std::string& path);

@@ -238,7 +238,9 @@ int main(int argc, char** argv) {
     if (config.host_cache_bytes > available) {
       return Fail(absl::FailedPreconditionError(absl::StrCat(
           "host_cache_mib ", config.host_cache_bytes >> 20, " exceeds the host's available memory (",
-          available >> 20, " MiB, MemAvailable in /proc/meminfo); lower it or set 0 to turn the host tier off")));
+          available >> 20,
+          " MiB: MemAvailable in /proc/meminfo, or the memory cgroup's limit less its usage); lower it or set "
+          "0 to turn the host tier off")));
     }
     options.host_cache_bytes = config.host_cache_bytes;
     spdlog::info("host tier: {:.1f} MiB for evicted models' weights", config.host_cache_bytes / double(1ull << 20));

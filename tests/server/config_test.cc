@@ -1,5 +1,11 @@
 #include "server/config.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -106,6 +112,58 @@ models:
     ASSERT_FALSE(parsed.ok()) << text;
     EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(message)) << text;
   }
+}
+
+// A fake /proc/meminfo, /proc/self/cgroup and /sys/fs/cgroup under a temp dir.
+class HostMemoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = ::testing::TempDir() + "host_memory_XXXXXX";
+    ASSERT_NE(mkdtemp(root_.data()), nullptr);
+    Write("meminfo", "MemTotal: 100000000 kB\nMemFree: 1 kB\nMemAvailable: 1048576 kB\n");  // 1 GiB
+  }
+  void Write(const std::string& path, const std::string& text) {
+    for (size_t at = path.find('/'); at != std::string::npos; at = path.find('/', at + 1)) {
+      mkdir((root_ + "/" + path.substr(0, at)).c_str(), 0755);
+    }
+    std::ofstream(root_ + "/" + path) << text;
+  }
+  uint64_t Available() {
+    return HostAvailableBytesFrom(root_ + "/meminfo", root_ + "/self_cgroup", root_ + "/cgroup");
+  }
+  std::string root_;
+};
+
+TEST_F(HostMemoryTest, MemAvailableWithoutALimit) {
+  Write("self_cgroup", "0::/\n");
+  EXPECT_EQ(Available(), 1ull << 30);
+  Write("cgroup/memory.max", "max\n");  // cgroup v2: no limit
+  EXPECT_EQ(Available(), 1ull << 30);
+}
+
+TEST_F(HostMemoryTest, ACgroupV2LimitOnTheProcessOrAboveIt) {
+  Write("self_cgroup", "0::/system.slice/gantry.service\n");
+  Write("cgroup/system.slice/gantry.service/memory.max", "max\n");
+  Write("cgroup/system.slice/memory.max", "536870912\n");      // 512 MiB above the process
+  Write("cgroup/system.slice/memory.current", "134217728\n");  // 128 MiB used
+  EXPECT_EQ(Available(), 384ull << 20);
+  Write("cgroup/system.slice/gantry.service/memory.max", "268435456\n");  // 256 MiB on the unit itself
+  Write("cgroup/system.slice/gantry.service/memory.current", "200000000\n");
+  EXPECT_EQ(Available(), 268435456ull - 200000000ull);
+}
+
+TEST_F(HostMemoryTest, ACgroupV1Limit) {
+  Write("self_cgroup", "12:pids:/docker/abc\n9:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n");
+  Write("cgroup/memory/docker/abc/memory.limit_in_bytes", "9223372036854771712\n");  // v1's "no limit"
+  EXPECT_EQ(Available(), 1ull << 30);
+  Write("cgroup/memory/docker/abc/memory.limit_in_bytes", "314572800\n");  // 300 MiB
+  Write("cgroup/memory/docker/abc/memory.usage_in_bytes", "419430400\n");  // over it already
+  EXPECT_EQ(Available(), 0u);
+}
+
+TEST_F(HostMemoryTest, NoMeminfoIsZero) {
+  unlink((root_ + "/meminfo").c_str());
+  EXPECT_EQ(Available(), 0u);
 }
 
 TEST(ConfigTest, MemoryBudgets) {
