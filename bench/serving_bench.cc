@@ -27,7 +27,8 @@
 // holds one (--swap_budget_mib, default: 1.5 x one model's cost) and
 // alternates requests between them, printing each cold load (GB/s) and each
 // swap (evict the other, load, first token), and where the weights came from
-// (the files, or the host tier: --swap_host_cache_mib).
+// (the files, or the host tier: --swap_host_cache_mib). Like gantry-server,
+// it first reserves the host tier and warms the device up (--swap_warm_up).
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,6 +44,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/device_warm_up.h"
 #include "runtime/host_tier_memory.h"
 #include "runtime/model_runner.h"
 #include "scheduler/memory_budget.h"
@@ -77,6 +79,9 @@ ABSL_FLAG(int64_t, swap_host_cache_mib, -1,
 ABSL_FLAG(bool, swap_reserve_host, true,
           "reserve (fault in and pin) the host tier's memory before the swap test, as gantry-server does at start-up "
           "(false: each copy to the tier pins fresh memory)");
+ABSL_FLAG(bool, swap_warm_up, true,
+          "warm the device up (runtime/device_warm_up.h) before the swap test, as gantry-server does at start-up "
+          "(false: the first load pays for it)");
 
 namespace {
 
@@ -445,6 +450,11 @@ int Swap() {
     if (auto s = gantry::runtime::ReserveHostTierMemory(options.host_cache_bytes); !s.ok()) return Fail(s);
     std::printf("host tier memory reserved%s in %.2f s\n", gantry::runtime::HostTierArena()->pinned() ? " and pinned" : "",
                 Seconds(start));
+  }
+  if (absl::GetFlag(FLAGS_swap_warm_up)) {
+    auto seconds = gantry::runtime::WarmUpDevice(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype));
+    if (!seconds.ok()) return Fail(seconds.status());
+    std::printf("%s warmed up in %.2f s\n", absl::GetFlag(FLAGS_device).c_str(), *seconds);
   }
   std::vector<double> first_tokens;  // of the second request after each load
   for (int round = 0; round < absl::GetFlag(FLAGS_swap_rounds); ++round) {

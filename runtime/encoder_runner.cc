@@ -88,13 +88,9 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   try {
     c10::InferenceMode guard;
     at::DeviceGuard device_guard(*device);
-    std::unique_ptr<ByteSink> sink;
-    if (options.cuda_staged_upload) {
-      auto leased = StagedUploadSinkFor(*device);
-      if (!leased.ok()) return leased.status();
-      sink = *std::move(leased);
-    }
-    auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype, sink.get());
+    auto sink = StagedUploadSinkFor(*device, options.cuda_staged_upload);
+    if (!sink.ok()) return sink.status();
+    auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype, sink->get());
     if (!weights.ok()) return weights.status();
     info.weight_bytes = weights->device_bytes;
     auto model = std::make_unique<EncoderModel>(*config, *std::move(weights), options.pooling, options.normalize);

@@ -479,13 +479,9 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     }
     // From the files, through the staged upload when asked and available.
     auto load_weights_onto = [&](const at::Device& device, int r) -> absl::StatusOr<ModelWeights> {
-      std::unique_ptr<ByteSink> sink;
-      if (options.cuda_staged_upload) {
-        auto leased = StagedUploadSinkFor(device);
-        if (!leased.ok()) return leased.status();
-        sink = *std::move(leased);
-      }
-      return LoadWeights(**checkpoint, *config, device, *dtype, Shard{r, num_ranks}, sink.get());
+      auto sink = StagedUploadSinkFor(device, options.cuda_staged_upload);
+      if (!sink.ok()) return sink.status();
+      return LoadWeights(**checkpoint, *config, device, *dtype, Shard{r, num_ranks}, sink->get());
     };
     std::vector<Rank> ranks;
     auto phase_start = std::chrono::steady_clock::now();

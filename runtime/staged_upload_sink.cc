@@ -42,8 +42,8 @@ class StagedUploadSink final : public ByteSink {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device& device) {
-  if (!device.is_cuda()) return nullptr;
+absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device& device, bool staged) {
+  if (!staged || !device.is_cuda()) return nullptr;
   static std::mutex mutex;
   static auto* pools = new std::map<int, std::unique_ptr<ByteSinkPool>>;  // never freed: leases may outlive main
   const int index = device.index() < 0 ? 0 : device.index();
@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device& 
 
 #else
 
-absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device&) { return nullptr; }
+absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device&, bool) { return nullptr; }
 
 #endif
 

@@ -22,12 +22,15 @@
 #include <fstream>
 #include <thread>
 #include <memory>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/device_warm_up.h"
 #include "runtime/host_tier_memory.h"
 #include "runtime/model_runner.h"
 #include "scheduler/memory_budget.h"
@@ -62,6 +65,33 @@ struct JoinedThread {
     if (thread.joinable()) thread.join();
   }
 };
+
+// Warms every GPU up for the dtypes its models may load in (a model without
+// one: bfloat16), a thread per GPU, so the first load onto each pays for its
+// weights alone (runtime/device_warm_up.h). A failure is logged: that GPU's
+// first load pays instead.
+void WarmUpGpus(const gantry::server::ServerConfig& config, const std::vector<std::string>& gpus) {
+  std::set<std::string> dtypes;
+  for (const auto& spec : config.models) {
+    if (spec.device != "cpu") dtypes.insert(spec.dtype.empty() ? "bfloat16" : spec.dtype);
+  }
+  if (dtypes.empty()) return;
+  std::vector<std::thread> threads;
+  for (const std::string& gpu : gpus) {
+    threads.emplace_back([&dtypes, gpu] {
+      for (const std::string& dtype : dtypes) {
+        auto seconds = gantry::runtime::WarmUpDevice(gpu, dtype);
+        if (seconds.ok()) {
+          spdlog::info("{}: warmed up for {} loads in {:.2f} s", gpu, dtype, *seconds);
+        } else {
+          spdlog::warn("{}: warm-up failed ({}); its first {} load pays for it", gpu,
+                       std::string(seconds.status().message()), dtype);
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+}
 
 absl::Status CheckDevices(gantry::server::ServerConfig* config) {
   spdlog::info("build: {}", gantry::runtime::DescribeBuild());
@@ -273,6 +303,7 @@ int main(int argc, char** argv) {
   }
   auto credentials = ServerCredentials(config.tls);
   if (!credentials.ok()) return Fail(credentials.status());
+  WarmUpGpus(config, options.gpus);
   gantry::scheduler::ModelRegistry registry(config.models, gantry::scheduler::LoadModelFolder,
                                             gantry::scheduler::EstimateModelBytes, options,
                                             gantry::scheduler::RealClock::Get());

@@ -14,9 +14,10 @@
 namespace gantry::runtime {
 
 // A sink for one load onto `device`, to destroy when the load is done;
-// nullptr (load by copies) for the CPU and for builds without Gantry's CUDA
-// kernels. Errors: the pinned buffers could not be allocated.
-absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device& device);
+// nullptr (load by copies) when not `staged` (LoadOptions::cuda_staged_upload),
+// for the CPU and for builds without Gantry's CUDA kernels. Errors: the pinned
+// buffers could not be allocated.
+absl::StatusOr<std::unique_ptr<ByteSink>> StagedUploadSinkFor(const at::Device& device, bool staged);
 
 }  // namespace gantry::runtime
 

@@ -328,10 +328,19 @@ TEST(ByteSinkPoolTest, AFactoryErrorIsTheLeaseError) {
   EXPECT_EQ(pool.created(), 0);
 }
 
+TEST(TensorLoaderTest, StagedUploadOnlyWhenAskedAndOnCuda) {
+  auto off = StagedUploadSinkFor(at::Device(at::kCUDA, 0), /*staged=*/false);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(*off, nullptr);
+  auto cpu = StagedUploadSinkFor(at::Device(at::kCPU), /*staged=*/true);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_EQ(*cpu, nullptr);
+}
+
 // The real staged upload on a GPU (skipped elsewhere).
 absl::StatusOr<std::unique_ptr<ByteSink>> CudaSinkOrSkip() {
   if (!at::hasCUDA()) return absl::UnavailableError("no CUDA");
-  auto sink = StagedUploadSinkFor(at::Device(at::kCUDA, 0));
+  auto sink = StagedUploadSinkFor(at::Device(at::kCUDA, 0), /*staged=*/true);
   if (!sink.ok()) return sink.status();
   if (*sink == nullptr) return absl::UnavailableError("built without Gantry's CUDA kernels");
   return sink;

@@ -1,0 +1,92 @@
+#include "runtime/device_warm_up.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/model_runner.h"
+#include "tests/runtime/test_files.h"
+
+namespace gantry::runtime {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+std::vector<std::string> Entries(const std::string& dir) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name != "." && name != "..") names.push_back(name);
+    }
+    ::closedir(d);
+  }
+  return names;
+}
+
+// Points TMPDIR at a fresh folder for the test's lifetime.
+class DeviceWarmUpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* old = std::getenv("TMPDIR");
+    had_tmpdir_ = old != nullptr;
+    if (had_tmpdir_) old_tmpdir_ = old;
+    tmp_ = gantry::testing::MakeTempDir("device_warm_up");
+    ::setenv("TMPDIR", tmp_.c_str(), 1);
+  }
+  void TearDown() override {
+    if (had_tmpdir_) {
+      ::setenv("TMPDIR", old_tmpdir_.c_str(), 1);
+    } else {
+      ::unsetenv("TMPDIR");
+    }
+  }
+  std::string tmp_, old_tmpdir_;
+  bool had_tmpdir_ = false;
+};
+
+TEST_F(DeviceWarmUpTest, LoadsTheTinyModelAndLeavesNoFiles) {
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    auto seconds = WarmUpDevice("cpu", dtype);
+    ASSERT_TRUE(seconds.ok()) << dtype << ": " << seconds.status();
+    EXPECT_GT(*seconds, 0.0);
+    EXPECT_THAT(Entries(tmp_), IsEmpty()) << dtype;
+  }
+}
+
+TEST_F(DeviceWarmUpTest, NamesABadDtypeOrDeviceAndLeavesNoFiles) {
+  auto dtype = WarmUpDevice("cpu", "int8");
+  EXPECT_EQ(dtype.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(dtype.status().message(), HasSubstr("\"int8\""));
+  auto device = WarmUpDevice("tpu:0", "float32");
+  EXPECT_FALSE(device.ok());
+  EXPECT_THAT(device.status().message(), HasSubstr("tpu:0"));
+  EXPECT_THAT(Entries(tmp_), IsEmpty());
+}
+
+TEST_F(DeviceWarmUpTest, UnwritableTemporaryFolderIsAnError) {
+  ::setenv("TMPDIR", "/nonexistent/gantry", 1);
+  auto seconds = WarmUpDevice("cpu", "float32");
+  EXPECT_EQ(seconds.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(seconds.status().message(), HasSubstr("/nonexistent/gantry"));
+}
+
+TEST_F(DeviceWarmUpTest, WarmsEachCudaDevice) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "SKIPPED: no CUDA device";
+  for (int i = 0; i < CudaDeviceCount(); ++i) {
+    auto seconds = WarmUpDevice("cuda:" + std::to_string(i), "bfloat16");
+    ASSERT_TRUE(seconds.ok()) << seconds.status();
+  }
+  EXPECT_THAT(Entries(tmp_), IsEmpty());
+  for (const CudaAllocatorStats& stats : DescribeCudaAllocators()) {
+    EXPECT_EQ(stats.allocated_bytes, 0u) << "cuda:" << stats.device << " still holds the tiny model";
+  }
+}
+
+}  // namespace
+}  // namespace gantry::runtime
