@@ -120,11 +120,21 @@ GenerationRequest MakeRequest(int64_t index, int64_t vocab,
 
 // Waits for the stream's last event; returns generated tokens (or -1 on
 // error), their ids in `ids` when given.
+// How a request is followed beyond its tokens (the soak's random cancels).
+struct DrainPlan {
+  int64_t cancel_after = -1;                  // cancel after this many events (0: at once; -1: never)
+  absl::Duration stall = absl::Seconds(600);  // no event for this long fails the request
+  bool* cancelled = nullptr;                  // set: whether it ended cancelled
+};
+
+// Pops `stream` to its last event: the tokens it carried, or -1 after an
+// error or a stall (printed).
 int64_t Drain(RequestStream& stream, double* first_token_s, Clock::time_point start,
-              std::vector<int32_t>* ids = nullptr) {
+              std::vector<int32_t>* ids = nullptr, const DrainPlan& plan = {}) {
   StreamEvent event;
-  int64_t tokens = 0;
-  while (stream.Pop(&event, absl::Seconds(600))) {
+  int64_t tokens = 0, events = 0;
+  if (plan.cancel_after == 0) stream.Cancel();
+  while (stream.Pop(&event, plan.stall)) {
     if (!event.error.ok()) {
       std::fprintf(stderr, "request failed: %s\n", event.error.ToString().c_str());
       return -1;
@@ -134,8 +144,13 @@ int64_t Drain(RequestStream& stream, double* first_token_s, Clock::time_point st
     if (ids) {
       for (const auto& t : event.tokens) ids->push_back(t.id);
     }
-    if (event.last()) return tokens;
+    if (++events == plan.cancel_after) stream.Cancel();
+    if (event.last()) {
+      if (plan.cancelled) *plan.cancelled = event.reason == FinishReason::kCancelled;
+      return tokens;
+    }
   }
+  std::fprintf(stderr, "a stream stalled for %.0f s\n", absl::ToDoubleSeconds(plan.stall));
   return -1;
 }
 
@@ -362,29 +377,15 @@ int Soak() {
           ++errors;
           continue;
         }
-        if (cancel_after == 0) (*stream)->Cancel();
-        StreamEvent event;
-        int64_t events = 0;
-        bool ended = false;
-        while ((*stream)->Pop(&event, absl::Seconds(120))) {
-          if (!event.error.ok()) {
-            std::fprintf(stderr, "request failed: %s\n", event.error.ToString().c_str());
-            ++errors;
-            ended = true;
-            break;
-          }
-          tokens += static_cast<int64_t>(event.tokens.size());
-          if (++events == cancel_after) (*stream)->Cancel();
-          if (event.last()) {
-            (event.reason == FinishReason::kCancelled ? cancelled : finished) += 1;
-            ended = true;
-            break;
-          }
-        }
-        if (!ended) {
-          std::fprintf(stderr, "a stream stalled for 120 s\n");
+        bool was_cancelled = false;
+        const int64_t n = Drain(**stream, nullptr, Clock::now(), nullptr,
+                                {cancel_after, absl::Seconds(120), &was_cancelled});
+        if (n < 0) {
           ++errors;
+          continue;
         }
+        tokens += n;
+        (was_cancelled ? cancelled : finished) += 1;
       }
     });
   }
