@@ -118,8 +118,6 @@ GenerationRequest MakeRequest(int64_t index, int64_t vocab,
   return request;
 }
 
-// Waits for the stream's last event; returns generated tokens (or -1 on
-// error), their ids in `ids` when given.
 // How a request is followed beyond its tokens (the soak's random cancels).
 struct DrainPlan {
   int64_t cancel_after = -1;                  // cancel after this many events (0: at once; -1: never)
@@ -127,8 +125,8 @@ struct DrainPlan {
   bool* cancelled = nullptr;                  // set: whether it ended cancelled
 };
 
-// Pops `stream` to its last event: the tokens it carried, or -1 after an
-// error or a stall (printed).
+// Pops `stream` to its last event: the tokens it carried (their ids in `ids`
+// when given), or -1 after an error or a stall (printed).
 int64_t Drain(RequestStream& stream, double* first_token_s, Clock::time_point start,
               std::vector<int32_t>* ids = nullptr, const DrainPlan& plan = {}) {
   StreamEvent event;

@@ -1,6 +1,6 @@
 // The tiny model is written by hand (a config.json and one safetensors file
-// of zeros) because no library at hand writes safetensors from C++, and a
-// folder is what LoadModel reads: the warm-up then takes exactly the path a
+// of zeros, its head from runtime/safetensors.h) because no library at hand
+// writes safetensors from C++, and a folder is what LoadModel reads: the warm-up then takes exactly the path a
 // real load takes. Its shapes follow the common 8B layout where kernels pick
 // by shape (head_dim 128, grouped-query attention, an untied lm_head).
 #include "runtime/device_warm_up.h"
@@ -23,6 +23,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/internal/torch_util.h"
 #include "runtime/model_runner.h"
+#include "runtime/safetensors.h"
 
 namespace gantry::runtime {
 namespace {
@@ -53,14 +54,16 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes, uint64
 }
 
 absl::Status WriteTinyLlama(const std::string& dir, const std::string& dtype) {
-  static const std::map<std::string, std::pair<const char*, int64_t>> kFormats = {
-      {"float32", {"F32", 4}}, {"bfloat16", {"BF16", 2}}, {"float16", {"F16", 2}}};
-  auto format = kFormats.find(dtype);
-  if (format == kFormats.end()) {
+  // LoadOptions' dtype names, and the safetensors dtype the file stores.
+  static const std::map<std::string, DType> kDTypes = {
+      {"float32", DType::kF32}, {"bfloat16", DType::kBF16}, {"float16", DType::kF16}};
+  auto stored = kDTypes.find(dtype);
+  if (stored == kDTypes.end()) {
     return absl::InvalidArgumentError(
         absl::StrCat("warm-up dtype \"", dtype, "\" is not float32, bfloat16 or float16"));
   }
-  const auto [type_name, element_bytes] = format->second;
+  const std::string type_name(DTypeName(stored->second));
+  const int64_t element_bytes = DTypeSize(stored->second);
   nlohmann::json config = {
       {"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
       {"hidden_size", kHidden}, {"intermediate_size", kIntermediate},
@@ -92,9 +95,7 @@ absl::Status WriteTinyLlama(const std::string& dir, const std::string& dtype) {
   }
   std::string header_text = header.dump();
   header_text.append((8 - header_text.size() % 8) % 8, ' ');  // data 8-byte aligned
-  std::string head(8, '\0');
-  for (int i = 0; i < 8; ++i) head[i] = static_cast<char>((header_text.size() >> (8 * i)) & 0xFF);
-  head += header_text;
+  const std::string head = SafetensorsFileHead(header_text);
   if (auto s = WriteFile(dir + "/config.json", config.dump(2), 0); !s.ok()) return s;
   return WriteFile(dir + "/model.safetensors", head, head.size() + static_cast<uint64_t>(offset));
 }

@@ -136,6 +136,14 @@ absl::string_view DTypeName(DType dtype) {
   return "?";
 }
 
+std::string SafetensorsFileHead(absl::string_view header_json) {
+  std::string head(8, '\0');
+  const uint64_t length = header_json.size();
+  for (int i = 0; i < 8; ++i) head[i] = static_cast<char>((length >> (8 * i)) & 0xFF);
+  head.append(header_json.data(), header_json.size());
+  return head;
+}
+
 int64_t DTypeSize(DType dtype) {
   for (const auto& entry : kDTypes) {
     if (entry.dtype == dtype) return entry.size;

@@ -1,4 +1,5 @@
-// Safetensors reader: parses and validates the header, memory-maps the file.
+// Safetensors reader: parses and validates the header, memory-maps the file;
+// and the file head for the few files Gantry writes (the warm-up model).
 //
 // Written here rather than taken from a library: there is no C++ safetensors
 // package in Debian, and the format is one little-endian length plus a JSON
@@ -45,6 +46,10 @@ struct SafetensorsHeader {
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view json,
                                                          uint64_t data_size,
                                                          absl::string_view source);
+
+// The first bytes of a safetensors file holding `header_json`: its length as
+// 8 little-endian bytes, then the JSON. The data section follows.
+std::string SafetensorsFileHead(absl::string_view header_json);
 
 // Reads only the header of a file (no mapping): enough to size a model before
 // loading it.

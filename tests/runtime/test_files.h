@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "runtime/safetensors.h"
 
 namespace gantry::testing {
 
@@ -28,10 +29,7 @@ inline void WriteFile(const std::string& path, const std::string& bytes) {
 
 // A safetensors file: 8-byte little-endian header length, header, data.
 inline std::string SafetensorsBytes(const std::string& header_json, const std::string& data) {
-  std::string out(8, '\0');
-  uint64_t n = header_json.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xFF);
-  return out + header_json + data;
+  return runtime::SafetensorsFileHead(header_json) + data;
 }
 
 inline std::string TestModelDir(const std::string& name) {
