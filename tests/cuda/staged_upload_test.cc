@@ -354,23 +354,32 @@ TEST(StagedUploadTest, HostPacksSmallRangesAndSplitsLargeOnes) {
 
 // Two uploads whose destinations touch are two copies: they may be two
 // allocations (two tensors the allocator placed end to end), and one device
-// copy across two allocations fails with cudaErrorInvalidValue.
+// copy across two allocations fails with cudaErrorInvalidValue. The case
+// that matters is both uploads packed into one buffer (one pread), where the
+// old code merged them into one copy. Packing depends on timing (a reader may
+// take the first piece before the second Enqueue; CI's 2-core machine saw
+// that once), so the pair is sent again until it packs, which must happen;
+// every round checks one copy per upload and the bytes.
 TEST(StagedUploadTest, HostUploadsNeverShareACopy) {
   constexpr uint64_t kBuffer = 4096;
   Files files;
   const TempFile& file = files.Add(3000, 9);
-  auto uploader = StagedUploader::Create(HostOptions(kBuffer, 2, 2));
-  ASSERT_TRUE(uploader.ok()) << uploader.status();
   const Upload first{{{file.fd(), 0, 1000}}, 0}, second{{{file.fd(), 1000, 1000}}, 0};
-  std::vector<uint8_t> dst(2000 + 2 * kGuard, kPoison);
-  ASSERT_TRUE((*uploader)->Enqueue(dst.data() + kGuard, first.ranges, nullptr).ok());
-  ASSERT_TRUE((*uploader)->Enqueue(dst.data() + kGuard + 1000, second.ranges, nullptr).ok());
-  ASSERT_TRUE((*uploader)->Finish().ok());
-  const UploadStats stats = (*uploader)->stats();
-  EXPECT_EQ(stats.pieces, 1u) << "both fit one buffer (and one pread)";
-  EXPECT_EQ(stats.copies, 2u) << "one copy per upload";
   const Upload both{{{file.fd(), 0, 2000}}, 0};
-  EXPECT_EQ(Difference(dst, Expected(both, files)), "");
+  bool packed = false;
+  for (int round = 0; round < 50 && !packed; ++round) {
+    auto uploader = StagedUploader::Create(HostOptions(kBuffer, 2, 2));
+    ASSERT_TRUE(uploader.ok()) << uploader.status();
+    std::vector<uint8_t> dst(2000 + 2 * kGuard, kPoison);
+    ASSERT_TRUE((*uploader)->Enqueue(dst.data() + kGuard, first.ranges, nullptr).ok());
+    ASSERT_TRUE((*uploader)->Enqueue(dst.data() + kGuard + 1000, second.ranges, nullptr).ok());
+    ASSERT_TRUE((*uploader)->Finish().ok());
+    const UploadStats stats = (*uploader)->stats();
+    EXPECT_EQ(stats.copies, 2u) << "one copy per upload (round " << round << ", " << stats.pieces << " pieces)";
+    EXPECT_EQ(Difference(dst, Expected(both, files)), "") << "round " << round;
+    packed = stats.pieces == 1;
+  }
+  EXPECT_TRUE(packed) << "in 50 rounds the two uploads never shared a buffer (and one pread)";
 }
 
 TEST(StagedUploadTest, HostUploaderIsReusableAfterFinish) {
