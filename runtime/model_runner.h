@@ -160,8 +160,23 @@ struct SequenceStepResult {
   std::vector<float> logits;                // when StepSequence::return_logits
 };
 
+// Where a step's host time went (steady clock, seconds), so benchmarks can
+// tell the device's time from the host's: checks and input packing until the
+// forward pass is enqueued; waiting for the device to run it and sample
+// (ends when the sampled ids are back on the host); building the result. On a
+// GPU the device is busy about `device_seconds` of each step; the rest of the
+// step, and whatever the caller does between steps, leaves it idle. A step
+// that neither samples nor returns logits does not wait: its device time is
+// 0 here and falls into the next step's wait.
+struct StepTiming {
+  double prepare_seconds = 0;
+  double device_seconds = 0;
+  double finish_seconds = 0;
+};
+
 struct StepResult {
   std::vector<SequenceStepResult> sequences;  // in the order of the step's sequences
+  StepTiming timing;
 };
 
 // Not thread-safe: one caller (a model's scheduling loop) drives a runner.

@@ -165,6 +165,7 @@ class TorchModelRunner final : public ModelRunner {
 
   absl::StatusOr<StepResult> Step(absl::Span<const StepSequence> batch) override {
     if (batch.empty()) return StepResult{};
+    const auto entered = std::chrono::steady_clock::now();
     // Check everything before touching any state. The request was validated
     // where it entered (the engine); these checks guard the device's memory
     // against a malformed step.
@@ -178,7 +179,7 @@ class TorchModelRunner final : public ModelRunner {
       total_tokens += seq.num_tokens;
     }
     try {
-      return RunStep(batch, total_tokens);
+      return RunStep(batch, total_tokens, entered);
     } catch (const std::exception& e) {
       if (IsOutOfMemory(e)) {
         ReleaseCachedDeviceMemory();
@@ -251,7 +252,8 @@ class TorchModelRunner final : public ModelRunner {
     return row;
   }
 
-  absl::StatusOr<StepResult> RunStep(absl::Span<const StepSequence> batch_seqs, int64_t total_tokens) {
+  absl::StatusOr<StepResult> RunStep(absl::Span<const StepSequence> batch_seqs, int64_t total_tokens,
+                                     std::chrono::steady_clock::time_point entered) {
     c10::InferenceMode guard;
     ForwardBatch batch;
     std::vector<int64_t> sample_rows;  // rows of the logits that sample, in sequence order
@@ -277,6 +279,7 @@ class TorchModelRunner final : public ModelRunner {
     Sampler sampler(sampler_rows, info_.config.vocab_size, device_, &penalties_);
     batch.extra = &sampler.host_params();
     ForwardOutput output = RunOnEveryRank(batch);
+    const auto enqueued = std::chrono::steady_clock::now();
     sampler.Bind(output.extra);
     at::Tensor& logits = output.logits;  // [rows, vocab]
 
@@ -291,6 +294,7 @@ class TorchModelRunner final : public ModelRunner {
     bool any_logits = false;
     for (const StepSequence& seq : batch_seqs) any_logits |= seq.return_logits;
     if (any_logits) host_logits = logits.to(at::kCPU).contiguous();
+    const auto ready = std::chrono::steady_clock::now();
 
     StepResult result;
     size_t next_sample = 0;
@@ -311,6 +315,10 @@ class TorchModelRunner final : public ModelRunner {
       }
       result.sequences.push_back(std::move(out));
     }
+    using Seconds = std::chrono::duration<double>;
+    result.timing.prepare_seconds = Seconds(enqueued - entered).count();
+    result.timing.device_seconds = Seconds(ready - enqueued).count();
+    result.timing.finish_seconds = Seconds(std::chrono::steady_clock::now() - ready).count();
     return result;
   }
 

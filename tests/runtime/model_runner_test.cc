@@ -1,5 +1,6 @@
 // End-to-end runtime tests on the tiny fixtures in tests/models, each checked
 // against transformers' own outputs (tools/make_test_models.py).
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -174,6 +175,24 @@ TEST_P(ModelRunnerTest, GreedyTokensMatchTransformers) {
   const size_t prefix = GetParam().greedy_prefix;
   EXPECT_EQ(std::vector<int32_t>(tokens.begin(), tokens.begin() + prefix),
             std::vector<int32_t>(ref_.greedy.begin(), ref_.greedy.begin() + prefix));
+}
+
+TEST_P(ModelRunnerTest, StepTimingSplitsTheStepsOwnTime) {
+  SequenceId id = Add(ref_.prompt);
+  const int64_t prompt = static_cast<int64_t>(ref_.prompt.size());
+  for (int64_t num_tokens : {prompt, int64_t{1}, int64_t{1}}) {
+    SessionItem item{id, num_tokens};
+    const auto before = std::chrono::steady_clock::now();
+    auto result = session_->Step({item});
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count();
+    ASSERT_TRUE(result.ok()) << result.status();
+    const StepTiming& t = result->timing;
+    // Every step here samples, so it waits for the device's work.
+    EXPECT_GT(t.device_seconds, 0.0);
+    EXPECT_GT(t.prepare_seconds, 0.0);
+    EXPECT_GE(t.finish_seconds, 0.0);
+    EXPECT_LE(t.prepare_seconds + t.device_seconds + t.finish_seconds, wall);
+  }
 }
 
 TEST_P(ModelRunnerTest, BatchMixingPrefillAndDecodeMatchesEachAlone) {
