@@ -5,7 +5,9 @@
 // tokens (eos ignored). Aggregate tokens/s = N * max_tokens / wall time from
 // the first submit to the last token, prefill included. The prompts are the
 // ones bench/transformers_baseline.py builds (BenchPrompt), so the two
-// figures compare like with like.
+// figures compare like with like. Each run also prints the engine's steps
+// and how the wall time split between the host and waiting for the device
+// (StepReport::device_wait).
 //
 //   serving_bench --model DIR [--dtype bfloat16] [--streams 1,8,32,64]
 //
@@ -35,6 +37,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -166,8 +169,36 @@ ModelSpec BaseSpec(const std::string& name) {
   return spec;
 }
 
+// The engine's steps during a run: how many, and how long the engine
+// thread waited for the device in them. The rest of the wall time the device
+// sat idle while the host planned, packed, launched and streamed.
+class StepTally : public SchedulerObserver {
+ public:
+  void OnStep(const std::string& model, const StepReport& report) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (report.sequences == 0) return;
+    steps_ += 1;
+    device_wait_ += report.device_wait;
+  }
+  // Steps and device-wait seconds since the last call.
+  std::pair<int64_t, double> Take() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::pair<int64_t, double> taken{steps_, absl::ToDoubleSeconds(device_wait_)};
+    steps_ = 0;
+    device_wait_ = absl::ZeroDuration();
+    return taken;
+  }
+
+ private:
+  std::mutex mutex_;
+  int64_t steps_ = 0;
+  absl::Duration device_wait_;
+};
+
 int Throughput() {
   ModelRegistry registry({BaseSpec("bench")}, LoadModelFolder, EstimateModelBytes, {}, RealClock::Get());
+  StepTally tally;
+  registry.SetObserver(&tally);
   const auto load_start = Clock::now();
   auto lease = registry.Acquire("bench");
   if (!lease.ok()) return Fail(lease.status());
@@ -186,6 +217,7 @@ int Throughput() {
     if (!stream.ok()) return Fail(stream.status());
     if (Drain(**stream, nullptr, Clock::now()) < 0) return 1;
   }
+  tally.Take();
   std::shared_ptr<const gantry::guided::Grammar> grammar;
   if (!absl::GetFlag(FLAGS_guided_schema).empty()) {
     gantry::guided::GrammarSpec spec;
@@ -220,12 +252,17 @@ int Throughput() {
     }
     for (auto& c : clients) c.join();
     const double wall = Seconds(start);
+    const auto [steps, device_wait] = tally.Take();
     if (failed) return -1;
     std::sort(first_token.begin(), first_token.end());
     std::printf("streams %3lld%s: %8.1f tokens/s aggregate, %6.1f tokens/s per stream, "
                 "time to first token p50 %.3f s max %.3f s, wall %.2f s, %lld tokens\n",
                 static_cast<long long>(n), guided ? " guided" : "", generated / wall, generated / wall / n,
                 first_token[n / 2], first_token.back(), wall, static_cast<long long>(generated.load()));
+    if (steps > 0 && info.device.rfind("cuda", 0) == 0) {  // on the CPU the forward runs before the wait
+      std::printf("  engine: %lld steps, host %.0f us/step outside the device wait, device busy %.1f%% of the wall\n",
+                  static_cast<long long>(steps), 1e6 * (wall - device_wait) / steps, 100 * device_wait / wall);
+    }
     return generated / wall;
   };
   for (const std::string& text : absl::GetFlag(FLAGS_streams)) {

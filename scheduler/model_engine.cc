@@ -629,7 +629,7 @@ bool ModelEngine::StepOnce() {
     stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
   }
   // What the observer hears of this step (a step that only preempts too).
-  auto report_step = [&](absl::Duration duration) {
+  auto report_step = [&](absl::Duration duration, absl::Duration device_wait) {
     if (observer_ == nullptr || (items.empty() && plan.preempted.empty())) return;
     StepReport report;
     report.sequences = static_cast<int64_t>(items.size());
@@ -642,6 +642,7 @@ bool ModelEngine::StepOnce() {
     report.prefix_query_tokens = after.query_tokens - before_admission.query_tokens;
     report.prefix_hit_tokens = after.hit_tokens - before_admission.hit_tokens;
     report.duration = duration;
+    report.device_wait = device_wait;
     observer_->OnStep(name_, report);
   };
   auto drop_finished = [&] {
@@ -652,7 +653,7 @@ bool ModelEngine::StepOnce() {
                    running_.end());
   };
   if (items.empty()) {
-    report_step(absl::ZeroDuration());
+    report_step(absl::ZeroDuration(), absl::ZeroDuration());
     drop_finished();
     RefreshStats();
     return !plan.preempted.empty() || !finished.empty();
@@ -660,7 +661,8 @@ bool ModelEngine::StepOnce() {
 
   const absl::Time step_start = absl::Now();
   auto result = model_.runner->Step(items);
-  report_step(absl::Now() - step_start);
+  report_step(absl::Now() - step_start,
+              result.ok() ? absl::Seconds(result->timing.device_seconds) : absl::ZeroDuration());
   if (!result.ok()) {
     // The step's requests fail with the runtime's error; the rest carry on.
     const absl::Status error = result.status().code() == absl::StatusCode::kResourceExhausted

@@ -76,6 +76,7 @@ class FakeRunner : public runtime::ModelRunner {
       }
     }
     runtime::StepResult result;
+    result.timing.device_seconds = device_seconds;
     for (const auto& seq : batch) {
       const int64_t end = seq.num_computed + seq.num_tokens;
       for (int64_t p = seq.num_computed; p < end; ++p) slots_[Slot(seq, p)] = seq.tokens[p];
@@ -105,6 +106,7 @@ class FakeRunner : public runtime::ModelRunner {
     return result;
   }
 
+  double device_seconds = 0;  // every step's StepTiming::device_seconds
   int64_t steps = 0;
   int64_t max_step_tokens_seen = 0;
   std::vector<int64_t> prompt_tokens_sent;  // num_tokens of every sequence of every step

@@ -92,6 +92,28 @@ TEST(ModelEngineTest, GeneratesMaxTokensAndFinishesWithLength) {
   EXPECT_EQ(engine.Stats().blocks_free, 64) << "a finished request frees its blocks";
 }
 
+// Hears every step's report.
+class StepRecorder : public SchedulerObserver {
+ public:
+  void OnStep(const std::string& model, const StepReport& report) override { reports.push_back(report); }
+  std::vector<StepReport> reports;
+};
+
+TEST(ModelEngineTest, StepReportsCarryTheRunnersDeviceWait) {
+  FakeClock clock;
+  FakeRunner* runner;
+  StepRecorder recorder;
+  ModelEngine engine("m", FakeModel(&runner, 64), {}, &clock, &recorder);
+  runner->device_seconds = 0.25;
+  auto stream = engine.Submit(Prompt({5, 6, 7}, 3));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  RunToEnd(engine, {*stream});
+  ASSERT_EQ(recorder.reports.size(), 3u);  // the prompt's step, then two decodes
+  for (const StepReport& report : recorder.reports) {
+    EXPECT_EQ(report.device_wait, absl::Milliseconds(250));
+  }
+}
+
 TEST(ModelEngineTest, StopTokenEndsTheRequest) {
   FakeClock clock;
   FakeRunner* runner;
