@@ -201,7 +201,7 @@ int main(int argc, char** argv) {
     // session's books) leaves it idle. (On the CPU the forward pass runs
     // before the wait, so the split says nothing there.)
     if (info.device.rfind("cuda", 0) == 0) {
-      std::printf("; host %.0f us/step outside the device wait (runtime: %.0f before launch, %.0f after the "
+      std::printf("; host %.0f us/step outside the device wait (runtime: %.0f until enqueued, %.0f after the "
                   "wait), device busy %.1f%%",
                   1e6 * (decode_s - device_s) / decode_tokens, 1e6 * prepare_s / decode_tokens,
                   1e6 * finish_s / decode_tokens, 100 * device_s / decode_s);
