@@ -74,6 +74,7 @@ ABSL_FLAG(int64_t, chat_system_tokens, 1000, "shared system prompt of the chat w
 ABSL_FLAG(int64_t, chat_message_tokens, 64, "tokens of each user message in the chat workload");
 ABSL_FLAG(int64_t, chat_reply_tokens, 64, "tokens of each reply in the chat workload");
 ABSL_FLAG(double, soak_minutes, 0, "run the soak workload for this many minutes");
+ABSL_FLAG(bool, overlap_steps, true, "the engine collects each step after launching the next (EngineOptions::overlap_steps)");
 ABSL_FLAG(int32_t, soak_streams, 64, "concurrent clients of the soak workload");
 ABSL_FLAG(int32_t, swap_rounds, 0, "alternate requests between two copies of the model this many times");
 ABSL_FLAG(uint64_t, swap_budget_mib, 0, "budget for the swap test (default: 1.5 x one model's cost)");
@@ -166,6 +167,7 @@ ModelSpec BaseSpec(const std::string& name) {
   spec.engine.max_batch = absl::GetFlag(FLAGS_max_batch);
   spec.engine.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   spec.engine.max_queue = 4096;
+  spec.engine.overlap_steps = absl::GetFlag(FLAGS_overlap_steps);
   return spec;
 }
 

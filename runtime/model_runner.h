@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -200,11 +201,35 @@ class ModelRunner {
   // device ran out of memory (the message names the step's size).
   virtual absl::StatusOr<StepResult> Step(absl::Span<const StepSequence> batch) = 0;
 
+  // Step in two halves, so the caller can work while the device runs the
+  // step: Launch checks the batch and enqueues it, Collect waits for it and
+  // returns what Step would have. At most one step is launched and not yet
+  // collected. The batch (its spans and sampling parameters) need stay valid
+  // only during Launch. An error can come from either half (Step's errors);
+  // after a Launch error there is nothing to collect. The default runs the
+  // whole Step in Launch.
+  virtual absl::Status Launch(absl::Span<const StepSequence> batch) {
+    launched_ = Step(batch);
+    if (launched_->ok()) return absl::OkStatus();
+    absl::Status error = launched_->status();
+    launched_.reset();
+    return error;
+  }
+  virtual absl::StatusOr<StepResult> Collect() {
+    if (!launched_) return absl::FailedPreconditionError("Collect without a launched step");
+    absl::StatusOr<StepResult> result = std::move(*launched_);
+    launched_.reset();
+    return result;
+  }
+
   // A host copy of the weights for a later load (LoadOptions::host_weights).
   // Not while a step runs.
   virtual absl::StatusOr<std::shared_ptr<const HostWeights>> CopyWeightsToHost() const {
     return absl::UnimplementedError("this runner cannot copy its weights to the host");
   }
+
+ private:
+  std::optional<absl::StatusOr<StepResult>> launched_;  // the default Launch's result
 };
 
 // CUDA devices usable by this build (0 with a CPU-only LibTorch or no driver).

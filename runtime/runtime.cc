@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -164,7 +165,12 @@ class TorchModelRunner final : public ModelRunner {
   }
 
   absl::StatusOr<StepResult> Step(absl::Span<const StepSequence> batch) override {
-    if (batch.empty()) return StepResult{};
+    if (absl::Status launched = Launch(batch); !launched.ok()) return launched;
+    return Collect();
+  }
+
+  absl::Status Launch(absl::Span<const StepSequence> batch) override {
+    if (in_flight_) return absl::FailedPreconditionError("Launch while the launched step is not collected");
     const auto entered = std::chrono::steady_clock::now();
     // Check everything before touching any state. The request was validated
     // where it entered (the engine); these checks guard the device's memory
@@ -179,15 +185,22 @@ class TorchModelRunner final : public ModelRunner {
       total_tokens += seq.num_tokens;
     }
     try {
-      return RunStep(batch, total_tokens, entered);
+      in_flight_ = Enqueue(batch, total_tokens);
+      in_flight_->entered = entered;
+      return absl::OkStatus();
     } catch (const std::exception& e) {
-      if (IsOutOfMemory(e)) {
-        ReleaseCachedDeviceMemory();
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "out of device memory running a step of ", batch.size(), " sequences and ", total_tokens,
-            " tokens on ", info_.device, "; retry with fewer tokens"));
-      }
-      return absl::InternalError(absl::StrCat("forward step failed: ", ErrorText(e)));
+      return StepError(e, static_cast<int64_t>(batch.size()), total_tokens);
+    }
+  }
+
+  absl::StatusOr<StepResult> Collect() override {
+    if (!in_flight_) return absl::FailedPreconditionError("Collect without a launched step");
+    LaunchedStep step = std::move(*in_flight_);
+    in_flight_.reset();
+    try {
+      return Finish(step);
+    } catch (const std::exception& e) {
+      return StepError(e, static_cast<int64_t>(step.items.size()), step.total_tokens);
     }
   }
 
@@ -252,72 +265,110 @@ class TorchModelRunner final : public ModelRunner {
     return row;
   }
 
-  absl::StatusOr<StepResult> RunStep(absl::Span<const StepSequence> batch_seqs, int64_t total_tokens,
-                                     std::chrono::steady_clock::time_point entered) {
+  absl::Status StepError(const std::exception& e, int64_t sequences, int64_t total_tokens) {
+    if (IsOutOfMemory(e)) {
+      ReleaseCachedDeviceMemory();
+      return absl::ResourceExhaustedError(absl::StrCat("out of device memory running a step of ", sequences,
+                                                       " sequences and ", total_tokens, " tokens on ",
+                                                       info_.device, "; retry with fewer tokens"));
+    }
+    return absl::InternalError(absl::StrCat("forward step failed: ", ErrorText(e)));
+  }
+
+  // A step enqueued on the device, what Collect needs to read it back.
+  struct LaunchedStep {
+    struct Item {
+      SequenceId id = 0;
+      bool samples = false;
+      int logits_row = -1;  // row of `logits` to return, -1: none
+    };
+    std::vector<Item> items;
+    int64_t total_tokens = 0;
+    at::Tensor logits;  // [rows, vocab] float32 on the device; defined when some item returns its logits
+    std::optional<SampleChoice> choice;  // when some item samples
+    std::chrono::steady_clock::time_point entered, enqueued;
+  };
+
+  LaunchedStep Enqueue(absl::Span<const StepSequence> batch_seqs, int64_t total_tokens) {
     c10::InferenceMode guard;
+    LaunchedStep step;
+    step.total_tokens = total_tokens;
+    if (batch_seqs.empty()) {
+      step.enqueued = std::chrono::steady_clock::now();
+      return step;
+    }
     ForwardBatch batch;
     std::vector<int64_t> sample_rows;  // rows of the logits that sample, in sequence order
     std::vector<SamplerRow> sampler_rows;
-    std::vector<int> row_of_item(batch_seqs.size(), -1);
+    bool any_logits = false;
     batch.token_ids.reserve(total_tokens);
-    for (size_t i = 0; i < batch_seqs.size(); ++i) {
-      const StepSequence& seq = batch_seqs[i];
+    for (const StepSequence& seq : batch_seqs) {
       batch.sequences.push_back({seq.num_computed, seq.num_tokens, seq.block_table});
       for (int64_t t = 0; t < seq.num_tokens; ++t) batch.token_ids.push_back(seq.tokens[seq.num_computed + t]);
       const int64_t known = static_cast<int64_t>(seq.tokens.size());
       // A bare transformer (no lm_head) never samples: its outputs are hidden states.
       const bool reaches_end = seq.num_computed + seq.num_tokens == known && info_.config.has_lm_head;
+      LaunchedStep::Item item{seq.id, reaches_end, -1};
+      int row = -1;
       if (reaches_end || seq.return_logits) {
-        row_of_item[i] = static_cast<int>(batch.logit_rows.size());
+        row = static_cast<int>(batch.logit_rows.size());
         batch.logit_rows.push_back(static_cast<int64_t>(batch.token_ids.size()) - 1);
       }
+      if (seq.return_logits) {
+        item.logits_row = row;
+        any_logits = true;
+      }
       if (reaches_end) {
-        sample_rows.push_back(row_of_item[i]);
+        sample_rows.push_back(row);
         sampler_rows.push_back({seq.sampling, known, PenaltyRow(seq), seq.allowed_tokens});
       }
+      step.items.push_back(item);
     }
     Sampler sampler(sampler_rows, info_.config.vocab_size, device_, &penalties_);
     batch.extra = &sampler.host_params();
     ForwardOutput output = RunOnEveryRank(batch);
-    const auto enqueued = std::chrono::steady_clock::now();
+    step.enqueued = std::chrono::steady_clock::now();
     sampler.Bind(output.extra);
     at::Tensor& logits = output.logits;  // [rows, vocab]
-
-    std::vector<SampledToken> sampled;
     if (!sample_rows.empty()) {
       at::Tensor sample_logits = sample_rows.size() == batch.logit_rows.size()
                                      ? logits
                                      : logits.index_select(0, Upload(sample_rows, device_));
-      sampled = sampler.Sample(sample_logits);
+      step.choice = sampler.Choose(sample_logits);
     }
+    if (any_logits) step.logits = logits;
+    return step;
+  }
+
+  StepResult Finish(const LaunchedStep& step) {
+    c10::InferenceMode guard;
+    std::vector<SampledToken> sampled;
+    if (step.choice) sampled = Sampler::Read(*step.choice);
     at::Tensor host_logits;
-    bool any_logits = false;
-    for (const StepSequence& seq : batch_seqs) any_logits |= seq.return_logits;
-    if (any_logits) host_logits = logits.to(at::kCPU).contiguous();
+    if (step.logits.defined()) host_logits = step.logits.to(at::kCPU).contiguous();
     const auto ready = std::chrono::steady_clock::now();
 
     StepResult result;
     size_t next_sample = 0;
-    for (size_t i = 0; i < batch_seqs.size(); ++i) {
-      const StepSequence& seq = batch_seqs[i];
+    for (const LaunchedStep::Item& item : step.items) {
       SequenceStepResult out;
-      out.id = seq.id;
-      if (seq.num_computed + seq.num_tokens == static_cast<int64_t>(seq.tokens.size()) && info_.config.has_lm_head) {
+      out.id = item.id;
+      if (item.samples) {
         SampledToken& token = sampled[next_sample++];
         out.sampled = true;
         out.token = token.token;
         out.logprob = token.logprob;
         out.top_logprobs = std::move(token.top_logprobs);
       }
-      if (seq.return_logits) {
-        const float* row = host_logits.data_ptr<float>() + row_of_item[i] * host_logits.size(1);
+      if (item.logits_row >= 0) {
+        const float* row = host_logits.data_ptr<float>() + item.logits_row * host_logits.size(1);
         out.logits.assign(row, row + host_logits.size(1));
       }
       result.sequences.push_back(std::move(out));
     }
     using Seconds = std::chrono::duration<double>;
-    result.timing.prepare_seconds = Seconds(enqueued - entered).count();
-    result.timing.device_seconds = Seconds(ready - enqueued).count();
+    result.timing.prepare_seconds = Seconds(step.enqueued - step.entered).count();
+    result.timing.device_seconds = Seconds(ready - step.enqueued).count();
     result.timing.finish_seconds = Seconds(std::chrono::steady_clock::now() - ready).count();
     return result;
   }
@@ -371,6 +422,7 @@ class TorchModelRunner final : public ModelRunner {
   at::Device device_;  // rank 0's
   PenaltyState penalties_;
   std::map<SequenceId, int64_t> penalty_rows_;  // PenaltyState rows of sequences with penalties
+  std::optional<LaunchedStep> in_flight_;  // launched, not yet collected
 };
 
 // The devices of a model's ranks, from `device` and tensor_parallel or from

@@ -187,8 +187,7 @@ at::Tensor Sampler::Draw(const at::Tensor& logits) const {
   return order.gather(1, pick).squeeze(1);
 }
 
-std::vector<SampledToken> Sampler::Sample(const at::Tensor& raw_logits) const {
-  const int64_t n = raw_logits.size(0);
+SampleChoice Sampler::Choose(const at::Tensor& raw_logits) const {
   at::Tensor logits = any_penalty_ ? ApplyPenalties(raw_logits) : raw_logits;
   if (any_allowed_) logits = ApplyAllowedTokens(logits);
   at::Tensor chosen;  // [rows] int64
@@ -201,12 +200,10 @@ std::vector<SampledToken> Sampler::Sample(const at::Tensor& raw_logits) const {
   }
   if (any_penalty_) penalties_->Record(penalty_rows_, chosen);
 
-  std::vector<SampledToken> out(n);
+  SampleChoice choice;
   if (!any_logprobs_) {
-    at::Tensor host = chosen.to(at::kCPU);
-    const int64_t* data = host.data_ptr<int64_t>();
-    for (int64_t i = 0; i < n; ++i) out[i].token = static_cast<int32_t>(data[i]);
-    return out;
+    choice.packed = chosen;
+    return choice;
   }
   // Pack everything the host needs into one float tensor: one copy, one sync.
   // Token ids stay exact in float32 (vocabularies are far below 2^24).
@@ -222,17 +219,32 @@ std::vector<SampledToken> Sampler::Sample(const at::Tensor& raw_logits) const {
       parts.push_back(top_values);
     }
   }
-  at::Tensor host = (parts.size() == 1 ? parts[0] : at::cat(parts, 1)).to(at::kCPU).contiguous();
+  choice.packed = parts.size() == 1 ? parts[0] : at::cat(parts, 1);
+  choice.with_logprobs = true;
+  choice.max_top_logprobs = max_top_logprobs_;
+  for (const SamplerRow& row : rows_) choice.top_logprobs.push_back(row.params->top_logprobs);
+  return choice;
+}
+
+std::vector<SampledToken> Sampler::Read(const SampleChoice& choice) {
+  const int64_t n = choice.packed.size(0);
+  std::vector<SampledToken> out(n);
+  if (!choice.with_logprobs) {
+    at::Tensor host = choice.packed.to(at::kCPU);
+    const int64_t* data = host.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i) out[i].token = static_cast<int32_t>(data[i]);
+    return out;
+  }
+  at::Tensor host = choice.packed.to(at::kCPU).contiguous();
   const float* data = host.data_ptr<float>();
   const int64_t width = host.size(1);
   for (int64_t i = 0; i < n; ++i) {
     const float* row = data + i * width;
-    const SamplingParams& p = *rows_[i].params;
     out[i].token = static_cast<int32_t>(row[0]);
     out[i].logprob = row[1];
-    for (int64_t j = 0; j < p.top_logprobs; ++j) {
+    for (int64_t j = 0; j < choice.top_logprobs[i]; ++j) {
       out[i].top_logprobs.push_back(
-          {static_cast<int32_t>(row[2 + j]), row[2 + max_top_logprobs_ + j]});
+          {static_cast<int32_t>(row[2 + j]), row[2 + choice.max_top_logprobs + j]});
     }
   }
   return out;

@@ -284,12 +284,10 @@ bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& res
   return false;
 }
 
-namespace {
-
 // Events of one step, pushed when the step is over (after the engine has
 // published its stats): a client that sees its request end then also sees
 // the engine without it.
-class Outbox {
+class ModelEngine::Outbox {
  public:
   void Add(std::shared_ptr<RequestStream> stream, StreamEvent event) {
     events_.emplace_back(std::move(stream), std::move(event));
@@ -302,7 +300,6 @@ class Outbox {
   std::vector<std::pair<std::shared_ptr<RequestStream>, StreamEvent>> events_;
 };
 
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::SubmitEncode(EncodeRequest request) {
   if (task() == runtime::ModelTask::kGenerate) {
@@ -519,9 +516,56 @@ absl::StatusOr<std::vector<std::vector<float>>> ModelEngine::DecoderOutputs(
   return out;
 }
 
+void ModelEngine::FailStep(const std::vector<Active*>& scheduled, const absl::Status& status, Outbox& outbox,
+                           std::vector<int64_t>* finished) {
+  // The step's requests fail with the runtime's error; the rest carry on.
+  const absl::Status error = status.code() == absl::StatusCode::kResourceExhausted
+                                 ? WithReason(status, ErrorReason::kDeviceMemory)
+                                 : status;
+  for (Active* a : scheduled) {
+    StreamEvent event;
+    event.error = error;
+    Release(*a);
+    outbox.Add(a->stream, std::move(event));
+    finished->push_back(a->key);
+  }
+}
+
+void ModelEngine::CollectStep(Outbox& outbox) {
+  LaunchedStep step = std::move(*launched_);
+  launched_.reset();
+  auto result = model_.runner->Collect();
+  if (observer_ != nullptr) {
+    step.report.duration = absl::Now() - step.start;
+    if (result.ok()) step.report.device_wait = absl::Seconds(result->timing.device_seconds);
+    observer_->OnStep(name_, step.report);
+  }
+  std::vector<int64_t> finished;
+  if (!result.ok()) {
+    FailStep(step.scheduled, result.status(), outbox, &finished);
+  } else {
+    for (size_t i = 0; i < step.scheduled.size(); ++i) {
+      Active& a = *step.scheduled[i];
+      a.num_computed += step.num_tokens[i];
+      kv_.CacheComputedBlocks(a.key, a.tokens, a.num_computed);
+      const runtime::SequenceStepResult& r = result->sequences[i];
+      if (!r.sampled) continue;  // a prompt chunk that did not reach the end
+      StreamEvent event;
+      if (OnToken(a, r, &event)) finished.push_back(a.key);
+      outbox.Add(a.stream, std::move(event));
+    }
+  }
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [&](const auto& a) { return std::count(finished.begin(), finished.end(), a->key) > 0; }),
+                 running_.end());
+}
+
 bool ModelEngine::StepOnce() {
   if (task() != runtime::ModelTask::kGenerate) return EncodeStepOnce();
   Outbox outbox;  // declared first: flushed last, after RefreshStats
+  // The step launched last time: its tokens decide what this one computes.
+  const bool collected = launched_.has_value();
+  if (collected) CollectStep(outbox);
   bool cancel_all;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -628,23 +672,18 @@ bool ModelEngine::StepOnce() {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.preemptions += static_cast<int64_t>(plan.preempted.size());
   }
-  // What the observer hears of this step (a step that only preempts too).
-  auto report_step = [&](absl::Duration duration, absl::Duration device_wait) {
-    if (observer_ == nullptr || (items.empty() && plan.preempted.empty())) return;
-    StepReport report;
-    report.sequences = static_cast<int64_t>(items.size());
-    for (size_t i = 0; i < items.size(); ++i) {
-      const bool decode = items[i].num_tokens == 1 && scheduled[i]->num_generated() > 0;
-      (decode ? report.decode_tokens : report.prompt_tokens) += items[i].num_tokens;
-    }
-    report.preempted = static_cast<int64_t>(plan.preempted.size());
-    const KvCacheStats after = kv_.Stats();
-    report.prefix_query_tokens = after.query_tokens - before_admission.query_tokens;
-    report.prefix_hit_tokens = after.hit_tokens - before_admission.hit_tokens;
-    report.duration = duration;
-    report.device_wait = device_wait;
-    observer_->OnStep(name_, report);
-  };
+  // What the observer hears of this step (a step that only preempts too);
+  // a launched step's duration and device wait are filled when collected.
+  StepReport report;
+  report.sequences = static_cast<int64_t>(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    const bool decode = items[i].num_tokens == 1 && scheduled[i]->num_generated() > 0;
+    (decode ? report.decode_tokens : report.prompt_tokens) += items[i].num_tokens;
+  }
+  report.preempted = static_cast<int64_t>(plan.preempted.size());
+  const KvCacheStats after_admission = kv_.Stats();
+  report.prefix_query_tokens = after_admission.query_tokens - before_admission.query_tokens;
+  report.prefix_hit_tokens = after_admission.hit_tokens - before_admission.hit_tokens;
   auto drop_finished = [&] {
     running_.erase(std::remove_if(running_.begin(), running_.end(),
                                   [&](const auto& a) {
@@ -653,39 +692,29 @@ bool ModelEngine::StepOnce() {
                    running_.end());
   };
   if (items.empty()) {
-    report_step(absl::ZeroDuration(), absl::ZeroDuration());
+    if (observer_ != nullptr && !plan.preempted.empty()) observer_->OnStep(name_, report);
     drop_finished();
     RefreshStats();
-    return !plan.preempted.empty() || !finished.empty();
+    return collected || !plan.preempted.empty() || !finished.empty();
   }
 
-  const absl::Time step_start = absl::Now();
-  auto result = model_.runner->Step(items);
-  report_step(absl::Now() - step_start,
-              result.ok() ? absl::Seconds(result->timing.device_seconds) : absl::ZeroDuration());
-  if (!result.ok()) {
-    // The step's requests fail with the runtime's error; the rest carry on.
-    const absl::Status error = result.status().code() == absl::StatusCode::kResourceExhausted
-                                   ? WithReason(result.status(), ErrorReason::kDeviceMemory)
-                                   : result.status();
-    for (Active* a : scheduled) {
-      StreamEvent event;
-      event.error = error;
-      Release(*a);
-      outbox.Add(a->stream, std::move(event));
-      finished.push_back(a->key);
+  // Launch and return: the device runs the step while this thread publishes
+  // what came before it (stats, then the streams' events, as the outbox
+  // empties) and comes back to collect it at the next StepOnce.
+  LaunchedStep step;
+  step.start = absl::Now();
+  if (absl::Status launched = model_.runner->Launch(items); !launched.ok()) {
+    if (observer_ != nullptr) {
+      report.duration = absl::Now() - step.start;
+      observer_->OnStep(name_, report);
     }
+    FailStep(scheduled, launched, outbox, &finished);
   } else {
-    for (size_t i = 0; i < scheduled.size(); ++i) {
-      Active& a = *scheduled[i];
-      a.num_computed += items[i].num_tokens;
-      kv_.CacheComputedBlocks(a.key, a.tokens, a.num_computed);
-      const runtime::SequenceStepResult& r = result->sequences[i];
-      if (!r.sampled) continue;  // a prompt chunk that did not reach the end
-      StreamEvent event;
-      if (OnToken(a, r, &event)) finished.push_back(a.key);
-      outbox.Add(a.stream, std::move(event));
-    }
+    step.scheduled = scheduled;
+    for (const runtime::StepSequence& item : items) step.num_tokens.push_back(item.num_tokens);
+    step.report = report;
+    launched_ = std::move(step);
+    if (!options_.overlap_steps) CollectStep(outbox);
   }
   drop_finished();
   RefreshStats();

@@ -85,6 +85,10 @@ struct EngineOptions {
   // its chat template.
   std::string tool_parser;
   std::string reasoning_parser;
+  // Each step is launched and left running on the device while the engine
+  // publishes the step before it, and collected at the next StepOnce
+  // (false: collected at once; for comparison).
+  bool overlap_steps = true;
 };
 
 struct EngineStats {
@@ -213,6 +217,14 @@ class ModelEngine {
   bool FillAllowedTokens(Active& active);
   // Handles one sampled token; true when the request finished.
   bool OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event);
+  // Waits for the launched step and takes in its results: tokens appended
+  // and streamed (into `outbox`), finished requests dropped.
+  class Outbox;
+  void CollectStep(Outbox& outbox);
+  // A step the runner failed: each of its requests ends with `status` (typed
+  // DEVICE_MEMORY when out of memory), is released and listed in `finished`.
+  void FailStep(const std::vector<Active*>& scheduled, const absl::Status& status, Outbox& outbox,
+                std::vector<int64_t>* finished);
   void Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event);
   void Release(Active& active);
   void RefreshStats();
@@ -250,6 +262,17 @@ class ModelEngine {
   std::deque<std::unique_ptr<Active>> waiting_;  // arrival order
   std::vector<std::unique_ptr<Active>> running_; // arrival order
   std::deque<std::unique_ptr<EncodeActive>> encode_queue_;  // arrival order; the front may be partly done
+  // The step launched on the runner and not yet collected: the device runs
+  // it while this thread publishes the step before it and comes back. Its
+  // requests stay in running_ (their Active objects do not move) until
+  // CollectStep.
+  struct LaunchedStep {
+    std::vector<Active*> scheduled;
+    std::vector<int64_t> num_tokens;  // per scheduled request
+    absl::Time start;
+    StepReport report;  // duration and device_wait filled when collected
+  };
+  std::optional<LaunchedStep> launched_;
   int64_t next_score_key_ = int64_t{1} << 40;  // DecoderOutputs' sequence keys, apart from generation's
   std::thread thread_;
 };

@@ -26,6 +26,16 @@ struct SamplerRow {
   absl::Span<const uint32_t> allowed_tokens;  // empty: every token; else StepSequence::allowed_tokens
 };
 
+// A step's draws still on the device: Sampler::Choose enqueues them,
+// Sampler::Read brings them to the host (the step's one device-to-host copy,
+// which waits for the device).
+struct SampleChoice {
+  at::Tensor packed;  // [rows] int64 token ids, or [rows, 2 + 2 * max_top_logprobs] float32 with logprobs
+  bool with_logprobs = false;
+  int64_t max_top_logprobs = 0;
+  std::vector<int32_t> top_logprobs;  // per row: how many alternatives it asked for
+};
+
 struct SampledToken {
   int32_t token = -1;
   float logprob = 0.0f;
@@ -51,8 +61,11 @@ class Sampler {
   // Call before Sample.
   void Bind(const at::Tensor& uploaded);
 
-  // logits: [rows, vocab] float32. One device-to-host copy.
-  std::vector<SampledToken> Sample(const at::Tensor& logits) const;
+  // logits: [rows, vocab] float32. Enqueues the draws (and updates the
+  // penalty state) without waiting for the device.
+  SampleChoice Choose(const at::Tensor& logits) const;
+  // One device-to-host copy of `choice`; waits for the device.
+  static std::vector<SampledToken> Read(const SampleChoice& choice);
 
  private:
   at::Tensor ApplyPenalties(const at::Tensor& logits) const;

@@ -195,6 +195,51 @@ TEST_P(ModelRunnerTest, StepTimingSplitsTheStepsOwnTime) {
   }
 }
 
+TEST_P(ModelRunnerTest, LaunchThenCollectIsAStep) {
+  const int64_t prompt = static_cast<int64_t>(ref_.prompt.size());
+  const int64_t block_size = runner_->info().block_size;
+  std::vector<int32_t> table;
+  for (int64_t b = 0; b * block_size < prompt + 2; ++b) table.push_back(static_cast<int32_t>(b));
+  // Each batch's storage is gone before its Collect: Launch takes what it needs.
+  auto launch = [&](std::vector<int32_t> tokens, int64_t num_computed, int64_t num_tokens) {
+    auto params = std::make_unique<SamplingParams>(Greedy());
+    StepSequence seq;
+    seq.id = 7;
+    seq.tokens = tokens;
+    seq.num_prompt = prompt;
+    seq.num_computed = num_computed;
+    seq.num_tokens = num_tokens;
+    seq.block_table = table;
+    seq.sampling = params.get();
+    seq.return_logits = true;
+    return runner_->Launch({seq});
+  };
+  EXPECT_EQ(runner_->Collect().status().code(), absl::StatusCode::kFailedPrecondition) << "nothing launched";
+  ASSERT_TRUE(launch(ref_.prompt, 0, prompt).ok());
+  EXPECT_EQ(launch(ref_.prompt, 0, prompt).code(), absl::StatusCode::kFailedPrecondition)
+      << "one step in flight at a time";
+  auto first = runner_->Collect();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->sequences.size(), 1u);
+  EXPECT_TRUE(first->sequences[0].sampled);
+  EXPECT_EQ(first->sequences[0].token, ref_.greedy[0]);
+  EXPECT_LE(RelativeError(first->sequences[0].logits, expected_->back()), GetParam().tolerance);
+  EXPECT_GT(first->timing.device_seconds, 0.0);
+  EXPECT_EQ(runner_->Collect().status().code(), absl::StatusCode::kFailedPrecondition) << "collected once only";
+
+  std::vector<int32_t> tokens = ref_.prompt;
+  tokens.push_back(first->sequences[0].token);
+  ASSERT_TRUE(launch(tokens, prompt, 1).ok());
+  auto second = runner_->Collect();
+  ASSERT_TRUE(second.ok()) << second.status();
+  if (GetParam().greedy_prefix >= 2) EXPECT_EQ(second->sequences[0].token, ref_.greedy[1]);
+
+  // A launch that fails its checks leaves nothing to collect.
+  EXPECT_EQ(launch(tokens, prompt + 1, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(runner_->Collect().status().code(), absl::StatusCode::kFailedPrecondition);
+  runner_->ReleaseSequence(7);
+}
+
 TEST_P(ModelRunnerTest, BatchMixingPrefillAndDecodeMatchesEachAlone) {
   // Three sequences of different lengths: A decodes while B prefills a chunk
   // that crosses block boundaries and C prefills whole.

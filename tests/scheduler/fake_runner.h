@@ -106,6 +106,18 @@ class FakeRunner : public runtime::ModelRunner {
     return result;
   }
 
+  // Launch and Collect as the base class runs them (Step in Launch), with
+  // each call logged in `calls`.
+  absl::Status Launch(absl::Span<const runtime::StepSequence> batch) override {
+    calls.push_back("launch");
+    return ModelRunner::Launch(batch);
+  }
+  absl::StatusOr<runtime::StepResult> Collect() override {
+    calls.push_back("collect");
+    return ModelRunner::Collect();
+  }
+  std::vector<std::string> calls;
+
   double device_seconds = 0;  // every step's StepTiming::device_seconds
   int64_t steps = 0;
   int64_t max_step_tokens_seen = 0;

@@ -114,6 +114,46 @@ TEST(ModelEngineTest, StepReportsCarryTheRunnersDeviceWait) {
   }
 }
 
+TEST(ModelEngineTest, AStepIsPublishedWhileTheNextRuns) {
+  FakeClock clock;
+  FakeRunner* runner;
+  ModelEngine engine("m", FakeModel(&runner, 64), {}, &clock);
+  auto stream = *engine.Submit(Prompt({5, 6, 7}, 3));
+  Outcome out;
+  engine.StepOnce();  // launches the prompt's step and returns
+  EXPECT_EQ(runner->calls, (std::vector<std::string>{"launch"}));
+  EXPECT_FALSE(Collect(*stream, &out));
+  EXPECT_TRUE(out.tokens.empty()) << "nothing is published before its step is collected";
+  engine.StepOnce();  // collects it, launches the next, then publishes the first token
+  EXPECT_EQ(runner->calls, (std::vector<std::string>{"launch", "collect", "launch"}));
+  EXPECT_FALSE(Collect(*stream, &out));
+  EXPECT_EQ(out.tokens, Expected({5, 6, 7}, 1));
+  EXPECT_EQ(engine.Stats().running, 1);
+  auto rest = RunToEnd(engine, {stream});
+  out.tokens.insert(out.tokens.end(), rest[0].tokens.begin(), rest[0].tokens.end());
+  EXPECT_EQ(out.tokens, Expected({5, 6, 7}, 3));
+  EXPECT_EQ(runner->calls.size(), 6u) << "three steps, each launched and collected once";
+  EXPECT_EQ(engine.Stats().blocks_free, 64);
+}
+
+TEST(ModelEngineTest, WithoutOverlapAStepIsCollectedAtOnce) {
+  FakeClock clock;
+  FakeRunner* runner;
+  EngineOptions options;
+  options.overlap_steps = false;
+  ModelEngine engine("m", FakeModel(&runner, 64), options, &clock);
+  auto stream = *engine.Submit(Prompt({5, 6, 7}, 2));
+  Outcome out;
+  engine.StepOnce();
+  EXPECT_EQ(runner->calls, (std::vector<std::string>{"launch", "collect"}));
+  EXPECT_FALSE(Collect(*stream, &out));
+  EXPECT_EQ(out.tokens, Expected({5, 6, 7}, 1));
+  engine.StepOnce();
+  EXPECT_TRUE(Collect(*stream, &out));
+  EXPECT_EQ(out.tokens, Expected({5, 6, 7}, 2));
+  EXPECT_EQ(engine.Stats().blocks_free, 64);
+}
+
 TEST(ModelEngineTest, StopTokenEndsTheRequest) {
   FakeClock clock;
   FakeRunner* runner;
@@ -273,9 +313,10 @@ TEST(ModelEngineTest, FirstComeFirstServed) {
   auto first = *engine.Submit(Prompt({1}, 3));
   auto second = *engine.Submit(Prompt({2}, 3));
   Outcome a, b;
-  engine.StepOnce();
-  engine.StepOnce();
-  engine.StepOnce();
+  // Three steps make the first's tokens; each StepOnce collects the step
+  // the one before launched, so the fourth publishes the last token (and
+  // launches the second's prompt).
+  for (int i = 0; i < 4; ++i) engine.StepOnce();
   EXPECT_TRUE(Collect(*first, &a));
   EXPECT_FALSE(Collect(*second, &b)) << "the second waits for the only slot";
   EXPECT_TRUE(b.tokens.empty());
