@@ -32,8 +32,10 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/cuda/kernels.h"
@@ -153,6 +155,72 @@ class PinnedStaging {
   at::Tensor host_;  // [capacity] uint8, pinned
 };
 
+// Graph-capture streams: each held by one live CUDA forward at a time, and
+// reused by later loads.
+//
+// Why not LibTorch's stream pool: LibTorch keeps a cuBLAS workspace per
+// (handle, stream) for the whole process (32 MiB on the H100), and a captured
+// graph embeds the address of its capture stream's workspace. The pool hands
+// out its 32 streams per device in turn, so every load left one more
+// workspace behind (up to 1 GiB per device, outside the memory budget), and
+// after 32 loads two live models could capture on one stream, where resetting
+// one model's graphs frees, in recent LibTorch releases
+// (clearCublasWorkspacesForStream, pytorch/pytorch#193402), the workspace the
+// other model's graphs still use. Streams here are made on demand, never
+// destroyed, and never shared by two live forwards, so a swap reuses the
+// stream (and workspace) the unloaded model left.
+class CaptureStreamLease {
+ public:
+  CaptureStreamLease() = default;
+  ~CaptureStreamLease() { Release(); }
+  CaptureStreamLease(const CaptureStreamLease&) = delete;
+  CaptureStreamLease& operator=(const CaptureStreamLease&) = delete;
+
+  // A stream of `device` that no other lease holds.
+  absl::StatusOr<c10::cuda::CUDAStream> Take(c10::DeviceIndex device) {
+    Release();
+    cudaStream_t stream = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(Mutex());
+      std::vector<cudaStream_t>& free = Free()[device];
+      if (!free.empty()) {
+        stream = free.back();
+        free.pop_back();
+      }
+    }
+    if (stream == nullptr) {
+      c10::cuda::CUDAGuard guard(device);
+      const cudaError_t error = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+      if (error != cudaSuccess) {
+        return absl::ResourceExhaustedError(absl::StrCat("creating a graph-capture stream on cuda:", device,
+                                                         " failed: ", cudaGetErrorString(error)));
+      }
+    }
+    device_ = device;
+    stream_ = stream;
+    return c10::cuda::getStreamFromExternal(stream, device);
+  }
+
+ private:
+  void Release() {
+    if (stream_ == nullptr) return;
+    std::lock_guard<std::mutex> lock(Mutex());
+    Free()[device_].push_back(stream_);
+    stream_ = nullptr;
+  }
+  static std::mutex& Mutex() {
+    static auto* mutex = new std::mutex;  // never destroyed: leases may outlive main
+    return *mutex;
+  }
+  static std::map<c10::DeviceIndex, std::vector<cudaStream_t>>& Free() {
+    static auto* free = new std::map<c10::DeviceIndex, std::vector<cudaStream_t>>;
+    return *free;
+  }
+
+  c10::DeviceIndex device_ = 0;
+  cudaStream_t stream_ = nullptr;
+};
+
 class CudaForward final : public Forward {
  public:
   CudaForward(LlamaModel* model, const CudaForwardOptions& options)
@@ -181,7 +249,9 @@ class CudaForward final : public Forward {
     // default stream), largest first so the smaller ones fit in the memory
     // pool the largest leaves behind; all share that pool, which is safe as
     // they are replayed one at a time on one stream.
-    c10::cuda::CUDAStream capture_stream = c10::cuda::getStreamFromPool(false, model_->device().index());
+    auto leased = capture_stream_.Take(model_->device().index());
+    if (!leased.ok()) return leased.status();
+    c10::cuda::CUDAStream capture_stream = *leased;
     // MempoolId_t moved between LibTorch versions; take it from pool().
     decltype(std::declval<at::cuda::CUDAGraph&>().pool()) pool{0, 0};
     try {
@@ -669,6 +739,7 @@ class CudaForward final : public Forward {
   PinnedStaging staging_;
   at::Tensor eager_inputs_;  // [capacity] uint8 on the device, the eager steps' metadata
   at::Tensor graph_inputs_;  // [capacity] uint8 on the device, read by the captured graphs
+  CaptureStreamLease capture_stream_;  // before graphs_: given back only once they are destroyed
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs_;  // by padded batch size
   std::map<int64_t, at::Tensor> graph_workspaces_;  // by padded batch size: each graph's decode-attention workspace
 };
