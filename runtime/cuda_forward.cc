@@ -23,12 +23,14 @@
 
 #ifdef GANTRY_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/version.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -133,26 +135,47 @@ struct StepView {
   int64_t bt_seq_stride = 0, bt_block_stride = 1;
 };
 
-// A growing pinned host buffer; steps write their metadata here before the
-// one upload. Reuse is safe: every step ends with a device-to-host read of
-// its samples, after which its upload has completed.
+// Pinned host buffers that steps write their metadata into before the one
+// upload, used in turn. A buffer is written again only once its last upload
+// has run (its event): a step that does not wait for the device (a prompt
+// chunk that samples nothing returns as soon as it is enqueued) leaves its
+// upload queued behind the work before it, and the next step must not
+// overwrite what that upload will read. With two buffers the host packs step
+// N + 1 while step N's upload still waits; a third step waits for it.
 class PinnedStaging {
  public:
   uint8_t* Reserve(size_t bytes) {
-    if (!host_.defined() || static_cast<size_t>(host_.numel()) < bytes) {
-      host_ = at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 4096) * 2)},
-                        at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+    Buffer& buffer = buffers_[next_];
+    if (buffer.upload_pending) {
+      buffer.uploaded.synchronize();
+      buffer.upload_pending = false;
     }
-    return host_.data_ptr<uint8_t>();
+    if (!buffer.host.defined() || static_cast<size_t>(buffer.host.numel()) < bytes) {
+      buffer.host = at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 4096) * 2)},
+                              at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+    }
+    return buffer.host.data_ptr<uint8_t>();
   }
-  // One asynchronous copy of the first `bytes` into `device`.
+  // One asynchronous copy of the first `bytes` of the buffer Reserve gave
+  // into `device`, on the device's current stream; the next Reserve gives
+  // the other buffer.
   void Upload(size_t bytes, at::Tensor& device) {
+    Buffer& buffer = buffers_[next_];
     device.narrow(0, 0, static_cast<int64_t>(bytes))
-        .copy_(host_.narrow(0, 0, static_cast<int64_t>(bytes)), /*non_blocking=*/true);
+        .copy_(buffer.host.narrow(0, 0, static_cast<int64_t>(bytes)), /*non_blocking=*/true);
+    buffer.uploaded.record(c10::cuda::getCurrentCUDAStream(device.device().index()));
+    buffer.upload_pending = true;
+    next_ = (next_ + 1) % buffers_.size();
   }
 
  private:
-  at::Tensor host_;  // [capacity] uint8, pinned
+  struct Buffer {
+    at::Tensor host;  // [capacity] uint8, pinned
+    at::cuda::CUDAEvent uploaded;  // recorded after its last upload
+    bool upload_pending = false;
+  };
+  std::array<Buffer, 2> buffers_;
+  size_t next_ = 0;
 };
 
 // Graph-capture streams: each held by one live CUDA forward at a time, and
