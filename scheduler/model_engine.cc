@@ -284,9 +284,9 @@ bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& res
   return false;
 }
 
-// Events of one step, pushed when the step is over (after the engine has
-// published its stats): a client that sees its request end then also sees
-// the engine without it.
+// Events of a collected step, pushed at the end of StepOnce (after the next
+// step is launched and the engine has published its stats): a client that
+// sees its request end then also sees the engine without it.
 class ModelEngine::Outbox {
  public:
   void Add(std::shared_ptr<RequestStream> stream, StreamEvent event) {
@@ -299,7 +299,6 @@ class ModelEngine::Outbox {
  private:
   std::vector<std::pair<std::shared_ptr<RequestStream>, StreamEvent>> events_;
 };
-
 
 absl::StatusOr<std::shared_ptr<RequestStream>> ModelEngine::SubmitEncode(EncodeRequest request) {
   if (task() == runtime::ModelTask::kGenerate) {
