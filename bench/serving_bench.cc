@@ -38,6 +38,7 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -173,28 +174,49 @@ ModelSpec BaseSpec(const std::string& name) {
 
 // The engine's steps during a run: how many, and how long the engine
 // thread waited for the device in them. The rest of the wall time the device
-// sat idle while the host planned, packed, launched and streamed.
+// sat idle while the host planned, packed, launched and streamed. Decode-only
+// steps are also timed on their own: from one's launch to the next one's,
+// less the first's wait, is what the device idled between them.
 class StepTally : public SchedulerObserver {
  public:
+  struct Taken {
+    int64_t steps = 0;
+    double device_wait = 0;        // seconds, every step
+    int64_t decode_pairs = 0;      // consecutive decode-only steps
+    double decode_idle = 0;        // seconds the device idled between them
+    double decode_period = 0;      // seconds from the first's launch to the second's
+  };
   void OnStep(const std::string& model, const StepReport& report) override {
     std::lock_guard<std::mutex> lock(mutex_);
     if (report.sequences == 0) return;
-    steps_ += 1;
-    device_wait_ += report.device_wait;
+    taken_.steps += 1;
+    taken_.device_wait += absl::ToDoubleSeconds(report.device_wait);
+    const bool decode_only = report.prompt_tokens == 0 && report.decode_tokens > 0;
+    if (decode_only && last_decode_) {
+      const double period = absl::ToDoubleSeconds(report.start - last_decode_->start);
+      taken_.decode_pairs += 1;
+      taken_.decode_period += period;
+      taken_.decode_idle += std::max(0.0, period - absl::ToDoubleSeconds(last_decode_->device_wait));
+    }
+    if (decode_only) {
+      last_decode_ = report;
+    } else {
+      last_decode_.reset();
+    }
   }
-  // Steps and device-wait seconds since the last call.
-  std::pair<int64_t, double> Take() {
+  // What came since the last call.
+  Taken Take() {
     std::lock_guard<std::mutex> lock(mutex_);
-    std::pair<int64_t, double> taken{steps_, absl::ToDoubleSeconds(device_wait_)};
-    steps_ = 0;
-    device_wait_ = absl::ZeroDuration();
+    Taken taken = taken_;
+    taken_ = Taken{};
+    last_decode_.reset();
     return taken;
   }
 
  private:
   std::mutex mutex_;
-  int64_t steps_ = 0;
-  absl::Duration device_wait_;
+  Taken taken_;
+  std::optional<StepReport> last_decode_;
 };
 
 int Throughput() {
@@ -254,16 +276,22 @@ int Throughput() {
     }
     for (auto& c : clients) c.join();
     const double wall = Seconds(start);
-    const auto [steps, device_wait] = tally.Take();
+    const StepTally::Taken steps = tally.Take();
     if (failed) return -1;
     std::sort(first_token.begin(), first_token.end());
     std::printf("streams %3lld%s: %8.1f tokens/s aggregate, %6.1f tokens/s per stream, "
                 "time to first token p50 %.3f s max %.3f s, wall %.2f s, %lld tokens\n",
                 static_cast<long long>(n), guided ? " guided" : "", generated / wall, generated / wall / n,
                 first_token[n / 2], first_token.back(), wall, static_cast<long long>(generated.load()));
-    if (steps > 0 && info.device.rfind("cuda", 0) == 0) {  // on the CPU the forward runs before the wait
-      std::printf("  engine: %lld steps, host %.0f us/step outside the device wait, device busy %.1f%% of the wall\n",
-                  static_cast<long long>(steps), 1e6 * (wall - device_wait) / steps, 100 * device_wait / wall);
+    if (steps.steps > 0 && info.device.rfind("cuda", 0) == 0) {  // on the CPU the forward runs before the wait
+      std::printf("  engine: %lld steps, host %.0f us/step outside the device wait, device busy %.1f%% of the wall",
+                  static_cast<long long>(steps.steps), 1e6 * (wall - steps.device_wait) / steps.steps,
+                  100 * steps.device_wait / wall);
+      if (steps.decode_pairs > 0) {
+        std::printf("; between decode steps the device idles %.0f us (%.1f%% of their time)",
+                    1e6 * steps.decode_idle / steps.decode_pairs, 100 * steps.decode_idle / steps.decode_period);
+      }
+      std::printf("\n");
     }
     return generated / wall;
   };

@@ -702,6 +702,7 @@ bool ModelEngine::StepOnce() {
   // empties) and comes back to collect it at the next StepOnce.
   LaunchedStep step;
   step.start = absl::Now();
+  report.start = step.start;
   if (absl::Status launched = model_.runner->Launch(items); !launched.ok()) {
     if (observer_ != nullptr) {
       report.duration = absl::Now() - step.start;

@@ -26,7 +26,8 @@ struct StepReport {
   int64_t preempted = 0;       // sequences preempted before the step
   int64_t prefix_query_tokens = 0;  // tokens of sequences started this step, looked up in the prefix cache
   int64_t prefix_hit_tokens = 0;    // of those, tokens found cached
-  absl::Duration duration;     // the runtime's Step call
+  absl::Time start;            // when the runtime was handed the step (Launch)
+  absl::Duration duration;     // from then until its results were back (Collect)
   // Of `duration`, waiting for the device to run the step and hand back its
   // sampled tokens (runtime::StepTiming); the rest is host work.
   absl::Duration device_wait;

@@ -109,9 +109,13 @@ TEST(ModelEngineTest, StepReportsCarryTheRunnersDeviceWait) {
   ASSERT_TRUE(stream.ok()) << stream.status();
   RunToEnd(engine, {*stream});
   ASSERT_EQ(recorder.reports.size(), 3u);  // the prompt's step, then two decodes
-  for (const StepReport& report : recorder.reports) {
-    EXPECT_EQ(report.device_wait, absl::Milliseconds(250));
+  for (size_t i = 0; i < recorder.reports.size(); ++i) {
+    EXPECT_EQ(recorder.reports[i].device_wait, absl::Milliseconds(250));
+    EXPECT_GT(recorder.reports[i].start, absl::Time()) << "when the step was launched";
+    if (i > 0) EXPECT_GE(recorder.reports[i].start, recorder.reports[i - 1].start);
   }
+  EXPECT_EQ(recorder.reports[0].prompt_tokens, 3);
+  EXPECT_EQ(recorder.reports[2].decode_tokens, 1);
 }
 
 TEST(ModelEngineTest, AStepIsPublishedWhileTheNextRuns) {
