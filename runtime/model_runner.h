@@ -163,12 +163,13 @@ struct SequenceStepResult {
 
 // Where a step's host time went (steady clock, seconds), so benchmarks can
 // tell the device's time from the host's: checks and input packing until the
-// forward pass is enqueued; waiting for the device to run it and sample
-// (ends when the sampled ids are back on the host); building the result. On a
-// GPU the device is busy about `device_seconds` of each step; the rest of the
-// step, and whatever the caller does between steps, leaves it idle. A step
-// that neither samples nor returns logits does not wait: its device time is
-// 0 here and falls into the next step's wait.
+// forward pass is enqueued; from then until the sampled ids (and logits) are
+// back on the host; building the result. On a GPU the device is busy about
+// `device_seconds` of each step when the caller collects at once (Step); a
+// caller that works between Launch and Collect adds its own time to it. The
+// rest of the step, and whatever the caller does between steps, leaves the
+// device idle. A step that neither samples nor returns logits does not wait
+// for the device: its device time falls into the next waiting step's.
 struct StepTiming {
   double prepare_seconds = 0;
   double device_seconds = 0;
@@ -209,6 +210,7 @@ class ModelRunner {
   // after a Launch error there is nothing to collect. The default runs the
   // whole Step in Launch.
   virtual absl::Status Launch(absl::Span<const StepSequence> batch) {
+    if (launched_) return absl::FailedPreconditionError("Launch while the launched step is not collected");
     launched_ = Step(batch);
     if (launched_->ok()) return absl::OkStatus();
     absl::Status error = launched_->status();

@@ -535,7 +535,7 @@ void ModelEngine::CollectStep(Outbox& outbox) {
   launched_.reset();
   auto result = model_.runner->Collect();
   if (observer_ != nullptr) {
-    step.report.duration = absl::Now() - step.start;
+    step.report.duration = absl::Now() - step.report.start;
     if (result.ok()) step.report.device_wait = absl::Seconds(result->timing.device_seconds);
     observer_->OnStep(name_, step.report);
   }
@@ -554,6 +554,10 @@ void ModelEngine::CollectStep(Outbox& outbox) {
       outbox.Add(a.stream, std::move(event));
     }
   }
+  DropFinished(finished);
+}
+
+void ModelEngine::DropFinished(const std::vector<int64_t>& finished) {
   running_.erase(std::remove_if(running_.begin(), running_.end(),
                                 [&](const auto& a) { return std::count(finished.begin(), finished.end(), a->key) > 0; }),
                  running_.end());
@@ -683,16 +687,9 @@ bool ModelEngine::StepOnce() {
   const KvCacheStats after_admission = kv_.Stats();
   report.prefix_query_tokens = after_admission.query_tokens - before_admission.query_tokens;
   report.prefix_hit_tokens = after_admission.hit_tokens - before_admission.hit_tokens;
-  auto drop_finished = [&] {
-    running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                  [&](const auto& a) {
-                                    return std::count(finished.begin(), finished.end(), a->key) > 0;
-                                  }),
-                   running_.end());
-  };
   if (items.empty()) {
     if (observer_ != nullptr && !plan.preempted.empty()) observer_->OnStep(name_, report);
-    drop_finished();
+    DropFinished(finished);
     RefreshStats();
     return collected || !plan.preempted.empty() || !finished.empty();
   }
@@ -700,23 +697,22 @@ bool ModelEngine::StepOnce() {
   // Launch and return: the device runs the step while this thread publishes
   // what came before it (stats, then the streams' events, as the outbox
   // empties) and comes back to collect it at the next StepOnce.
-  LaunchedStep step;
-  step.start = absl::Now();
-  report.start = step.start;
+  report.start = absl::Now();
   if (absl::Status launched = model_.runner->Launch(items); !launched.ok()) {
     if (observer_ != nullptr) {
-      report.duration = absl::Now() - step.start;
+      report.duration = absl::Now() - report.start;
       observer_->OnStep(name_, report);
     }
     FailStep(scheduled, launched, outbox, &finished);
   } else {
+    LaunchedStep step;
     step.scheduled = scheduled;
     for (const runtime::StepSequence& item : items) step.num_tokens.push_back(item.num_tokens);
     step.report = report;
     launched_ = std::move(step);
     if (!options_.overlap_steps) CollectStep(outbox);
   }
-  drop_finished();
+  DropFinished(finished);
   RefreshStats();
   return true;
 }

@@ -225,6 +225,8 @@ class ModelEngine {
   // DEVICE_MEMORY when out of memory), is released and listed in `finished`.
   void FailStep(const std::vector<Active*>& scheduled, const absl::Status& status, Outbox& outbox,
                 std::vector<int64_t>* finished);
+  // Takes the listed requests out of running_.
+  void DropFinished(const std::vector<int64_t>& finished);
   void Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event);
   void Release(Active& active);
   void RefreshStats();
@@ -269,8 +271,7 @@ class ModelEngine {
   struct LaunchedStep {
     std::vector<Active*> scheduled;
     std::vector<int64_t> num_tokens;  // per scheduled request
-    absl::Time start;
-    StepReport report;  // duration and device_wait filled when collected
+    StepReport report;  // its start set at launch; duration and device_wait filled when collected
   };
   std::optional<LaunchedStep> launched_;
   int64_t next_score_key_ = int64_t{1} << 40;  // DecoderOutputs' sequence keys, apart from generation's

@@ -28,8 +28,10 @@ struct StepReport {
   int64_t prefix_hit_tokens = 0;    // of those, tokens found cached
   absl::Time start;            // when the runtime was handed the step (Launch)
   absl::Duration duration;     // from then until its results were back (Collect)
-  // Of `duration`, waiting for the device to run the step and hand back its
-  // sampled tokens (runtime::StepTiming); the rest is host work.
+  // Of `duration`, from the step being enqueued on the device until its
+  // results were on the host (runtime::StepTiming::device_seconds): the
+  // device's time, plus whatever the engine did before collecting a step
+  // that had already finished.
   absl::Duration device_wait;
 };
 

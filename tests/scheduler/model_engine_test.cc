@@ -140,6 +140,27 @@ TEST(ModelEngineTest, AStepIsPublishedWhileTheNextRuns) {
   EXPECT_EQ(engine.Stats().blocks_free, 64);
 }
 
+TEST(ModelRunnerDefaultTest, LaunchHoldsOneStepUntilCollected) {
+  FakeRunner runner(8);
+  const std::vector<int32_t> tokens = {5, 6, 7};
+  const std::vector<int32_t> table = {0};
+  runtime::SamplingParams greedy;
+  runtime::StepSequence seq;
+  seq.id = 1;
+  seq.tokens = tokens;
+  seq.num_prompt = 3;
+  seq.num_tokens = 3;
+  seq.block_table = table;
+  seq.sampling = &greedy;
+  ASSERT_TRUE(runner.Launch({seq}).ok());
+  EXPECT_EQ(runner.Launch({seq}).code(), absl::StatusCode::kFailedPrecondition);
+  auto result = runner.Collect();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->sequences.at(0).token, FakeRunner::NextToken({5, 6, 7}));
+  EXPECT_EQ(runner.steps, 1) << "the refused launch ran nothing";
+  EXPECT_EQ(runner.Collect().status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(ModelEngineTest, WithoutOverlapAStepIsCollectedAtOnce) {
   FakeClock clock;
   FakeRunner* runner;
