@@ -5,6 +5,7 @@
 //
 //   encoder_bench --model DIR [--device cuda] [--dtype float16] [--seq 512]
 //                 [--batches 1,32,256] [--baseline 1:S,32:S,256:S]
+//                 [--cuda_kernels=false] [--gelu_epilogue=false]
 //
 // Inputs are random token ids (the time does not depend on them); each batch
 // runs twice to warm up, then as often as fits in --seconds; Encode returns
@@ -30,6 +31,8 @@ ABSL_FLAG(int64_t, seq, 512, "tokens per input");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "32", "256"}), "batch sizes");
 ABSL_FLAG(std::vector<std::string>, baseline, {}, "batch:sequences_per_second of sentence-transformers");
 ABSL_FLAG(double, seconds, 3.0, "time per batch size");
+ABSL_FLAG(bool, cuda_kernels, true, "CUDA: fused residual add + LayerNorm (EncoderLoadOptions::cuda_kernels)");
+ABSL_FLAG(bool, gelu_epilogue, true, "CUDA: GELU in cuBLASLt's epilogue (EncoderLoadOptions::cuda_gelu_epilogue)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -37,6 +40,8 @@ int main(int argc, char** argv) {
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.device = absl::GetFlag(FLAGS_device);
   options.dtype = absl::GetFlag(FLAGS_dtype);
+  options.cuda_kernels = absl::GetFlag(FLAGS_cuda_kernels);
+  options.cuda_gelu_epilogue = absl::GetFlag(FLAGS_gelu_epilogue);
   const auto loaded_at = std::chrono::steady_clock::now();
   auto runner = gantry::runtime::LoadEncoder(options);
   if (!runner.ok()) {
@@ -44,10 +49,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   const auto& info = (*runner)->info();
-  std::printf("model %s (%s, %lld layers, hidden %lld) on %s in %s, loaded in %.2f s\n",
+  std::printf("model %s (%s, %lld layers, hidden %lld) on %s in %s (%s), loaded in %.2f s\n",
               options.model_dir.c_str(), info.config.architecture_name.c_str(),
               static_cast<long long>(info.config.num_layers), static_cast<long long>(info.config.hidden_size),
-              info.device.c_str(), info.dtype.c_str(),
+              info.device.c_str(), info.dtype.c_str(), info.execution.c_str(),
               std::chrono::duration<double>(std::chrono::steady_clock::now() - loaded_at).count());
   std::map<int64_t, double> baseline;
   for (const std::string& entry : absl::GetFlag(FLAGS_baseline)) {

@@ -11,6 +11,14 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/internal/tensor_loader.h"
 
+#ifdef GANTRY_WITH_CUDA_KERNELS
+#include <ATen/cuda/CUDAContext.h>
+
+#include <stdexcept>
+
+#include "runtime/cuda/kernels.h"
+#endif
+
 namespace gantry::runtime {
 namespace {
 
@@ -141,13 +149,51 @@ absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, 
   return w;
 }
 
-EncoderModel::EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling pooling, bool normalize)
-    : config_(std::move(config)), weights_(std::move(weights)), pooling_(pooling), normalize_(normalize) {}
+EncoderModel::EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling pooling, bool normalize,
+                           EncoderCudaPaths cuda)
+    : config_(std::move(config)), weights_(std::move(weights)), pooling_(pooling), normalize_(normalize), cuda_(cuda) {}
 
 at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
   if (config_.hidden_act == "relu") return at::relu(x);
   if (config_.hidden_act == "gelu") return at::gelu(x);  // erf form, as transformers' "gelu"
   return at::gelu(x, "tanh");                            // gelu_new, gelu_pytorch_tanh
+}
+
+at::Tensor EncoderModel::Intermediate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const {
+  const bool gelu = config_.hidden_act != "relu";
+  if (cuda_.gelu_epilogue && gelu && x.is_cuda() && x.scalar_type() != at::kFloat) {
+    const int64_t hidden = x.size(-1);
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = weight.size(0);
+    return at::_addmm_activation(bias, x.reshape({-1, hidden}), weight.t(), 1, 1, /*use_gelu=*/true).view(shape);
+  }
+  return Activation(at::linear(x, weight, bias));
+}
+
+void EncoderModel::AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const at::Tensor& weight,
+                                const at::Tensor& bias) const {
+#ifdef GANTRY_WITH_CUDA_KERNELS
+  if (cuda_.kernels && x.is_cuda() && sublayer.is_contiguous() && x.is_contiguous()) {
+    cuda::AddLayerNormArgs args;
+    args.dtype = x.scalar_type() == at::kFloat  ? cuda::DType::kFloat32
+                 : x.scalar_type() == at::kHalf ? cuda::DType::kFloat16
+                                                : cuda::DType::kBFloat16;
+    args.rows = x.numel() / x.size(-1);
+    args.dim = x.size(-1);
+    args.eps = static_cast<float>(config_.layer_norm_eps);
+    args.input = sublayer.data_ptr();
+    args.residual = x.data_ptr();
+    args.weight = weight.data_ptr();
+    args.bias = bias.data_ptr();
+    args.output = x.data_ptr();
+    // Inside Forward, whose caller turns exceptions into a Status, as LibTorch's own errors.
+    if (absl::Status s = cuda::AddLayerNorm(args, at::cuda::getCurrentCUDAStream()); !s.ok()) {
+      throw std::runtime_error(std::string(s.message()));
+    }
+    return;
+  }
+#endif
+  x = at::layer_norm(sublayer + x, {x.size(-1)}, weight, bias, config_.layer_norm_eps);
 }
 
 at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& token_types,
@@ -190,10 +236,9 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
     at::Tensor context = at::matmul(at::softmax(scores, -1).to(x.scalar_type()), qkv[2]);
 #endif
     context = context.permute({0, 2, 1, 3}).reshape({batch, length, hidden});
-    x = at::layer_norm(at::linear(context, layer.attn_out, layer.attn_out_bias) + x, {hidden}, layer.attn_norm,
-                       layer.attn_norm_bias, eps);
-    at::Tensor mlp = at::linear(Activation(at::linear(x, layer.up, layer.up_bias)), layer.down, layer.down_bias);
-    x = at::layer_norm(mlp + x, {hidden}, layer.out_norm, layer.out_norm_bias, eps);
+    AddLayerNorm(at::linear(context, layer.attn_out, layer.attn_out_bias), x, layer.attn_norm, layer.attn_norm_bias);
+    at::Tensor mlp = at::linear(Intermediate(x, layer.up, layer.up_bias), layer.down, layer.down_bias);
+    AddLayerNorm(mlp, x, layer.out_norm, layer.out_norm_bias);
   }
 
   if (config_.head != EncoderHead::kNone) {

@@ -85,6 +85,15 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   info.max_tokens = config->max_tokens();
   info.output_size = config->output_size();
   info.execution = "torch, padded batches";
+  EncoderCudaPaths cuda;
+  if (device->is_cuda()) {
+#ifdef GANTRY_WITH_CUDA_KERNELS
+    cuda.kernels = options.cuda_kernels;
+#endif
+    cuda.gelu_epilogue = options.cuda_gelu_epilogue && *dtype != at::kFloat && config->hidden_act != "relu";
+    if (cuda.kernels) absl::StrAppend(&info.execution, ", residual add + LayerNorm in one kernel");
+    if (cuda.gelu_epilogue) absl::StrAppend(&info.execution, ", GELU in cuBLASLt's epilogue");
+  }
   try {
     c10::InferenceMode guard;
     at::DeviceGuard device_guard(*device);
@@ -93,7 +102,8 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
     auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype, sink->get());
     if (!weights.ok()) return weights.status();
     info.weight_bytes = weights->device_bytes;
-    auto model = std::make_unique<EncoderModel>(*config, *std::move(weights), options.pooling, options.normalize);
+    auto model = std::make_unique<EncoderModel>(*config, *std::move(weights), options.pooling, options.normalize,
+                                                 cuda);
     return std::unique_ptr<EncoderRunner>(
         std::make_unique<TorchEncoderRunner>(std::move(info), std::move(model), *device));
   } catch (const std::exception& e) {

@@ -30,6 +30,17 @@ struct EncoderLoadOptions {
   bool normalize = true;
   // CUDA: weights through pinned staging buffers (LoadOptions::cuda_staged_upload).
   bool cuda_staged_upload = true;
+  // CUDA: each sublayer's residual add and LayerNorm in one kernel
+  // (cuda::AddLayerNorm) instead of an add and at::layer_norm (false: for
+  // comparison).
+  bool cuda_kernels = true;
+  // CUDA, 16-bit dtypes: the intermediate projection's GELU computed in
+  // cuBLASLt's epilogue (at::_addmm_activation) instead of a separate pass
+  // over the [tokens, intermediate] activations. cuBLASLt's GELU is the tanh
+  // form; for "gelu" (erf) models it differs from the erf form by at most
+  // 4.7e-4 absolute (1.8e-4 relative), below half a bf16 or fp16 rounding
+  // step of the value. false: LibTorch's erf GELU, for comparison.
+  bool cuda_gelu_epilogue = true;
 };
 
 struct EncoderInfo {

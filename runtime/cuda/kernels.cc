@@ -133,6 +133,18 @@ absl::Status RmsNorm(const RmsNormArgs& a, Stream stream) {
   return Launched("RmsNorm", LaunchRmsNorm(a, stream));
 }
 
+absl::Status AddLayerNorm(const AddLayerNormArgs& a, Stream stream) {
+  if (!ValidDType(a.dtype)) return Invalid("AddLayerNorm", "unknown dtype");
+  if (a.rows < 0 || a.dim < 1) return Invalid("AddLayerNorm", absl::StrCat("bad shape [", a.rows, ", ", a.dim, "]"));
+  if (!(a.eps >= 0.0f)) return Invalid("AddLayerNorm", "eps must be >= 0");
+  if (a.rows == 0) return absl::OkStatus();
+  if (a.input == nullptr || a.residual == nullptr || a.weight == nullptr || a.bias == nullptr ||
+      a.output == nullptr) {
+    return Invalid("AddLayerNorm", "input, residual, weight, bias and output must be set");
+  }
+  return Launched("AddLayerNorm", LaunchAddLayerNorm(a, stream));
+}
+
 absl::Status RopeAndCacheWrite(const RopeCacheArgs& a, Stream stream) {
   if (!ValidDType(a.dtype)) return Invalid("RopeAndCacheWrite", "unknown dtype");
   if (a.num_tokens < 0 || a.num_heads < 1 || a.num_kv_heads < 1) {

@@ -62,6 +62,27 @@ struct RmsNormArgs {
 absl::Status RmsNorm(const RmsNormArgs& args, Stream stream);
 
 // ---------------------------------------------------------------------------
+// LayerNorm of a sublayer's output plus the residual stream, the end of each
+// post-norm encoder sublayer (BERT, XLM-RoBERTa: LayerNorm(dense(x) + input)):
+//   s = dtype(input + residual); mean and biased variance of s in float32;
+//   output = dtype((s - mean) * rsqrt(var + eps) * weight + bias)
+// as torch.nn.LayerNorm computes it in float32 for 16-bit tensors. One read
+// of each operand and one write, against five passes for add then
+// layer_norm. output may alias input or residual (updated in place).
+struct AddLayerNormArgs {
+  DType dtype = DType::kBFloat16;
+  int64_t rows = 0;              // tokens
+  int64_t dim = 0;               // hidden size
+  float eps = 1e-12f;
+  const void* input = nullptr;     // [rows, dim]
+  const void* residual = nullptr;  // [rows, dim]
+  const void* weight = nullptr;    // [dim]
+  const void* bias = nullptr;      // [dim]
+  void* output = nullptr;          // [rows, dim]
+};
+absl::Status AddLayerNorm(const AddLayerNormArgs& args, Stream stream);
+
+// ---------------------------------------------------------------------------
 // Rotary embedding of q and k (rotate_half layout of HF checkpoints), optional
 // per-head q/k RMSNorm before it (Qwen3), and the write of k and v into the
 // paged cache, in one pass over the fused qkv projection output.

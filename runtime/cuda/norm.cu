@@ -1,5 +1,5 @@
-// RMSNorm with the previous layer's residual add fused in (kernels.h). It runs
-// twice per layer in every step, from a single decode row up to prefill
+// RMSNorm with the previous layer's residual add fused in, and the encoders'
+// residual add + LayerNorm (kernels.h). RMSNorm runs twice per layer in every step, from a single decode row up to prefill
 // chunks of thousands of rows, so it is built to be memory-bound: one thread
 // block per row, 16-byte loads, and the row held in registers between the
 // sum of squares and the normalise pass, so global memory is read once.
@@ -7,6 +7,9 @@
 // Numerics as transformers' LlamaRMSNorm (see kernels.h): the residual sum is
 // rounded to the storage type, the sum of squares is float32,
 // normalised = dtype(x * rsqrt(mean(x^2) + eps)), out = dtype(weight * normalised).
+// AddLayerNorm as torch.nn.LayerNorm on dtype(input + residual): mean, then
+// the variance about it (two passes over the row in registers, as exact as
+// LibTorch's Welford), both float32.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -200,10 +203,134 @@ cudaError_t Launch(const RmsNormArgs& a, cudaStream_t stream) {
   return LaunchLoop<T, kVec>(a, stream);
 }
 
+// AddLayerNorm, the row in registers as RmsNormRegistersKernel holds it
+// (same layout and limits). No __restrict__: output may alias input or
+// residual, which is safe because every element of a row is read before the
+// block's first barrier and written after its last, by the same thread.
+template <typename T, int kItems>
+__global__ void __launch_bounds__(kMaxThreads)
+    AddLayerNormRegistersKernel(const T* input,     // [rows, dim]
+                                const T* residual,  // [rows, dim]
+                                const T* weight,    // [dim]
+                                const T* bias,      // [dim]
+                                T* output,          // [rows, dim]
+                                int dim, float eps) {
+  constexpr int kVec = 16 / sizeof(T);
+  using P = Pack<T, kVec>;
+  const int64_t offset = static_cast<int64_t>(blockIdx.x) * dim;
+  const int num_vecs = dim / kVec;
+  const P* in = reinterpret_cast<const P*>(input + offset);
+  const P* res = reinterpret_cast<const P*>(residual + offset);
+  const P* w = reinterpret_cast<const P*>(weight);
+  const P* b = reinterpret_cast<const P*>(bias);
+  P* out = reinterpret_cast<P*>(output + offset);
+
+  WaitForPriorGrid();
+  AllowDependentLaunch();
+  P x[kItems];
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const int i = j * blockDim.x + threadIdx.x;
+    if (i < num_vecs) {
+      x[j] = AddRounded(in[i], res[i]);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) sum += ToFloat(x[j].v[k]);
+    }
+  }
+  const float mean = BlockSum(sum) / static_cast<float>(dim);
+  __syncthreads();  // BlockSum's shared partials are read by every warp before they are written again
+  float squares = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const int i = j * blockDim.x + threadIdx.x;
+    if (i < num_vecs) {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const float d = ToFloat(x[j].v[k]) - mean;
+        squares += d * d;
+      }
+    }
+  }
+  const float inv_std = rsqrtf(BlockSum(squares) / static_cast<float>(dim) + eps);
+#pragma unroll
+  for (int j = 0; j < kItems; ++j) {
+    const int i = j * blockDim.x + threadIdx.x;
+    if (i < num_vecs) {
+      const P wv = w[i], bv = b[i];
+      P o;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        o.v[k] = FromFloat<T>((ToFloat(x[j].v[k]) - mean) * inv_std * ToFloat(wv.v[k]) + ToFloat(bv.v[k]));
+      }
+      out[i] = o;
+    }
+  }
+}
+
+// Any dim or alignment: one value per access, the row read three times (the
+// last pass from L1/L2). Each element is read and written by one thread
+// only, so aliasing stays safe.
+template <typename T>
+__global__ void __launch_bounds__(kMaxThreads)
+    AddLayerNormLoopKernel(const T* input, const T* residual, const T* weight, const T* bias, T* output,
+                           int64_t dim, float eps) {
+  const int64_t offset = static_cast<int64_t>(blockIdx.x) * dim;
+  const T* in = input + offset;
+  const T* res = residual + offset;
+  T* out = output + offset;
+  WaitForPriorGrid();
+  AllowDependentLaunch();
+  auto value = [&](int64_t i) { return Round<T>(ToFloat(in[i]) + ToFloat(res[i])); };
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += value(i);
+  const float mean = BlockSum(sum) / static_cast<float>(dim);
+  __syncthreads();
+  float squares = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float d = value(i) - mean;
+    squares += d * d;
+  }
+  const float inv_std = rsqrtf(BlockSum(squares) / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float normalised = (value(i) - mean) * inv_std;
+    out[i] = FromFloat<T>(normalised * ToFloat(weight[i]) + ToFloat(bias[i]));
+  }
+}
+
+template <typename T, int kItems>
+cudaError_t LaunchAddLayerNormRegisters(const AddLayerNormArgs& a, int64_t num_vecs, cudaStream_t stream) {
+  const int threads = RoundUpToWarp((num_vecs + kItems - 1) / kItems);
+  return LaunchKernel(&AddLayerNormRegistersKernel<T, kItems>, dim3(static_cast<unsigned>(a.rows)), dim3(threads), 0,
+                      stream, static_cast<const T*>(a.input), static_cast<const T*>(a.residual),
+                      static_cast<const T*>(a.weight), static_cast<const T*>(a.bias), static_cast<T*>(a.output),
+                      static_cast<int>(a.dim), a.eps);
+}
+
+template <typename T>
+cudaError_t LaunchAddLayerNormTyped(const AddLayerNormArgs& a, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vectors = a.dim % kVec == 0 && Aligned16(a.input) && Aligned16(a.residual) && Aligned16(a.weight) &&
+                       Aligned16(a.bias) && Aligned16(a.output);
+  const int64_t num_vecs = a.dim / kVec;
+  if (vectors && num_vecs <= 1 * kMaxThreads) return LaunchAddLayerNormRegisters<T, 1>(a, num_vecs, stream);
+  if (vectors && num_vecs <= 2 * kMaxThreads) return LaunchAddLayerNormRegisters<T, 2>(a, num_vecs, stream);
+  if (vectors && num_vecs <= 4 * kMaxThreads) return LaunchAddLayerNormRegisters<T, 4>(a, num_vecs, stream);
+  const int threads = std::min<int64_t>(kMaxThreads, RoundUpToWarp(a.dim));
+  return LaunchKernel(&AddLayerNormLoopKernel<T>, dim3(static_cast<unsigned>(a.rows)), dim3(threads), 0, stream,
+                      static_cast<const T*>(a.input), static_cast<const T*>(a.residual),
+                      static_cast<const T*>(a.weight), static_cast<const T*>(a.bias), static_cast<T*>(a.output), a.dim,
+                      a.eps);
+}
+
 }  // namespace
 
 cudaError_t LaunchRmsNorm(const RmsNormArgs& args, cudaStream_t stream) {
   return DispatchDType(args.dtype, [&](auto t) { return Launch<decltype(t)>(args, stream); });
+}
+
+cudaError_t LaunchAddLayerNorm(const AddLayerNormArgs& args, cudaStream_t stream) {
+  return DispatchDType(args.dtype, [&](auto t) { return LaunchAddLayerNormTyped<decltype(t)>(args, stream); });
 }
 
 }  // namespace gantry::cuda

@@ -56,9 +56,17 @@ absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, 
                                                   const at::Device& device, at::ScalarType dtype,
                                                   ByteSink* sink = nullptr);
 
+// How a CUDA forward may run (EncoderLoadOptions' cuda_kernels and
+// cuda_gelu_epilogue, as the load resolved them for the device and dtype).
+struct EncoderCudaPaths {
+  bool kernels = false;
+  bool gelu_epilogue = false;
+};
+
 class EncoderModel {
  public:
-  EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling pooling, bool normalize);
+  EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling pooling, bool normalize,
+               EncoderCudaPaths cuda = EncoderCudaPaths());
 
   // token_ids, token_types: [batch, length] int64, padded past each input's
   // length with pad_token_id / 0; lengths: [batch] int64 on the same device;
@@ -74,11 +82,16 @@ class EncoderModel {
 
  private:
   at::Tensor Activation(const at::Tensor& x) const;
+  // Activation(linear(x, weight, bias)).
+  at::Tensor Intermediate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
+  // x = layer_norm(sublayer + x) with the norm's weight and bias, in place.
+  void AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
 
   EncoderConfig config_;
   EncoderWeights weights_;
   Pooling pooling_;
   bool normalize_;
+  EncoderCudaPaths cuda_;
 };
 
 }  // namespace gantry::runtime

@@ -1,6 +1,7 @@
-// RmsNorm (runtime/cuda/norm.cu) against a double-precision CPU reference that
-// rounds to the storage type exactly where the kernel (and transformers) does:
-// the residual sum, the normalised value, and the weighted output. 16-bit
+// RmsNorm and AddLayerNorm (runtime/cuda/norm.cu) against a double-precision
+// CPU reference that rounds to the storage type exactly where the kernel (and
+// transformers) does: the residual sum, RmsNorm's normalised value, and the
+// output. 16-bit
 // results must then match the reference to rounding: a small relative error,
 // and nearly every element bit-identical (a misplaced rounding point shows up
 // as thousands of 1-ulp differences).
@@ -162,6 +163,122 @@ TEST(RmsNormTest, RejectsInvalidArguments) {
   args.output = output.get();
   args.weight = nullptr;
   EXPECT_EQ(RmsNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Where AddLayerNorm writes its output.
+enum class LayerNormOut { kOwnBuffer, kOverInput, kOverResidual };
+
+// One AddLayerNorm call on random data; `offset` as in CheckRmsNorm. The
+// rows get a large common offset (mean 6, spread 1) as a hidden state can
+// have, which a one-pass variance would lose to cancellation.
+void CheckAddLayerNorm(DType dtype, int64_t rows, int64_t dim, float eps, LayerNormOut where, int offset = 0) {
+  const std::string what = absl::StrCat(DTypeName(dtype), " rows=", rows, " dim=", dim, " out=",
+                                        static_cast<int>(where), " offset=", offset);
+  std::mt19937 rng(static_cast<uint32_t>(rows * 131 + dim * 17 + static_cast<int>(where) * 7 + offset));
+  const size_t n = static_cast<size_t>(rows * dim);
+  std::vector<float> input = RandomValues(rng, dtype, n + offset, 5.0f, 7.0f);
+  std::vector<float> residual = RandomValues(rng, dtype, n + offset, -1.0f, 1.0f);
+  const std::vector<float> weight = RandomValues(rng, dtype, dim, -1.5f, 1.5f);
+  const std::vector<float> bias = RandomValues(rng, dtype, dim, -0.5f, 0.5f);
+
+  std::vector<double> expected(n), s(dim);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t d = 0; d < dim; ++d) {
+      const size_t i = offset + r * dim + d;
+      s[d] = Store(dtype, static_cast<double>(input[i]) + residual[i]);
+      sum += s[d];
+    }
+    const double mean = sum / dim;
+    double squares = 0;
+    for (int64_t d = 0; d < dim; ++d) squares += (s[d] - mean) * (s[d] - mean);
+    const double inv_std = 1.0 / std::sqrt(squares / dim + static_cast<double>(eps));
+    for (int64_t d = 0; d < dim; ++d) {
+      expected[r * dim + d] = Store(dtype, (s[d] - mean) * inv_std * weight[d] + bias[d]);
+    }
+  }
+
+  const size_t es = ElementSize(dtype);
+  DeviceBuffer d_input = UploadAs(dtype, input);
+  DeviceBuffer d_residual = UploadAs(dtype, residual);
+  DeviceBuffer d_weight = UploadAs(dtype, weight);
+  DeviceBuffer d_bias = UploadAs(dtype, bias);
+  DeviceBuffer d_output((n + offset) * es);
+  d_output.Poison();
+  DeviceBuffer& written = where == LayerNormOut::kOverInput      ? d_input
+                          : where == LayerNormOut::kOverResidual ? d_residual
+                                                                 : d_output;
+
+  AddLayerNormArgs args;
+  args.dtype = dtype;
+  args.rows = rows;
+  args.dim = dim;
+  args.eps = eps;
+  args.input = d_input.as<uint8_t>() + offset * es;
+  args.residual = d_residual.as<uint8_t>() + offset * es;
+  args.weight = d_weight.get();
+  args.bias = d_bias.get();
+  args.output = written.as<uint8_t>() + offset * es;
+  ASSERT_TRUE(AddLayerNorm(args, nullptr).ok()) << what;
+  Sync();
+
+  std::vector<float> output = DownloadAs(dtype, written, n + offset);
+  output.erase(output.begin(), output.begin() + offset);
+  ExpectRoundedMatch(dtype, kFloat32Tolerance, output, expected, what);
+  if (where != LayerNormOut::kOverResidual) {  // an operand it does not write is left alone
+    EXPECT_EQ(DownloadAs(dtype, d_residual, n + offset), residual) << what;
+  }
+}
+
+TEST(AddLayerNormTest, MatchesReference) {
+  GANTRY_REQUIRE_GPU();
+  // 768/1024: BERT-base/large hidden sizes; 100: no 16-byte vectors; 4096
+  // and 8192: two and four vectors per thread; 20000: past the registers.
+  for (DType dtype : AllDTypes()) {
+    for (int64_t dim : {64, 100, 768, 1024, 4096, 8192, 20000}) {
+      for (int64_t rows : {1, 3, 300}) {
+        CheckAddLayerNorm(dtype, rows, dim, 1e-12f, LayerNormOut::kOwnBuffer);
+      }
+    }
+  }
+}
+
+TEST(AddLayerNormTest, WritesInPlaceOverEitherOperand) {
+  GANTRY_REQUIRE_GPU();
+  for (DType dtype : AllDTypes()) {
+    for (int64_t dim : {100, 1024, 20000}) {
+      CheckAddLayerNorm(dtype, 65, dim, 1e-5f, LayerNormOut::kOverInput);
+      CheckAddLayerNorm(dtype, 65, dim, 1e-5f, LayerNormOut::kOverResidual);
+    }
+  }
+}
+
+TEST(AddLayerNormTest, UnalignedPointersUseScalarPath) {
+  GANTRY_REQUIRE_GPU();
+  for (DType dtype : AllDTypes()) CheckAddLayerNorm(dtype, 5, 1024, 1e-12f, LayerNormOut::kOwnBuffer, /*offset=*/1);
+}
+
+TEST(AddLayerNormTest, RejectsInvalidArguments) {
+  GANTRY_REQUIRE_GPU();
+  DeviceBuffer buffer(4096);
+  AddLayerNormArgs args;
+  args.rows = 2;
+  args.dim = 16;
+  args.input = buffer.get();
+  args.residual = buffer.as<uint8_t>() + 256;
+  args.weight = buffer.as<uint8_t>() + 512;
+  args.bias = buffer.as<uint8_t>() + 768;
+  args.output = buffer.as<uint8_t>() + 1024;
+  EXPECT_TRUE(AddLayerNorm(args, nullptr).ok());
+  Sync();
+  args.bias = nullptr;
+  EXPECT_EQ(AddLayerNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  args.bias = buffer.as<uint8_t>() + 768;
+  args.dim = 0;
+  EXPECT_EQ(AddLayerNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  args.dim = 16;
+  args.eps = -1.0f;
+  EXPECT_EQ(AddLayerNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -72,8 +72,10 @@ struct Fixture {
   }
 
   std::unique_ptr<EncoderRunner> Load(const std::string& device, const std::string& dtype, Pooling pooling,
-                                      bool normalize) const {
+                                      bool normalize, bool cuda_fused = true) const {
     EncoderLoadOptions options;
+    options.cuda_kernels = cuda_fused;
+    options.cuda_gelu_epilogue = cuda_fused;
     options.model_dir = dir;
     options.device = device;
     options.dtype = dtype;
@@ -166,6 +168,28 @@ TEST_P(EmbedFixtureTest, EmbeddingsMatchInBfloat16OnCuda) {
   const auto want = ReadRows(*f.reference, "embeddings_bf16");
   const auto got = f.Encode(*runner, f.ids, /*with_types=*/true);
   EXPECT_LT(RelativeError(Flatten(got), Flatten(want)), 2e-2);
+}
+
+// The fused CUDA paths (AddLayerNorm; in 16-bit, the GELU epilogue) against
+// LibTorch's operators on the same device: float32 to its rounding, where
+// only the fused kernel differs; bfloat16 within its rounding.
+TEST_P(EmbedFixtureTest, FusedCudaPathsMatchLibTorchOperators) {
+  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
+  Fixture f(GetParam());
+  auto task = DetectModelTask(f.dir);
+  ASSERT_TRUE(task.ok());
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    auto fused = f.Load("cuda", dtype, task->embedding.pooling, task->embedding.normalize);
+    auto plain = f.Load("cuda", dtype, task->embedding.pooling, task->embedding.normalize, /*cuda_fused=*/false);
+    ASSERT_TRUE(fused && plain);
+    EXPECT_NE(fused->info().execution.find("LayerNorm in one kernel"), std::string::npos) << fused->info().execution;
+    EXPECT_EQ(plain->info().execution, "torch, padded batches");
+    EXPECT_EQ(fused->info().execution.find("epilogue") != std::string::npos, std::string(dtype) == "bfloat16")
+        << fused->info().execution;
+    const auto a = Flatten(f.Encode(*fused, f.ids, /*with_types=*/true));
+    const auto b = Flatten(f.Encode(*plain, f.ids, /*with_types=*/true));
+    EXPECT_LT(RelativeError(a, b), std::string(dtype) == "float32" ? 1e-5 : 1e-2) << dtype;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EmbedFixtureTest, ::testing::Values("bert_embed", "xlmr_embed"));
