@@ -21,7 +21,7 @@ uint64_t ElementBytes(const std::string& requested, const std::string& config_dt
 }
 
 // Encoders hold their weights and, instead of a KV pool, the activations of
-// one step of max_step_tokens padded tokens: about six hidden-wide and two
+// one step of max_encode_tokens padded tokens: about six hidden-wide and two
 // intermediate-wide tensors live at once in a layer.
 absl::StatusOr<uint64_t> EstimateEncoderBytes(const ModelSpec& spec) {
   auto config = runtime::LoadEncoderConfig(spec.path);
@@ -35,7 +35,7 @@ absl::StatusOr<uint64_t> EstimateEncoderBytes(const ModelSpec& spec) {
     if (!header.ok()) return header.status();
     for (const auto& tensor : header->tensors) elements += static_cast<uint64_t>(tensor.NumElements());
   }
-  const uint64_t tokens = static_cast<uint64_t>(std::max<int64_t>(1, spec.engine.max_step_tokens));
+  const uint64_t tokens = static_cast<uint64_t>(std::max<int64_t>(1, spec.engine.max_encode_tokens));
   const uint64_t activations =
       tokens * static_cast<uint64_t>(6 * config->hidden_size + 2 * config->intermediate_size) * element;
   return elements * element + activations;

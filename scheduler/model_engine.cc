@@ -396,7 +396,8 @@ bool ModelEngine::EncodeStepOnce() {
       lengths.push_back(static_cast<int64_t>(a->inputs[i].tokens.size()));
     }
   }
-  int64_t taken = PlanEncodeStep(lengths, PlannerLimits{options_.max_batch, options_.max_step_tokens});
+  const int64_t step_tokens = model_.encoder ? options_.max_encode_tokens : options_.max_step_tokens;
+  int64_t taken = PlanEncodeStep(lengths, PlannerLimits{options_.max_batch, step_tokens});
   if (model_.runner) {
     // A causal-LM reranker holds KV blocks for the step only: as many
     // inputs as the free blocks hold (the first always fits, see SubmitEncode).

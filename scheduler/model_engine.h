@@ -72,7 +72,13 @@ struct EncodeRequest {
 
 struct EngineOptions {
   int64_t max_batch = 32;         // sequences (encoder models: inputs) per step
-  int64_t max_step_tokens = 2048; // tokens per step; longer prompts are chunked (encoders: padded tokens)
+  int64_t max_step_tokens = 2048; // tokens per step; longer prompts are chunked (rerank through a causal LM too)
+  // Encoder models (BERT, XLM-RoBERTa: embed, rerank): padded tokens per
+  // step, which bound their activation memory. Larger than a generation
+  // step's: an encoder's step is one forward with no decode to interleave,
+  // and bigger batches use the GPU better (H100, bge-m3 shape, 512-token
+  // inputs: 1,440 sequences/s 32 at a time against 291 one at a time).
+  int64_t max_encode_tokens = 16384;
   int64_t max_queue = 256;        // waiting requests before RESOURCE_EXHAUSTED
   // Automatic prefix caching: a request reuses the KV blocks of the longest
   // prefix an earlier request computed (kv_cache_manager.h).

@@ -85,6 +85,7 @@ class Checker {
   absl::Status ReadModelSettings(const YAML::Node& map, scheduler::ModelSpec* spec) const {
     if (auto s = ReadPositive(map, "max_batch", &spec->engine.max_batch); !s.ok()) return s;
     if (auto s = ReadPositive(map, "max_step_tokens", &spec->engine.max_step_tokens); !s.ok()) return s;
+    if (auto s = ReadPositive(map, "max_encode_tokens", &spec->engine.max_encode_tokens); !s.ok()) return s;
     if (auto s = ReadPositive(map, "max_queue", &spec->engine.max_queue); !s.ok()) return s;
     if (auto s = Read(map, "prefix_caching", &spec->engine.prefix_caching, "true or false"); !s.ok()) return s;
     if (auto s = Read(map, "special_tokens_in_content", &spec->engine.special_tokens_in_content, "true or false");
@@ -105,7 +106,7 @@ class Checker {
   std::string path_;
 };
 
-const std::set<std::string> kDefaultsKeys = {"max_batch", "max_step_tokens", "max_queue", "kv_cache_mib",
+const std::set<std::string> kDefaultsKeys = {"max_batch", "max_step_tokens", "max_encode_tokens", "max_queue", "kv_cache_mib",
                                              "idle_timeout_seconds", "prefix_caching",
                                              "special_tokens_in_content"};
 

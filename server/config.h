@@ -26,6 +26,7 @@
 //   defaults:                      # for every model that does not set its own
 //     max_batch: 32
 //     max_step_tokens: 2048
+//     max_encode_tokens: 16384     # embedding / rerank encoders: padded tokens per step
 //     max_queue: 256
 //     kv_cache_mib: 256
 //     idle_timeout_seconds: 0      # 0 = never unload for idleness

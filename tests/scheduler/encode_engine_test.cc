@@ -100,7 +100,8 @@ TEST(EncodeEngineTest, BatchesInputsOfSeveralRequestsAndAnswersEachInOrder) {
   FakeClock clock;
   EngineOptions options;
   options.max_batch = 8;
-  options.max_step_tokens = 40;
+  options.max_encode_tokens = 40;
+  options.max_step_tokens = 1;  // a generation step's limit: not an encoder's
   ModelEngine engine("embed", EncoderModel(&encoder), options, &clock);
   EXPECT_EQ(engine.task(), runtime::ModelTask::kEmbed);
   EXPECT_EQ(engine.info().max_context, 16);
@@ -242,7 +243,7 @@ TEST(EncodeEngineTest, ConcurrentCallersOnTheEngineThread) {
   FakeClock clock;
   EngineOptions options;
   options.max_batch = 16;
-  options.max_step_tokens = 256;
+  options.max_encode_tokens = 256;
   options.max_queue = 1000;
   ModelEngine engine("embed", EncoderModel(&encoder), options, &clock);
   engine.Start();

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/encoder_config.h"
 #include "scheduler/memory_budget.h"
 #include "tests/scheduler/fake_runner.h"
 
@@ -600,6 +601,25 @@ TEST(MemoryBudgetTest, EstimatesWeightsInTheRunDtypePlusTheKvPool) {
   EXPECT_EQ(*f32 - (1 << 20), 2 * (*bf16 - (1 << 20)));
   spec.path = "/nonexistent";
   EXPECT_FALSE(EstimateModelBytes(spec).ok());
+}
+
+TEST(MemoryBudgetTest, EncodersChargeOneStepOfMaxEncodeTokensInsteadOfAKvPool) {
+  ModelSpec spec;
+  spec.path = std::string(GANTRY_TEST_MODELS) + "/bert_embed";
+  spec.dtype = "float32";
+  spec.kv_cache_bytes = 1ull << 30;  // not an encoder's
+  spec.engine.max_encode_tokens = 100;
+  auto small = EstimateModelBytes(spec);
+  ASSERT_TRUE(small.ok()) << small.status();
+  spec.engine.max_encode_tokens = 300;
+  spec.engine.max_step_tokens = 1;  // not an encoder's either
+  auto large = EstimateModelBytes(spec);
+  ASSERT_TRUE(large.ok()) << large.status();
+  auto config = runtime::LoadEncoderConfig(spec.path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  // 200 more tokens of six hidden-wide and two intermediate-wide float32 rows.
+  EXPECT_EQ(*large - *small, 200u * (6 * config->hidden_size + 2 * config->intermediate_size) * 4);
+  EXPECT_LT(*small, spec.kv_cache_bytes);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ listen: 0.0.0.0:6000
 drain_timeout_seconds: 5
 defaults:
   max_batch: 16
+  max_encode_tokens: 8192
   kv_cache_mib: 512
   idle_timeout_seconds: 300
   prefix_caching: false
@@ -30,6 +31,7 @@ models:
     dtype: bfloat16
     max_context: 8192
     max_batch: 64
+    max_encode_tokens: 4096
     prefix_caching: true
     special_tokens_in_content: true
   - name: demo
@@ -46,6 +48,9 @@ models:
   EXPECT_EQ(llama.kv_cache_bytes, 512ull << 20);
   EXPECT_EQ(llama.idle_timeout, absl::Seconds(300));
   EXPECT_EQ(config->models[1].engine.max_batch, 16) << "from defaults";
+  EXPECT_EQ(llama.engine.max_encode_tokens, 4096);
+  EXPECT_EQ(config->models[1].engine.max_encode_tokens, 8192) << "from defaults";
+  EXPECT_EQ(config->models[1].engine.max_step_tokens, 2048) << "its own default, apart from the encoders'";
   EXPECT_TRUE(config->models[1].resident);
   EXPECT_TRUE(llama.engine.prefix_caching);
   EXPECT_TRUE(llama.engine.special_tokens_in_content);
@@ -193,6 +198,8 @@ TEST(ConfigTest, ErrorsNameKeyAndLine) {
            {"listen: x:1\nport: 5\n", "g.yaml:2: unknown key 'port' in the top level"},
            {"models:\n  - name: a\n    path: p\n    max_batch: many\n", "g.yaml:4: 'max_batch' must be a positive integer, got 'many'"},
            {"models:\n  - name: a\n    path: p\n    max_batch: 0\n", "g.yaml:4: 'max_batch' must be a positive integer, got 0"},
+           {"models:\n  - name: a\n    path: p\n    max_encode_tokens: -5\n",
+            "g.yaml:4: 'max_encode_tokens' must be a positive integer, got -5"},
            {"models:\n  - name: a\n    path: p\n    device: tpu\n", "g.yaml:4: device must be cpu, cuda or cuda:N, got 'tpu'"},
            {"models:\n  - name: a\n    path: p\n    dtype: int4\n", "g.yaml:4: dtype must be float32, bfloat16 or float16"},
            {"models:\n  - name: a\n", "g.yaml:2: models[0] needs 'name' and 'path'"},
