@@ -14,26 +14,41 @@ namespace {
 
 class TorchEncoderRunner final : public EncoderRunner {
  public:
-  TorchEncoderRunner(EncoderInfo info, std::unique_ptr<EncoderModel> model, at::Device device)
-      : info_(std::move(info)), model_(std::move(model)), device_(device) {}
+  TorchEncoderRunner(EncoderInfo info, std::unique_ptr<EncoderModel> model, at::Device device,
+                     int64_t group_overhead_tokens)
+      : info_(std::move(info)), model_(std::move(model)), device_(device),
+        group_overhead_tokens_(group_overhead_tokens) {}
 
   const EncoderInfo& info() const override { return info_; }
 
   absl::StatusOr<std::vector<std::vector<float>>> Encode(absl::Span<const EncoderInput> batch) override {
     if (batch.empty()) return std::vector<std::vector<float>>();
     const EncoderConfig& config = info_.config;
-    int64_t length = 0;
+    std::vector<int64_t> input_lengths(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
       absl::Status status = CheckEncoderInput(batch[i], i, {info_.max_tokens, config.vocab_size, config.type_vocab_size});
       if (absl::IsOutOfRange(status)) return absl::InvalidArgumentError(status.message());
       if (!status.ok()) return status;
-      length = std::max<int64_t>(length, static_cast<int64_t>(batch[i].tokens.size()));
+      input_lengths[i] = static_cast<int64_t>(batch[i].tokens.size());
     }
-    const int64_t rows = static_cast<int64_t>(batch.size());
-    std::vector<int64_t> ids(rows * length, config.pad_token_id), types(rows * length, 0), lengths(rows);
+    std::vector<std::vector<float>> result(batch.size());
+    for (const std::vector<size_t>& group : GroupInputsByLength(input_lengths, group_overhead_tokens_)) {
+      if (absl::Status s = ForwardGroup(batch, group, &result); !s.ok()) return s;
+    }
+    return result;
+  }
+
+ private:
+  // One padded forward of batch[group...] (group: input indices, shortest
+  // first), its rows written to (*result)[index].
+  absl::Status ForwardGroup(absl::Span<const EncoderInput> batch, const std::vector<size_t>& group,
+                            std::vector<std::vector<float>>* result) {
+    const int64_t rows = static_cast<int64_t>(group.size());
+    const int64_t length = static_cast<int64_t>(batch[group.back()].tokens.size());
+    std::vector<int64_t> ids(rows * length, info_.config.pad_token_id), types(rows * length, 0), lengths(rows);
     bool padded = false;
     for (int64_t r = 0; r < rows; ++r) {
-      const EncoderInput& input = batch[r];
+      const EncoderInput& input = batch[group[r]];
       std::copy(input.tokens.begin(), input.tokens.end(), ids.begin() + r * length);
       std::copy(input.token_types.begin(), input.token_types.end(), types.begin() + r * length);
       lengths[r] = static_cast<int64_t>(input.tokens.size());
@@ -46,11 +61,10 @@ class TorchEncoderRunner final : public EncoderRunner {
                                        Upload(types, device_).view({rows, length}), Upload(lengths, device_), padded)
                            .to(at::kCPU)
                            .contiguous();
-      std::vector<std::vector<float>> result(rows);
       const float* data = out.data_ptr<float>();
       const int64_t width = out.size(1);
-      for (int64_t r = 0; r < rows; ++r) result[r].assign(data + r * width, data + (r + 1) * width);
-      return result;
+      for (int64_t r = 0; r < rows; ++r) (*result)[group[r]].assign(data + r * width, data + (r + 1) * width);
+      return absl::OkStatus();
     } catch (const std::exception& e) {
       if (IsOutOfMemory(e)) {
         ReleaseCachedDeviceMemory();
@@ -61,10 +75,10 @@ class TorchEncoderRunner final : public EncoderRunner {
     }
   }
 
- private:
   EncoderInfo info_;
   std::unique_ptr<EncoderModel> model_;
   at::Device device_;
+  const int64_t group_overhead_tokens_;
 };
 
 }  // namespace
@@ -84,7 +98,9 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   info.dtype = ScalarTypeName(*dtype);
   info.max_tokens = config->max_tokens();
   info.output_size = config->output_size();
-  info.execution = "torch, padded batches";
+  info.execution = "torch, padded batches grouped by length";
+  const int64_t group_overhead_tokens =
+      options.group_overhead_tokens > 0 ? options.group_overhead_tokens : device->is_cuda() ? 2048 : 64;
   EncoderCudaPaths cuda;
   if (device->is_cuda()) {
 #ifdef GANTRY_WITH_CUDA_KERNELS
@@ -105,7 +121,7 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
     auto model = std::make_unique<EncoderModel>(*config, *std::move(weights), options.pooling, options.normalize,
                                                  cuda);
     return std::unique_ptr<EncoderRunner>(
-        std::make_unique<TorchEncoderRunner>(std::move(info), std::move(model), *device));
+        std::make_unique<TorchEncoderRunner>(std::move(info), std::move(model), *device, group_overhead_tokens));
   } catch (const std::exception& e) {
     if (IsOutOfMemory(e)) {
       ReleaseCachedDeviceMemory();

@@ -183,7 +183,7 @@ TEST_P(EmbedFixtureTest, FusedCudaPathsMatchLibTorchOperators) {
     auto plain = f.Load("cuda", dtype, task->embedding.pooling, task->embedding.normalize, /*cuda_fused=*/false);
     ASSERT_TRUE(fused && plain);
     EXPECT_NE(fused->info().execution.find("LayerNorm in one kernel"), std::string::npos) << fused->info().execution;
-    EXPECT_EQ(plain->info().execution, "torch, padded batches");
+    EXPECT_EQ(plain->info().execution, "torch, padded batches grouped by length");
     EXPECT_EQ(fused->info().execution.find("epilogue") != std::string::npos, std::string(dtype) == "bfloat16")
         << fused->info().execution;
     const auto a = Flatten(f.Encode(*fused, f.ids, /*with_types=*/true));

@@ -4,10 +4,13 @@
 // checkpoint written here, including inputs padded inside larger batches.
 // The transformers-made fixtures (tests/models/*_embed, *_rerank) are
 // checked in encoder_fixture_test.cc.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,6 +30,7 @@ namespace {
 using ::gantry::testing::MakeTempDir;
 using ::gantry::testing::SafetensorsBytes;
 using ::gantry::testing::WriteFile;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Json = nlohmann::json;
 
@@ -397,20 +401,24 @@ absl::StatusOr<std::vector<std::vector<float>>> EncodeAll(EncoderRunner& runner,
   return runner.Encode(inputs);
 }
 
+// A forward's cost of 1 token splits the batch by length into several
+// forwards; 1000 keeps it one padded forward: the same outputs, in order.
 TEST(EncoderRunnerTest, BertPoolingsMatchTheReferenceAloneAndInPaddedBatches) {
   const TinyEncoder model = MakeTinyEncoder("BertModel", 1);
   const std::string dir = WriteTinyEncoder(model, "tiny_bert");
   for (Pooling pooling : {Pooling::kCls, Pooling::kMean, Pooling::kLastToken}) {
-    for (bool normalize : {false, true}) {
+    for (bool normalize : {false, true}) for (int64_t overhead : {1, 1000}) {
       EncoderLoadOptions options;
       options.model_dir = dir;
       options.pooling = pooling;
       options.normalize = normalize;
+      options.group_overhead_tokens = overhead;
       auto runner = LoadEncoder(options);
       ASSERT_TRUE(runner.ok()) << runner.status();
       EXPECT_EQ((*runner)->info().output_size, 16);
       EXPECT_EQ((*runner)->info().max_tokens, 20);
-      const std::string what = absl::StrCat(PoolingName(pooling), normalize ? " normalized" : "");
+      const std::string what =
+          absl::StrCat(PoolingName(pooling), normalize ? " normalized" : "", ", forward costs ", overhead, " tokens");
       auto batched = EncodeAll(**runner, Inputs());
       ASSERT_TRUE(batched.ok()) << batched.status();
       for (size_t i = 0; i < Inputs().size(); ++i) {
@@ -421,6 +429,73 @@ TEST(EncoderRunnerTest, BertPoolingsMatchTheReferenceAloneAndInPaddedBatches) {
         ExpectClose((*alone)[0], want, absl::StrCat(what, ", input ", i, " alone"));
       }
     }
+  }
+}
+
+// The split a batch runs as, against every contiguous split of the sorted
+// inputs (brute force) on random lengths.
+int64_t GroupsCost(const std::vector<std::vector<size_t>>& groups, const std::vector<int64_t>& lengths,
+                   int64_t overhead) {
+  int64_t cost = 0;
+  for (const auto& group : groups) {
+    int64_t longest = 0;
+    for (size_t i : group) longest = std::max(longest, lengths[i]);
+    cost += overhead + static_cast<int64_t>(group.size()) * longest;
+  }
+  return cost;
+}
+
+TEST(GroupInputsByLengthTest, SplitsOnlyWhereAForwardCostsLessThanItsPadding) {
+  // One length: one forward, whatever it costs.
+  EXPECT_THAT(GroupInputsByLength({7, 7, 7}, 0), ElementsAre(ElementsAre(0, 1, 2)));
+  EXPECT_TRUE(GroupInputsByLength({}, 10).empty());
+  // 16 inputs of 500 and 16 of 50, interleaved: padding the short ones to
+  // 500 wastes 7,200 tokens, more than a forward's 2,048.
+  std::vector<int64_t> mixed;
+  for (int i = 0; i < 16; ++i) mixed.insert(mixed.end(), {500, 50});
+  auto groups = GroupInputsByLength(mixed, 2048);
+  ASSERT_EQ(groups.size(), 2u);
+  for (size_t i : groups[0]) EXPECT_EQ(mixed[i], 50);
+  for (size_t i : groups[1]) EXPECT_EQ(mixed[i], 500);
+  EXPECT_EQ(groups[0].size(), 16u);
+  // Short inputs of many lengths: their padding is cheaper than a forward.
+  std::vector<int64_t> short_ones;
+  for (int64_t n = 1; n <= 32; ++n) short_ones.push_back(n);
+  EXPECT_EQ(GroupInputsByLength(short_ones, 2048).size(), 1u);
+
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const size_t n = 1 + rng() % 9;
+    std::vector<int64_t> lengths(n);
+    for (auto& l : lengths) l = 1 + rng() % 40;
+    const int64_t overhead = rng() % 60;
+    const auto got = GroupInputsByLength(lengths, overhead);
+    std::vector<size_t> seen;
+    for (const auto& group : got) {
+      ASSERT_FALSE(group.empty());
+      for (size_t k = 1; k < group.size(); ++k) EXPECT_LE(lengths[group[k - 1]], lengths[group[k]]) << "shortest first";
+      seen.insert(seen.end(), group.begin(), group.end());
+    }
+    std::sort(seen.begin(), seen.end());
+    std::vector<size_t> all(n);
+    std::iota(all.begin(), all.end(), 0);
+    ASSERT_EQ(seen, all) << "every input exactly once";
+    // Brute force over the 2^(n-1) ways to cut the sorted inputs.
+    std::vector<int64_t> sorted = lengths;
+    std::sort(sorted.begin(), sorted.end());
+    int64_t best = std::numeric_limits<int64_t>::max();
+    for (uint32_t cuts = 0; cuts < (1u << (n - 1)); ++cuts) {
+      int64_t cost = 0;
+      size_t start = 0;
+      for (size_t i = 1; i <= n; ++i) {
+        if (i == n || (cuts >> (i - 1)) & 1) {
+          cost += overhead + static_cast<int64_t>(i - start) * sorted[i - 1];
+          start = i;
+        }
+      }
+      best = std::min(best, cost);
+    }
+    EXPECT_EQ(GroupsCost(got, lengths, overhead), best) << "trial " << trial;
   }
 }
 
