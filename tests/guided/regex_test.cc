@@ -96,6 +96,23 @@ TEST(RegexTest, ErrorsNameTheOffset) {
             absl::StatusCode::kInvalidArgument);  // matches nothing
 }
 
+// Subset construction is exponential in patterns like ".*a.{n}"; such a
+// grammar is refused at a state limit (quickly) instead of holding the
+// thread (found by fuzz_guided_grammar), and the largest allowed grows no
+// further.
+TEST(RegexTest, AutomatonBlowUpIsRefusedNamingTheLimit) {
+  const std::string blow_up = testing::CompileError(RegexSpec(".*a.{30}"));
+  EXPECT_THAT(blow_up, HasSubstr("too complex"));
+  EXPECT_THAT(blow_up, HasSubstr("100000 states"));
+  // The fuzzer's input: ".*" then literal NULs and many '.'.
+  std::string found = "..*..";
+  found += std::string(8, '\0');
+  found += std::string(27, '.') + "\"" + std::string(22, '.') + "\"...d";
+  EXPECT_THAT(testing::CompileError(RegexSpec(found)), HasSubstr("too complex"));
+  // A bounded but sizeable pattern still compiles.
+  MustCompile(RegexSpec(".*a.{10}"), SmallVocabulary());
+}
+
 TEST(ChoiceTest, ExactlyOneOfTheStrings) {
   GrammarSpec spec;
   spec.kind = GrammarSpec::Kind::kChoice;

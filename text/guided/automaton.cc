@@ -12,6 +12,13 @@
 namespace gantry::guided::internal {
 namespace {
 
+// DFA states a grammar may have in all its rules. Subset construction can
+// grow exponentially with the pattern (".*a.{30}" needs 2^30 states), so a
+// client's regex or schema could otherwise hold a server thread for
+// minutes and its memory without bound; this many states build in well
+// under a second, and real schemas stay far below it.
+constexpr int64_t kMaxDfaStates = 100000;
+
 class Nfa {
  public:
   struct State {
@@ -101,7 +108,9 @@ void Closure(const Nfa& nfa, std::vector<int32_t>* set, std::vector<uint8_t>* ma
   std::sort(set->begin(), set->end());
 }
 
-RuleDfa Determinize(const std::string& name, const Expr& body) {
+// `states_left`: DFA states the grammar may still add; INVALID_ARGUMENT
+// (naming the limit and the rule) when this rule would take more.
+absl::StatusOr<RuleDfa> Determinize(const std::string& name, const Expr& body, int64_t* states_left) {
   Nfa nfa;
   int32_t start = nfa.NewState(), accept = nfa.NewState();
   nfa.Build(body, start, accept);
@@ -141,6 +150,11 @@ RuleDfa Determinize(const std::string& name, const Expr& body) {
   dfa.start = intern({start});
   dfa.ref_begin.push_back(0);
   for (size_t d = 0; d < sets.size(); ++d) {
+    if (static_cast<int64_t>(sets.size()) > *states_left) {
+      return absl::InvalidArgumentError(absl::StrCat("the grammar is too complex: its automaton needs more than ",
+                                                     kMaxDfaStates, " states (rule \"", name,
+                                                     "\"); simplify the pattern, e.g. bound a repeat after '.*'"));
+    }
     std::vector<int32_t> set = sets[d];  // copy: `sets` grows below
     dfa.is_final.push_back(std::binary_search(set.begin(), set.end(), accept));
     bool consumes = false;
@@ -170,6 +184,7 @@ RuleDfa Determinize(const std::string& name, const Expr& body) {
   }
   dfa.num_states = static_cast<int32_t>(sets.size());
   dfa.has_refs = !dfa.refs.empty();
+  *states_left -= dfa.num_states;
   return dfa;
 }
 
@@ -298,7 +313,12 @@ std::vector<uint8_t> RulesThatFinish(const Automaton& a, bool bytes) {
 absl::StatusOr<Automaton> BuildAutomaton(const GrammarIr& ir) {
   Automaton a;
   int32_t n = ir.size();
-  for (int32_t r = 0; r < n; ++r) a.rules.push_back(Determinize(ir.name(r), *ir.body(r)));
+  int64_t states_left = kMaxDfaStates;
+  for (int32_t r = 0; r < n; ++r) {
+    absl::StatusOr<RuleDfa> dfa = Determinize(ir.name(r), *ir.body(r), &states_left);
+    if (!dfa.ok()) return dfa.status();
+    a.rules.push_back(*std::move(dfa));
+  }
 
   std::vector<uint8_t> productive = RulesThatFinish(a, /*bytes=*/true);
   if (!productive[0]) return absl::InvalidArgumentError("the grammar matches no text (e.g. required recursion)");
