@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "runtime/internal/torch_util.h"
 #include "runtime/nccl/nccl_group.h"
 #endif
 
@@ -98,10 +99,6 @@ nccl::DataType NcclType(at::ScalarType type) {
   }
 }
 
-void Check(const absl::Status& status) {
-  if (!status.ok()) throw std::runtime_error(std::string(status.message()));
-}
-
 // Enqueues on the rank's current CUDA stream, so a graph captured on that
 // stream records the collective.
 class NcclCommunicator final : public Communicator {
@@ -112,7 +109,7 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return group_->size(); }
 
   void AllReduceSum(at::Tensor& tensor) override {
-    Check(group_->AllReduceSum(rank_, tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+    ThrowIfError(group_->AllReduceSum(rank_, tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
                                NcclType(tensor.scalar_type()), Stream()));
   }
 
@@ -120,7 +117,7 @@ class NcclCommunicator final : public Communicator {
     std::vector<int64_t> shape = in.sizes().vec();
     shape[0] *= size();
     at::Tensor out = at::empty(shape, in.options());
-    Check(group_->AllGather(rank_, in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
+    ThrowIfError(group_->AllGather(rank_, in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
                             NcclType(in.scalar_type()), Stream()));
     return out;
   }

@@ -41,6 +41,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/cuda/kernels.h"
+#include "runtime/internal/cuda_kernel_dtype.h"
 #include "runtime/internal/torch_util.h"
 #endif
 
@@ -48,21 +49,6 @@ namespace gantry::runtime {
 
 #ifdef GANTRY_WITH_CUDA_KERNELS
 namespace {
-
-cuda::DType KernelDType(at::ScalarType type) {
-  switch (type) {
-    case at::kFloat: return cuda::DType::kFloat32;
-    case at::kHalf: return cuda::DType::kFloat16;
-    case at::kBFloat16: return cuda::DType::kBFloat16;
-    default: throw std::invalid_argument(absl::StrCat("no CUDA kernels for dtype ", c10::toString(type)));
-  }
-}
-
-// Kernel errors surface as exceptions inside a step, like LibTorch's own;
-// the runner turns them into a Status.
-void Check(const absl::Status& status) {
-  if (!status.ok()) throw std::runtime_error(std::string(status.message()));
-}
 
 const void* OptionalPtr(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
@@ -574,7 +560,7 @@ class CudaForward final : public Forward {
     args.w = weight.data_ptr();
     args.bias = OptionalPtr(bias);
     args.y = y.data_ptr();
-    Check(cuda::SkinnyGemm(args, stream));
+    ThrowIfError(cuda::SkinnyGemm(args, stream));
     return y;
   }
 
@@ -613,7 +599,7 @@ class CudaForward final : public Forward {
     args.eps = static_cast<float>(model_->config().rms_norm_eps);
     args.output = output;
     args.y = y;
-    Check(cuda::DecodeGemv(args, stream));
+    ThrowIfError(cuda::DecodeGemv(args, stream));
   }
 
   // The forward pass over `view`; returns [rows, vocab] float32 logits.
@@ -676,10 +662,10 @@ class CudaForward final : public Forward {
       if (gemv) {
         Gemv(tokens, lw.qkv_proj, lw.qkv_bias, hidden.data_ptr(), lw.input_norm, cuda::GemvOutput::kStore,
              qkv_rows.data_ptr(), stream);
-        Check(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv_rows, q), stream));
+        ThrowIfError(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv_rows, q), stream));
         attn.k_cache = Cache(l, 0);
         attn.v_cache = Cache(l, 1);
-        Check(cuda::DecodeAttention(attn, stream));
+        ThrowIfError(cuda::DecodeAttention(attn, stream));
         Gemv(tokens, lw.o_proj, lw.o_bias, attention.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,
              hidden.data_ptr(), stream);
         Gemv(tokens, lw.gate_up_proj, lw.gate_up_bias, hidden.data_ptr(), lw.post_norm, cuda::GemvOutput::kSiluMul,
@@ -697,21 +683,21 @@ class CudaForward final : public Forward {
       norm.residual = l == 0 ? nullptr : hidden.data_ptr();
       norm.weight = lw.input_norm.data_ptr();
       norm.output = x.data_ptr();
-      Check(cuda::RmsNorm(norm, stream));
+      ThrowIfError(cuda::RmsNorm(norm, stream));
 
       at::Tensor qkv = Linear(x, lw.qkv_proj, lw.qkv_bias, stream);  // [tokens, (heads + 2 kv_heads) * head_dim]
-      Check(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv, q), stream));
+      ThrowIfError(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv, q), stream));
 
       attn.k_cache = Cache(l, 0);
       attn.v_cache = Cache(l, 1);
-      Check(view.decode ? cuda::DecodeAttention(attn, stream) : cuda::PrefillAttention(attn, stream));
+      ThrowIfError(view.decode ? cuda::DecodeAttention(attn, stream) : cuda::PrefillAttention(attn, stream));
 
       at::Tensor o = Linear(attention, lw.o_proj, lw.o_bias, stream);  // [tokens, hidden]
       model_->SumOverRanks(o);
       norm.input = o.data_ptr();
       norm.residual = hidden.data_ptr();
       norm.weight = lw.post_norm.data_ptr();
-      Check(cuda::RmsNorm(norm, stream));
+      ThrowIfError(cuda::RmsNorm(norm, stream));
 
       at::Tensor gate_up = Linear(x, lw.gate_up_proj, lw.gate_up_bias, stream);  // [tokens, 2 * inter]
       cuda::SiluMulArgs silu;
@@ -720,7 +706,7 @@ class CudaForward final : public Forward {
       silu.dim = inter;
       silu.gate_up = gate_up.data_ptr();
       silu.output = act.data_ptr();
-      Check(cuda::SiluMul(silu, stream));
+      ThrowIfError(cuda::SiluMul(silu, stream));
       mlp_out = Linear(act, lw.down_proj, lw.down_bias, stream);
       model_->SumOverRanks(mlp_out);
     }
@@ -747,7 +733,7 @@ class CudaForward final : public Forward {
     final_norm.residual = last.defined() ? residual.data_ptr() : nullptr;
     final_norm.weight = w.final_norm.data_ptr();
     final_norm.output = normed.data_ptr();
-    Check(cuda::RmsNorm(final_norm, stream));
+    ThrowIfError(cuda::RmsNorm(final_norm, stream));
     if (!c.has_lm_head) return normed.to(at::kFloat);  // a bare transformer's output: the hidden states
     return model_->FullLogits(Linear(normed, w.lm_head, at::Tensor(), stream));
   }

@@ -14,9 +14,9 @@
 #ifdef GANTRY_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
 
-#include <stdexcept>
-
 #include "runtime/cuda/kernels.h"
+#include "runtime/internal/cuda_kernel_dtype.h"
+#include "runtime/internal/torch_util.h"
 #endif
 
 namespace gantry::runtime {
@@ -175,9 +175,7 @@ void EncoderModel::AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const
 #ifdef GANTRY_WITH_CUDA_KERNELS
   if (cuda_.kernels && x.is_cuda() && sublayer.is_contiguous() && x.is_contiguous()) {
     cuda::AddLayerNormArgs args;
-    args.dtype = x.scalar_type() == at::kFloat  ? cuda::DType::kFloat32
-                 : x.scalar_type() == at::kHalf ? cuda::DType::kFloat16
-                                                : cuda::DType::kBFloat16;
+    args.dtype = KernelDType(x.scalar_type());
     args.rows = x.numel() / x.size(-1);
     args.dim = x.size(-1);
     args.eps = static_cast<float>(config_.layer_norm_eps);
@@ -186,10 +184,7 @@ void EncoderModel::AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const
     args.weight = weight.data_ptr();
     args.bias = bias.data_ptr();
     args.output = x.data_ptr();
-    // Inside Forward, whose caller turns exceptions into a Status, as LibTorch's own errors.
-    if (absl::Status s = cuda::AddLayerNorm(args, at::cuda::getCurrentCUDAStream()); !s.ok()) {
-      throw std::runtime_error(std::string(s.message()));
-    }
+    ThrowIfError(cuda::AddLayerNorm(args, at::cuda::getCurrentCUDAStream()));
     return;
   }
 #endif

@@ -1,8 +1,9 @@
 // RMSNorm with the previous layer's residual add fused in, and the encoders'
-// residual add + LayerNorm (kernels.h). RMSNorm runs twice per layer in every step, from a single decode row up to prefill
-// chunks of thousands of rows, so it is built to be memory-bound: one thread
-// block per row, 16-byte loads, and the row held in registers between the
-// sum of squares and the normalise pass, so global memory is read once.
+// residual add + LayerNorm (kernels.h). RMSNorm runs twice per layer in every
+// step, from a single decode row up to prefill chunks of thousands of rows,
+// so it is built to be memory-bound: one thread block per row, 16-byte
+// loads, and the row held in registers between the sum of squares and the
+// normalise pass, so global memory is read once.
 //
 // Numerics as transformers' LlamaRMSNorm (see kernels.h): the residual sum is
 // rounded to the storage type, the sum of squares is float32,

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
@@ -32,6 +33,13 @@ absl::StatusOr<at::ScalarType> ResolveModelDtype(absl::string_view requested, ab
 at::Tensor Upload(const std::vector<int64_t>& values, const at::Device& device);
 at::Tensor Upload(const std::vector<float>& values, const at::Device& device);
 at::Tensor Upload(const std::vector<int32_t>& values, const at::Device& device);
+
+// Errors of Gantry's own kernels and collectives inside torch code: thrown
+// as LibTorch throws its own, so the step's or load's catch turns both into
+// a Status.
+inline void ThrowIfError(const absl::Status& status) {
+  if (!status.ok()) throw std::runtime_error(std::string(status.message()));
+}
 
 // True when `error` is an allocator out-of-memory error.
 bool IsOutOfMemory(const std::exception& error);
