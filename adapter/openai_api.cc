@@ -11,6 +11,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -150,6 +151,21 @@ std::optional<ApiError> ParseCommon(const json& body, v1::SamplingParameters* p,
     return Invalid("top_k", absl::StrCat("'top_k' must be -1 or 0 (off) or a positive count, got ", *top_k));
   }
   if (top_k && *top_k > 0) p->set_top_k(static_cast<uint32_t>(std::min<int64_t>(*top_k, UINT32_MAX)));
+  if (auto bias = body.find("logit_bias"); bias != body.end() && !bias->is_null()) {
+    // {"token id": bias}; the server checks the ranges against the model.
+    if (!bias->is_object()) return Invalid("logit_bias", "'logit_bias' must be an object mapping token ids to biases");
+    for (const auto& [key, value] : bias->items()) {
+      int64_t token = -1;
+      if (!absl::SimpleAtoi(key, &token) || token < 0 || token > INT32_MAX) {
+        return Invalid("logit_bias", absl::StrCat("logit_bias: key \"", key, "\" is not a token id (0 to ", INT32_MAX, ")"));
+      }
+      if (!value.is_number()) {
+        return Invalid("logit_bias", absl::StrCat("logit_bias: the bias of token ", key, " is ", TypeName(value),
+                                                  "; a number from -100 to 100 was expected"));
+      }
+      (*p->mutable_logit_bias())[static_cast<uint32_t>(token)] = static_cast<float>(value.get<double>());
+    }
+  }
   if (auto stop = body.find("stop"); stop != body.end() && !stop->is_null()) {
     if (stop->is_string()) {
       p->add_stop(stop->get<std::string>());

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -25,6 +26,10 @@ namespace gantry::runtime {
 using SequenceId = int64_t;
 
 inline constexpr int kMaxTopLogprobs = 20;
+// OpenAI's logit_bias: at most this many tokens a request, each biased by a
+// value in [-kMaxLogitBias, kMaxLogitBias] (-100 bans a token in effect).
+inline constexpr int kMaxLogitBiasTokens = 1024;
+inline constexpr float kMaxLogitBias = 100.0f;
 
 struct SamplingParams {
   float temperature = 1.0f;         // 0 = greedy
@@ -37,6 +42,9 @@ struct SamplingParams {
   uint64_t seed = 0;                // the same seed and inputs give the same tokens
   bool logprobs = false;            // report the chosen token's log-probability
   int32_t top_logprobs = 0;         // and this many alternatives (0..kMaxTopLogprobs)
+  // (token, bias) pairs added to the logits after the penalties, before the
+  // temperature and filters; each token once. Logprobs stay the model's own.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // Checks ranges; the message names the field and its allowed range.

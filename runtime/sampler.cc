@@ -88,6 +88,7 @@ Sampler::Sampler(const std::vector<SamplerRow>& rows, int64_t vocab_size, const 
     }
     any_penalty_ |= rows[i].penalty_row > 0;
     any_allowed_ |= !rows[i].allowed_tokens.empty();
+    any_bias_ |= !p.logit_bias.empty();
     any_logprobs_ |= p.logprobs || p.top_logprobs > 0;
     max_top_logprobs_ = std::max<int64_t>(max_top_logprobs_, p.top_logprobs);
   }
@@ -135,6 +136,20 @@ at::Tensor Sampler::ApplyAllowedTokens(const at::Tensor& logits) const {
   at::Tensor allowed = bits.bitwise_right_shift(shifts).bitwise_and(1).view({n, words * 32})
                            .narrow(1, 0, logits.size(1)).to(at::kBool);              // [rows, vocab]
   return logits.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+}
+
+at::Tensor Sampler::ApplyLogitBias(const at::Tensor& logits) const {
+  // Only the biased entries travel (flat index, value), one add for all rows.
+  const int64_t width = logits.size(1);
+  std::vector<int64_t> index;
+  std::vector<float> bias;
+  for (size_t i = 0; i < rows_.size(); ++i) {
+    for (const auto& [token, value] : rows_[i].params->logit_bias) {
+      index.push_back(static_cast<int64_t>(i) * width + token);
+      bias.push_back(value);
+    }
+  }
+  return logits.reshape({-1}).index_add(0, Upload(index, device_), Upload(bias, device_)).view_as(logits);
 }
 
 at::Tensor Sampler::GumbelNoise() const {
@@ -189,6 +204,7 @@ at::Tensor Sampler::Draw(const at::Tensor& logits) const {
 
 SampleChoice Sampler::Choose(const at::Tensor& raw_logits) const {
   at::Tensor logits = any_penalty_ ? ApplyPenalties(raw_logits) : raw_logits;
+  if (any_bias_) logits = ApplyLogitBias(logits);
   if (any_allowed_) logits = ApplyAllowedTokens(logits);
   at::Tensor chosen;  // [rows] int64
   if (!any_random_) {

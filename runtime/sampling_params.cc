@@ -28,6 +28,20 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int64_t vocab_size)
   if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs || p.top_logprobs > vocab_size) {
     return out_of_range("top_logprobs", p.top_logprobs, absl::StrCat("[0, ", kMaxTopLogprobs, "]"));
   }
+  if (p.logit_bias.size() > static_cast<size_t>(kMaxLogitBiasTokens)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logit_bias: at most ", kMaxLogitBiasTokens, " tokens, got ", p.logit_bias.size()));
+  }
+  for (const auto& [token, bias] : p.logit_bias) {
+    if (token < 0 || token >= vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias: token ", token, " is not in the model's vocabulary (0 to ", vocab_size - 1, ")"));
+    }
+    if (!(bias >= -kMaxLogitBias && bias <= kMaxLogitBias)) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias: the bias of token ", token, " must be in [-",
+                                                     kMaxLogitBias, ", ", kMaxLogitBias, "], got ", bias));
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -1,5 +1,6 @@
 #include "server/request_checks.h"
 
+#include <algorithm>
 #include <limits>
 #include <random>
 
@@ -70,6 +71,20 @@ absl::Status ApplyParameters(const v1::SamplingParameters& p, GenerationRequest*
     }
     request->stop_token_ids.push_back(static_cast<int32_t>(id));
   }
+  // Ranges and the vocabulary are checked where the model is known
+  // (runtime::ValidateSamplingParams); the count here, before copying.
+  if (p.logit_bias_size() > runtime::kMaxLogitBiasTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logit_bias: at most ", runtime::kMaxLogitBiasTokens, " tokens, got ", p.logit_bias_size()));
+  }
+  for (const auto& [token, bias] : p.logit_bias()) {
+    if (token > static_cast<uint32_t>(INT32_MAX)) {
+      return absl::InvalidArgumentError(absl::StrCat("logit_bias: ", token, " is not a token id"));
+    }
+    s.logit_bias.emplace_back(static_cast<int32_t>(token), bias);
+  }
+  // Map order is unspecified; sorted, the same request samples the same way.
+  std::sort(s.logit_bias.begin(), s.logit_bias.end());
   request->ignore_eos = p.ignore_eos();
   request->skip_special_tokens = p.has_skip_special_tokens() ? p.skip_special_tokens() : true;
   return absl::OkStatus();

@@ -71,6 +71,8 @@ class Sampler {
   at::Tensor ApplyPenalties(const at::Tensor& logits) const;
   // -inf for the tokens the rows' allowed_tokens masks leave out.
   at::Tensor ApplyAllowedTokens(const at::Tensor& logits) const;
+  // Adds the rows' SamplingParams::logit_bias.
+  at::Tensor ApplyLogitBias(const at::Tensor& logits) const;
   at::Tensor GumbelNoise() const;  // [rows, vocab] float32
   at::Tensor Draw(const at::Tensor& logits) const;  // [rows] int64 for rows with temperature > 0
 
@@ -83,6 +85,7 @@ class Sampler {
   int64_t max_top_logprobs_ = 0;
   bool any_logprobs_ = false;
   bool any_allowed_ = false;  // some row has an allowed_tokens mask
+  bool any_bias_ = false;     // some row has a logit_bias
   // Every per-row value: [kFields, rows] float32, integer fields stored bit
   // for bit; on the host, then on the device.
   std::vector<float> host_params_;

@@ -24,7 +24,8 @@ TEST(OpenAiApiTest, ChatRequestMapsEveryParameter) {
                                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
     "max_completion_tokens": 7, "temperature": 0.5, "top_p": 0.9, "stop": ["x", "y"], "seed": 3,
     "presence_penalty": 0.1, "frequency_penalty": 0.2, "logprobs": true, "top_logprobs": 4, "n": 1,
-    "user": "u", "stream": true, "stream_options": {"include_usage": true}, "some_future_field": {}})"),
+    "user": "u", "stream": true, "stream_options": {"include_usage": true}, "some_future_field": {},
+    "logit_bias": {"17": -100, "2147483647": 2.5}})"),
                                 &request, &options);
   ASSERT_FALSE(error) << error->message;
   EXPECT_EQ(request.model(), "m");
@@ -44,6 +45,9 @@ TEST(OpenAiApiTest, ChatRequestMapsEveryParameter) {
   EXPECT_EQ(p.top_logprobs(), 4u);
   EXPECT_TRUE(options.stream);
   EXPECT_TRUE(options.include_usage);
+  ASSERT_EQ(p.logit_bias_size(), 2);
+  EXPECT_FLOAT_EQ(p.logit_bias().at(17), -100.0f);
+  EXPECT_FLOAT_EQ(p.logit_bias().at(2147483647u), 2.5f);
 }
 
 TEST(OpenAiApiTest, RefusalsNameTheParameter) {
@@ -71,6 +75,12 @@ TEST(OpenAiApiTest, RefusalsNameTheParameter) {
            {R"({"model": "m", "messages": [{"role": "user", "content": [{"type": 5}]}]})", "messages[0].content[0]"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_k": -5})", "top_k"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": 7}})", "response_format"},
+           // logit_bias was ignored before: an object of token ids to numbers.
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": [1]})", "logit_bias"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"a": 1}})", "logit_bias"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"-1": 1}})", "logit_bias"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"2147483648": 1}})", "logit_bias"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": "big"}})", "logit_bias"},
        }) {
     v1::ChatRequest request;
     ReplyOptions options;

@@ -153,6 +153,18 @@ test('logprobs and top_logprobs', async () => {
   }
 });
 
+test('logit_bias steers the choice; out of the vocabulary is a 400 naming it', async () => {
+  const ask = (logit_bias) => client.chat.completions.create(
+    { model, messages, max_tokens: 5, temperature: 0, logprobs: true, logit_bias });
+  const plain = (await ask(undefined)).choices[0].logprobs.content.map((e) => e.token);
+  const forced = (await ask({ 300: 100 })).choices[0].logprobs.content.map((e) => e.token);
+  assert.equal(forced.length, 5);
+  assert.equal(new Set(forced).size, 1, `one token, five times: ${JSON.stringify(forced)}`);
+  assert.notDeepEqual(forced, plain);
+  await assert.rejects(ask({ 999999: 5 }),
+    (e) => e instanceof OpenAI.BadRequestError && /logit_bias: token 999999/.test(e.message));
+});
+
 test('an unknown model is a NotFoundError', async () => {
   await assert.rejects(client.chat.completions.create({ model: 'no-such-model', messages }), (e) => {
     assert.ok(e instanceof OpenAI.NotFoundError, String(e));

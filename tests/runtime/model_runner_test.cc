@@ -408,6 +408,62 @@ TEST_P(ModelRunnerTest, AllowedTokenMasksConfineOnlyTheirOwnRows) {
   EXPECT_THAT(refused.status().message(), HasSubstr("allowed_tokens has"));
 }
 
+std::vector<double> LogSoftmax(const std::vector<float>& logits) {
+  double max = *std::max_element(logits.begin(), logits.end()), sum = 0;
+  for (float v : logits) sum += std::exp(v - max);
+  std::vector<double> out;
+  for (float v : logits) out.push_back(v - max - std::log(sum));
+  return out;
+}
+
+TEST_P(ModelRunnerTest, LogitBiasShiftsOnlyItsOwnRow) {
+  const SequenceStepResult plain = StepOne(Add(ref_.prompt), static_cast<int64_t>(ref_.prompt.size()), true);
+  std::vector<int32_t> ranked(plain.logits.size());
+  std::iota(ranked.begin(), ranked.end(), 0);
+  std::stable_sort(ranked.begin(), ranked.end(), [&](int32_t a, int32_t b) { return plain.logits[a] > plain.logits[b]; });
+  const std::vector<double> expected = LogSoftmax(plain.logits);
+  auto step = [&](SamplingParams params, bool with_plain_row) {
+    params.logprobs = true;
+    SequenceId biased = Add(ref_.prompt, params), other = Add(ref_.prompt);
+    std::vector<SessionItem> items = {{biased, static_cast<int64_t>(ref_.prompt.size())}};
+    if (with_plain_row) items.push_back({other, static_cast<int64_t>(ref_.prompt.size())});
+    auto result = session_->Step(items);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (result.ok() && with_plain_row) EXPECT_EQ(result->sequences[1].token, plain.token);
+    return result.ok() ? result->sequences[0] : SequenceStepResult{};
+  };
+  // +100 lifts a token from the middle of the ranking to the top; the
+  // unbiased row beside it keeps its own choice, and the reported logprob
+  // is the model's, not the biased one.
+  const int32_t lifted = ranked[ranked.size() / 2];
+  SamplingParams lift = Greedy();
+  lift.logit_bias = {{lifted, 100.0f}};
+  const SequenceStepResult up = step(lift, true);
+  EXPECT_EQ(up.token, lifted);
+  EXPECT_NEAR(up.logprob, expected[lifted], GetParam().dtype == "float32" ? 1e-3 : 5e-2);
+  // -100 on the best token leaves the second best.
+  SamplingParams ban = Greedy();
+  ban.logit_bias = {{ranked[0], -100.0f}, {ranked[ranked.size() - 1], -5.0f}};
+  EXPECT_EQ(step(ban, false).token, ranked[1]);
+  // Sampling draws only the lifted token once its bias dwarfs the rest.
+  SamplingParams sampled = Random(9);
+  sampled.logit_bias = {{lifted, 100.0f}};
+  EXPECT_EQ(step(sampled, true).token, lifted);
+
+  // Out of the vocabulary or past the range is refused, naming it.
+  const int64_t vocab = runner_->info().config.vocab_size;
+  SamplingParams outside = Greedy();
+  outside.logit_bias = {{static_cast<int32_t>(vocab), 1.0f}};
+  auto refused = session_->Add(ref_.prompt, {}, outside);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("logit_bias: token"));
+  SamplingParams too_far = Greedy();
+  too_far.logit_bias = {{lifted, 101.0f}};
+  refused = session_->Add(ref_.prompt, {}, too_far);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("must be in [-100, 100]"));
+}
+
 TEST_P(ModelRunnerTest, RecomputedSequenceResumesIdentically) {
   // Preemption: a sequence dropped after 10 tokens and re-added with them as
   // `generated` continues exactly as the uninterrupted run.
@@ -423,14 +479,6 @@ TEST_P(ModelRunnerTest, RecomputedSequenceResumesIdentically) {
   head.pop_back();
   head.insert(head.end(), tail.begin(), tail.end());
   EXPECT_EQ(head, straight);
-}
-
-std::vector<double> LogSoftmax(const std::vector<float>& logits) {
-  double max = *std::max_element(logits.begin(), logits.end()), sum = 0;
-  for (float v : logits) sum += std::exp(v - max);
-  std::vector<double> out;
-  for (float v : logits) out.push_back(v - max - std::log(sum));
-  return out;
 }
 
 TEST_P(ModelRunnerTest, LogprobsAreTheModelsDistribution) {

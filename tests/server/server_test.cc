@@ -373,6 +373,18 @@ TEST_F(ServerTest, BadRequestsGetCodesThatNameTheProblem) {
   long_stop.mutable_parameters()->add_stop(std::string(1025, 'a'));
   cases.push_back({long_stop, grpc::StatusCode::INVALID_ARGUMENT, "each stop string at most 1024 bytes, got one of 1025",
                    "INVALID_REQUEST"});
+  v1::GenerateRequest bias_outside = TextRequest("demo", "x", 4);
+  (*bias_outside.mutable_parameters()->mutable_logit_bias())[512] = 1.0f;
+  cases.push_back({bias_outside, grpc::StatusCode::INVALID_ARGUMENT,
+                   "logit_bias: token 512 is not in the model's vocabulary (0 to 511)", "INVALID_REQUEST"});
+  v1::GenerateRequest bias_too_big = TextRequest("demo", "x", 4);
+  (*bias_too_big.mutable_parameters()->mutable_logit_bias())[7] = 250.0f;
+  cases.push_back({bias_too_big, grpc::StatusCode::INVALID_ARGUMENT,
+                   "logit_bias: the bias of token 7 must be in [-100, 100], got 250", "INVALID_REQUEST"});
+  v1::GenerateRequest bias_too_many = TextRequest("demo", "x", 4);
+  for (uint32_t t = 0; t < 1025; ++t) (*bias_too_many.mutable_parameters()->mutable_logit_bias())[t] = 1.0f;
+  cases.push_back({bias_too_many, grpc::StatusCode::INVALID_ARGUMENT, "logit_bias: at most 1024 tokens, got 1025",
+                   "INVALID_REQUEST"});
   v1::GenerateRequest broken = TextRequest("broken", "x", 4);
   cases.push_back({broken, grpc::StatusCode::UNAVAILABLE, "model \"broken\" failed to load", "MODEL_LOAD_FAILED"});
   for (const Case& c : cases) {
@@ -386,6 +398,28 @@ TEST_F(ServerTest, BadRequestsGetCodesThatNameTheProblem) {
   EXPECT_THAT(broken_status.error(), HasSubstr("does-not-exist"));
   // The server is still fine.
   EXPECT_TRUE(Generate(TextRequest("demo", "still here", 2)).status.ok());
+}
+
+TEST_F(ServerTest, LogitBiasSteersTheSampledTokens) {
+  // +100 on one token makes greedy decoding pick it every step; -100 on
+  // the unbiased run's first token bans it.
+  v1::GenerateRequest plain = TextRequest("demo", "The license grants", 6);
+  plain.mutable_parameters()->set_temperature(0);
+  plain.mutable_parameters()->set_ignore_eos(true);
+  Generation unbiased = Generate(plain);
+  ASSERT_TRUE(unbiased.status.ok()) << unbiased.status.error_message();
+  ASSERT_EQ(unbiased.tokens.size(), 6u);
+  const uint32_t forced = unbiased.tokens[0] == 300 ? 301 : 300;
+  v1::GenerateRequest lifted = plain;
+  (*lifted.mutable_parameters()->mutable_logit_bias())[forced] = 100.0f;
+  Generation up = Generate(lifted);
+  ASSERT_TRUE(up.status.ok()) << up.status.error_message();
+  EXPECT_EQ(up.tokens, std::vector<uint32_t>(6, forced));
+  v1::GenerateRequest banned = plain;
+  (*banned.mutable_parameters()->mutable_logit_bias())[unbiased.tokens[0]] = -100.0f;
+  Generation down = Generate(banned);
+  ASSERT_TRUE(down.status.ok()) << down.status.error_message();
+  for (uint32_t token : down.tokens) EXPECT_NE(token, unbiased.tokens[0]);
 }
 
 TEST_F(ServerTest, FullQueueIsResourceExhausted) {
