@@ -461,6 +461,18 @@ std::optional<ApiError> ParseChatRequest(const ojson& body, v1::ChatRequest* req
     out->set_role(m["role"].get<std::string>());
     if (auto e = ParseChatMessage(m, where, out)) return e;
   }
+  // Audio replies would otherwise come back as text without a word.
+  if (auto modalities = body.find("modalities"); modalities != body.end() && !modalities->is_null()) {
+    if (!modalities->is_array()) return Invalid("modalities", "'modalities' must be a list such as [\"text\"]");
+    for (const auto& m : *modalities) {
+      if (!m.is_string() || m.get<std::string>() != "text") {
+        return Invalid("modalities", absl::StrCat("only \"text\" output is supported, not ", m.dump()));
+      }
+    }
+  }
+  if (auto audio = body.find("audio"); audio != body.end() && !audio->is_null()) {
+    return Invalid("audio", "audio output is not supported");
+  }
   if (auto e = ParseTools(body, request)) return e;
   if (auto e = ParseGrammar(body, request->mutable_parameters()->mutable_grammar())) return e;
   if (auto kwargs = body.find("chat_template_kwargs"); kwargs != body.end() && !kwargs->is_null()) {

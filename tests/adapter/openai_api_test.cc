@@ -25,7 +25,7 @@ TEST(OpenAiApiTest, ChatRequestMapsEveryParameter) {
     "max_completion_tokens": 7, "temperature": 0.5, "top_p": 0.9, "stop": ["x", "y"], "seed": 3,
     "presence_penalty": 0.1, "frequency_penalty": 0.2, "logprobs": true, "top_logprobs": 4, "n": 1,
     "user": "u", "stream": true, "stream_options": {"include_usage": true}, "some_future_field": {},
-    "logit_bias": {"17": -100, "2147483647": 2.5}})"),
+    "logit_bias": {"17": -100, "2147483647": 2.5}, "modalities": ["text"]})"),
                                 &request, &options);
   ASSERT_FALSE(error) << error->message;
   EXPECT_EQ(request.model(), "m");
@@ -75,6 +75,10 @@ TEST(OpenAiApiTest, RefusalsNameTheParameter) {
            {R"({"model": "m", "messages": [{"role": "user", "content": [{"type": 5}]}]})", "messages[0].content[0]"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_k": -5})", "top_k"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": 7}})", "response_format"},
+           // Asked-for audio came back as text.
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "modalities": ["text", "audio"]})", "modalities"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "modalities": "text"})", "modalities"},
+           {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "audio": {"voice": "alloy"}})", "audio"},
            // logit_bias was ignored before: an object of token ids to numbers.
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": [1]})", "logit_bias"},
            {R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"a": 1}})", "logit_bias"},
