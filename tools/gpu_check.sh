@@ -3,7 +3,8 @@
 # targets that need the GPU, run the kernel and runtime tests, make the
 # 8B-shaped model when missing, and run the benchmarks. Steps are chosen by
 # STEPS (default: all of them); output goes to stdout and to
-# $OUT/ when set. Carry .device (from ../shared/device/pack.sh).
+# $OUT/ when set. Carry .device (from `../shared/device/pack.sh libboost1.81-dev
+# libboost-dev`: the HTTP servers need Boost's headers, which the GPU machine lacks).
 #   STEPS="build kernels" bash tools/gpu_check.sh
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

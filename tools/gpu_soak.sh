@@ -8,7 +8,7 @@
 #                                  # suites beside it (STEPS, as gpu_check.sh)
 #   bash tools/gpu_soak.sh watch   # until the soak ends or WATCH_SECONDS pass
 # Each call prints the soak's latest lines and leaves logs.tgz in $OUT. Carry
-# .device; SOAK_MINUTES (default 20) and SOAK_STREAMS (64) set the workload.
+# .device (packed as tools/gpu_check.sh says); SOAK_MINUTES (default 20) and SOAK_STREAMS (64) set the workload.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-/tmp/build}
