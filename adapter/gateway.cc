@@ -109,11 +109,14 @@ struct Call {
 const prometheus::Histogram::BucketBoundaries kRequestSeconds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                                                    2.5,   5,    10,    30,   60,  120,  300, 600};
 
+constexpr char kModelPrefix[] = "/v1/models/";
+
 const char* RouteLabel(const std::string& path) {
   for (const char* route : {"/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank",
                             "/rerank", "/health", "/metrics"}) {
     if (path == route) return route;
   }
+  if (absl::StartsWith(path, kModelPrefix)) return "/v1/models/{model}";
   return "other";
 }
 
@@ -174,6 +177,9 @@ void Gateway::Register(http::HttpServer* server) {
     };
   };
   server->Handle("GET", "/v1/models", api("/v1/models", [this](const http::Request&, http::Exchange& x) { Models(x); }));
+  server->HandlePrefix("GET", kModelPrefix, api("/v1/models/{model}", [this](const http::Request& q, http::Exchange& x) {
+                         Model(q, x);
+                       }));
   server->Handle("POST", "/v1/chat/completions",
                  api("/v1/chat/completions",
                      [this](const http::Request& q, http::Exchange& x) { Complete(q, x, Endpoint::kChat); }));
@@ -199,6 +205,20 @@ void Gateway::Models(http::Exchange& exchange) {
   json data = json::array();
   for (const auto& m : list.models()) data.push_back(ModelObject(m));
   exchange.Send(JsonResponse(json{{"object", "list"}, {"data", data}}));
+}
+
+void Gateway::Model(const http::Request& request, http::Exchange& exchange) {
+  v1::GetModelRequest get;
+  if (auto e = ModelNameFromPath(request.path.substr(sizeof(kModelPrefix) - 1), get.mutable_name())) {
+    return SendError(exchange, *e);
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  Authenticate(&context);
+  v1::ModelStatus model;
+  grpc::Status status = models_->Get(&context, get, &model);
+  if (!status.ok()) return SendError(exchange, ClientError(status));
+  exchange.Send(JsonResponse(ModelObject(model)));
 }
 
 void Gateway::Complete(const http::Request& http_request, http::Exchange& exchange, Endpoint endpoint) {

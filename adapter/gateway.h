@@ -38,6 +38,7 @@ class Gateway {
 
  private:
   void Models(http::Exchange& exchange);
+  void Model(const http::Request& request, http::Exchange& exchange);  // GET /v1/models/{model}
   void Complete(const http::Request& request, http::Exchange& exchange, Endpoint endpoint);
   void Embeddings(const http::Request& request, http::Exchange& exchange);
   void Rerank(const http::Request& request, http::Exchange& exchange);

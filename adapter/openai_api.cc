@@ -9,6 +9,7 @@
 #include "google/rpc/status.pb.h"
 
 #include "absl/random/random.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -688,6 +689,30 @@ std::optional<json> ChunkBuilder::UsageChunk() const {
   json chunk = Chunk(nullptr);
   chunk["usage"] = UsageJson(*usage_);
   return chunk;
+}
+
+std::optional<ApiError> ModelNameFromPath(const std::string& encoded, std::string* name) {
+  // Percent-decoding by hand: neither Abseil nor the HTTP server decodes
+  // paths, and Boost.URL is not among the packages we build against.
+  name->clear();
+  for (size_t i = 0; i < encoded.size(); ++i) {
+    if (encoded[i] != '%') {
+      name->push_back(encoded[i]);
+      continue;
+    }
+    if (i + 2 >= encoded.size() || !absl::ascii_isxdigit(encoded[i + 1]) || !absl::ascii_isxdigit(encoded[i + 2])) {
+      return Invalid("model", absl::StrCat("the model name in the path has a bad %-escape at byte ", i));
+    }
+    int value = 0;
+    for (int d = 1; d <= 2; ++d) {
+      const char c = encoded[i + d];
+      value = value * 16 + (absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10);
+    }
+    name->push_back(static_cast<char>(value));
+    i += 2;
+  }
+  if (name->empty()) return Invalid("model", "the path names no model: GET /v1/models/{model}");
+  return std::nullopt;
 }
 
 json ModelObject(const v1::ModelStatus& m) {

@@ -105,6 +105,11 @@ class ChunkBuilder {
 // "embed", "rerank") and, once loaded, its max_context.
 nlohmann::json ModelObject(const v1::ModelStatus& model);
 
+// The model name of GET /v1/models/{model}: `encoded` is the path after
+// "/v1/models/", percent-decoded (SDKs encode "/" in names such as
+// "Qwen/Qwen3-8B"). An error names a bad escape or an empty name.
+std::optional<ApiError> ModelNameFromPath(const std::string& encoded, std::string* name);
+
 // /v1/embeddings: how the reply is shaped.
 struct EmbeddingOptions {
   std::string model;

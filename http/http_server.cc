@@ -110,6 +110,20 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
 
   const HttpServerOptions options_;
   std::map<std::string, std::map<std::string, Handler>> routes_;  // path -> method -> handler
+  std::map<std::string, std::map<std::string, Handler>> prefix_routes_;  // prefix -> method -> handler
+  // The exact route of `path`, else its longest prefix route; nullptr: none.
+  const std::map<std::string, Handler>* FindRoute(const std::string& path) const {
+    if (auto exact = routes_.find(path); exact != routes_.end()) return &exact->second;
+    const std::map<std::string, Handler>* found = nullptr;
+    size_t longest = 0;
+    for (const auto& [prefix, methods] : prefix_routes_) {
+      if (path.size() > prefix.size() && path.compare(0, prefix.size(), prefix) == 0 && prefix.size() >= longest) {
+        found = &methods;
+        longest = prefix.size();
+      }
+    }
+    return found;
+  }
   std::function<Response(const ServerError&)> renderer_;
   std::function<void(const Request&, int, double)> observer_;
   std::optional<asio::ssl::context> tls_;
@@ -687,12 +701,12 @@ void HttpServer::Impl::Dispatch(std::shared_ptr<ExchangeImpl> exchange) {
   // generation lasts, and connections (so threads) are capped.
   std::thread([self = shared_from_this(), exchange = std::move(exchange)]() mutable {
     const Request& request = exchange->request();
-    auto path = self->routes_.find(request.path);
+    const std::map<std::string, Handler>* methods = self->FindRoute(request.path);
     try {
-      if (path == self->routes_.end()) {
+      if (methods == nullptr) {
         exchange->Send(self->RenderError(
             {404, absl::StrCat("no route ", request.method, " ", request.path), "not_found"}));
-      } else if (auto method = path->second.find(request.method); method == path->second.end()) {
+      } else if (auto method = methods->find(request.method); method == methods->end()) {
         exchange->Send(self->RenderError(
             {405, absl::StrCat(request.method, " is not allowed on ", request.path), "method_not_allowed"}));
       } else {
@@ -863,6 +877,10 @@ HttpServer::~HttpServer() { Stop(0); }
 
 void HttpServer::Handle(const std::string& method, const std::string& path, Handler handler) {
   impl_->routes_[path][method] = std::move(handler);
+}
+
+void HttpServer::HandlePrefix(const std::string& method, const std::string& prefix, Handler handler) {
+  impl_->prefix_routes_[prefix][method] = std::move(handler);
 }
 
 void HttpServer::SetErrorRenderer(std::function<Response(const ServerError&)> renderer) {

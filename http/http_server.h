@@ -128,6 +128,9 @@ class HttpServer {
   // Before Start. Exact paths; a known path with another method is a 405,
   // an unknown one a 404.
   void Handle(const std::string& method, const std::string& path, Handler handler);
+  // Before Start. Paths that go on past `prefix` and have no exact route,
+  // such as "/v1/models/" for "/v1/models/{model}"; the longest prefix wins.
+  void HandlePrefix(const std::string& method, const std::string& prefix, Handler handler);
   // How the server's own errors are written (default: plain text).
   void SetErrorRenderer(std::function<Response(const ServerError&)> renderer);
   // Called after each reply (status and seconds from the request's arrival

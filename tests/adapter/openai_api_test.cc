@@ -303,6 +303,22 @@ TEST(OpenAiApiTest, UnsupportedIsABadRequestWithTheServersWords) {
   EXPECT_EQ(e.message, "model demo-embed serves embed, not text generation");
 }
 
+TEST(OpenAiApiTest, ModelNamesInPathsArePercentDecoded) {
+  std::string name;
+  EXPECT_FALSE(ModelNameFromPath("demo", &name));
+  EXPECT_EQ(name, "demo");
+  EXPECT_FALSE(ModelNameFromPath("Qwen%2FQwen3-8B", &name));
+  EXPECT_EQ(name, "Qwen/Qwen3-8B");
+  EXPECT_FALSE(ModelNameFromPath("a%2fb%20c", &name));
+  EXPECT_EQ(name, "a/b c");
+  for (const char* bad : {"%", "x%2", "%zz", "%2G", ""}) {
+    auto error = ModelNameFromPath(bad, &name);
+    ASSERT_TRUE(error) << bad;
+    EXPECT_EQ(error->http_status, 400);
+    EXPECT_EQ(error->param, "model");
+  }
+}
+
 TEST(OpenAiApiTest, ModelObjectsCarryTheirTask) {
   v1::ModelStatus m;
   m.set_name("demo-embed");

@@ -165,6 +165,18 @@ test('logit_bias steers the choice; out of the vocabulary is a 400 naming it', a
     (e) => e instanceof OpenAI.BadRequestError && /logit_bias: token 999999/.test(e.message));
 });
 
+test('models.retrieve: one model by name; an unknown one is a NotFoundError', async () => {
+  const one = await client.models.retrieve(model);
+  assert.equal(one.id, model);
+  assert.equal(one.object, 'model');
+  assert.equal(one.task, 'generate');
+  await assert.rejects(client.models.retrieve('no-such/model'), (e) => {
+    assert.ok(e instanceof OpenAI.NotFoundError, String(e));
+    assert.match(e.message, /no-such\/model/);
+    return true;
+  });
+});
+
 test('an unknown model is a NotFoundError', async () => {
   await assert.rejects(client.chat.completions.create({ model: 'no-such-model', messages }), (e) => {
     assert.ok(e instanceof OpenAI.NotFoundError, String(e));

@@ -205,6 +205,40 @@ TEST(HttpServerTest, ExpectContinueGets100BeforeTheBody) {
   EXPECT_THAT(client.ReadReplies(1, 2s), HasSubstr("POST /a 5"));
 }
 
+TEST(HttpServerTest, PrefixRoutesTakeWhatExactRoutesDoNot) {
+  HttpServer server(SmallOptions());
+  auto reply = [](const char* who) {
+    return [who](const Request& request, Exchange& x) {
+      Response r;
+      r.body = absl::StrCat(who, " ", request.path);
+      x.Send(r);
+    };
+  };
+  server.Handle("GET", "/v1/models", reply("list"));
+  server.Handle("GET", "/v1/models/special", reply("exact"));
+  server.HandlePrefix("GET", "/v1/models/", reply("one"));
+  server.HandlePrefix("GET", "/v1/models/x/", reply("longer"));
+  ASSERT_TRUE(server.Start().ok());
+  RawClient client(server.port());
+  client.Send(Get("/v1/models") + Get("/v1/models/special") + Get("/v1/models/Qwen%2FQwen3-8B") +
+              Get("/v1/models/x/y") + Get("/v1/models/") + Get("/v1/modelsX") +
+              "POST /v1/models/demo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  const std::string& text = client.ReadReplies(7, 2s);
+  EXPECT_THAT(text, HasSubstr("list /v1/models"));
+  EXPECT_THAT(text, HasSubstr("exact /v1/models/special"));
+  EXPECT_THAT(text, HasSubstr("one /v1/models/Qwen%2FQwen3-8B"));
+  EXPECT_THAT(text, HasSubstr("longer /v1/models/x/y"));
+  // The prefix alone and a path that only begins like it have no route; a
+  // prefix route with another method is a 405.
+  auto count = [&](const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("HTTP/1.1 404"), 2u) << text;
+  EXPECT_EQ(count("HTTP/1.1 405"), 1u) << text;
+}
+
 TEST(HttpServerTest, UnknownRoutesAndMethodsGoThroughTheErrorRenderer) {
   HttpServer server(SmallOptions());
   server.Handle("GET", "/a", [](const Request&, Exchange& x) { x.Send(Response{}); });
