@@ -197,8 +197,7 @@ void Gateway::Register(http::HttpServer* server) {
 
 void Gateway::Models(http::Exchange& exchange) {
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  Authenticate(&context);
+  PrepareCatalogueCall(&context);
   v1::ListModelsResponse list;
   grpc::Status status = models_->List(&context, {}, &list);
   if (!status.ok()) return SendError(exchange, ClientError(status));
@@ -213,8 +212,7 @@ void Gateway::Model(const http::Request& request, http::Exchange& exchange) {
     return SendError(exchange, *e);
   }
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  Authenticate(&context);
+  PrepareCatalogueCall(&context);
   v1::ModelStatus model;
   grpc::Status status = models_->Get(&context, get, &model);
   if (!status.ok()) return SendError(exchange, ClientError(status));
@@ -318,6 +316,11 @@ grpc::Status Gateway::UnaryCall(http::Exchange& exchange,
   // A client that hangs up cancels the call: its inputs leave the batch.
   exchange.OnClientGone([context] { context->TryCancel(); });
   return call(context.get());
+}
+
+void Gateway::PrepareCatalogueCall(grpc::ClientContext* context) const {
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  Authenticate(context);
 }
 
 void Gateway::Authenticate(grpc::ClientContext* context) const {

@@ -51,6 +51,9 @@ class Gateway {
   std::chrono::system_clock::time_point Deadline() const;
   // Adds the upstream token to a call's metadata.
   void Authenticate(grpc::ClientContext* context) const;
+  // Models.List and Models.Get: the upstream token and a short deadline (the
+  // catalogue answers at once; no generation is waited for).
+  void PrepareCatalogueCall(grpc::ClientContext* context) const;
 
   const AdapterConfig config_;
   std::shared_ptr<grpc::Channel> channel_;
