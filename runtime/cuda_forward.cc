@@ -472,6 +472,7 @@ class CudaForward final : public Forward {
     Pack(batch, padded, 1, padded, PackedPointers(host, layout));  // logits: every row
     CopyExtra(batch, extra, host);
     staging_.Upload(extra.end, graph_inputs_);
+    FillPendingTokens(batch, graph_inputs_.narrow(0, static_cast<int64_t>(layout.token_ids), 4 * padded).view(at::kInt));
     graph.graph.replay();
     return {graph.logits.narrow(0, 0, static_cast<int64_t>(batch.sequences.size())), ExtraView(graph_inputs_, extra)};
   }
@@ -504,6 +505,7 @@ class CudaForward final : public Forward {
     view.num_splits = decode ? DecodeSplits(num_seqs) : 1;
     view.bt_seq_stride = width;
     view.bt_block_stride = 1;
+    FillPendingTokens(batch, view.token_ids);
     return {RunView(view), ExtraView(eager_inputs_, extra)};
   }
 

@@ -150,6 +150,13 @@ struct StepSequence {
   // (t % 32) of word t / 32 set when token t may be sampled; the others get
   // probability 0 (logprobs stay those of the model's own distribution).
   absl::Span<const uint32_t> allowed_tokens;
+  // Running ahead (MaxStepsInFlight() > 1): tokens.back() is a placeholder
+  // for the token that the launched, not yet collected step samples for this
+  // same id; the runner takes it from that step's output where it lies (the
+  // device), so this step can be launched before that one is collected.
+  // That step must sample for the id, and this one must process the
+  // placeholder (num_computed + num_tokens == tokens.size()).
+  bool last_token_pending = false;
 };
 
 // Words of an allowed_tokens mask for a vocabulary (logits width).
@@ -211,12 +218,13 @@ class ModelRunner {
   virtual absl::StatusOr<StepResult> Step(absl::Span<const StepSequence> batch) = 0;
 
   // Step in two halves, so the caller can work while the device runs the
-  // step: Launch checks the batch and enqueues it, Collect waits for it and
-  // returns what Step would have. At most one step is launched and not yet
-  // collected. The batch (its spans and sampling parameters) need stay valid
-  // only during Launch. An error can come from either half (Step's errors);
-  // after a Launch error there is nothing to collect. The default runs the
-  // whole Step in Launch.
+  // step: Launch checks the batch and enqueues it, Collect waits for the
+  // oldest launched step and returns what Step would have. At most
+  // MaxStepsInFlight() steps are launched and not yet collected. The batch
+  // (its spans and sampling parameters) need stay valid only during Launch.
+  // An error can come from either half (Step's errors); after a Launch error
+  // there is nothing more to collect. The default runs the whole Step in
+  // Launch.
   virtual absl::Status Launch(absl::Span<const StepSequence> batch) {
     if (launched_) return absl::FailedPreconditionError("Launch while the launched step is not collected");
     launched_ = Step(batch);
@@ -231,6 +239,11 @@ class ModelRunner {
     launched_.reset();
     return result;
   }
+  // 2 when a step may be launched while the one before it is uncollected,
+  // with StepSequence::last_token_pending for the tokens that one samples
+  // (the caller plans step N + 1 while the device runs step N, so the device
+  // never waits for the host between steps); 1 otherwise.
+  virtual int MaxStepsInFlight() const { return 1; }
 
   // A host copy of the weights for a later load (LoadOptions::host_weights).
   // Not while a step runs.

@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -169,8 +170,15 @@ class TorchModelRunner final : public ModelRunner {
     return Collect();
   }
 
+  // Tensor-parallel ranks other than 0 take their token ids from the host,
+  // so they cannot run ahead of a step whose tokens are only on rank 0.
+  int MaxStepsInFlight() const override { return ranks_.size() == 1 ? 2 : 1; }
+
   absl::Status Launch(absl::Span<const StepSequence> batch) override {
-    if (in_flight_) return absl::FailedPreconditionError("Launch while the launched step is not collected");
+    if (static_cast<int>(in_flight_.size()) >= MaxStepsInFlight()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("Launch while ", in_flight_.size(), " launched step(s) are not collected"));
+    }
     const auto entered = std::chrono::steady_clock::now();
     // Check everything before touching any state. The request was validated
     // where it entered (the engine); these checks guard the device's memory
@@ -185,8 +193,9 @@ class TorchModelRunner final : public ModelRunner {
       total_tokens += seq.num_tokens;
     }
     try {
-      in_flight_ = Enqueue(batch, total_tokens);
-      in_flight_->entered = entered;
+      LaunchedStep step = Enqueue(batch, total_tokens);
+      step.entered = entered;
+      in_flight_.push_back(std::move(step));
       return absl::OkStatus();
     } catch (const std::exception& e) {
       return StepError(e, static_cast<int64_t>(batch.size()), total_tokens);
@@ -194,9 +203,9 @@ class TorchModelRunner final : public ModelRunner {
   }
 
   absl::StatusOr<StepResult> Collect() override {
-    if (!in_flight_) return absl::FailedPreconditionError("Collect without a launched step");
-    LaunchedStep step = std::move(*in_flight_);
-    in_flight_.reset();
+    if (in_flight_.empty()) return absl::FailedPreconditionError("Collect without a launched step");
+    LaunchedStep step = std::move(in_flight_.front());
+    in_flight_.pop_front();
     try {
       return Finish(step);
     } catch (const std::exception& e) {
@@ -234,8 +243,17 @@ class TorchModelRunner final : public ModelRunner {
                                                        info_.num_blocks, ")"));
       }
     }
+    if (seq.last_token_pending) {
+      const LaunchedStep* before = in_flight_.empty() ? nullptr : &in_flight_.back();
+      if (end != known || before == nullptr || before->SampleIndex(seq.id) < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": its last token is pending, but ",
+                                                       end != known ? "this step does not process it"
+                                                                    : "no launched step samples it"));
+      }
+    }
     const int64_t vocab = info_.config.vocab_size;
-    for (int64_t p = seq.num_computed; p < end; ++p) {
+    const int64_t checked_end = seq.last_token_pending ? end - 1 : end;  // the placeholder is not a token yet
+    for (int64_t p = seq.num_computed; p < checked_end; ++p) {
       if (seq.tokens[p] < 0 || seq.tokens[p] >= vocab) {
         return absl::InvalidArgumentError(absl::StrCat("sequence ", seq.id, ": token id ", seq.tokens[p],
                                                        " at index ", p, " is outside the vocabulary [0, ",
@@ -284,9 +302,20 @@ class TorchModelRunner final : public ModelRunner {
     };
     std::vector<Item> items;
     int64_t total_tokens = 0;
-    at::Tensor logits;  // [rows, vocab] float32 on the device; defined when some item returns its logits
+    HostCopy logits;  // [rows, vocab] float32; defined when some item returns its logits
     std::optional<SampleChoice> choice;  // when some item samples
     std::chrono::steady_clock::time_point entered, enqueued;
+
+    // The row of choice's ids that holds `id`'s token, -1 when this step
+    // does not sample for it.
+    int64_t SampleIndex(SequenceId id) const {
+      int64_t index = 0;
+      for (const Item& item : items) {
+        if (item.id == id) return item.samples ? index : -1;
+        index += item.samples ? 1 : 0;
+      }
+      return -1;
+    }
   };
 
   LaunchedStep Enqueue(absl::Span<const StepSequence> batch_seqs, int64_t total_tokens) {
@@ -305,6 +334,13 @@ class TorchModelRunner final : public ModelRunner {
     for (const StepSequence& seq : batch_seqs) {
       batch.sequences.push_back({seq.num_computed, seq.num_tokens, seq.block_table});
       for (int64_t t = 0; t < seq.num_tokens; ++t) batch.token_ids.push_back(seq.tokens[seq.num_computed + t]);
+      if (seq.last_token_pending) {  // checked: the step before samples it
+        const LaunchedStep& before = in_flight_.back();
+        batch.token_ids.back() = 0;
+        batch.pending_rows.push_back(static_cast<int64_t>(batch.token_ids.size()) - 1);
+        batch.pending_source_rows.push_back(before.SampleIndex(seq.id));
+        batch.pending_source = before.choice->ids;
+      }
       const int64_t known = static_cast<int64_t>(seq.tokens.size());
       // A bare transformer (no lm_head) never samples: its outputs are hidden states.
       const bool reaches_end = seq.num_computed + seq.num_tokens == known && info_.config.has_lm_head;
@@ -336,7 +372,9 @@ class TorchModelRunner final : public ModelRunner {
                                      : logits.index_select(0, Upload(sample_rows, device_));
       step.choice = sampler.Choose(sample_logits);
     }
-    if (any_logits) step.logits = logits;
+    // Copied now: a graph's logits buffer is rewritten by the next replay,
+    // which may be enqueued before this step is collected.
+    if (any_logits) step.logits = HostCopy(logits);
     return step;
   }
 
@@ -345,7 +383,7 @@ class TorchModelRunner final : public ModelRunner {
     std::vector<SampledToken> sampled;
     if (step.choice) sampled = Sampler::Read(*step.choice);
     at::Tensor host_logits;
-    if (step.logits.defined()) host_logits = step.logits.to(at::kCPU).contiguous();
+    if (step.logits.defined()) host_logits = step.logits.Wait();
     const auto ready = std::chrono::steady_clock::now();
 
     StepResult result;
@@ -422,7 +460,7 @@ class TorchModelRunner final : public ModelRunner {
   at::Device device_;  // rank 0's
   PenaltyState penalties_;
   std::map<SequenceId, int64_t> penalty_rows_;  // PenaltyState rows of sequences with penalties
-  std::optional<LaunchedStep> in_flight_;  // launched, not yet collected
+  std::deque<LaunchedStep> in_flight_;  // launched, not yet collected; oldest first
 };
 
 // The devices of a model's ranks, from `device` and tensor_parallel or from

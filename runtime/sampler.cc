@@ -217,8 +217,10 @@ SampleChoice Sampler::Choose(const at::Tensor& raw_logits) const {
   if (any_penalty_) penalties_->Record(penalty_rows_, chosen);
 
   SampleChoice choice;
+  choice.ids = chosen;
   if (!any_logprobs_) {
     choice.packed = chosen;
+    choice.host = HostCopy(chosen);
     return choice;
   }
   // Pack everything the host needs into one float tensor: one copy, one sync.
@@ -239,19 +241,19 @@ SampleChoice Sampler::Choose(const at::Tensor& raw_logits) const {
   choice.with_logprobs = true;
   choice.max_top_logprobs = max_top_logprobs_;
   for (const SamplerRow& row : rows_) choice.top_logprobs.push_back(row.params->top_logprobs);
+  choice.host = HostCopy(choice.packed);
   return choice;
 }
 
 std::vector<SampledToken> Sampler::Read(const SampleChoice& choice) {
   const int64_t n = choice.packed.size(0);
   std::vector<SampledToken> out(n);
+  const at::Tensor& host = choice.host.Wait();
   if (!choice.with_logprobs) {
-    at::Tensor host = choice.packed.to(at::kCPU);
     const int64_t* data = host.data_ptr<int64_t>();
     for (int64_t i = 0; i < n; ++i) out[i].token = static_cast<int32_t>(data[i]);
     return out;
   }
-  at::Tensor host = choice.packed.to(at::kCPU).contiguous();
   const float* data = host.data_ptr<float>();
   const int64_t width = host.size(1);
   for (int64_t i = 0; i < n; ++i) {

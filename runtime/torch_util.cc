@@ -15,6 +15,7 @@
 
 #ifdef GANTRY_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
@@ -94,6 +95,29 @@ at::Tensor Upload(const std::vector<float>& values, const at::Device& device) {
 
 at::Tensor Upload(const std::vector<int32_t>& values, const at::Device& device) {
   return UploadImpl(values, at::kInt, device);
+}
+
+HostCopy::HostCopy(const at::Tensor& source) {
+  if (!source.is_cuda()) {
+    host_ = source.contiguous();
+    return;
+  }
+#ifdef GANTRY_WITH_CUDA
+  host_ = at::empty(source.sizes(), source.options().device(at::kCPU).pinned_memory(true));
+  host_.copy_(source, /*non_blocking=*/true);
+  auto event = std::make_shared<at::cuda::CUDAEvent>();
+  event->record(at::cuda::getCurrentCUDAStream(source.device().index()));
+  done_ = std::move(event);
+#else
+  host_ = source.to(at::kCPU).contiguous();
+#endif
+}
+
+const at::Tensor& HostCopy::Wait() const {
+#ifdef GANTRY_WITH_CUDA
+  if (done_) static_cast<at::cuda::CUDAEvent*>(done_.get())->synchronize();
+#endif
+  return host_;
 }
 
 int CudaDeviceCount() { return static_cast<int>(torch::cuda::device_count()); }

@@ -253,7 +253,12 @@ bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& res
       return true;
     }
   }
-  active.tokens.push_back(token);
+  if (active.placeholder) {  // it stood for this token in the step launched after this one
+    active.tokens.back() = token;
+    active.placeholder = false;
+  } else {
+    active.tokens.push_back(token);
+  }
   if (!active.first_token) active.first_token = clock_->Now();
   event->tokens.push_back({token, result.logprob, result.top_logprobs});
   const auto& request = active.request;
@@ -516,24 +521,39 @@ absl::StatusOr<std::vector<std::vector<float>>> ModelEngine::DecoderOutputs(
   return out;
 }
 
-void ModelEngine::FailStep(const std::vector<Active*>& scheduled, const absl::Status& status, Outbox& outbox,
+void ModelEngine::FailStep(const std::vector<int64_t>& keys, const absl::Status& status, Outbox& outbox,
                            std::vector<int64_t>* finished) {
   // The step's requests fail with the runtime's error; the rest carry on.
   const absl::Status error = status.code() == absl::StatusCode::kResourceExhausted
                                  ? WithReason(status, ErrorReason::kDeviceMemory)
                                  : status;
-  for (Active* a : scheduled) {
+  for (int64_t key : keys) {
+    Active* a = FindRunning(key);
+    if (a == nullptr || std::count(finished->begin(), finished->end(), key) > 0) continue;
     StreamEvent event;
     event.error = error;
     Release(*a);
     outbox.Add(a->stream, std::move(event));
-    finished->push_back(a->key);
+    finished->push_back(key);
   }
 }
 
+ModelEngine::Active* ModelEngine::FindRunning(int64_t key) {
+  // running_ is in key (arrival) order.
+  auto it = std::lower_bound(running_.begin(), running_.end(), key,
+                             [](const std::unique_ptr<Active>& a, int64_t k) { return a->key < k; });
+  return it != running_.end() && (*it)->key == key ? it->get() : nullptr;
+}
+
+bool ModelEngine::CanRunAhead() const {
+  if (!options_.overlap_steps || !options_.run_ahead || model_.runner->MaxStepsInFlight() < 2) return false;
+  // A guided sequence's next mask needs the token the step in flight samples.
+  return std::none_of(running_.begin(), running_.end(), [](const auto& a) { return a->awaiting > 0 && a->matcher; });
+}
+
 void ModelEngine::CollectStep(Outbox& outbox) {
-  LaunchedStep step = std::move(*launched_);
-  launched_.reset();
+  LaunchedStep step = std::move(launched_.front());
+  launched_.pop_front();
   auto result = model_.runner->Collect();
   if (observer_ != nullptr) {
     step.report.duration = absl::Now() - step.report.start;
@@ -542,17 +562,19 @@ void ModelEngine::CollectStep(Outbox& outbox) {
   }
   std::vector<int64_t> finished;
   if (!result.ok()) {
-    FailStep(step.scheduled, result.status(), outbox, &finished);
+    FailStep(step.keys, result.status(), outbox, &finished);
   } else {
-    for (size_t i = 0; i < step.scheduled.size(); ++i) {
-      Active& a = *step.scheduled[i];
-      a.num_computed += step.num_tokens[i];
-      kv_.CacheComputedBlocks(a.key, a.tokens, a.num_computed);
+    for (size_t i = 0; i < step.keys.size(); ++i) {
+      Active* a = FindRunning(step.keys[i]);
+      if (a == nullptr) continue;  // ended or cancelled since the launch: its output is dropped
+      // Only tokens known and computed: a placeholder past them is neither.
+      kv_.CacheComputedBlocks(a->key, a->tokens, step.computed[i]);
       const runtime::SequenceStepResult& r = result->sequences[i];
       if (!r.sampled) continue;  // a prompt chunk that did not reach the end
+      a->awaiting -= 1;
       StreamEvent event;
-      if (OnToken(a, r, &event)) finished.push_back(a.key);
-      outbox.Add(a.stream, std::move(event));
+      if (OnToken(*a, r, &event)) finished.push_back(a->key);
+      outbox.Add(a->stream, std::move(event));
     }
   }
   DropFinished(finished);
@@ -567,9 +589,14 @@ void ModelEngine::DropFinished(const std::vector<int64_t>& finished) {
 bool ModelEngine::StepOnce() {
   if (task() != runtime::ModelTask::kGenerate) return EncodeStepOnce();
   Outbox outbox;  // declared first: flushed last, after RefreshStats
-  // The step launched last time: its tokens decide what this one computes.
-  const bool collected = launched_.has_value();
-  if (collected) CollectStep(outbox);
+  bool collected = false;
+  auto collect = [&] {
+    CollectStep(outbox);
+    collected = true;
+  };
+  // Without running ahead, the step launched last time is collected first:
+  // its tokens decide what this one computes.
+  if (!launched_.empty() && !CanRunAhead()) collect();
   bool cancel_all;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -579,7 +606,9 @@ bool ModelEngine::StepOnce() {
     }
     cancel_all = std::exchange(cancel_all_, false);
   }
-  // Cancelled requests leave before planning, so their blocks are free now.
+  // Cancelled requests leave before planning, so their blocks are free now
+  // (a step in flight may still write them; any step that could reuse them
+  // is enqueued behind it).
   auto drop_cancelled = [&](auto& list) {
     for (auto it = list.begin(); it != list.end();) {
       Active& a = **it;
@@ -596,20 +625,37 @@ bool ModelEngine::StepOnce() {
   drop_cancelled(waiting_);
   drop_cancelled(running_);
 
-  std::vector<RunningSequence> running;
-  for (const auto& a : running_) {
-    running.push_back({a->key, a->num_computed, static_cast<int64_t>(a->tokens.size()) - a->num_computed});
+  // Plan past the step in flight (running ahead), unless that would preempt:
+  // then collect it and plan on what is known.
+  StepPlan plan;
+  while (true) {
+    std::vector<RunningSequence> running;
+    for (const auto& a : running_) {
+      if (a->awaiting > 0) {
+        // The step in flight samples its next token. A token that ends it
+        // for sure (its last by max_tokens or the context) is not run on.
+        const int64_t after = static_cast<int64_t>(a->tokens.size()) + 1;
+        if (a->num_generated() + 1 >= a->request.max_tokens || after >= info().max_context) continue;
+        running.push_back({a->key, a->num_computed, 1});
+      } else {
+        running.push_back({a->key, a->num_computed, static_cast<int64_t>(a->tokens.size()) - a->num_computed});
+      }
+    }
+    // Only as many waiting requests as the batch has room for can start; only
+    // they are looked up in the prefix cache.
+    std::vector<WaitingSequence> waiting;
+    const size_t slots =
+        static_cast<size_t>(std::max<int64_t>(0, options_.max_batch - static_cast<int64_t>(running_.size())));
+    for (size_t i = 0; i < waiting_.size() && i < slots; ++i) {
+      const Active& a = *waiting_[i];
+      waiting.push_back({a.key, static_cast<int64_t>(a.tokens.size()), kv_.FindCachedPrefix(a.tokens)});
+    }
+    PlannerLimits limits{options_.max_batch, options_.max_step_tokens};
+    plan = PlanStep(running, waiting, kv_, limits);
+    if (plan.preempted.empty() || launched_.empty()) break;
+    collect();
   }
-  // Only as many waiting requests as the batch has room for can start; only
-  // they are looked up in the prefix cache.
-  std::vector<WaitingSequence> waiting;
-  const size_t slots = static_cast<size_t>(std::max<int64_t>(0, options_.max_batch - static_cast<int64_t>(running_.size())));
-  for (size_t i = 0; i < waiting_.size() && i < slots; ++i) {
-    const Active& a = *waiting_[i];
-    waiting.push_back({a.key, static_cast<int64_t>(a.tokens.size()), kv_.FindCachedPrefix(a.tokens)});
-  }
-  PlannerLimits limits{options_.max_batch, options_.max_step_tokens};
-  StepPlan plan = PlanStep(running, waiting, kv_, limits);
+  const bool ahead = !launched_.empty();
 
   // Preempted: drop their cache, back to the queue in arrival order.
   for (int64_t key : plan.preempted) {
@@ -642,8 +688,7 @@ bool ModelEngine::StepOnce() {
   std::vector<Active*> scheduled;
   std::vector<int64_t> finished;
   for (const auto& s : plan.scheduled) {
-    auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& a) { return a->key == s.key; });
-    Active& a = **it;
+    Active& a = *FindRunning(s.key);
     if (auto grown = kv_.Grow(a.key, a.num_computed + s.num_tokens); !grown.ok()) {
       // The planner counted these blocks free: a bookkeeping bug, not the
       // client's. The request fails; the rest go on.
@@ -654,10 +699,16 @@ bool ModelEngine::StepOnce() {
       finished.push_back(a.key);
       continue;
     }
+    const bool pending = a.awaiting > 0;  // its last token is the one the step in flight samples
+    if (pending) {
+      a.tokens.push_back(0);
+      a.placeholder = true;
+    }
     items.push_back(
         MakeStepSequence(kv_, a.key, a.tokens, a.num_prompt, a.num_computed, s.num_tokens, &a.request.sampling));
+    items.back().last_token_pending = pending;
     const bool samples = a.num_computed + s.num_tokens == static_cast<int64_t>(a.tokens.size());
-    if (a.matcher && samples) {
+    if (a.matcher && samples) {  // never pending (CanRunAhead)
       if (!FillAllowedTokens(a)) {
         items.pop_back();
         StreamEvent event;
@@ -681,7 +732,7 @@ bool ModelEngine::StepOnce() {
   StepReport report;
   report.sequences = static_cast<int64_t>(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
-    const bool decode = items[i].num_tokens == 1 && scheduled[i]->num_generated() > 0;
+    const bool decode = items[i].num_tokens == 1 && (items[i].last_token_pending || scheduled[i]->num_generated() > 0);
     (decode ? report.decode_tokens : report.prompt_tokens) += items[i].num_tokens;
   }
   report.preempted = static_cast<int64_t>(plan.preempted.size());
@@ -691,29 +742,42 @@ bool ModelEngine::StepOnce() {
   if (items.empty()) {
     if (observer_ != nullptr && !plan.preempted.empty()) observer_->OnStep(name_, report);
     DropFinished(finished);
+    // Nothing runs on past the step in flight: take in its tokens now.
+    if (ahead) collect();
     RefreshStats();
     return collected || !plan.preempted.empty() || !finished.empty();
   }
 
-  // Launch and return: the device runs the step while this thread publishes
-  // what came before it (stats, then the streams' events, as the outbox
-  // empties) and comes back to collect it at the next StepOnce.
+  // Launch and return: the device runs the step while this thread collects
+  // the one before it (running ahead) or publishes what came before it
+  // (stats, then the streams' events, as the outbox empties) and comes back
+  // to collect it at the next StepOnce.
   report.start = absl::Now();
+  std::vector<int64_t> keys;
+  for (const Active* a : scheduled) keys.push_back(a->key);
   if (absl::Status launched = model_.runner->Launch(items); !launched.ok()) {
     if (observer_ != nullptr) {
       report.duration = absl::Now() - report.start;
       observer_->OnStep(name_, report);
     }
-    FailStep(scheduled, launched, outbox, &finished);
+    FailStep(keys, launched, outbox, &finished);
   } else {
     LaunchedStep step;
-    step.scheduled = scheduled;
-    for (const runtime::StepSequence& item : items) step.num_tokens.push_back(item.num_tokens);
+    for (size_t i = 0; i < items.size(); ++i) {
+      Active& a = *scheduled[i];
+      a.num_computed += items[i].num_tokens;
+      if (a.num_computed == static_cast<int64_t>(a.tokens.size())) a.awaiting += 1;
+      step.computed.push_back(a.num_computed);
+    }
+    step.keys = std::move(keys);
     step.report = report;
-    launched_ = std::move(step);
-    if (!options_.overlap_steps) CollectStep(outbox);
+    launched_.push_back(std::move(step));
+    if (ahead || !options_.overlap_steps) collect();
   }
   DropFinished(finished);
+  // A step left in flight with none of its requests running has nothing to
+  // give: collect it rather than leave it for a later request.
+  if (!launched_.empty() && running_.empty()) collect();
   RefreshStats();
   return true;
 }

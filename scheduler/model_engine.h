@@ -95,6 +95,15 @@ struct EngineOptions {
   // publishes the step before it, and collected at the next StepOnce
   // (false: collected at once; for comparison).
   bool overlap_steps = true;
+  // With overlap_steps, on runners that can (ModelRunner::MaxStepsInFlight):
+  // step N + 1 is planned and launched while step N runs, each sequence
+  // step N samples for taking that token straight from the device, and only
+  // then is step N collected; so the device does not wait for the host
+  // between steps. A sequence that step N ends still runs in step N + 1,
+  // whose output for it is dropped. Guided sequences cannot run ahead (their
+  // next mask needs the token): while one is sampled, steps are collected
+  // first.
+  bool run_ahead = true;
 };
 
 struct EngineStats {
@@ -184,10 +193,18 @@ class ModelEngine {
     std::shared_ptr<RequestStream> stream;
     std::vector<int32_t> tokens;  // prompt, then generated: the request's one token history
     int64_t num_prompt = 0;
-    int64_t num_computed = 0;  // tokens in the KV cache; 0 while waiting
+    // Tokens in the KV cache once the launched steps have run; 0 while waiting.
+    int64_t num_computed = 0;
     int64_t cached_prompt_tokens = 0;  // prompt tokens the prefix cache held at its first admission
     bool holds_blocks = false;
-    int64_t num_generated() const { return static_cast<int64_t>(tokens.size()) - num_prompt; }
+    // Launched, uncollected steps that sample a token for it (0 to 2).
+    int awaiting = 0;
+    // Running ahead: tokens.back() stands for the token the oldest launched
+    // step samples, which it replaces when collected.
+    bool placeholder = false;
+    int64_t num_generated() const {
+      return static_cast<int64_t>(tokens.size()) - num_prompt - (placeholder ? 1 : 0);
+    }
     std::unique_ptr<text::StreamDecoder> decoder;
     std::optional<guided::GrammarMatcher> matcher;  // guided decoding: where the output is in the grammar
     std::vector<uint32_t> allowed_tokens;            // the matcher's mask for this step
@@ -223,14 +240,22 @@ class ModelEngine {
   bool FillAllowedTokens(Active& active);
   // Handles one sampled token; true when the request finished.
   bool OnToken(Active& active, const runtime::SequenceStepResult& result, StreamEvent* event);
-  // Waits for the launched step and takes in its results: tokens appended
-  // and streamed (into `outbox`), finished requests dropped.
+  // Waits for the oldest launched step and takes in its results: tokens
+  // appended and streamed (into `outbox`), finished requests dropped.
   class Outbox;
   void CollectStep(Outbox& outbox);
-  // A step the runner failed: each of its requests ends with `status` (typed
-  // DEVICE_MEMORY when out of memory), is released and listed in `finished`.
-  void FailStep(const std::vector<Active*>& scheduled, const absl::Status& status, Outbox& outbox,
+  // A step the runner failed: each of its requests still running ends with
+  // `status` (typed DEVICE_MEMORY when out of memory), is released and
+  // listed in `finished`.
+  void FailStep(const std::vector<int64_t>& keys, const absl::Status& status, Outbox& outbox,
                 std::vector<int64_t>* finished);
+  // The running request `key`, or null when it has left running_ (finished,
+  // cancelled or preempted) since a step was launched with it.
+  Active* FindRunning(int64_t key);
+  // Whether the next step may be launched before the one in flight is
+  // collected (EngineOptions::run_ahead, the runner, no guided sequence
+  // waiting for a token).
+  bool CanRunAhead() const;
   // Takes the listed requests out of running_.
   void DropFinished(const std::vector<int64_t>& finished);
   void Finish(Active& active, FinishReason reason, std::string stop_reason, StreamEvent* event);
@@ -270,16 +295,17 @@ class ModelEngine {
   std::deque<std::unique_ptr<Active>> waiting_;  // arrival order
   std::vector<std::unique_ptr<Active>> running_; // arrival order
   std::deque<std::unique_ptr<EncodeActive>> encode_queue_;  // arrival order; the front may be partly done
-  // The step launched on the runner and not yet collected: the device runs
-  // it while this thread publishes the step before it and comes back. Its
-  // requests stay in running_ (their Active objects do not move) until
-  // CollectStep.
+  // Steps launched on the runner and not yet collected, oldest first: the
+  // device runs them while this thread plans the next one or publishes the
+  // one before. At most one between StepOnce calls; two for a moment when
+  // running ahead. Requests are named by key: one may end (or be
+  // cancelled) before a step that holds it is collected.
   struct LaunchedStep {
-    std::vector<Active*> scheduled;
-    std::vector<int64_t> num_tokens;  // per scheduled request
+    std::vector<int64_t> keys;
+    std::vector<int64_t> computed;  // per request: its num_computed once this step has run
     StepReport report;  // its start set at launch; duration and device_wait filled when collected
   };
-  std::optional<LaunchedStep> launched_;
+  std::deque<LaunchedStep> launched_;
   int64_t next_score_key_ = int64_t{1} << 40;  // DecoderOutputs' sequence keys, apart from generation's
   std::thread thread_;
 };

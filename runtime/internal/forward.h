@@ -28,7 +28,18 @@ struct ForwardBatch {
   // Uploaded with the step's inputs when the path packs them (the sampler's
   // parameters): one host-to-device copy per step.
   const std::vector<float>* extra = nullptr;
+  // Run-ahead tokens, sampled by the step before and still on the device:
+  // token_ids[pending_rows[i]] (a placeholder here) is
+  // pending_source[pending_source_rows[i]].
+  std::vector<int64_t> pending_rows;
+  std::vector<int64_t> pending_source_rows;
+  at::Tensor pending_source;  // [rows] int64 on the model's device
 };
+
+// Writes the run-ahead tokens into `ids` ([tokens], the step's uploaded
+// token ids, any integer type, on the device) in stream order, before the
+// forward reads them: one small upload of the indices and two kernels.
+void FillPendingTokens(const ForwardBatch& batch, at::Tensor ids);
 
 struct ForwardOutput {
   at::Tensor logits;  // [logit_rows, vocab] float32 on the model's device

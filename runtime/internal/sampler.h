@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "runtime/internal/penalty_state.h"
+#include "runtime/internal/torch_util.h"
 #include "runtime/model_runner.h"
 
 namespace gantry::runtime {
@@ -26,11 +27,13 @@ struct SamplerRow {
   absl::Span<const uint32_t> allowed_tokens;  // empty: every token; else StepSequence::allowed_tokens
 };
 
-// A step's draws still on the device: Sampler::Choose enqueues them,
-// Sampler::Read brings them to the host (the step's one device-to-host copy,
-// which waits for the device).
+// A step's draws still on the device: Sampler::Choose enqueues them and
+// their copy to the host (the step's one device-to-host copy), Sampler::Read
+// waits for that copy.
 struct SampleChoice {
+  at::Tensor ids;     // [rows] int64 token ids on the device (the next step's inputs when it runs ahead)
   at::Tensor packed;  // [rows] int64 token ids, or [rows, 2 + 2 * max_top_logprobs] float32 with logprobs
+  HostCopy host;      // of packed
   bool with_logprobs = false;
   int64_t max_top_logprobs = 0;
   std::vector<int32_t> top_logprobs;  // per row: how many alternatives it asked for
@@ -64,7 +67,7 @@ class Sampler {
   // logits: [rows, vocab] float32. Enqueues the draws (and updates the
   // penalty state) without waiting for the device.
   SampleChoice Choose(const at::Tensor& logits) const;
-  // One device-to-host copy of `choice`; waits for the device.
+  // The host side of `choice`; waits for its copy (not for work enqueued after it).
   static std::vector<SampledToken> Read(const SampleChoice& choice);
 
  private:

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -33,6 +34,24 @@ absl::StatusOr<at::ScalarType> ResolveModelDtype(absl::string_view requested, ab
 at::Tensor Upload(const std::vector<int64_t>& values, const at::Device& device);
 at::Tensor Upload(const std::vector<float>& values, const at::Device& device);
 at::Tensor Upload(const std::vector<int32_t>& values, const at::Device& device);
+
+// A device-to-host copy started without waiting for it: on CUDA into
+// pinned memory, asynchronously on the current stream, with an event behind
+// it, so Wait returns once this copy is done, not once everything enqueued
+// after it is (a step launched behind it keeps the device busy). On the CPU
+// the tensor itself.
+class HostCopy {
+ public:
+  HostCopy() = default;
+  explicit HostCopy(const at::Tensor& source);
+  bool defined() const { return host_.defined(); }
+  // The host tensor (contiguous), once the copy has landed.
+  const at::Tensor& Wait() const;
+
+ private:
+  at::Tensor host_;
+  std::shared_ptr<void> done_;  // the CUDA event recorded after the copy; null on the CPU
+};
 
 // Errors of Gantry's own kernels and collectives inside torch code: thrown
 // as LibTorch throws its own, so the step's or load's catch turns both into

@@ -2,6 +2,7 @@
 // against transformers' own outputs (tools/make_test_models.py).
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <numeric>
@@ -237,8 +238,6 @@ TEST_P(ModelRunnerTest, LaunchThenCollectIsAStep) {
   };
   EXPECT_EQ(runner_->Collect().status().code(), absl::StatusCode::kFailedPrecondition) << "nothing launched";
   ASSERT_TRUE(launch(ref_.prompt, 0, prompt).ok());
-  EXPECT_EQ(launch(ref_.prompt, 0, prompt).code(), absl::StatusCode::kFailedPrecondition)
-      << "one step in flight at a time";
   auto first = runner_->Collect();
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_EQ(first->sequences.size(), 1u);
@@ -259,6 +258,168 @@ TEST_P(ModelRunnerTest, LaunchThenCollectIsAStep) {
   EXPECT_EQ(launch(tokens, prompt + 1, 0).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(runner_->Collect().status().code(), absl::StatusCode::kFailedPrecondition);
   runner_->ReleaseSequence(7);
+}
+
+// Running ahead: each decode step is launched before the step that samples
+// its input token is collected, that token taken from the device. Two
+// sequences (one with seeded sampling, penalties and logprobs) give exactly
+// the tokens and logprobs of launching and collecting one step at a time,
+// while a third is prefilled in chunks beside them.
+TEST_P(ModelRunnerTest, RunningAheadGivesTheStepByStepTokens) {
+  ASSERT_EQ(runner_->MaxStepsInFlight(), 2);
+  SamplingParams greedy = Greedy();
+  SamplingParams sampled;
+  sampled.temperature = 0.8f;
+  sampled.top_p = 0.9f;
+  sampled.seed = 1234;
+  sampled.repetition_penalty = 1.3f;
+  sampled.frequency_penalty = 0.5f;
+  sampled.logprobs = true;
+  sampled.top_logprobs = 2;
+  const int64_t block_size = runner_->info().block_size;
+  const int64_t blocks_each = (static_cast<int64_t>(ref_.prompt.size()) + 16) / block_size + 1;
+  struct Seq {
+    SequenceId id;
+    std::vector<int32_t> tokens;
+    int64_t num_prompt;
+    int64_t num_computed = 0;
+    const SamplingParams* params;
+    std::vector<int32_t> table;
+    std::vector<float> logprobs;
+  };
+  auto make = [&](SequenceId id, std::vector<int32_t> prompt, const SamplingParams* params, int64_t first_block) {
+    Seq seq{id, prompt, static_cast<int64_t>(prompt.size()), 0, params, {}, {}};
+    for (int64_t b = 0; b < blocks_each; ++b) seq.table.push_back(static_cast<int32_t>(first_block + b));
+    return seq;
+  };
+  const std::vector<int32_t> third_prompt(ref_.prompt.begin(), ref_.prompt.begin() + 12);
+  constexpr int kDecodes = 8;
+  auto run = [&](bool ahead) {
+    std::vector<Seq> seqs = {make(1, ref_.prompt, &greedy, 0), make(2, {ref_.prompt.rbegin(), ref_.prompt.rend()}, &sampled, blocks_each),
+                             make(3, third_prompt, &greedy, 2 * blocks_each)};
+    // Step 0: the two prompts; steps 1..kDecodes: their decodes, with the
+    // third sequence's prompt in chunks of 4 at steps 1-3.
+    std::deque<std::vector<size_t>> in_flight;  // per launched step: which seqs sample
+    auto apply = [&](const StepResult& result, const std::vector<size_t>& sampling) {
+      size_t next = 0;
+      for (const SequenceStepResult& r : result.sequences) {
+        if (!r.sampled) continue;
+        Seq& seq = seqs[sampling.at(next++)];
+        // The history holds a placeholder for it when the next step ran ahead.
+        const int64_t slot = seq.num_prompt + static_cast<int64_t>(seq.logprobs.size());
+        if (slot < static_cast<int64_t>(seq.tokens.size())) {
+          seq.tokens[slot] = r.token;
+        } else {
+          seq.tokens.push_back(r.token);
+        }
+        seq.logprobs.push_back(r.logprob);
+      }
+    };
+    auto collect = [&] {
+      auto result = runner_->Collect();
+      EXPECT_TRUE(result.ok()) << result.status();
+      if (result.ok()) apply(*result, in_flight.front());
+      in_flight.pop_front();
+    };
+    for (int step = 0; step <= kDecodes; ++step) {
+      std::vector<StepSequence> batch;
+      std::vector<size_t> sampling;
+      for (size_t i = 0; i < 2; ++i) {
+        Seq& seq = seqs[i];
+        StepSequence s;
+        s.id = seq.id;
+        s.num_prompt = seq.num_prompt;
+        s.num_computed = seq.num_computed;
+        s.block_table = seq.table;
+        s.sampling = seq.params;
+        if (step > 0 && ahead) {  // its last token is in flight
+          seq.tokens.push_back(0);
+          s.last_token_pending = true;
+        }
+        s.num_tokens = static_cast<int64_t>(seq.tokens.size()) - seq.num_computed;
+        s.tokens = seq.tokens;
+        seq.num_computed += s.num_tokens;
+        batch.push_back(s);
+        sampling.push_back(i);
+      }
+      if (step >= 1 && step <= 3) {
+        Seq& seq = seqs[2];
+        StepSequence s;
+        s.id = seq.id;
+        s.tokens = seq.tokens;
+        s.num_prompt = seq.num_prompt;
+        s.num_computed = seq.num_computed;
+        s.num_tokens = 4;
+        s.block_table = seq.table;
+        s.sampling = seq.params;
+        seq.num_computed += 4;
+        if (seq.num_computed == seq.num_prompt) sampling.push_back(2);
+        batch.push_back(s);
+      }
+      absl::Status launched = runner_->Launch(batch);
+      EXPECT_TRUE(launched.ok()) << "step " << step << ": " << launched;
+      if (!launched.ok()) return seqs;
+      in_flight.push_back(sampling);
+      if (!ahead || in_flight.size() == 2) collect();
+    }
+    while (!in_flight.empty()) collect();
+    for (const Seq& seq : seqs) runner_->ReleaseSequence(seq.id);
+    return seqs;
+  };
+  const std::vector<Seq> one_at_a_time = run(false);
+  const std::vector<Seq> ahead = run(true);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(ahead[i].tokens, one_at_a_time[i].tokens) << "sequence " << i;
+    EXPECT_EQ(ahead[i].logprobs, one_at_a_time[i].logprobs) << "sequence " << i;
+  }
+  EXPECT_EQ(one_at_a_time[0].tokens.size(), ref_.prompt.size() + kDecodes + 1);
+  EXPECT_EQ(one_at_a_time[2].tokens.size(), third_prompt.size() + 1);
+  const size_t prefix = std::min<size_t>(GetParam().greedy_prefix, kDecodes + 1);
+  EXPECT_EQ(std::vector<int32_t>(ahead[0].tokens.begin() + ref_.prompt.size(),
+                                 ahead[0].tokens.begin() + ref_.prompt.size() + prefix),
+            std::vector<int32_t>(ref_.greedy.begin(), ref_.greedy.begin() + prefix));
+}
+
+TEST_P(ModelRunnerTest, RunningAheadRefusesWhatItCannotDo) {
+  const std::vector<int32_t> table = {0, 1, 2, 3};
+  SamplingParams greedy = Greedy();
+  std::vector<int32_t> tokens(ref_.prompt.begin(), ref_.prompt.begin() + 6);
+  StepSequence seq;
+  seq.id = 5;
+  seq.tokens = tokens;
+  seq.num_prompt = 6;
+  seq.num_tokens = 6;
+  seq.block_table = table;
+  seq.sampling = &greedy;
+  std::vector<int32_t> ahead = tokens;
+  ahead.push_back(0);
+  StepSequence next = seq;
+  next.tokens = ahead;
+  next.num_computed = 6;
+  next.num_tokens = 1;
+  next.last_token_pending = true;
+  absl::Status status = runner_->Launch({next});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << "nothing in flight samples it";
+  EXPECT_THAT(status.message(), HasSubstr("no launched step samples it"));
+  ASSERT_TRUE(runner_->Launch({seq}).ok());
+  StepSequence other = next;
+  other.id = 6;
+  EXPECT_EQ(runner_->Launch({other}).code(), absl::StatusCode::kInvalidArgument) << "the step in flight has no id 6";
+  ASSERT_TRUE(runner_->Launch({next}).ok());
+  StepSequence third = next;
+  third.last_token_pending = false;
+  third.tokens = tokens;
+  third.num_computed = 5;
+  EXPECT_EQ(runner_->Launch({third}).code(), absl::StatusCode::kFailedPrecondition) << "two steps in flight at most";
+  auto first = runner_->Collect();
+  auto second = runner_->Collect();
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(runner_->Collect().status().code(), absl::StatusCode::kFailedPrecondition);
+  // The step after the pending one saw the sampled token: the same as computing it step by step.
+  const SequenceId id = Add(tokens);
+  StepOne(id, 6);
+  EXPECT_EQ(StepOne(id, 1).token, second->sequences[0].token);
+  runner_->ReleaseSequence(5);
 }
 
 TEST_P(ModelRunnerTest, BatchMixingPrefillAndDecodeMatchesEachAlone) {

@@ -12,6 +12,16 @@
 
 namespace gantry::testing {
 
+// A request for `max_tokens` tokens after `prompt`, eos ignored (the fake
+// runner's tokens run on).
+inline scheduler::GenerationRequest RequestIgnoringEos(std::vector<int32_t> prompt, int64_t max_tokens) {
+  scheduler::GenerationRequest request;
+  request.prompt = std::move(prompt);
+  request.max_tokens = max_tokens;
+  request.ignore_eos = true;
+  return request;
+}
+
 struct EngineReply {
   std::string text;
   std::vector<int32_t> tokens;

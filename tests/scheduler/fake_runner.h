@@ -7,7 +7,10 @@
 #ifndef GANTRY_TESTS_SCHEDULER_FAKE_RUNNER_H_
 #define GANTRY_TESTS_SCHEDULER_FAKE_RUNNER_H_
 
+#include <algorithm>
+#include <deque>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -48,6 +51,16 @@ class FakeRunner : public runtime::ModelRunner {
     return static_cast<int32_t>(3 + h % 97);
   }
 
+  // The `n` tokens the fake model generates after `tokens`.
+  static std::vector<int32_t> Continuation(std::vector<int32_t> tokens, int64_t n) {
+    std::vector<int32_t> out;
+    for (int64_t i = 0; i < n; ++i) {
+      out.push_back(NextToken(tokens));
+      tokens.push_back(out.back());
+    }
+    return out;
+  }
+
   const runtime::ModelInfo& info() const override { return info_; }
 
   void ReleaseSequence(runtime::SequenceId id) override { released.push_back(id); }
@@ -62,6 +75,7 @@ class FakeRunner : public runtime::ModelRunner {
 
   absl::StatusOr<runtime::StepResult> Step(absl::Span<const runtime::StepSequence> batch) override {
     ++steps;
+    if (steps == fail_at_step) return absl::InternalError("fake: device fault");
     const int64_t bs = info_.block_size;
     std::set<int32_t> written;
     for (const auto& seq : batch) {
@@ -107,19 +121,58 @@ class FakeRunner : public runtime::ModelRunner {
   }
 
   // Launch and Collect as the base class runs them (Step in Launch), with
-  // each call logged in `calls`.
+  // each call logged in `calls`. With max_in_flight 2 it runs ahead as the
+  // real runtime does: a step may be launched before the last one is
+  // collected, its pending tokens taken from that step's samples (as the
+  // device would take them) and checked as the runtime checks them.
+  int MaxStepsInFlight() const override { return max_in_flight; }
   absl::Status Launch(absl::Span<const runtime::StepSequence> batch) override {
     calls.push_back("launch");
-    return ModelRunner::Launch(batch);
+    if (max_in_flight == 1) return ModelRunner::Launch(batch);
+    if (static_cast<int>(in_flight_.size()) >= max_in_flight) {
+      return absl::FailedPreconditionError("fake: too many steps in flight");
+    }
+    std::vector<runtime::StepSequence> resolved(batch.begin(), batch.end());
+    std::vector<std::vector<int32_t>> histories;  // the pending tokens filled in
+    histories.reserve(batch.size());
+    for (runtime::StepSequence& seq : resolved) {
+      if (!seq.last_token_pending) continue;
+      const runtime::SequenceStepResult* before = nullptr;
+      if (!in_flight_.empty()) {
+        for (const auto& r : in_flight_.back().sequences) {
+          if (r.id == seq.id && r.sampled) before = &r;
+        }
+      }
+      if (before == nullptr || seq.num_computed + seq.num_tokens != static_cast<int64_t>(seq.tokens.size())) {
+        return absl::InvalidArgumentError(absl::StrCat("fake: sequence ", seq.id, " has a pending token no step samples"));
+      }
+      histories.emplace_back(seq.tokens.begin(), seq.tokens.end());
+      histories.back().back() = before->token;
+      seq.tokens = histories.back();
+      ++pending_tokens_seen;
+    }
+    auto result = Step(resolved);
+    if (!result.ok()) return result.status();
+    in_flight_.push_back(*std::move(result));
+    max_in_flight_seen = std::max<int64_t>(max_in_flight_seen, static_cast<int64_t>(in_flight_.size()));
+    return absl::OkStatus();
   }
   absl::StatusOr<runtime::StepResult> Collect() override {
     calls.push_back("collect");
-    return ModelRunner::Collect();
+    if (max_in_flight == 1) return ModelRunner::Collect();
+    if (in_flight_.empty()) return absl::FailedPreconditionError("fake: Collect without a launched step");
+    runtime::StepResult result = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    return result;
   }
   std::vector<std::string> calls;
+  int max_in_flight = 1;           // MaxStepsInFlight
+  int64_t max_in_flight_seen = 0;  // most steps launched and uncollected at once (max_in_flight 2)
+  int64_t pending_tokens_seen = 0; // run-ahead tokens taken from a step in flight
 
   double device_seconds = 0;  // every step's StepTiming::device_seconds
   int64_t steps = 0;
+  int64_t fail_at_step = -1;  // the step (counting from 1) that fails, as a device fault would
   int64_t max_step_tokens_seen = 0;
   std::vector<int64_t> prompt_tokens_sent;  // num_tokens of every sequence of every step
   std::vector<runtime::SequenceId> released;
@@ -131,6 +184,7 @@ class FakeRunner : public runtime::ModelRunner {
 
   runtime::ModelInfo info_;
   std::vector<int32_t> slots_;  // [num_blocks * block_size] token ids
+  std::deque<runtime::StepResult> in_flight_;  // max_in_flight 2: launched, uncollected
 };
 
 }  // namespace gantry::testing

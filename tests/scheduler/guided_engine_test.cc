@@ -44,6 +44,9 @@ class GuidedEngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto fake = std::make_unique<FakeRunner>(/*num_blocks=*/1024, /*block_size=*/4, /*max_context=*/4096);
+    // A runner that can run ahead, as the runtime's: the engine must not run
+    // a guided sequence ahead (its next mask needs the token).
+    fake->max_in_flight = 2;
     runner_ = fake.get();
     LoadedModel model;
     model.runner = std::move(fake);

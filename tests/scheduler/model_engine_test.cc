@@ -7,6 +7,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/scheduler/engine_replies.h"
 #include "tests/scheduler/fake_runner.h"
 
 namespace gantry::scheduler {
@@ -62,23 +63,9 @@ std::vector<Outcome> RunToEnd(ModelEngine& engine, const std::vector<std::shared
   return outcomes;
 }
 
-GenerationRequest Prompt(std::vector<int32_t> prompt, int64_t max_tokens) {
-  GenerationRequest request;
-  request.prompt = std::move(prompt);
-  request.max_tokens = max_tokens;
-  request.ignore_eos = true;
-  return request;
-}
-
+const auto Prompt = &testing::RequestIgnoringEos;
 // What the fake model produces for `prompt`, computed without the engine.
-std::vector<int32_t> Expected(std::vector<int32_t> prompt, int64_t n) {
-  std::vector<int32_t> out;
-  for (int64_t i = 0; i < n; ++i) {
-    out.push_back(FakeRunner::NextToken(prompt));
-    prompt.push_back(out.back());
-  }
-  return out;
-}
+const auto Expected = &FakeRunner::Continuation;
 
 TEST(ModelEngineTest, GeneratesMaxTokensAndFinishesWithLength) {
   FakeClock clock;
