@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <ATen/ATen.h>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/model_runner.h"
@@ -78,7 +80,10 @@ TEST_F(DeviceWarmUpTest, UnwritableTemporaryFolderIsAnError) {
 
 // A first warm-up may leave one thing behind: cuBLAS's workspace for its
 // graph-capture stream (32 MiB on the H100), which LibTorch keeps for the
-// process. The tiny model itself (16 MiB of KV cache, 9 MB of weights, the
+// process. (Its eager steps run products on the device's current stream
+// too, whose workspace LibTorch also keeps: the test makes that one first,
+// so the count does not depend on whether an earlier test in the process
+// did. Without it a fresh process saw +64 MiB on an H200.) The tiny model itself (16 MiB of KV cache, 9 MB of weights, the
 // graphs' pool) goes, and a second warm-up reuses the first's capture stream
 // and so its workspace (cuda_forward.cc's CaptureStreamLease): it leaves the
 // allocator exactly where the first left it. With streams from LibTorch's
@@ -86,6 +91,12 @@ TEST_F(DeviceWarmUpTest, UnwritableTemporaryFolderIsAnError) {
 TEST_F(DeviceWarmUpTest, WarmsEachCudaDeviceAndGivesTheModelBack) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "SKIPPED: no CUDA device";
   constexpr uint64_t kOneCublasWorkspace = uint64_t{32} << 20;
+  for (int i = 0; i < CudaDeviceCount(); ++i) {
+    // The products the warm-up's eager steps run, on the current stream.
+    const at::Tensor a = at::ones({64, 64}, at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA, i));
+    (void)at::linear(a, a, a[0]).sum().item<float>();
+    (void)at::matmul(a, a).sum().item<float>();
+  }
   const std::vector<CudaAllocatorStats> before = DescribeCudaAllocators();
   std::vector<CudaAllocatorStats> first;
   for (int round = 0; round < 3; ++round) {
