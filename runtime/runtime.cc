@@ -166,6 +166,8 @@ class TorchModelRunner final : public ModelRunner {
   }
 
   absl::StatusOr<StepResult> Step(absl::Span<const StepSequence> batch) override {
+    // Collect returns the oldest launched step: it would not be this one.
+    if (!in_flight_.empty()) return absl::FailedPreconditionError("Step while a launched step is not collected");
     if (absl::Status launched = Launch(batch); !launched.ok()) return launched;
     return Collect();
   }

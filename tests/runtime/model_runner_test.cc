@@ -406,6 +406,8 @@ TEST_P(ModelRunnerTest, RunningAheadRefusesWhatItCannotDo) {
   other.id = 6;
   EXPECT_EQ(runner_->Launch({other}).code(), absl::StatusCode::kInvalidArgument) << "the step in flight has no id 6";
   ASSERT_TRUE(runner_->Launch({next}).ok());
+  EXPECT_EQ(runner_->Step({seq}).status().code(), absl::StatusCode::kFailedPrecondition)
+      << "a Step's Collect would return a launched step";
   StepSequence third = next;
   third.last_token_pending = false;
   third.tokens = tokens;
