@@ -308,15 +308,13 @@ class TorchModelRunner final : public ModelRunner {
     std::optional<SampleChoice> choice;  // when some item samples
     std::chrono::steady_clock::time_point entered, enqueued;
 
+    std::map<SequenceId, int64_t> choice_rows;  // sequences it samples for -> their row of choice's ids
+
     // The row of choice's ids that holds `id`'s token, -1 when this step
     // does not sample for it.
     int64_t SampleIndex(SequenceId id) const {
-      int64_t index = 0;
-      for (const Item& item : items) {
-        if (item.id == id) return item.samples ? index : -1;
-        index += item.samples ? 1 : 0;
-      }
-      return -1;
+      auto it = choice_rows.find(id);
+      return it == choice_rows.end() ? -1 : it->second;
     }
   };
 
@@ -357,6 +355,7 @@ class TorchModelRunner final : public ModelRunner {
         any_logits = true;
       }
       if (reaches_end) {
+        step.choice_rows[seq.id] = static_cast<int64_t>(sample_rows.size());
         sample_rows.push_back(row);
         sampler_rows.push_back({seq.sampling, known, PenaltyRow(seq), seq.allowed_tokens});
       }

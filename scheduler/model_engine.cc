@@ -281,8 +281,7 @@ bool ModelEngine::OnToken(Active& active, const runtime::SequenceStepResult& res
     Finish(active, FinishReason::kStop, "", event);
     return true;
   }
-  const int64_t total = static_cast<int64_t>(active.tokens.size());
-  if (active.num_generated() >= request.max_tokens || total >= info().max_context) {
+  if (EndsByLength(active, 0)) {
     Finish(active, FinishReason::kLength, "", event);
     return true;
   }
@@ -529,13 +528,18 @@ void ModelEngine::FailStep(const std::vector<int64_t>& keys, const absl::Status&
                                  : status;
   for (int64_t key : keys) {
     Active* a = FindRunning(key);
-    if (a == nullptr || std::count(finished->begin(), finished->end(), key) > 0) continue;
+    if (a == nullptr) continue;  // ended or cancelled since the launch
     StreamEvent event;
     event.error = error;
     Release(*a);
     outbox.Add(a->stream, std::move(event));
     finished->push_back(key);
   }
+}
+
+bool ModelEngine::EndsByLength(const Active& active, int64_t more) const {
+  const int64_t generated = active.num_generated() + more;
+  return generated >= active.request.max_tokens || active.num_prompt + generated >= info().max_context;
 }
 
 ModelEngine::Active* ModelEngine::FindRunning(int64_t key) {
@@ -634,8 +638,7 @@ bool ModelEngine::StepOnce() {
       if (a->awaiting > 0) {
         // The step in flight samples its next token. A token that ends it
         // for sure (its last by max_tokens or the context) is not run on.
-        const int64_t after = static_cast<int64_t>(a->tokens.size()) + 1;
-        if (a->num_generated() + 1 >= a->request.max_tokens || after >= info().max_context) continue;
+        if (EndsByLength(*a, 1)) continue;
         running.push_back({a->key, a->num_computed, 1});
       } else {
         running.push_back({a->key, a->num_computed, static_cast<int64_t>(a->tokens.size()) - a->num_computed});

@@ -249,6 +249,9 @@ class ModelEngine {
   // listed in `finished`.
   void FailStep(const std::vector<int64_t>& keys, const absl::Status& status, Outbox& outbox,
                 std::vector<int64_t>* finished);
+  // Whether `active` is at its max_tokens or the context once `more` tokens
+  // past those it has are generated.
+  bool EndsByLength(const Active& active, int64_t more) const;
   // The running request `key`, or null when it has left running_ (finished,
   // cancelled or preempted) since a step was launched with it.
   Active* FindRunning(int64_t key);
