@@ -41,6 +41,8 @@ ABSL_FLAG(bool, skinny_gemm, false, "Gantry's SkinnyGemm for projections of up t
 ABSL_FLAG(int32_t, tp, 1, "tensor parallelism: ranks on GPUs device, device + 1, ... (NCCL); 1: off");
 ABSL_FLAG(bool, decode_gemv, true,
           "Gantry's fused DecodeGemv for decode steps of up to 4 sequences (false: cuBLAS and separate kernels)");
+ABSL_FLAG(bool, gemv_rope, true,
+          "with --decode_gemv, rotary embedding and KV-cache write fused into the qkv product (false: their own kernel)");
 ABSL_FLAG(bool, staged_upload, true, "load weights through pinned staging buffers and reader threads (LoadOptions::cuda_staged_upload)");
 ABSL_FLAG(int64_t, profile_decode_steps, 0,
           "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "
@@ -82,6 +84,7 @@ int main(int argc, char** argv) {
   options.cuda_graph_max_batch = absl::GetFlag(FLAGS_cuda_graph_max_batch);
   options.cuda_skinny_gemm = absl::GetFlag(FLAGS_skinny_gemm);
   options.cuda_decode_gemv = absl::GetFlag(FLAGS_decode_gemv);
+  options.cuda_decode_gemv_rope = absl::GetFlag(FLAGS_gemv_rope);
   options.cuda_staged_upload = absl::GetFlag(FLAGS_staged_upload);
   options.tensor_parallel = absl::GetFlag(FLAGS_tp);
   if (options.model_dir.empty()) {

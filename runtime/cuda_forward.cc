@@ -4,8 +4,10 @@
 // or SkinnyGemm for small decode batches when asked (cuda_skinny_gemm).
 // Decode steps of up to 4 sequences take DecodeGemv for every projection
 // instead, with the norms, the residual adds and SiLU fused into it
-// (decode_gemv), so a layer is six kernels: qkv, rotary + cache write,
-// attention, o, gate/up, down; those steps are batch-invariant bit for bit
+// (decode_gemv), and the rotary embedding with the cache write fused into
+// qkv's (decode_gemv_rope, models without a per-head q/k norm), so a layer
+// is five kernels: qkv + rotary + cache write, attention, o, gate/up, down
+// (six with the norm: rotary apart); those steps are batch-invariant bit for bit
 // (DecodeGemv's rows are computed alone, and attention cuts every context as
 // at batch 1), so a seeded sequence samples the same tokens alone or beside
 // others.
@@ -242,6 +244,9 @@ class CudaForward final : public Forward {
     // The fused GEMV adds o and down into the residual stream itself, before
     // a sum over tensor-parallel ranks could happen.
     decode_gemv_ = options_.decode_gemv && model_->communicator() == nullptr && DecodeGemvFits(c, model_->weights());
+    // The fused epilogue pairs 8-row halves of a head and has no per-head norm.
+    gemv_rope_ = decode_gemv_ && options_.decode_gemv_rope && c.head_dim % 16 == 0 &&
+                 !model_->weights().layers.front().q_norm.defined();
   }
 
   absl::Status CaptureGraphs() {
@@ -338,7 +343,9 @@ class CudaForward final : public Forward {
 
   std::string Describe() const override {
     const std::string gemv =
-        decode_gemv_ ? absl::StrCat(" (fused GEMV for decode batches up to ", cuda::kDecodeGemvMaxRows, ")") : "";
+        decode_gemv_ ? absl::StrCat(" (fused GEMV for decode batches up to ", cuda::kDecodeGemvMaxRows,
+                                    gemv_rope_ ? ", rope fused" : "", ")")
+                     : "";
     if (graphs_.empty()) return absl::StrCat("cuda kernels", gemv);
     return absl::StrCat("cuda kernels", gemv, ", CUDA graphs for decode batches up to ", graphs_.rbegin()->first);
   }
@@ -510,7 +517,9 @@ class CudaForward final : public Forward {
   }
 
   // Rotary embedding and the cache write of layer l, from qkv [tokens, (heads + 2 kv_heads) * head_dim] into q.
-  cuda::RopeCacheArgs RopeArgs(const StepView& view, int64_t l, const at::Tensor& qkv, const at::Tensor& q) const {
+  // `qkv`: the projection's output, or null when DecodeGemv's kRopeCache
+  // epilogue does the work.
+  cuda::RopeCacheArgs RopeArgs(const StepView& view, int64_t l, const void* qkv, const at::Tensor& q) const {
     const ModelConfig& c = model_->config();
     const LayerWeights& lw = model_->weights().layers[l];
     cuda::RopeCacheArgs rope;
@@ -519,7 +528,7 @@ class CudaForward final : public Forward {
     rope.num_heads = static_cast<int>(c.num_heads);
     rope.num_kv_heads = static_cast<int>(c.num_kv_heads);
     rope.head_dim = static_cast<int>(c.head_dim);
-    rope.qkv = qkv.data_ptr();
+    rope.qkv = qkv;
     rope.positions = view.positions;
     rope.slot_mapping = view.slots;
     rope.inv_freq = model_->inv_freq().data_ptr<float>();
@@ -588,7 +597,8 @@ class CudaForward final : public Forward {
 
   // rows x [rows, k] through `weight` [n, k] into y (see cuda::GemvOutput).
   void Gemv(int64_t rows, const at::Tensor& weight, const at::Tensor& bias, const void* x,
-            const at::Tensor& norm_weight, cuda::GemvOutput output, void* y, cudaStream_t stream) const {
+            const at::Tensor& norm_weight, cuda::GemvOutput output, void* y, cudaStream_t stream,
+            const cuda::RopeCacheArgs* rope = nullptr) const {
     cuda::DecodeGemvArgs args;
     args.dtype = dtype_;
     args.rows = rows;
@@ -601,6 +611,7 @@ class CudaForward final : public Forward {
     args.eps = static_cast<float>(model_->config().rms_norm_eps);
     args.output = output;
     args.y = y;
+    args.rope = rope;
     ThrowIfError(cuda::DecodeGemv(args, stream));
   }
 
@@ -656,15 +667,21 @@ class CudaForward final : public Forward {
     // stream updated in place by o and down. Its rows are batch-invariant, so
     // each is computed as it would be alone.
     const bool gemv = decode_gemv_ && view.decode && tokens <= cuda::kDecodeGemvMaxRows && !view.logit_rows.defined();
-    at::Tensor qkv_rows;  // [tokens, (heads + 2 kv_heads) * head_dim] (gemv only)
-    if (gemv) qkv_rows = at::empty({tokens, (heads + 2 * kv_heads) * head_dim}, options);
+    at::Tensor qkv_rows;  // [tokens, (heads + 2 kv_heads) * head_dim] (gemv, rope apart)
+    if (gemv && !gemv_rope_) qkv_rows = at::empty({tokens, (heads + 2 * kv_heads) * head_dim}, options);
 
     for (int64_t l = 0; l < c.num_layers; ++l) {
       const LayerWeights& lw = w.layers[l];
       if (gemv) {
-        Gemv(tokens, lw.qkv_proj, lw.qkv_bias, hidden.data_ptr(), lw.input_norm, cuda::GemvOutput::kStore,
-             qkv_rows.data_ptr(), stream);
-        ThrowIfError(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv_rows, q), stream));
+        if (gemv_rope_) {
+          const cuda::RopeCacheArgs rope = RopeArgs(view, l, nullptr, q);
+          Gemv(tokens, lw.qkv_proj, lw.qkv_bias, hidden.data_ptr(), lw.input_norm, cuda::GemvOutput::kRopeCache,
+               nullptr, stream, &rope);
+        } else {
+          Gemv(tokens, lw.qkv_proj, lw.qkv_bias, hidden.data_ptr(), lw.input_norm, cuda::GemvOutput::kStore,
+               qkv_rows.data_ptr(), stream);
+          ThrowIfError(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv_rows.data_ptr(), q), stream));
+        }
         attn.k_cache = Cache(l, 0);
         attn.v_cache = Cache(l, 1);
         ThrowIfError(cuda::DecodeAttention(attn, stream));
@@ -688,7 +705,7 @@ class CudaForward final : public Forward {
       ThrowIfError(cuda::RmsNorm(norm, stream));
 
       at::Tensor qkv = Linear(x, lw.qkv_proj, lw.qkv_bias, stream);  // [tokens, (heads + 2 kv_heads) * head_dim]
-      ThrowIfError(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv, q), stream));
+      ThrowIfError(cuda::RopeAndCacheWrite(RopeArgs(view, l, qkv.data_ptr(), q), stream));
 
       attn.k_cache = Cache(l, 0);
       attn.v_cache = Cache(l, 1);
@@ -745,6 +762,7 @@ class CudaForward final : public Forward {
   cuda::DType dtype_;
   int sm_count_ = 1;
   bool decode_gemv_ = false;  // small decode batches through DecodeGemv (options and model allow)
+  bool gemv_rope_ = false;    // and their rope + cache write in its qkv epilogue
   int64_t max_blocks_per_seq_ = 1;
   size_t cache_stride_bytes_ = 0;  // bytes between layer l's keys and its values
   PinnedStaging staging_;

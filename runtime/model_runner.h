@@ -92,6 +92,12 @@ struct LoadOptions {
   // batch 1, 344 against 332 at 2, 670 against 658 at 4 (runtime_bench
   // --decode_gemv=true/false, 2026-12-06).
   bool cuda_decode_gemv = true;
+  // CUDA, with cuda_decode_gemv: those steps' rotary embedding and KV-cache
+  // write happen in the qkv product's epilogue (GemvOutput::kRopeCache), a
+  // kernel a layer fewer, the same bits. Models with a per-head q/k norm
+  // (Qwen3) keep the separate kernel. false: for comparing (runtime_bench
+  // --gemv_rope).
+  bool cuda_decode_gemv_rope = true;
   // CUDA: weights whose bytes are contiguous in the file and already in the
   // load dtype go from the safetensors files to the GPU through pinned
   // staging buffers, several reader threads and overlapping copies

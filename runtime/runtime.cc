@@ -629,6 +629,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
       cuda_options.warm_step_tokens = std::min<int64_t>(options.warm_step_tokens, info.max_context);
       cuda_options.skinny_gemm = options.cuda_skinny_gemm;
       cuda_options.decode_gemv = options.cuda_decode_gemv;
+      cuda_options.decode_gemv_rope = options.cuda_decode_gemv_rope;
       auto cuda_forward = MakeCudaForward(rank.model.get(), cuda_options);
       if (!cuda_forward.ok()) {
         if (rank.communicator) rank.communicator->Abort();  // the other ranks' set-up waits on this one

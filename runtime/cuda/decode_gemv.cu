@@ -34,6 +34,13 @@
 // - The epilogue adds the bias, rounds to the storage type once, and stores,
 //   adds into the residual stream, applies SiLU(gate) * up, or widens to
 //   float32 (logits), with transformers' rounding points (kernels.h).
+// - kRopeCache (the qkv projection) takes RopeAndCacheWrite's work too: a
+//   unit's 16 rows are 8 consecutive elements i of one head and their
+//   rotation partners i + head_dim / 2, which the mma puts in one lane's
+//   accumulators j and j + 2, so one thread holds both halves of a pair and
+//   rotates it (q) or writes it to the paged cache (k rotated, v as is) with
+//   rope_cache.cu's arithmetic. That saves a kernel per layer and the qkv
+//   round trip through memory; the bits are those of kStore + that kernel.
 //
 // Numerics: each output is float32 mma accumulation over each warp's k slice
 // in a fixed order, then the 8 warps' sums added in warp order: fixed by k
@@ -62,6 +69,19 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kStageVecs = 8;  // 16-byte vectors of a weight row per stage (64 k)
 constexpr int kStages = 4;     // stages in flight per warp
 constexpr int kRowBytes = kStageVecs * 16;
+constexpr int kRopeOut = static_cast<int>(GemvOutput::kRopeCache);
+
+// kRopeCache's destinations (RopeCacheArgs typed, offset to a launch's rows).
+template <typename T>
+struct RopeTarget {
+  const int32_t* positions = nullptr;     // [rows]
+  const int64_t* slot_mapping = nullptr;  // [rows]; < 0: k and v not written
+  const float* inv_freq = nullptr;        // [head_dim / 2]
+  T* q_out = nullptr;                     // [rows, num_heads, head_dim]
+  T* k_cache = nullptr;                   // [slots, num_kv_heads, head_dim]
+  T* v_cache = nullptr;                   // [slots, num_kv_heads, head_dim]
+  int num_heads = 0, num_kv_heads = 0, head_dim = 0;
+};
 
 // Tiles of 16 weight rows in a unit: gate and up for kSiluMul, else one.
 template <int kOut>
@@ -185,10 +205,16 @@ __device__ __forceinline__ void StageNormalisedInput(uint4* xs, const uint4* x, 
 
 // Unit u's tile-g row i as a row of w (clamped to the tile's last valid
 // row: rows past the end are read, never stored), and one past that row.
+// kRopeCache (rope_half = head_dim / 2): rows 0..7 are elements 8 c .. 8 c
+// + 7 of a head, rows 8..15 their partners rope_half later (c = the unit's
+// place among the head's rope_half / 8 units).
 template <int kOut>
-__device__ __forceinline__ int64_t TileRow(int64_t unit, int g, int i, int64_t n) {
+__device__ __forceinline__ int64_t TileRow(int64_t unit, int g, int i, int64_t n, int rope_half) {
   if constexpr (kOut == static_cast<int>(GemvOutput::kSiluMul)) {
     return g * (n / 2) + unit * 16 + i;
+  } else if constexpr (kOut == kRopeOut) {
+    const int64_t per_head = rope_half / 8;
+    return (unit / per_head) * (2 * rope_half) + (i >= 8 ? rope_half : 0) + (unit % per_head) * 8 + (i & 7);
   } else {
     return unit * 16 + i;
   }
@@ -196,6 +222,38 @@ __device__ __forceinline__ int64_t TileRow(int64_t unit, int g, int i, int64_t n
 template <int kOut>
 __device__ __forceinline__ int64_t TileEnd(int g, int64_t n) {
   return kOut == static_cast<int>(GemvOutput::kSiluMul) ? (g + 1) * (n / 2) : n;
+}
+
+// Stores element i < head_dim / 2 of one head of input row `in_row` and its
+// partner i + head_dim / 2, given as the projection rounded to T (a, b), as
+// RopeCacheKernel does: q rotated into q_out, k rotated and v as is into
+// the cache slot (none when the slot is < 0).
+template <typename T>
+__device__ __forceinline__ void StoreRotatedPair(const RopeTarget<T>& t, int in_row, int64_t row, float a, float b) {
+  const int rope_half = t.head_dim / 2;
+  const int head = static_cast<int>(row / t.head_dim);
+  const int i = static_cast<int>(row % t.head_dim);
+  T* dst = nullptr;
+  if (head < t.num_heads) {
+    dst = t.q_out + (static_cast<int64_t>(in_row) * t.num_heads + head) * t.head_dim;
+  } else {
+    const int64_t slot = t.slot_mapping[in_row];
+    if (slot < 0) return;
+    const int kv_head = head - t.num_heads;
+    if (kv_head >= t.num_kv_heads) {  // v: copied as is
+      dst = t.v_cache + (slot * t.num_kv_heads + kv_head - t.num_kv_heads) * t.head_dim;
+      dst[i] = FromFloat<T>(a);
+      dst[i + rope_half] = FromFloat<T>(b);
+      return;
+    }
+    dst = t.k_cache + (slot * t.num_kv_heads + kv_head) * t.head_dim;
+  }
+  float s, c;
+  sincosf(static_cast<float>(t.positions[in_row]) * t.inv_freq[i], &s, &c);  // float32 product, as transformers
+  c = Round<T>(c);
+  s = Round<T>(s);
+  dst[i] = FromFloat<T>(Round<T>(__fmul_rn(a, c)) - Round<T>(__fmul_rn(b, s)));
+  dst[i + rope_half] = FromFloat<T>(Round<T>(__fmul_rn(b, c)) + Round<T>(__fmul_rn(a, s)));
 }
 
 // Byte offset of vector v of row r in a stage: the XOR puts rows 2j and
@@ -214,6 +272,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                      const T* __restrict__ x,            // [rows, k]
                      const T* __restrict__ norm_weight,  // [k] (kNorm)
                      void* __restrict__ y,               // [rows, ...] see GemvOutput
+                     const RopeTarget<T> rope,           // kRopeCache's destinations
                      int64_t n, int k, int rows, float eps) {
   constexpr bool kSilu = kOut == static_cast<int>(GemvOutput::kSiluMul);
   constexpr int kTiles = TilesOf<kOut>();
@@ -229,6 +288,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int stage_begin = stages * warp / kWarps;
   const int per_unit = stages * (warp + 1) / kWarps - stage_begin;  // may be 0
   const int64_t units = kSilu ? (n / 2 + 15) / 16 : (n + 15) / 16;
+  const int rope_half = rope.head_dim / 2;  // kRopeCache
   const int64_t my_units = (units - blockIdx.x + gridDim.x - 1) / gridDim.x;
   const int64_t items = my_units * per_unit;  // (unit, stage) pairs of this warp, in order
   const int64_t y_stride = kSilu ? n / 2 : n;  // elements between rows of y
@@ -249,7 +309,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int i = 0; i < kCopies; ++i) {
           const int r = lane / kStageVecs + 4 * i;  // row of the stage
           const int g = r / 16;
-          const int64_t row = std::min(TileRow<kOut>(unit, g, r % 16, n), TileEnd<kOut>(g, n) - 1);
+          const int64_t row = std::min(TileRow<kOut>(unit, g, r % 16, n, rope_half), TileEnd<kOut>(g, n) - 1);
           CpAsync16(buffer + StageOffset(r, lane % kStageVecs), w + row * k + static_cast<int64_t>(v) * 8, v < vecs);
         }
       }
@@ -325,8 +385,26 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Threads 0..127 finish accumulator j of lane l (kSiluMul: the gate with
     // its up partner), adding the warps' partial sums in order. Accumulator
     // j of lane l = 4 q' + c' is tile row q' (+ 8 for j >= 2) times input
-    // row 2 c' + (j & 1).
-    if (threadIdx.x < 128) {
+    // row 2 c' + (j & 1). kRopeCache: threads 0..63 each finish j and j + 2,
+    // a rotation pair.
+    if constexpr (kOut == kRopeOut) {
+      if (threadIdx.x < 64) {
+        const int j = threadIdx.x / 32, l = threadIdx.x % 32;
+        float dot0 = 0.0f, dot1 = 0.0f;
+#pragma unroll
+        for (int wp = 0; wp < kWarps; ++wp) {
+          dot0 += partial[wp][0][j][l];
+          dot1 += partial[wp][0][j + 2][l];
+        }
+        const int in_row = 2 * (l % 4) + j;
+        if (in_row < rows) {
+          const int64_t row = TileRow<kOut>(unit, 0, l / 4, n, rope_half);
+          const float a = Round<T>(dot0 + (bias != nullptr ? ToFloat(bias[row]) : 0.0f));
+          const float b = Round<T>(dot1 + (bias != nullptr ? ToFloat(bias[row + rope_half]) : 0.0f));
+          StoreRotatedPair(rope, in_row, row, a, b);
+        }
+      }
+    } else if (threadIdx.x < 128) {
       const int j = threadIdx.x / 32, l = threadIdx.x % 32;
       float dot0 = 0.0f, dot1 = 0.0f;
 #pragma unroll
@@ -336,10 +414,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       const int tile_row = l / 4 + (j >= 2 ? 8 : 0);
       const int in_row = 2 * (l % 4) + (j & 1);
-      const int64_t row = TileRow<kOut>(unit, 0, tile_row, n);
+      const int64_t row = TileRow<kOut>(unit, 0, tile_row, n, rope_half);
       if (in_row < rows && row < TileEnd<kOut>(0, n)) {
         if constexpr (kSilu) {
-          const int64_t up_row = TileRow<kOut>(unit, 1, tile_row, n);
+          const int64_t up_row = TileRow<kOut>(unit, 1, tile_row, n, rope_half);
           const float gate = Round<T>(dot0 + (bias != nullptr ? ToFloat(bias[row]) : 0.0f));
           const float up = Round<T>(dot1 + (bias != nullptr ? ToFloat(bias[up_row]) : 0.0f));
           // Accurate expf and division, as SiluMul: exp(-x) may overflow to inf, giving silu = -0.
@@ -386,7 +464,8 @@ int DeviceAttribute(int fallback) {
 }
 
 template <typename T, int kOut, bool kNorm>
-cudaError_t LaunchTyped(const DecodeGemvArgs& a, const void* x, void* y, int rows, cudaStream_t stream) {
+cudaError_t LaunchTyped(const DecodeGemvArgs& a, const void* x, void* y, const RopeTarget<T>& rope, int rows,
+                        cudaStream_t stream) {
   auto* kernel = &DecodeGemvKernel<T, kOut, kNorm>;
   const size_t smem = SmemBytes<kOut, kNorm>(rows, a.k);
   if (smem > 40 * 1024) {  // past 48 KB with the static part
@@ -402,7 +481,7 @@ cudaError_t LaunchTyped(const DecodeGemvArgs& a, const void* x, void* y, int row
   const int64_t blocks = std::min<int64_t>(units, DeviceAttribute<cudaDevAttrMultiProcessorCount>(132));
   return LaunchKernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), smem, stream,
                       static_cast<const T*>(a.w), static_cast<const T*>(a.bias), static_cast<const T*>(x),
-                      static_cast<const T*>(a.norm_weight), y, a.n, static_cast<int>(a.k), rows, a.eps);
+                      static_cast<const T*>(a.norm_weight), y, rope, a.n, static_cast<int>(a.k), rows, a.eps);
 }
 
 // Rows in groups whose normalised inputs fit the block's shared memory (all
@@ -425,8 +504,21 @@ cudaError_t LaunchGroups(const DecodeGemvArgs& a, cudaStream_t stream) {
   for (int64_t r = 0; r < a.rows; r += group) {
     const int rows = static_cast<int>(std::min<int64_t>(group, a.rows - r));
     const void* x = static_cast<const char*>(a.x) + r * x_row;
-    void* y = static_cast<char*>(a.y) + r * y_row;
-    if (cudaError_t e = LaunchTyped<T, kOut, kNorm>(a, x, y, rows, stream); e != cudaSuccess) return e;
+    void* y = a.y != nullptr ? static_cast<char*>(a.y) + r * y_row : nullptr;
+    RopeTarget<T> rope;
+    if constexpr (kOut == kRopeOut) {
+      const RopeCacheArgs& in = *a.rope;
+      rope.positions = in.positions + r;
+      rope.slot_mapping = in.slot_mapping + r;
+      rope.inv_freq = in.inv_freq;
+      rope.q_out = static_cast<T*>(in.q_out) + r * in.num_heads * in.head_dim;
+      rope.k_cache = static_cast<T*>(in.k_cache);
+      rope.v_cache = static_cast<T*>(in.v_cache);
+      rope.num_heads = in.num_heads;
+      rope.num_kv_heads = in.num_kv_heads;
+      rope.head_dim = in.head_dim;
+    }
+    if (cudaError_t e = LaunchTyped<T, kOut, kNorm>(a, x, y, rope, rows, stream); e != cudaSuccess) return e;
   }
   return cudaSuccess;
 }
@@ -439,6 +531,7 @@ cudaError_t LaunchOutput(const DecodeGemvArgs& a, cudaStream_t stream) {
       return LaunchGroups<T, static_cast<int>(GemvOutput::kAddToResidual), kNorm>(a, stream);
     case GemvOutput::kSiluMul: return LaunchGroups<T, static_cast<int>(GemvOutput::kSiluMul), kNorm>(a, stream);
     case GemvOutput::kFloat32: return LaunchGroups<T, static_cast<int>(GemvOutput::kFloat32), kNorm>(a, stream);
+    case GemvOutput::kRopeCache: return LaunchGroups<T, kRopeOut, kNorm>(a, stream);
   }
   return cudaErrorInvalidValue;
 }

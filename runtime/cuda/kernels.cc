@@ -87,6 +87,35 @@ bool PdlFromEnvironment() {
   return enabled;
 }
 
+// DecodeGemv's kRopeCache target: RopeAndCacheWrite's arguments, as the
+// fused epilogue can take them (decode_gemv.cu pairs rows i and
+// i + head_dim / 2 of a head in 8-row halves of one 16-row tile).
+absl::Status CheckGemvRope(const DecodeGemvArgs& a) {
+  const RopeCacheArgs* r = a.rope;
+  if (r == nullptr) return Invalid("DecodeGemv", "kRopeCache needs rope");
+  if (a.y != nullptr) return Invalid("DecodeGemv", "kRopeCache writes rope's q_out and caches; y must be null");
+  if (r->dtype != a.dtype || r->num_tokens != a.rows) {
+    return Invalid("DecodeGemv", "rope's dtype and num_tokens must be the product's dtype and rows");
+  }
+  if (r->num_heads < 1 || r->num_kv_heads < 1 || r->head_dim < 16 || r->head_dim % 16 != 0 || r->head_dim > 256) {
+    return Invalid("DecodeGemv", absl::StrCat("kRopeCache needs head counts >= 1 and head_dim a multiple of 16 up to ",
+                                              "256, got ", r->num_heads, ", ", r->num_kv_heads, ", ", r->head_dim));
+  }
+  const int64_t n = static_cast<int64_t>(r->num_heads + 2 * r->num_kv_heads) * r->head_dim;
+  if (a.n != n) return Invalid("DecodeGemv", absl::StrCat("kRopeCache needs n = ", n, " (q, k and v heads), got ", a.n));
+  if (r->qkv != nullptr || r->q_norm != nullptr || r->k_norm != nullptr) {
+    return Invalid("DecodeGemv", "kRopeCache fuses no per-head norm and reads no qkv: those must be null");
+  }
+  if (r->positions == nullptr || r->slot_mapping == nullptr || r->inv_freq == nullptr || r->q_out == nullptr ||
+      r->k_cache == nullptr || r->v_cache == nullptr) {
+    return Invalid("DecodeGemv", "rope's positions, slot_mapping, inv_freq, q_out and caches must be set");
+  }
+  for (const void* out : {r->q_out, r->k_cache, r->v_cache}) {
+    if (out == a.x || out == a.w || out == a.norm_weight) return Invalid("DecodeGemv", "rope's outputs alias an input");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void SetProgrammaticDependentLaunch(bool enabled) { pdl_override.store(enabled ? 1 : 0); }
@@ -214,12 +243,19 @@ absl::Status DecodeGemv(const DecodeGemvArgs& a, Stream stream) {
   if (a.output == GemvOutput::kSiluMul && a.n % 2 != 0) {
     return Invalid("DecodeGemv", absl::StrCat("kSiluMul needs an even n (gate and up rows), got ", a.n));
   }
-  if (a.w == nullptr || a.x == nullptr || a.y == nullptr) return Invalid("DecodeGemv", "w, x and y must be set");
+  const bool rope = a.output == GemvOutput::kRopeCache;
+  if (a.w == nullptr || a.x == nullptr || (!rope && a.y == nullptr)) {
+    return Invalid("DecodeGemv", "w, x and y must be set");
+  }
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (!aligned(a.w) || !aligned(a.x) || (a.norm_weight != nullptr && !aligned(a.norm_weight))) {
     return Invalid("DecodeGemv", "w, x and norm_weight must be 16-byte aligned");
   }
-  if (a.y == a.x || a.y == a.w || a.y == a.norm_weight) return Invalid("DecodeGemv", "y aliases an input");
+  if (rope) {
+    if (auto s = CheckGemvRope(a); !s.ok()) return s;
+  } else if (a.y == a.x || a.y == a.w || a.y == a.norm_weight) {
+    return Invalid("DecodeGemv", "y aliases an input");
+  }
   return Launched("DecodeGemv", LaunchDecodeGemv(a, stream));
 }
 

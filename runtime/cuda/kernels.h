@@ -214,6 +214,9 @@ enum class GemvOutput : int {
   kSiluMul = 2,        // W rows [0, n/2) gate, [n/2, n) up (a fused gate/up weight):
                        // y [rows, n/2] = dtype(dtype(silu(g)) * u), g and u rounded to dtype first (SiluMul)
   kFloat32 = 3,        // y float32 [rows, n] = dtype(x W^T + bias) widened (logits)
+  kRopeCache = 4,      // the fused qkv projection, then RopeAndCacheWrite of its rows (`rope`): the
+                       // same bits as kStore followed by it, without the qkv round trip or its kernel.
+                       // y unused (null); per-head q/k norms (Qwen3) are not fused
 };
 struct DecodeGemvArgs {
   DType dtype = DType::kBFloat16;
@@ -226,6 +229,10 @@ struct DecodeGemvArgs {
   float eps = 1e-6f;                 // RMSNorm epsilon
   GemvOutput output = GemvOutput::kStore;
   void* y = nullptr;                 // see GemvOutput; must not alias x, w or norm_weight
+  // kRopeCache: where the rows go. Its num_tokens is `rows`, its head counts
+  // and head_dim (a multiple of 16) give n = (num_heads + 2 num_kv_heads)
+  // head_dim; qkv, q_norm and k_norm are unused and must be null.
+  const RopeCacheArgs* rope = nullptr;
 };
 bool DecodeGemvSupports(DType dtype, int64_t k);
 absl::Status DecodeGemv(const DecodeGemvArgs& args, Stream stream);

@@ -7,7 +7,9 @@
 // 1, 3 and 4 input rows, the Llama 3 8B shapes, batch invariance (each row
 // bitwise as alone), argument errors (checked on the host, so they run
 // without a GPU too), and prints the bandwidth each 8B shape reaches at 1 to
-// 4 rows.
+// 4 rows. kRopeCache is checked bit for bit against kStore followed by
+// RopeAndCacheWrite (rope_cache_test.cc checks that kernel against its own
+// reference).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -34,6 +36,7 @@ using ::gantry::cuda::testing::DownloadAs;
 using ::gantry::cuda::testing::ElementSize;
 using ::gantry::cuda::testing::MicrosecondsPerLaunch;
 using ::gantry::cuda::testing::Encode;
+using ::gantry::cuda::testing::InverseFrequencies;
 using ::gantry::cuda::testing::RandomValues;
 using ::gantry::cuda::testing::RandomWeightBytes;
 using ::gantry::cuda::testing::RelativeError;
@@ -58,6 +61,7 @@ const char* OutputName(GemvOutput output) {
     case GemvOutput::kAddToResidual: return "add_to_residual";
     case GemvOutput::kSiluMul: return "silu_mul";
     case GemvOutput::kFloat32: return "float32";
+    case GemvOutput::kRopeCache: return "rope_cache";
   }
   return "?";
 }
@@ -104,6 +108,22 @@ Inputs MakeInputs(const Case& c, const std::vector<uint8_t>* weights = nullptr) 
   return in;
 }
 
+// The case's arguments but its output, over the uploaded inputs.
+DecodeGemvArgs ArgsFor(const Case& c, const Inputs& in, const DeviceBuffer& x, const DeviceBuffer& w,
+                       const DeviceBuffer& norm_weight, const DeviceBuffer& bias) {
+  DecodeGemvArgs args;
+  args.dtype = c.dtype;
+  args.rows = c.rows;
+  args.n = c.n;
+  args.k = c.k;
+  args.w = w.get();
+  args.bias = c.bias ? bias.get() : nullptr;
+  args.x = x.get();
+  args.norm_weight = c.norm ? norm_weight.get() : nullptr;
+  args.eps = in.eps;
+  return args;
+}
+
 // Runs DecodeGemv on the case; returns y [rows, outputs] as floats, having
 // checked that nothing past it was written.
 std::vector<float> RunDecodeGemv(const Case& c, const Inputs& in) {
@@ -119,16 +139,7 @@ std::vector<float> RunDecodeGemv(const Case& c, const Inputs& in) {
     const std::vector<uint8_t> bytes = Encode(c.dtype, in.residual);
     EXPECT_EQ(cudaMemcpy(d_y.get(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice), cudaSuccess);
   }
-  DecodeGemvArgs args;
-  args.dtype = c.dtype;
-  args.rows = c.rows;
-  args.n = c.n;
-  args.k = c.k;
-  args.w = d_w.get();
-  args.bias = c.bias ? d_bias.get() : nullptr;
-  args.x = d_x.get();
-  args.norm_weight = c.norm ? d_norm.get() : nullptr;
-  args.eps = in.eps;
+  DecodeGemvArgs args = ArgsFor(c, in, d_x, d_w, d_norm, d_bias);
   args.output = c.output;
   args.y = d_y.get();
   const absl::Status status = DecodeGemv(args, nullptr);
@@ -178,6 +189,7 @@ void CheckDecodeGemv(const Case& c, const std::vector<uint8_t>* weights = nullpt
           value = Store(c.dtype, Store(c.dtype, gate / (1.0 + std::exp(-gate))) * up);
           break;
         }
+        case GemvOutput::kRopeCache: ADD_FAILURE() << "kRopeCache has its own check"; break;
       }
       expected.push_back(value);
       actual.push_back(y[r * OutputCount(c) + i]);
@@ -276,6 +288,129 @@ TEST(DecodeGemvTest, EachRowIsWhatItIsAlone) {
   }
 }
 
+// kRopeCache: the qkv product with RopeAndCacheWrite in its epilogue.
+struct RopeCase {
+  DType dtype = DType::kBFloat16;
+  int heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t k = 0;
+  int64_t rows = 1;
+  bool norm = true, bias = false;
+};
+
+std::string Describe(const RopeCase& c) {
+  return absl::StrCat(DTypeName(c.dtype), " rows=", c.rows, " heads=", c.heads, "/", c.kv_heads,
+                      " head_dim=", c.head_dim, " k=", c.k, c.norm ? " norm" : "", c.bias ? " bias" : "");
+}
+
+// The product's part of a case: the qkv projection as kStore would take it.
+Case AsCase(const RopeCase& c) {
+  return {c.dtype, static_cast<int64_t>(c.heads + 2 * c.kv_heads) * c.head_dim, c.k, GemvOutput::kStore, c.norm,
+          c.bias, c.rows};
+}
+
+// Where one way of computing a case leaves q and the caches (raw bytes).
+struct RopeResult {
+  std::vector<uint8_t> q, k_cache, v_cache;
+};
+
+// The case through kRopeCache (fused) or through kStore then
+// RopeAndCacheWrite, from the same inputs and the same poisoned caches.
+RopeResult RunRope(const RopeCase& c, const Inputs& in, bool fused) {
+  const std::string what = absl::StrCat(Describe(c), fused ? " fused" : " apart");
+  const int64_t n = AsCase(c).n;
+  // Positions from 0 to past 100k (sincosf's slow path); row 1 maps to no
+  // slot (a padded row), the others to scattered slots of 4 * rows.
+  const std::vector<int32_t> all_positions = {5, 0, 131071, 4097};
+  const std::vector<int64_t> all_slots = {3, -1, 14, 9};
+  const std::vector<int32_t> positions(all_positions.begin(), all_positions.begin() + c.rows);
+  const std::vector<int64_t> slots(all_slots.begin(), all_slots.begin() + c.rows);
+  const int64_t num_slots = 16;
+  const size_t cache_bytes = static_cast<size_t>(num_slots) * c.kv_heads * c.head_dim * ElementSize(c.dtype);
+  const size_t q_bytes = static_cast<size_t>(c.rows) * c.heads * c.head_dim * ElementSize(c.dtype);
+
+  DeviceBuffer d_x = UploadAs(c.dtype, in.x), d_w = Upload(in.weights), d_norm = UploadAs(c.dtype, in.norm_weight),
+               d_bias = UploadAs(c.dtype, in.bias), d_positions = Upload(positions), d_slots = Upload(slots),
+               d_inv_freq = Upload(InverseFrequencies(c.head_dim, 500000.0f));
+  DeviceBuffer d_q(q_bytes), d_k(cache_bytes), d_v(cache_bytes), d_qkv(static_cast<size_t>(c.rows * n) * 2);
+  d_q.Poison();
+  d_k.Poison();
+  d_v.Poison();
+
+  RopeCacheArgs rope;
+  rope.dtype = c.dtype;
+  rope.num_tokens = c.rows;
+  rope.num_heads = c.heads;
+  rope.num_kv_heads = c.kv_heads;
+  rope.head_dim = c.head_dim;
+  rope.positions = d_positions.as<int32_t>();
+  rope.slot_mapping = d_slots.as<int64_t>();
+  rope.inv_freq = d_inv_freq.as<float>();
+  rope.q_out = d_q.get();
+  rope.k_cache = d_k.get();
+  rope.v_cache = d_v.get();
+
+  DecodeGemvArgs args = ArgsFor(AsCase(c), in, d_x, d_w, d_norm, d_bias);
+  if (fused) {
+    args.output = GemvOutput::kRopeCache;
+    args.rope = &rope;
+    const absl::Status status = DecodeGemv(args, nullptr);
+    EXPECT_TRUE(status.ok()) << what << ": " << status;
+  } else {
+    args.output = GemvOutput::kStore;
+    args.y = d_qkv.get();
+    const absl::Status product = DecodeGemv(args, nullptr);
+    EXPECT_TRUE(product.ok()) << what << ": " << product;
+    rope.qkv = d_qkv.get();
+    const absl::Status rotated = RopeAndCacheWrite(rope, nullptr);
+    EXPECT_TRUE(rotated.ok()) << what << ": " << rotated;
+  }
+  Sync();
+  return {Download<uint8_t>(d_q, q_bytes), Download<uint8_t>(d_k, cache_bytes), Download<uint8_t>(d_v, cache_bytes)};
+}
+
+void CheckRopeCache(const RopeCase& c) {
+  const std::string what = Describe(c);
+  const Inputs in = MakeInputs(AsCase(c));
+  const RopeResult fused = RunRope(c, in, true), apart = RunRope(c, in, false);
+  // Bitwise, caches and q alike; then that the comparison meant something:
+  // q was written (no 0xFF left), and so were row 0's cache slots.
+  EXPECT_TRUE(fused.q == apart.q) << what << ": q differs";
+  EXPECT_TRUE(fused.k_cache == apart.k_cache) << what << ": the key cache differs";
+  EXPECT_TRUE(fused.v_cache == apart.v_cache) << what << ": the value cache differs";
+  const size_t slot_bytes = static_cast<size_t>(c.kv_heads) * c.head_dim * ElementSize(c.dtype);
+  auto written = [](const uint8_t* p, size_t bytes) {
+    for (size_t i = 0; i + 1 < bytes; i += 2) {
+      if (p[i] == 0xFF && p[i + 1] == 0xFF) return false;
+    }
+    return true;
+  };
+  EXPECT_TRUE(written(fused.q.data(), fused.q.size())) << what << ": q not fully written";
+  EXPECT_TRUE(written(fused.k_cache.data() + 3 * slot_bytes, slot_bytes)) << what << ": row 0's key not written";
+  EXPECT_TRUE(written(fused.v_cache.data() + 3 * slot_bytes, slot_bytes)) << what << ": row 0's value not written";
+}
+
+TEST(DecodeGemvTest, RopeCacheIsStoreThenRope) {
+  GANTRY_REQUIRE_GPU();
+  // Head sizes 64 and 128 (and 16, one unit a head half), GQA ratios 1, 4
+  // and 8; 1 to 4 rows; with and without the input norm and a bias (Qwen2);
+  // the 8B shape at the end.
+  const std::vector<RopeCase> cases = {
+      {DType::kBFloat16, 4, 4, 64, 256}, {DType::kBFloat16, 8, 2, 128, 264}, {DType::kBFloat16, 16, 2, 64, 1024},
+      {DType::kFloat16, 4, 4, 128, 512}, {DType::kFloat16, 8, 1, 16, 128},   {DType::kBFloat16, 32, 8, 128, 4096},
+  };
+  for (const RopeCase& base : cases) {
+    for (int64_t rows = 1; rows <= kDecodeGemvMaxRows; ++rows) {
+      for (bool bias : {false, true}) {
+        RopeCase c = base;
+        c.rows = rows;
+        c.bias = bias;
+        c.norm = !(bias && rows == 2);  // one plain input per shape
+        CheckRopeCache(c);
+      }
+    }
+  }
+}
+
 // Not an assertion: time per launch and weight bandwidth of the 8B shapes,
 // back to back over 4 weight buffers in rotation (L2 cannot hold them
 // between launches, as in a real step).
@@ -360,6 +495,57 @@ TEST(DecodeGemvTest, RejectsInvalidArguments) {
   EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
   args.y = nullptr;
   EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+
+  // kRopeCache: rope set, y null, n the heads' rows, head_dim a multiple of
+  // 16, no per-head norm, every destination set.
+  alignas(16) static uint8_t w_rope[64 * 16 * 2], q[64], k_cache[64], v_cache[64], norms[64];
+  static int32_t positions[1];
+  static int64_t slots[1];
+  static float inv_freq[8];
+  RopeCacheArgs rope;
+  rope.dtype = DType::kBFloat16;
+  rope.num_tokens = 1;
+  rope.num_heads = 2;
+  rope.num_kv_heads = 1;
+  rope.head_dim = 16;
+  rope.positions = positions;
+  rope.slot_mapping = slots;
+  rope.inv_freq = inv_freq;
+  rope.q_out = q;
+  rope.k_cache = k_cache;
+  rope.v_cache = v_cache;
+  args.w = w_rope;
+  args.n = 64;
+  args.output = GemvOutput::kRopeCache;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);  // no rope
+  args.rope = &rope;
+  args.y = y;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);  // y set
+  args.y = nullptr;
+  args.n = 48;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);  // n is not (2 + 2 * 1) * 16
+  args.n = 64;
+  rope.head_dim = 8;
+  args.n = 32;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);  // head_dim not a multiple of 16
+  rope.head_dim = 16;
+  args.n = 64;
+  rope.q_norm = norms;
+  rope.k_norm = norms;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);  // per-head norms are not fused
+  rope.q_norm = rope.k_norm = nullptr;
+  rope.num_tokens = 2;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);  // rows disagree
+  rope.num_tokens = 1;
+  rope.v_cache = nullptr;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  rope.v_cache = v_cache;
+  rope.q_out = x;  // aliases the input
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  rope.q_out = q;
+  rope.dtype = DType::kFloat16;
+  EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+
   EXPECT_TRUE(DecodeGemvSupports(DType::kBFloat16, 4096));
   EXPECT_TRUE(DecodeGemvSupports(DType::kFloat16, 14336));
 }

@@ -282,6 +282,17 @@ inline double MicrosecondsPerLaunch(int warmup, int launches, const std::functio
   return accepted ? 1000.0 * ms / launches : 0;
 }
 
+// Rotary inverse frequencies as transformers computes them: exponents 2i/d
+// in float32, inv_freq = 1 / theta^exponent in float32.
+inline std::vector<float> InverseFrequencies(int head_dim, float theta) {
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    inv_freq[i] = 1.0f / std::pow(theta, exponent);
+  }
+  return inv_freq;
+}
+
 inline const std::vector<DType>& AllDTypes() {
   static const std::vector<DType> all = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
   return all;

@@ -26,6 +26,7 @@ using ::gantry::cuda::testing::DeviceBuffer;
 using ::gantry::cuda::testing::DownloadAs;
 using ::gantry::cuda::testing::ElementSize;
 using ::gantry::cuda::testing::ExpectRoundedMatch;
+using ::gantry::cuda::testing::InverseFrequencies;
 using ::gantry::cuda::testing::Store;
 using ::gantry::cuda::testing::RandomValues;
 using ::gantry::cuda::testing::RelativeError;
@@ -36,17 +37,6 @@ using ::gantry::cuda::testing::UploadAs;
 
 // float32 results are held to this; 16-bit ones as ExpectRoundedMatch says.
 constexpr double kFloat32Tolerance = 1e-5;
-
-// As transformers: exponents 2i/d in float32, inv_freq = 1 / theta^exponent
-// in float32.
-std::vector<float> InverseFrequencies(int head_dim, float theta) {
-  std::vector<float> inv_freq(head_dim / 2);
-  for (int i = 0; i < head_dim / 2; ++i) {
-    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    inv_freq[i] = 1.0f / std::pow(theta, exponent);
-  }
-  return inv_freq;
-}
 
 struct RopeCase {
   int num_heads, num_kv_heads, head_dim;

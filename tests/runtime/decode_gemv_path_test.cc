@@ -2,7 +2,9 @@
 // with the norms, residual adds and SiLU fused) against the cuBLAS path on
 // the GPU, for every fixture in bf16 and fp16, eager and through the batch-1
 // CUDA graph: the same greedy tokens, logits within the 16-bit rounding of
-// differently ordered sums; and its batch invariance. Skips without a GPU.
+// differently ordered sums; its batch invariance; and the rotary embedding
+// with the cache write fused into qkv's epilogue (cuda_decode_gemv_rope)
+// giving the bits of the separate kernel. Skips without a GPU.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -29,7 +31,7 @@ struct Generation {
 
 // A fixture on cuda:0 in `dtype`, with decode graphs up to `graphs` (0: eager).
 LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
-                       uint64_t kv_cache_bytes) {
+                       uint64_t kv_cache_bytes, bool gemv_rope = true) {
   LoadOptions options;
   options.model_dir = TestModelDir(model);
   options.device = "cuda:0";
@@ -37,15 +39,20 @@ LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool 
   options.kv_cache_bytes = kv_cache_bytes;
   options.cuda_graph_max_batch = graphs;
   options.cuda_decode_gemv = gemv;
+  options.cuda_decode_gemv_rope = gemv_rope;
   return options;
 }
 
-Generation Generate(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs) {
-  auto runner = LoadModel(GpuOptions(model, dtype, gemv, graphs, 8ull << 20));
+Generation Generate(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
+                    bool gemv_rope = true) {
+  auto runner = LoadModel(GpuOptions(model, dtype, gemv, graphs, 8ull << 20, gemv_rope));
   EXPECT_TRUE(runner.ok()) << runner.status();
   Generation run;
   if (!runner.ok()) return run;
   EXPECT_EQ((*runner)->info().execution.find("fused GEMV") != std::string::npos, gemv) << (*runner)->info().execution;
+  // Qwen3's per-head q/k norm keeps the rotary kernel apart.
+  EXPECT_EQ((*runner)->info().execution.find("rope fused") != std::string::npos, gemv && gemv_rope && model != "qwen3")
+      << (*runner)->info().execution;
   RunnerSession session(runner->get(), /*prefix_caching=*/false);
   SamplingParams greedy;
   greedy.temperature = 0.0f;
@@ -85,6 +92,25 @@ TEST(DecodeGemvPathTest, SameTokensAsCublasForEveryFixture) {
           if (fused.tokens[s - 1] != cublas.tokens[s - 1]) break;  // histories diverged
           EXPECT_LE(RelativeError(fused.logits[s], cublas.logits[s]), 2e-2) << what << " step " << s;
         }
+      }
+    }
+  }
+}
+
+// The rotary embedding and cache write in qkv's epilogue are the separate
+// kernel's arithmetic: every decode step's logits bit for bit the same, for
+// every fixture, both 16-bit dtypes, eager and through the graphs.
+TEST(DecodeGemvPathTest, RopeInTheQkvEpilogueGivesTheSameBits) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  for (const char* model : {"llama", "llama3", "mistral", "qwen2", "qwen3"}) {
+    for (const char* dtype : {"bfloat16", "float16"}) {
+      for (int64_t graphs : {0, 8}) {
+        const std::string what = std::string(model) + " " + dtype + (graphs ? " graphs" : " eager");
+        const Generation apart = Generate(model, dtype, true, graphs, /*gemv_rope=*/false);
+        const Generation fused = Generate(model, dtype, true, graphs, /*gemv_rope=*/true);
+        ASSERT_EQ(apart.tokens.size(), 12u) << what;
+        EXPECT_EQ(fused.tokens, apart.tokens) << what;
+        EXPECT_TRUE(fused.logits == apart.logits) << what << ": logits differ";
       }
     }
   }
