@@ -95,9 +95,13 @@ struct LoadOptions {
   // CUDA, with cuda_decode_gemv: those steps' rotary embedding and KV-cache
   // write happen in the qkv product's epilogue (GemvOutput::kRopeCache), a
   // kernel a layer fewer, the same bits. Models with a per-head q/k norm
-  // (Qwen3) keep the separate kernel. false: for comparing (runtime_bench
-  // --gemv_rope).
-  bool cuda_decode_gemv_rope = true;
+  // (Qwen3) keep the separate kernel. Off by default: slower so far (H100,
+  // 8B-shaped bf16, same run: 173.0 and 173.9 against 175.5 and 174.8
+  // tokens/s at batch 1, 665.4 and 665.7 against 673.0 and 667.2 at 4;
+  // runtime_bench --gemv_rope=true/false, 2026-12-07): each unit's epilogue
+  // computes its sin/cos on the product's critical path, which costs more
+  // than the small kernel it replaces, overlapped by PDL, did.
+  bool cuda_decode_gemv_rope = false;
   // CUDA: weights whose bytes are contiguous in the file and already in the
   // load dtype go from the safetensors files to the GPU through pinned
   // staging buffers, several reader threads and overlapping copies

@@ -31,7 +31,7 @@ struct Generation {
 
 // A fixture on cuda:0 in `dtype`, with decode graphs up to `graphs` (0: eager).
 LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
-                       uint64_t kv_cache_bytes, bool gemv_rope = true) {
+                       uint64_t kv_cache_bytes, bool gemv_rope = false) {
   LoadOptions options;
   options.model_dir = TestModelDir(model);
   options.device = "cuda:0";
@@ -44,7 +44,7 @@ LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool 
 }
 
 Generation Generate(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
-                    bool gemv_rope = true) {
+                    bool gemv_rope = false) {
   auto runner = LoadModel(GpuOptions(model, dtype, gemv, graphs, 8ull << 20, gemv_rope));
   EXPECT_TRUE(runner.ok()) << runner.status();
   Generation run;
