@@ -41,6 +41,12 @@
 //   rotates it (q) or writes it to the paged cache (k rotated, v as is) with
 //   rope_cache.cu's arithmetic. That saves a kernel per layer and the qkv
 //   round trip through memory; the bits are those of kStore + that kernel.
+//   Each block makes its rows' sin/cos table in shared memory before the
+//   programmatic-dependent-launch wait (positions and frequencies are
+//   uploaded, never written by a kernel), overlapping the kernel before:
+//   computed in each unit's epilogue instead, they sat on the product's
+//   critical path and made the step slower than the separate kernel
+//   (docs/PERFORMANCE.md).
 //
 // Numerics: each output is float32 mma accumulation over each warp's k slice
 // in a fixed order, then the 8 warps' sums added in warp order: fixed by k
@@ -224,12 +230,18 @@ __device__ __forceinline__ int64_t TileEnd(int g, int64_t n) {
   return kOut == static_cast<int>(GemvOutput::kSiluMul) ? (g + 1) * (n / 2) : n;
 }
 
+// Largest head_dim / 2 kRopeCache takes (kernels.cc checks head_dim <= 256).
+constexpr int kMaxRopeHalf = 128;
+
 // Stores element i < head_dim / 2 of one head of input row `in_row` and its
 // partner i + head_dim / 2, given as the projection rounded to T (a, b), as
 // RopeCacheKernel does: q rotated into q_out, k rotated and v as is into
-// the cache slot (none when the slot is < 0).
+// the cache slot (none when the slot is < 0). cos_table and sin_table:
+// [rows, kMaxRopeHalf], each row's cos/sin of position * inv_freq rounded to T.
 template <typename T>
-__device__ __forceinline__ void StoreRotatedPair(const RopeTarget<T>& t, int in_row, int64_t row, float a, float b) {
+__device__ __forceinline__ void StoreRotatedPair(const RopeTarget<T>& t, int in_row, int64_t row, float a, float b,
+                                                 const float (*cos_table)[kMaxRopeHalf],
+                                                 const float (*sin_table)[kMaxRopeHalf]) {
   const int rope_half = t.head_dim / 2;
   const int head = static_cast<int>(row / t.head_dim);
   const int i = static_cast<int>(row % t.head_dim);
@@ -248,10 +260,7 @@ __device__ __forceinline__ void StoreRotatedPair(const RopeTarget<T>& t, int in_
     }
     dst = t.k_cache + (slot * t.num_kv_heads + kv_head) * t.head_dim;
   }
-  float s, c;
-  sincosf(static_cast<float>(t.positions[in_row]) * t.inv_freq[i], &s, &c);  // float32 product, as transformers
-  c = Round<T>(c);
-  s = Round<T>(s);
+  const float c = cos_table[in_row][i], s = sin_table[in_row][i];
   dst[i] = FromFloat<T>(Round<T>(__fmul_rn(a, c)) - Round<T>(__fmul_rn(b, s)));
   dst[i + rope_half] = FromFloat<T>(Round<T>(__fmul_rn(b, c)) + Round<T>(__fmul_rn(a, s)));
 }
@@ -332,6 +341,23 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) request(i, true, false);
 
+  // kRopeCache: the rows' sin/cos, before the wait (see the header). Read
+  // after the barrier that precedes every epilogue.
+  [[maybe_unused]] float(*cos_table)[kMaxRopeHalf] = nullptr;
+  [[maybe_unused]] float(*sin_table)[kMaxRopeHalf] = nullptr;
+  if constexpr (kOut == kRopeOut) {
+    __shared__ float rope_cos[kDecodeGemvMaxRows][kMaxRopeHalf], rope_sin[kDecodeGemvMaxRows][kMaxRopeHalf];
+    cos_table = rope_cos;
+    sin_table = rope_sin;
+    for (int e = threadIdx.x; e < rows * rope_half; e += kThreads) {
+      const int r = e / rope_half, i = e % rope_half;
+      float s, c;
+      sincosf(static_cast<float>(rope.positions[r]) * rope.inv_freq[i], &s, &c);  // float32 product, as transformers
+      rope_cos[r][i] = Round<T>(c);
+      rope_sin[r][i] = Round<T>(s);
+    }
+  }
+
   WaitForPriorGrid();  // x (and y, for kAddToResidual) come from the kernels before
   AllowDependentLaunch();
   if constexpr (kNorm) {
@@ -401,7 +427,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int64_t row = TileRow<kOut>(unit, 0, l / 4, n, rope_half);
           const float a = Round<T>(dot0 + (bias != nullptr ? ToFloat(bias[row]) : 0.0f));
           const float b = Round<T>(dot1 + (bias != nullptr ? ToFloat(bias[row + rope_half]) : 0.0f));
-          StoreRotatedPair(rope, in_row, row, a, b);
+          StoreRotatedPair(rope, in_row, row, a, b, cos_table, sin_table);
         }
       }
     } else if (threadIdx.x < 128) {
@@ -468,7 +494,7 @@ cudaError_t LaunchTyped(const DecodeGemvArgs& a, const void* x, void* y, const R
                         cudaStream_t stream) {
   auto* kernel = &DecodeGemvKernel<T, kOut, kNorm>;
   const size_t smem = SmemBytes<kOut, kNorm>(rows, a.k);
-  if (smem > 40 * 1024) {  // past 48 KB with the static part
+  if (smem > 39 * 1024) {  // past 48 KB with the static part (up to 9 KB: kStatic below)
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(smem));
         e != cudaSuccess) {
@@ -492,7 +518,7 @@ cudaError_t LaunchGroups(const DecodeGemvArgs& a, cudaStream_t stream) {
   int64_t group = kDecodeGemvMaxRows;
   if constexpr (kNorm) {
     const size_t limit = static_cast<size_t>(DeviceAttribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(48 * 1024));
-    constexpr size_t kStatic = 9 * 1024;  // partial sums, the norm's warp sums
+    constexpr size_t kStatic = 9 * 1024;  // partial sums, the norm's warp sums, kRopeCache's sin/cos table
     const size_t fixed = SmemBytes<kOut, kNorm>(0, a.k) + kStatic;
     const size_t row_bytes = static_cast<size_t>(a.k) * 2;
     if (limit < fixed + row_bytes) return cudaErrorInvalidValue;
