@@ -98,9 +98,10 @@ struct LoadOptions {
   // (Qwen3) keep the separate kernel. Off by default: slower so far (H100,
   // 8B-shaped bf16, same run: 173.0 and 173.9 against 175.5 and 174.8
   // tokens/s at batch 1, 665.4 and 665.7 against 673.0 and 667.2 at 4;
-  // runtime_bench --gemv_rope=true/false, 2026-12-07), when each unit's
-  // epilogue computed its sin/cos on the product's critical path. Each block
-  // now makes its rows' table before the dependency wait; not yet measured.
+  // runtime_bench --gemv_rope=true/false, 2026-12-07), and still with each
+  // block's sin/cos table made before the dependency wait (171.9 against
+  // 174.8, one run each): the loss is not the sin/cos, and is not yet
+  // located.
   bool cuda_decode_gemv_rope = false;
   // CUDA: weights whose bytes are contiguous in the file and already in the
   // load dtype go from the safetensors files to the GPU through pinned
