@@ -87,6 +87,13 @@ bool PdlFromEnvironment() {
   return enabled;
 }
 
+// Where RopeAndCacheWrite (and DecodeGemv's kRopeCache) read the positions
+// and write q, k and v: all must be set.
+bool RopeDestinationsSet(const RopeCacheArgs& a) {
+  return a.positions != nullptr && a.slot_mapping != nullptr && a.inv_freq != nullptr && a.q_out != nullptr &&
+         a.k_cache != nullptr && a.v_cache != nullptr;
+}
+
 // DecodeGemv's kRopeCache target: RopeAndCacheWrite's arguments, as the
 // fused epilogue can take them (decode_gemv.cu pairs rows i and
 // i + head_dim / 2 of a head in 8-row halves of one 16-row tile).
@@ -106,8 +113,7 @@ absl::Status CheckGemvRope(const DecodeGemvArgs& a) {
   if (r->qkv != nullptr || r->q_norm != nullptr || r->k_norm != nullptr) {
     return Invalid("DecodeGemv", "kRopeCache fuses no per-head norm and reads no qkv: those must be null");
   }
-  if (r->positions == nullptr || r->slot_mapping == nullptr || r->inv_freq == nullptr || r->q_out == nullptr ||
-      r->k_cache == nullptr || r->v_cache == nullptr) {
+  if (!RopeDestinationsSet(*r)) {
     return Invalid("DecodeGemv", "rope's positions, slot_mapping, inv_freq, q_out and caches must be set");
   }
   for (const void* out : {r->q_out, r->k_cache, r->v_cache}) {
@@ -186,8 +192,7 @@ absl::Status RopeAndCacheWrite(const RopeCacheArgs& a, Stream stream) {
     return Invalid("RopeAndCacheWrite", "q_norm and k_norm are set together or not at all");
   }
   if (a.num_tokens == 0) return absl::OkStatus();
-  if (a.qkv == nullptr || a.positions == nullptr || a.slot_mapping == nullptr || a.inv_freq == nullptr ||
-      a.q_out == nullptr || a.k_cache == nullptr || a.v_cache == nullptr) {
+  if (a.qkv == nullptr || !RopeDestinationsSet(a)) {
     return Invalid("RopeAndCacheWrite", "qkv, positions, slot_mapping, inv_freq, q_out and the caches must be set");
   }
   return Launched("RopeAndCacheWrite", LaunchRopeAndCacheWrite(a, stream));

@@ -83,8 +83,8 @@ TEST_F(DeviceWarmUpTest, UnwritableTemporaryFolderIsAnError) {
 // process. (Its eager steps run products on the device's current stream
 // too, whose workspace LibTorch also keeps: the test makes that one first,
 // so the count does not depend on whether an earlier test in the process
-// did. Without it a fresh process saw +64 MiB on an H200.) The tiny model itself (16 MiB of KV cache, 9 MB of weights, the
-// graphs' pool) goes, and a second warm-up reuses the first's capture stream
+// did. Without it a fresh process saw +64 MiB on an H200.) The tiny model
+// itself (16 MiB of KV cache, 9 MB of weights, the graphs' pool) goes, and a second warm-up reuses the first's capture stream
 // and so its workspace (cuda_forward.cc's CaptureStreamLease): it leaves the
 // allocator exactly where the first left it. With streams from LibTorch's
 // pool, each load left another workspace (run 14 on the H100: +32 MiB).
