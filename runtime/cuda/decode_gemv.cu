@@ -43,10 +43,11 @@
 //   round trip through memory; the bits are those of kStore + that kernel.
 //   Each block makes its rows' sin/cos table in shared memory before the
 //   programmatic-dependent-launch wait (positions and frequencies are
-//   uploaded, never written by a kernel), overlapping the kernel before:
-//   computed in each unit's epilogue instead, they sat on the product's
-//   critical path and made the step slower than the separate kernel
-//   (docs/PERFORMANCE.md).
+//   uploaded, never written by a kernel), overlapping the kernel before.
+// - Each warp counts its next weight request's unit and stage rather than
+//   dividing the item number: those 64-bit divisions (and kRopeCache's
+//   head-of-unit division) in every request were 27% more instructions
+//   and 13% more time for the fused qkv kernel (docs/PERFORMANCE.md).
 //
 // Numerics: each output is float32 mma accumulation over each warp's k slice
 // in a fixed order, then the 8 warps' sums added in warp order: fixed by k
@@ -209,21 +210,34 @@ __device__ __forceinline__ void StageNormalisedInput(uint4* xs, const uint4* x, 
   __syncthreads();
 }
 
-// Unit u's tile-g row i as a row of w (clamped to the tile's last valid
-// row: rows past the end are read, never stored), and one past that row.
-// kRopeCache (rope_half = head_dim / 2): rows 0..7 are elements 8 c .. 8 c
-// + 7 of a head, rows 8..15 their partners rope_half later (c = the unit's
-// place among the head's rope_half / 8 units).
+// Unit u's first weight row (tile 0's row 0); TileRowAt adds tile g's row i
+// to it, clamped by the caller to the tile's last valid row: rows past the
+// end are read, never stored. kRopeCache (rope_half = head_dim / 2): rows
+// 0..7 are elements 8 c .. 8 c + 7 of a head, rows 8..15 their partners
+// rope_half later (c = the unit's place among the head's rope_half / 8
+// units).
+template <int kOut>
+__device__ __forceinline__ int64_t TileBase(int64_t unit, int rope_half) {
+  if constexpr (kOut == kRopeOut) {
+    const int64_t per_head = rope_half / 8;
+    return (unit / per_head) * (2 * rope_half) + (unit % per_head) * 8;
+  } else {
+    return unit * 16;
+  }
+}
+template <int kOut>
+__device__ __forceinline__ int64_t TileRowAt(int64_t base, int g, int i, int64_t n, int rope_half) {
+  if constexpr (kOut == static_cast<int>(GemvOutput::kSiluMul)) {
+    return g * (n / 2) + base + i;
+  } else if constexpr (kOut == kRopeOut) {
+    return base + (i >= 8 ? rope_half : 0) + (i & 7);
+  } else {
+    return base + i;
+  }
+}
 template <int kOut>
 __device__ __forceinline__ int64_t TileRow(int64_t unit, int g, int i, int64_t n, int rope_half) {
-  if constexpr (kOut == static_cast<int>(GemvOutput::kSiluMul)) {
-    return g * (n / 2) + unit * 16 + i;
-  } else if constexpr (kOut == kRopeOut) {
-    const int64_t per_head = rope_half / 8;
-    return (unit / per_head) * (2 * rope_half) + (i >= 8 ? rope_half : 0) + (unit % per_head) * 8 + (i & 7);
-  } else {
-    return unit * 16 + i;
-  }
+  return TileRowAt<kOut>(TileBase<kOut>(unit, rope_half), g, i, n, rope_half);
 }
 template <int kOut>
 __device__ __forceinline__ int64_t TileEnd(int g, int64_t n) {
@@ -308,18 +322,31 @@ __global__ void __launch_bounds__(kThreads, 1)
   // Requests item `item`'s weights and (plain inputs) its input slice into
   // its stage buffer, either or both; commits a group either way (empty
   // groups keep the wait counts uniform).
+  // The next weights' unit (its first row) and stage. Weights are requested
+  // in item order (kStages - 1 before the loop, then one a step), so these
+  // advance by counting: dividing the item number in every request cost
+  // kRopeCache 27% more issued instructions than kStore on the H100.
+  int64_t request_unit = blockIdx.x;
+  int64_t request_base = TileBase<kOut>(request_unit, rope_half);
+  int request_stage = 0;
   auto request = [&](int64_t item, bool weights, bool input) {
     if (item < items) {
-      const int64_t unit = blockIdx.x + (item / per_unit) * gridDim.x;
-      const int v = (stage_begin + static_cast<int>(item % per_unit)) * kStageVecs + lane % kStageVecs;
+      const int stage = weights ? request_stage : static_cast<int>(item % per_unit);
+      const int v = (stage_begin + stage) * kStageVecs + lane % kStageVecs;
       char* buffer = stage_base + (item % kStages) * (kStageRows * kRowBytes);
       if (weights) {
 #pragma unroll
         for (int i = 0; i < kCopies; ++i) {
           const int r = lane / kStageVecs + 4 * i;  // row of the stage
           const int g = r / 16;
-          const int64_t row = std::min(TileRow<kOut>(unit, g, r % 16, n, rope_half), TileEnd<kOut>(g, n) - 1);
+          const int64_t row =
+              std::min(TileRowAt<kOut>(request_base, g, r % 16, n, rope_half), TileEnd<kOut>(g, n) - 1);
           CpAsync16(buffer + StageOffset(r, lane % kStageVecs), w + row * k + static_cast<int64_t>(v) * 8, v < vecs);
+        }
+        if (++request_stage == per_unit) {
+          request_stage = 0;
+          request_unit += gridDim.x;
+          request_base = TileBase<kOut>(request_unit, rope_half);
         }
       }
       if (!kNorm && input) {
