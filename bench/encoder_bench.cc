@@ -5,7 +5,7 @@
 //
 //   encoder_bench --model DIR [--device cuda] [--dtype float16] [--seq 512]
 //                 [--batches 1,32,256] [--baseline 1:S,32:S,256:S]
-//                 [--cuda_kernels=false] [--gelu_epilogue=false]
+//                 [--cuda_kernels=false] [--gelu_epilogue=false] [--lt_gemm]
 //
 // Inputs are random token ids (the time does not depend on them); each batch
 // runs twice to warm up, then as often as fits in --seconds; Encode returns
@@ -36,6 +36,8 @@ ABSL_FLAG(std::vector<std::string>, baseline, {}, "batch:sequences_per_second of
 ABSL_FLAG(double, seconds, 3.0, "time per batch size");
 ABSL_FLAG(bool, cuda_kernels, true, "CUDA: fused residual add + LayerNorm (EncoderLoadOptions::cuda_kernels)");
 ABSL_FLAG(bool, gelu_epilogue, true, "CUDA: GELU in cuBLASLt's epilogue (EncoderLoadOptions::cuda_gelu_epilogue)");
+ABSL_FLAG(bool, lt_gemm, false,
+          "CUDA: the layers' products through cuBLASLt tuned per shape (EncoderLoadOptions::cuda_lt_gemm)");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
   options.dtype = absl::GetFlag(FLAGS_dtype);
   options.cuda_kernels = absl::GetFlag(FLAGS_cuda_kernels);
   options.cuda_gelu_epilogue = absl::GetFlag(FLAGS_gelu_epilogue);
+  options.cuda_lt_gemm = absl::GetFlag(FLAGS_lt_gemm);
   const auto loaded_at = std::chrono::steady_clock::now();
   auto runner = gantry::runtime::LoadEncoder(options);
   if (!runner.ok()) {

@@ -3,6 +3,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <optional>
 #include <string>
@@ -17,6 +18,9 @@
 #include "runtime/cuda/kernels.h"
 #include "runtime/internal/cuda_kernel_dtype.h"
 #include "runtime/internal/torch_util.h"
+#endif
+#ifdef GANTRY_WITH_LT_GEMM
+#include "runtime/cuda/lt_gemm.h"
 #endif
 
 namespace gantry::runtime {
@@ -159,15 +163,56 @@ at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
   return at::gelu(x, "tanh");                            // gelu_new, gelu_pytorch_tanh
 }
 
+std::optional<at::Tensor> EncoderModel::LtLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                                 bool gelu) const {
+#ifdef GANTRY_WITH_LT_GEMM
+  if (cuda_.lt_gemm == nullptr || !x.is_cuda() ||
+      (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kHalf) || weight.scalar_type() != x.scalar_type()) {
+    return std::nullopt;
+  }
+  const int64_t k = x.size(-1), n = weight.size(0);
+  const int64_t m = k > 0 ? x.numel() / k : 0;
+  auto aligned = [](const at::Tensor& t) {
+    return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  };
+  if (m < 1 || n % 8 != 0 || k % 8 != 0 || !aligned(x) || !aligned(weight) || (bias.defined() && !aligned(bias))) {
+    return std::nullopt;
+  }
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = n;
+  at::Tensor y = at::empty(shape, x.options());
+  cuda::LtGemmArgs args;
+  args.dtype = KernelDType(x.scalar_type());
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.x = x.data_ptr();
+  args.w = weight.data_ptr();
+  args.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  args.epilogue = gelu ? cuda::LtEpilogue::kGelu : cuda::LtEpilogue::kNone;
+  args.y = y.data_ptr();
+  ThrowIfError(cuda_.lt_gemm->Run(args, at::cuda::getCurrentCUDAStream()));
+  return y;
+#else
+  return std::nullopt;
+#endif
+}
+
+at::Tensor EncoderModel::Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const {
+  if (std::optional<at::Tensor> y = LtLinear(x, weight, bias, /*gelu=*/false)) return *std::move(y);
+  return at::linear(x, weight, bias);
+}
+
 at::Tensor EncoderModel::Intermediate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const {
   const bool gelu = config_.hidden_act != "relu";
   if (cuda_.gelu_epilogue && gelu && x.is_cuda() && x.scalar_type() != at::kFloat) {
+    if (std::optional<at::Tensor> y = LtLinear(x, weight, bias, /*gelu=*/true)) return *std::move(y);
     const int64_t hidden = x.size(-1);
     std::vector<int64_t> shape = x.sizes().vec();
     shape.back() = weight.size(0);
     return at::_addmm_activation(bias, x.reshape({-1, hidden}), weight.t(), 1, 1, /*use_gelu=*/true).view(shape);
   }
-  return Activation(at::linear(x, weight, bias));
+  return Activation(Linear(x, weight, bias));
 }
 
 void EncoderModel::AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const at::Tensor& weight,
@@ -221,7 +266,7 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
 #endif
   for (const EncoderLayerWeights& layer : w.layers) {
-    at::Tensor qkv = at::linear(x, layer.qkv, layer.qkv_bias)  // [3, batch, heads, length, head_dim]
+    at::Tensor qkv = Linear(x, layer.qkv, layer.qkv_bias)  // [3, batch, heads, length, head_dim]
                          .view({batch, length, 3, heads, head_dim})
                          .permute({2, 0, 3, 1, 4});
 #if TORCH_VERSION_MAJOR >= 2
@@ -231,8 +276,8 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
     at::Tensor context = at::matmul(at::softmax(scores, -1).to(x.scalar_type()), qkv[2]);
 #endif
     context = context.permute({0, 2, 1, 3}).reshape({batch, length, hidden});
-    AddLayerNorm(at::linear(context, layer.attn_out, layer.attn_out_bias), x, layer.attn_norm, layer.attn_norm_bias);
-    at::Tensor mlp = at::linear(Intermediate(x, layer.up, layer.up_bias), layer.down, layer.down_bias);
+    AddLayerNorm(Linear(context, layer.attn_out, layer.attn_out_bias), x, layer.attn_norm, layer.attn_norm_bias);
+    at::Tensor mlp = Linear(Intermediate(x, layer.up, layer.up_bias), layer.down, layer.down_bias);
     AddLayerNorm(mlp, x, layer.out_norm, layer.out_norm_bias);
   }
 

@@ -8,6 +8,9 @@
 #include "runtime/internal/encoder_model.h"
 #include "runtime/internal/torch_util.h"
 #include "runtime/internal/staged_upload_sink.h"
+#ifdef GANTRY_WITH_LT_GEMM
+#include "runtime/cuda/lt_gemm.h"
+#endif
 
 namespace gantry::runtime {
 namespace {
@@ -113,6 +116,15 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   try {
     c10::InferenceMode guard;
     at::DeviceGuard device_guard(*device);
+#ifdef GANTRY_WITH_LT_GEMM
+    if (device->is_cuda() && options.cuda_lt_gemm && *dtype != at::kFloat) {
+      constexpr size_t kLtGemmWorkspaceBytes = size_t{32} << 20;  // cuBLAS's suggestion for Hopper
+      auto gemm = cuda::LtGemm::Create(kLtGemmWorkspaceBytes);  // on the device the guard made current
+      if (!gemm.ok()) return gemm.status();
+      cuda.lt_gemm = std::shared_ptr<cuda::LtGemm>(*std::move(gemm));
+      absl::StrAppend(&info.execution, ", products through cuBLASLt tuned per shape");
+    }
+#endif
     auto sink = StagedUploadSinkFor(*device, options.cuda_staged_upload);
     if (!sink.ok()) return sink.status();
     auto weights = LoadEncoderWeights(**checkpoint, *config, *device, *dtype, sink->get());

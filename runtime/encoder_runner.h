@@ -41,6 +41,14 @@ struct EncoderLoadOptions {
   // 4.7e-4 absolute (1.8e-4 relative), below half a bf16 or fp16 rounding
   // step of the value. false: LibTorch's erf GELU, for comparison.
   bool cuda_gelu_epilogue = true;
+  // CUDA, 16-bit dtypes: the layers' four products through cuda::LtGemm
+  // (cuBLASLt with the fastest of its candidate algorithms, timed the first
+  // time a shape runs, m bucketed by powers of two) instead of at::linear
+  // (the heuristic's first algorithm). Costs a 32 MiB workspace on the device
+  // and, on each shape's first run, about 32 timed products and a wait.
+  // Off until measured against at::linear on the GPU (bench/encoder_bench
+  // --lt_gemm); builds without cuBLASLt ignore it.
+  bool cuda_lt_gemm = false;
   // A batch of inputs of unlike lengths runs as several padded forwards
   // (GroupInputsByLength), each costed as this many tokens on top of its
   // padded ones. On the H100 a bge-m3-shaped forward costs

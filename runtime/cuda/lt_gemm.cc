@@ -190,9 +190,15 @@ absl::Status CheckLtGemmArgs(const LtGemmArgs& a) {
   return absl::OkStatus();
 }
 
+int64_t LtGemmBucketM(int64_t m) {
+  int64_t bucket = 1;
+  while (bucket < m) bucket *= 2;
+  return bucket;
+}
+
 bool LtGemm::Key::operator<(const Key& o) const {
-  return std::tie(dtype, m, n, k, epilogue, has_bias, alignment) <
-         std::tie(o.dtype, o.m, o.n, o.k, o.epilogue, o.has_bias, o.alignment);
+  return std::tie(dtype, m_bucket, n, k, epilogue, has_bias, alignment) <
+         std::tie(o.dtype, o.m_bucket, o.n, o.k, o.epilogue, o.has_bias, o.alignment);
 }
 
 absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create(size_t workspace_bytes) {
@@ -204,7 +210,9 @@ absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create(size_t workspace_bytes) {
   if (workspace_bytes > 0) {
     if (cudaError_t e = cudaMalloc(&workspace, workspace_bytes); e != cudaSuccess) {
       (void)cublasLtDestroy(handle);
-      return CudaFailed("cudaMalloc(workspace)", e);
+      const absl::Status failed = CudaFailed("cudaMalloc(workspace)", e);
+      // Out of memory is the caller's to act on (as a model load's), not an internal error.
+      return e == cudaErrorMemoryAllocation ? absl::ResourceExhaustedError(failed.message()) : failed;
     }
   }
   return std::unique_ptr<LtGemm>(new LtGemm(handle, workspace, workspace_bytes, device));
@@ -219,7 +227,7 @@ LtGemm::~LtGemm() {
 LtGemm::Key LtGemm::KeyOf(const LtGemmArgs& a) {
   uint32_t alignment = std::min({AlignmentOf(a.x), AlignmentOf(a.w), AlignmentOf(a.y)});
   if (a.bias != nullptr) alignment = std::min(alignment, AlignmentOf(a.bias));
-  return {a.dtype, a.m, a.n, a.k, a.epilogue, a.bias != nullptr, alignment};
+  return {a.dtype, LtGemmBucketM(a.m), a.n, a.k, a.epilogue, a.bias != nullptr, alignment};
 }
 
 std::optional<LtGemm::Choice> LtGemm::Cached(const std::map<Key, Choice>& cache, const Key& key) const {
@@ -261,6 +269,18 @@ absl::Status LtGemm::Run(const LtGemmArgs& args, Stream stream) {
     const cublasStatus_t s = matmul(algo);
     return s == CUBLAS_STATUS_SUCCESS ? absl::OkStatus() : CublasFailed("cublasLtMatmul", s);
   };
+  const Key key = KeyOf(args);
+  // A cached choice was made for another m of the bucket (or this one):
+  // should cuBLASLt refuse it for this m, the heuristic's first for the
+  // exact problem runs instead.
+  auto launch_cached = [&](const Choice& choice) {
+    absl::Status status = launch(choice);
+    if (status.ok()) return status;
+    auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_);
+    if (!candidates.ok()) return status;
+    const cublasStatus_t s = matmul(candidates->front());
+    return s == CUBLAS_STATUS_SUCCESS ? absl::OkStatus() : CublasFailed("cublasLtMatmul", s);
+  };
   auto choice_of = [](const cublasLtMatmulAlgo_t& algo, int rank) {
     Choice choice;
     std::memcpy(choice.algo.data(), &algo, sizeof(algo));
@@ -268,10 +288,9 @@ absl::Status LtGemm::Run(const LtGemmArgs& args, Stream stream) {
     return choice;
   };
 
-  const Key key = KeyOf(args);
   const bool tune = autotune.load(std::memory_order_relaxed);
   // The common case: one map lookup under the lock, then the launch.
-  if (auto cached = Cached(tune ? tuned_ : first_, key)) return launch(*cached);
+  if (auto cached = Cached(tune ? tuned_ : first_, key)) return launch_cached(*cached);
 
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   if (cudaError_t e = cudaStreamIsCapturing(stream, &capture); e != cudaSuccess) {
@@ -281,7 +300,7 @@ absl::Status LtGemm::Run(const LtGemmArgs& args, Stream stream) {
     // No timing: waiting on an event would break a capture. The heuristic's
     // first is remembered apart, so the shape is still tuned by the first
     // call outside a capture.
-    if (auto cached = Cached(first_, key)) return launch(*cached);
+    if (auto cached = Cached(first_, key)) return launch_cached(*cached);
     auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_);
     if (!candidates.ok()) return candidates.status();
     const Choice first = choice_of(candidates->front(), 0);
@@ -293,7 +312,7 @@ absl::Status LtGemm::Run(const LtGemmArgs& args, Stream stream) {
   }
 
   std::lock_guard<std::mutex> tuning(tune_mutex_);
-  if (auto cached = Cached(tuned_, key)) return launch(*cached);  // another thread tuned it meanwhile
+  if (auto cached = Cached(tuned_, key)) return launch_cached(*cached);  // another thread tuned it meanwhile
   auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_);
   if (!candidates.ok()) return candidates.status();
   // This thread may be capturing another stream in a strict mode, where

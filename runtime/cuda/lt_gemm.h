@@ -45,6 +45,13 @@ namespace gantry::cuda {
 inline constexpr int kLtGemmCandidates = 8;  // heuristic candidates timed per shape
 inline constexpr int kLtGemmTimedRuns = 3;   // timed runs per candidate, after one warm-up
 
+// The m a shape is tuned for: m rounded up to a power of two. A caller whose
+// m varies (an encoder's batch x padded length) would otherwise tune afresh
+// for every new m, about kLtGemmCandidates x (1 + kLtGemmTimedRuns) products
+// and a wait each time; the fastest algorithm changes with the order of
+// magnitude of m, not with its last digits. m >= 1.
+int64_t LtGemmBucketM(int64_t m);
+
 enum class LtEpilogue { kNone, kGelu };
 
 struct LtGemmArgs {
@@ -72,7 +79,7 @@ class LtGemm {
  public:
   // cublasLtCreate, and cudaMalloc of `workspace_bytes` on the current device
   // (0: none, which leaves out the algorithms that need one; cuBLAS suggests
-  // 32 MiB on Hopper).
+  // 32 MiB on Hopper). RESOURCE_EXHAUSTED when that allocation fails.
   static absl::StatusOr<std::unique_ptr<LtGemm>> Create(size_t workspace_bytes);
   ~LtGemm();
   LtGemm(const LtGemm&) = delete;
@@ -87,11 +94,14 @@ class LtGemm {
   // the call and the error.
   absl::Status Run(const LtGemmArgs& args, Stream stream);
 
-  // Shapes tuned so far. A shape is (dtype, m, n, k, epilogue, bias or not)
-  // and the alignment class of the pointers (the largest power of two up to
-  // 256 dividing all of them): cuBLASLt chooses among algorithms by the
-  // alignment it is promised, so an algorithm tuned for 256-byte-aligned
-  // operands may refuse 16-byte-aligned ones.
+  // Shapes tuned so far. A shape is (dtype, LtGemmBucketM(m), n, k, epilogue,
+  // bias or not) and the alignment class of the pointers (the largest power
+  // of two up to 256 dividing all of them): cuBLASLt chooses among
+  // algorithms by the alignment it is promised, so an algorithm tuned for
+  // 256-byte-aligned operands may refuse 16-byte-aligned ones. A shape's
+  // algorithm is tuned on the first m of its bucket that runs; should
+  // cuBLASLt refuse it for another m of the bucket, that call takes the
+  // heuristic's first for its exact m (untimed, not cached).
   size_t TunedShapes() const;
   // For tests and logs: the heuristic rank (0 = its first) of the algorithm
   // tuned for the shape of `args`, if that shape has been tuned.
@@ -104,7 +114,7 @@ class LtGemm {
  private:
   struct Key {
     DType dtype;
-    int64_t m, n, k;
+    int64_t m_bucket, n, k;  // m_bucket = LtGemmBucketM(m)
     LtEpilogue epilogue;
     bool has_bias;
     uint32_t alignment;  // bytes, 16..256

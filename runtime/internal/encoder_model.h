@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -13,6 +15,10 @@
 #include "runtime/encoder_config.h"
 #include "runtime/internal/tensor_loader.h"
 #include "runtime/model_task.h"
+
+namespace gantry::cuda {
+class LtGemm;  // runtime/cuda/lt_gemm.h
+}  // namespace gantry::cuda
 
 namespace gantry::runtime {
 
@@ -56,11 +62,14 @@ absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, 
                                                   const at::Device& device, at::ScalarType dtype,
                                                   ByteSink* sink = nullptr);
 
-// How a CUDA forward may run (EncoderLoadOptions' cuda_kernels and
-// cuda_gelu_epilogue, as the load resolved them for the device and dtype).
+// How a CUDA forward may run (EncoderLoadOptions' cuda_kernels,
+// cuda_gelu_epilogue and cuda_lt_gemm, as the load resolved them for the
+// device and dtype).
 struct EncoderCudaPaths {
   bool kernels = false;
   bool gelu_epilogue = false;
+  // Set: the layers' four products through it (16-bit, on the model's device).
+  std::shared_ptr<cuda::LtGemm> lt_gemm;
 };
 
 class EncoderModel {
@@ -82,6 +91,13 @@ class EncoderModel {
 
  private:
   at::Tensor Activation(const at::Tensor& x) const;
+  // linear(x, weight, bias), through cuda_.lt_gemm where it takes the operands.
+  at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
+  // x weight^T + bias (then the tanh-form GELU when `gelu`) through
+  // cuda_.lt_gemm; nullopt when it is not set up or cannot take the operands
+  // (float32, non-contiguous or misaligned, n or k not a multiple of 8).
+  std::optional<at::Tensor> LtLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                     bool gelu) const;
   // Activation(linear(x, weight, bias)).
   at::Tensor Intermediate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   // x = layer_norm(sublayer + x) with the norm's weight and bias, in place.

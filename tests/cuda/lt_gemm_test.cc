@@ -2,8 +2,9 @@
 // that rounds once, as cuBLASLt's epilogue does: y = dtype(gelu?(x W^T + bias)),
 // GELU in its tanh form. Covers both 16-bit dtypes on small and odd shapes
 // (m = 1, 7, 64, 300; n and k of 8, 64, 264, 1024) with and without bias and
-// GELU, that nothing past y is written, the tuning (once per shape, the
-// cached algorithm's result the tuned call's, autotune off, no tuning while a
+// GELU, that nothing past y is written, the tuning (once per shape and m's
+// power-of-two bucket, the cached algorithm's result the tuned call's, the
+// tuned algorithm serving another m of the bucket, autotune off, no tuning while a
 // CUDA graph is captured), argument errors (host-side, so they run without a
 // GPU too), and prints the encoder shapes' TFLOP/s with the heuristic's first
 // algorithm and with the tuned one, and how close the GELU is to each form.
@@ -207,6 +208,17 @@ TEST(LtGemmTest, TunesEachShapeOnce) {
   EXPECT_EQ(std::memcmp(cached.data(), tuned.data(), tuned.size() * sizeof(float)), 0)
       << "the cached algorithm's result differs from the tuned call's";
 
+  // Another m of the same power-of-two bucket (33..64) takes the tuned
+  // algorithm: no tuning, and its rows are right.
+  LtGemmArgs fewer_rows = args;
+  fewer_rows.m = 33;
+  const std::vector<float> from_bucket = RunGemm(*gemm, fewer_rows);
+  EXPECT_EQ(gemm->TunedShapes(), 1u);
+  std::vector<double> expected_rows = Expected(o, product, true, LtEpilogue::kGelu);
+  expected_rows.resize(static_cast<size_t>(fewer_rows.m * o.n));
+  EXPECT_LT(RelativeError(from_bucket, expected_rows), tolerance);
+  EXPECT_EQ(gemm->TunedAlgorithm(fewer_rows), rank);
+
   // Another epilogue, no bias, or a less aligned operand is another shape.
   RunGemm(*gemm, ArgsFor(o, /*bias=*/true, LtEpilogue::kNone));
   EXPECT_EQ(gemm->TunedShapes(), 2u);
@@ -373,6 +385,18 @@ TEST(LtGemmTest, PrintTimes) {
 }
 
 // Host-side checks: no GPU needed (nothing is launched).
+TEST(LtGemmTest, BucketsMByPowersOfTwo) {
+  EXPECT_EQ(LtGemmBucketM(1), 1);
+  EXPECT_EQ(LtGemmBucketM(2), 2);
+  EXPECT_EQ(LtGemmBucketM(3), 4);
+  EXPECT_EQ(LtGemmBucketM(33), 64);
+  EXPECT_EQ(LtGemmBucketM(64), 64);
+  EXPECT_EQ(LtGemmBucketM(65), 128);
+  EXPECT_EQ(LtGemmBucketM(16384), 16384);
+  EXPECT_EQ(LtGemmBucketM(16385), 32768);
+  EXPECT_EQ(LtGemmBucketM((int64_t{1} << 31) - 1), int64_t{1} << 31);
+}
+
 TEST(LtGemmTest, RejectsInvalidArguments) {
   alignas(256) static uint8_t x[64], w[256], bias[64], y[64];
   LtGemmArgs args;

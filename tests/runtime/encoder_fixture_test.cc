@@ -72,10 +72,11 @@ struct Fixture {
   }
 
   std::unique_ptr<EncoderRunner> Load(const std::string& device, const std::string& dtype, Pooling pooling,
-                                      bool normalize, bool cuda_fused = true) const {
+                                      bool normalize, bool cuda_fused = true, bool lt_gemm = false) const {
     EncoderLoadOptions options;
     options.cuda_kernels = cuda_fused;
     options.cuda_gelu_epilogue = cuda_fused;
+    options.cuda_lt_gemm = lt_gemm;
     options.model_dir = dir;
     options.device = device;
     options.dtype = dtype;
@@ -189,6 +190,33 @@ TEST_P(EmbedFixtureTest, FusedCudaPathsMatchLibTorchOperators) {
     const auto a = Flatten(f.Encode(*fused, f.ids, /*with_types=*/true));
     const auto b = Flatten(f.Encode(*plain, f.ids, /*with_types=*/true));
     EXPECT_LT(RelativeError(a, b), std::string(dtype) == "float32" ? 1e-5 : 1e-2) << dtype;
+  }
+}
+
+// The layers' products through LtGemm (cuBLASLt, tuned per shape): within
+// bfloat16's rounding of at::linear's, and as close to sentence-transformers
+// as the default path. Every input, then each alone (other m's; an m of a
+// bucket tuned before takes its algorithm).
+TEST_P(EmbedFixtureTest, LtGemmProductsMatchInBfloat16OnCuda) {
+  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
+  Fixture f(GetParam());
+  auto task = DetectModelTask(f.dir);
+  ASSERT_TRUE(task.ok());
+  auto tuned = f.Load("cuda", "bfloat16", task->embedding.pooling, task->embedding.normalize, /*cuda_fused=*/true,
+                      /*lt_gemm=*/true);
+  auto plain = f.Load("cuda", "bfloat16", task->embedding.pooling, task->embedding.normalize);
+  ASSERT_TRUE(tuned && plain);
+  if (tuned->info().execution.find("cuBLASLt tuned") == std::string::npos) {
+    GTEST_SKIP() << "built without cuBLASLt: " << tuned->info().execution;
+  }
+  const auto want = ReadRows(*f.reference, "embeddings_bf16");
+  const auto got = f.Encode(*tuned, f.ids, /*with_types=*/true);
+  EXPECT_LT(RelativeError(Flatten(got), Flatten(want)), 2e-2);
+  EXPECT_LT(RelativeError(Flatten(got), Flatten(f.Encode(*plain, f.ids, /*with_types=*/true))), 1e-2);
+  for (size_t i = 0; i < f.ids.size(); ++i) {
+    const auto alone = f.Encode(*tuned, {f.ids[i]}, /*with_types=*/false);
+    ASSERT_EQ(alone.size(), 1u);
+    EXPECT_LT(RelativeError(alone[0], want[i]), 2e-2) << "input " << i;
   }
 }
 
