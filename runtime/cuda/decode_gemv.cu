@@ -39,7 +39,7 @@
 //   rotation partners i + head_dim / 2, which the mma puts in one lane's
 //   accumulators j and j + 2, so one thread holds both halves of a pair and
 //   rotates it (q) or writes it to the paged cache (k rotated, v as is) with
-//   rope_cache.cu's arithmetic. That saves a kernel per layer and the qkv
+//   rope.cuh's arithmetic, as RopeAndCacheWrite. That saves a kernel per layer and the qkv
 //   round trip through memory; the bits are those of kStore + that kernel.
 //   Each block makes its rows' sin/cos table in shared memory before the
 //   programmatic-dependent-launch wait (positions and frequencies are
@@ -67,6 +67,7 @@
 #include "runtime/cuda/launch.h"
 #include "runtime/cuda/pdl.cuh"
 #include "runtime/cuda/ptx.cuh"
+#include "runtime/cuda/rope.cuh"
 
 namespace gantry::cuda {
 namespace {
@@ -274,9 +275,7 @@ __device__ __forceinline__ void StoreRotatedPair(const RopeTarget<T>& t, int in_
     }
     dst = t.k_cache + (slot * t.num_kv_heads + kv_head) * t.head_dim;
   }
-  const float c = cos_table[in_row][i], s = sin_table[in_row][i];
-  dst[i] = FromFloat<T>(Round<T>(__fmul_rn(a, c)) - Round<T>(__fmul_rn(b, s)));
-  dst[i + rope_half] = FromFloat<T>(Round<T>(__fmul_rn(b, c)) + Round<T>(__fmul_rn(a, s)));
+  RotatePair<T>(a, b, cos_table[in_row][i], sin_table[in_row][i], &dst[i], &dst[i + rope_half]);
 }
 
 // Byte offset of vector v of row r in a stage: the XOR puts rows 2j and
@@ -378,10 +377,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     sin_table = rope_sin;
     for (int e = threadIdx.x; e < rows * rope_half; e += kThreads) {
       const int r = e / rope_half, i = e % rope_half;
-      float s, c;
-      sincosf(static_cast<float>(rope.positions[r]) * rope.inv_freq[i], &s, &c);  // float32 product, as transformers
-      rope_cos[r][i] = Round<T>(c);
-      rope_sin[r][i] = Round<T>(s);
+      RopeCosSin<T>(static_cast<float>(rope.positions[r]), rope.inv_freq[i], &rope_cos[r][i], &rope_sin[r][i]);
     }
   }
 

@@ -10,10 +10,8 @@
 // 8 warps so a single decode token still occupies several multiprocessors.
 // Each block computes its token's cos/sin table once, in shared memory.
 //
-// Numerics as transformers in the model's dtype: angle = float(pos) *
-// inv_freq[i] in float32, cos/sin from the accurate sincosf (angles reach
-// ~1e5 rad, far outside where __sinf/__cosf are usable) rounded to dtype, and
-// out = dtype(dtype(x * cos) + dtype(rotate_half(x) * sin)).
+// Numerics as transformers in the model's dtype (rope.cuh's arithmetic,
+// which DecodeGemv's kRopeCache epilogue shares).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -22,6 +20,7 @@
 #include "runtime/cuda/dtype.cuh"
 #include "runtime/cuda/launch.h"
 #include "runtime/cuda/pdl.cuh"
+#include "runtime/cuda/rope.cuh"
 
 namespace gantry::cuda {
 namespace {
@@ -115,26 +114,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 
   if (first_task < rotated) {  // uniform over the block: it rotates something
     const float pos = static_cast<float>(positions[token]);
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-      float s, c;
-      sincosf(pos * inv_freq[i], &s, &c);  // float32 product, as transformers
-      cos_table[i] = Round<T>(c);
-      sin_table[i] = Round<T>(s);
-    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x) RopeCosSin<T>(pos, inv_freq[i], &cos_table[i], &sin_table[i]);
     __syncthreads();
   }
   if (!active || is_v) return;
 
-  // __fmul_rn keeps float32 from fusing a product into an FMA, so every
-  // dtype rounds each product, as transformers' separate tensor ops do.
 #pragma unroll
   for (int p = 0; p < kPairs; ++p) {
     const int i = lane + 32 * p;
-    if (i < half) {
-      const float c = cos_table[i], s = sin_table[i];
-      dst[i] = FromFloat<T>(Round<T>(__fmul_rn(y1[p], c)) - Round<T>(__fmul_rn(y2[p], s)));
-      dst[i + half] = FromFloat<T>(Round<T>(__fmul_rn(y2[p], c)) + Round<T>(__fmul_rn(y1[p], s)));
-    }
+    if (i < half) RotatePair<T>(y1[p], y2[p], cos_table[i], sin_table[i], &dst[i], &dst[i + half]);
   }
 }
 
