@@ -344,7 +344,12 @@ class CudaForward final : public Forward {
   std::string Describe() const override {
     const std::string gemv =
         decode_gemv_ ? absl::StrCat(" (fused GEMV for decode batches up to ", cuda::kDecodeGemvMaxRows,
-                                    gemv_rope_ ? ", rope fused" : "", ")")
+                                    gemv_rope_ ? ", rope fused" : "",
+                                    options_.decode_gemv_l2_prefetch_units > 0
+                                        ? absl::StrCat(", o prefetched into L2 during attention (",
+                                                       options_.decode_gemv_l2_prefetch_units, " units a block)")
+                                        : "",
+                                    ")")
                      : "";
     if (graphs_.empty()) return absl::StrCat("cuda kernels", gemv);
     return absl::StrCat("cuda kernels", gemv, ", CUDA graphs for decode batches up to ", graphs_.rbegin()->first);
@@ -598,7 +603,7 @@ class CudaForward final : public Forward {
   // rows x [rows, k] through `weight` [n, k] into y (see cuda::GemvOutput).
   void Gemv(int64_t rows, const at::Tensor& weight, const at::Tensor& bias, const void* x,
             const at::Tensor& norm_weight, cuda::GemvOutput output, void* y, cudaStream_t stream,
-            const cuda::RopeCacheArgs* rope = nullptr) const {
+            const cuda::RopeCacheArgs* rope = nullptr, int l2_prefetch_units = 0) const {
     cuda::DecodeGemvArgs args;
     args.dtype = dtype_;
     args.rows = rows;
@@ -612,6 +617,7 @@ class CudaForward final : public Forward {
     args.output = output;
     args.y = y;
     args.rope = rope;
+    args.l2_prefetch_units = l2_prefetch_units;
     ThrowIfError(cuda::DecodeGemv(args, stream));
   }
 
@@ -685,8 +691,9 @@ class CudaForward final : public Forward {
         attn.k_cache = Cache(l, 0);
         attn.v_cache = Cache(l, 1);
         ThrowIfError(cuda::DecodeAttention(attn, stream));
+        // o's weights stream into L2 while attention runs (opt-in).
         Gemv(tokens, lw.o_proj, lw.o_bias, attention.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,
-             hidden.data_ptr(), stream);
+             hidden.data_ptr(), stream, nullptr, options_.decode_gemv_l2_prefetch_units);
         Gemv(tokens, lw.gate_up_proj, lw.gate_up_bias, hidden.data_ptr(), lw.post_norm, cuda::GemvOutput::kSiluMul,
              act.data_ptr(), stream);
         Gemv(tokens, lw.down_proj, lw.down_bias, act.data_ptr(), at::Tensor(), cuda::GemvOutput::kAddToResidual,

@@ -95,14 +95,21 @@ struct LoadOptions {
   // CUDA, with cuda_decode_gemv: those steps' rotary embedding and KV-cache
   // write happen in the qkv product's epilogue (GemvOutput::kRopeCache), a
   // kernel a layer fewer, the same bits. Models with a per-head q/k norm
-  // (Qwen3) keep the separate kernel. Off by default: slower so far (H100,
-  // 8B-shaped bf16, same run: 173.0 and 173.9 against 175.5 and 174.8
-  // tokens/s at batch 1, 665.4 and 665.7 against 673.0 and 667.2 at 4;
-  // runtime_bench --gemv_rope=true/false, 2026-12-07), and still with each
-  // block's sin/cos table made before the dependency wait (171.9 against
-  // 174.8, one run each): the loss is not the sin/cos, and is not yet
-  // located.
+  // (Qwen3) keep the separate kernel. Off by default: it was slower (H100,
+  // 8B-shaped bf16: 173.0 and 173.9 against 175.5 and 174.8 tokens/s at
+  // batch 1), which ncu traced to 64-bit divisions in every weight request
+  // (27% more instructions); without them it is even at batch 1 (175.3,
+  // 174.7, 174.7 against 175.5, 175.5, 173.7) and about 1% ahead at 4
+  // (runtime_bench --gemv_rope=true/false, 2026-12-07), not yet enough to
+  // make it the default.
   bool cuda_decode_gemv_rope = false;
+  // CUDA, with cuda_decode_gemv: each block of the o projection (the product
+  // after attention) asks this many of its units (16 weight rows) into L2
+  // before its dependency wait, while attention still runs and leaves the
+  // memory bandwidth mostly idle (DecodeGemvArgs::l2_prefetch_units). 0..64;
+  // 0: off. The same bits either way. Opt-in until measured (runtime_bench
+  // --gemv_l2_prefetch N).
+  int cuda_decode_gemv_l2_prefetch_units = 0;
   // CUDA: weights whose bytes are contiguous in the file and already in the
   // load dtype go from the safetensors files to the GPU through pinned
   // staging buffers, several reader threads and overlapping copies

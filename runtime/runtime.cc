@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/checkpoint.h"
+#include "runtime/cuda/kernels.h"  // kDecodeGemvMaxL2PrefetchUnits (a constant: no CUDA needed)
 #include "runtime/host_tier_memory.h"
 #include "runtime/internal/attention.h"
 #include "runtime/internal/communicator.h"
@@ -527,6 +528,12 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
     return absl::InvalidArgumentError(
         absl::StrCat("max_context must be >= 0 (0 = the model's), got ", options.max_context));
   }
+  if (options.cuda_decode_gemv_l2_prefetch_units < 0 ||
+      options.cuda_decode_gemv_l2_prefetch_units > cuda::kDecodeGemvMaxL2PrefetchUnits) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda_decode_gemv_l2_prefetch_units must be in [0, ",
+                                                   cuda::kDecodeGemvMaxL2PrefetchUnits, "], got ",
+                                                   options.cuda_decode_gemv_l2_prefetch_units));
+  }
   auto local_config = ShardConfig(*config, num_ranks);
   if (!local_config.ok()) return local_config.status();
 
@@ -630,6 +637,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
       cuda_options.skinny_gemm = options.cuda_skinny_gemm;
       cuda_options.decode_gemv = options.cuda_decode_gemv;
       cuda_options.decode_gemv_rope = options.cuda_decode_gemv_rope;
+      cuda_options.decode_gemv_l2_prefetch_units = options.cuda_decode_gemv_l2_prefetch_units;
       auto cuda_forward = MakeCudaForward(rank.model.get(), cuda_options);
       if (!cuda_forward.ok()) {
         if (rank.communicator) rank.communicator->Abort();  // the other ranks' set-up waits on this one

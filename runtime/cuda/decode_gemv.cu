@@ -26,7 +26,10 @@
 //   read. The warps' partial sums meet in shared memory: no reduce kernel.
 // - The first stages of weights are requested before the programmatic-
 //   dependent-launch wait: no kernel writes weights, so under PDL those
-//   loads overlap the tail of the kernel before (attention, rotary).
+//   loads overlap the tail of the kernel before (attention, rotary). With
+//   l2_prefetch_units, whole units' rows are also asked into L2 there (one
+//   bulk prefetch a row), for the product after attention, which leaves
+//   most of the memory bandwidth idle for its ~10 us a layer at batch 1.
 // - Inputs to normalise (RMSNorm of the residual stream, as RmsNorm computes
 //   it) are staged once per block in shared memory, normalised there; plain
 //   inputs (o's and down's, 8 x 14336 for down) travel with each stage's
@@ -295,7 +298,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                      const T* __restrict__ norm_weight,  // [k] (kNorm)
                      void* __restrict__ y,               // [rows, ...] see GemvOutput
                      const RopeTarget<T> rope,           // kRopeCache's destinations
-                     int64_t n, int k, int rows, float eps) {
+                     int64_t n, int k, int rows, float eps,
+                     int l2_prefetch_units) {            // DecodeGemvArgs::l2_prefetch_units
   constexpr bool kSilu = kOut == static_cast<int>(GemvOutput::kSiluMul);
   constexpr int kTiles = TilesOf<kOut>();
   constexpr int kWeightRows = kTiles * 16;
@@ -366,6 +370,18 @@ __global__ void __launch_bounds__(kThreads, 1)
   // their inputs only after it, since the kernel before writes them.
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) request(i, true, false);
+
+  // The first units' weight rows into L2, also before the wait (see
+  // DecodeGemvArgs::l2_prefetch_units): one bulk prefetch a row.
+  if (l2_prefetch_units > 0) {
+    const int prefetch_rows = static_cast<int>(std::min<int64_t>(l2_prefetch_units, my_units)) * kWeightRows;
+    for (int e = threadIdx.x; e < prefetch_rows; e += kThreads) {
+      const int64_t unit = blockIdx.x + static_cast<int64_t>(e / kWeightRows) * gridDim.x;
+      const int g = (e % kWeightRows) / 16;
+      const int64_t row = TileRow<kOut>(unit, g, e % 16, n, rope_half);
+      if (row < TileEnd<kOut>(g, n)) PrefetchL2(w + row * k, static_cast<uint32_t>(k) * 2);
+    }
+  }
 
   // kRopeCache: the rows' sin/cos, before the wait (see the header). Read
   // after the barrier that precedes every epilogue.
@@ -530,7 +546,8 @@ cudaError_t LaunchTyped(const DecodeGemvArgs& a, const void* x, void* y, const R
   const int64_t blocks = std::min<int64_t>(units, DeviceAttribute<cudaDevAttrMultiProcessorCount>(132));
   return LaunchKernel(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), smem, stream,
                       static_cast<const T*>(a.w), static_cast<const T*>(a.bias), static_cast<const T*>(x),
-                      static_cast<const T*>(a.norm_weight), y, rope, a.n, static_cast<int>(a.k), rows, a.eps);
+                      static_cast<const T*>(a.norm_weight), y, rope, a.n, static_cast<int>(a.k), rows, a.eps,
+                      a.l2_prefetch_units);
 }
 
 // Rows in groups whose normalised inputs fit the block's shared memory (all

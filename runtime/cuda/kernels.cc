@@ -245,6 +245,10 @@ absl::Status DecodeGemv(const DecodeGemvArgs& a, Stream stream) {
                                               " is not supported (bfloat16/float16, k a multiple of 8 up to ",
                                               kDecodeGemvMaxK, ")"));
   }
+  if (a.l2_prefetch_units < 0 || a.l2_prefetch_units > kDecodeGemvMaxL2PrefetchUnits) {
+    return Invalid("DecodeGemv", absl::StrCat("l2_prefetch_units ", a.l2_prefetch_units, " is outside 0..",
+                                              kDecodeGemvMaxL2PrefetchUnits));
+  }
   if (a.output == GemvOutput::kSiluMul && a.n % 2 != 0) {
     return Invalid("DecodeGemv", absl::StrCat("kSiluMul needs an even n (gate and up rows), got ", a.n));
   }

@@ -233,7 +233,15 @@ struct DecodeGemvArgs {
   // and head_dim (a multiple of 16) give n = (num_heads + 2 num_kv_heads)
   // head_dim; qkv, q_norm and k_norm are unused and must be null.
   const RopeCacheArgs* rope = nullptr;
+  // Units (16 weight rows; gate and up tiles for kSiluMul) of each block's
+  // share, from its first, asked into L2 before the programmatic-dependent-
+  // launch wait, while the kernel before still runs: for the product after
+  // one that leaves the memory bandwidth idle (attention), whose copies then
+  // find those weights in L2. 0..kDecodeGemvMaxL2PrefetchUnits; a hint, the
+  // results are the same bits.
+  int l2_prefetch_units = 0;
 };
+inline constexpr int kDecodeGemvMaxL2PrefetchUnits = 64;
 bool DecodeGemvSupports(DType dtype, int64_t k);
 absl::Status DecodeGemv(const DecodeGemvArgs& args, Stream stream);
 

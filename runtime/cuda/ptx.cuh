@@ -1,5 +1,6 @@
 // PTX wrappers the kernels share: asynchronous global -> shared copies
-// (cp.async) and the 16x8x16 tensor-core product (mma.sync), for bf16/fp16.
+// (cp.async), L2 prefetch, and the 16x8x16 tensor-core product (mma.sync),
+// for bf16/fp16.
 #ifndef GANTRY_RUNTIME_CUDA_PTX_CUH_
 #define GANTRY_RUNTIME_CUDA_PTX_CUH_
 
@@ -28,6 +29,16 @@ __device__ __forceinline__ void CpAsync16(void* shared, const void* global, bool
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(shared)), "l"(global),
                "r"(src_size)
                : "memory");
+}
+
+// Asks for `bytes` (a multiple of 16) from global address p (16-byte
+// aligned) to be brought into L2, asynchronously: a hint with nothing to wait
+// for (sm_90's bulk prefetch; a no-op before it).
+__device__ __forceinline__ void PrefetchL2(const void* p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(__cvta_generic_to_global(p)), "r"(bytes)
+               : "memory");
+#endif
 }
 
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }

@@ -5,7 +5,7 @@
 // every output and the fused RMSNorm on small and odd shapes (k not a
 // multiple of a stage, n odd or not a multiple of 16, one weight row) with
 // 1, 3 and 4 input rows, the Llama 3 8B shapes, batch invariance (each row
-// bitwise as alone), argument errors (checked on the host, so they run
+// bitwise as alone), the same bits with weights prefetched into L2, argument errors (checked on the host, so they run
 // without a GPU too), and prints the bandwidth each 8B shape reaches at 1 to
 // 4 rows. kRopeCache is checked bit for bit against kStore followed by
 // RopeAndCacheWrite (rope_cache_test.cc checks that kernel against its own
@@ -126,7 +126,7 @@ DecodeGemvArgs ArgsFor(const Case& c, const Inputs& in, const DeviceBuffer& x, c
 
 // Runs DecodeGemv on the case; returns y [rows, outputs] as floats, having
 // checked that nothing past it was written.
-std::vector<float> RunDecodeGemv(const Case& c, const Inputs& in) {
+std::vector<float> RunDecodeGemv(const Case& c, const Inputs& in, int l2_prefetch_units = 0) {
   const std::string what = Describe(c);
   DeviceBuffer d_x = UploadAs(c.dtype, in.x), d_w = Upload(in.weights), d_norm = UploadAs(c.dtype, in.norm_weight),
                d_bias = UploadAs(c.dtype, in.bias);
@@ -142,6 +142,7 @@ std::vector<float> RunDecodeGemv(const Case& c, const Inputs& in) {
   DecodeGemvArgs args = ArgsFor(c, in, d_x, d_w, d_norm, d_bias);
   args.output = c.output;
   args.y = d_y.get();
+  args.l2_prefetch_units = l2_prefetch_units;
   const absl::Status status = DecodeGemv(args, nullptr);
   EXPECT_TRUE(status.ok()) << what << ": " << status;
   if (!status.ok()) return {};
@@ -281,6 +282,30 @@ TEST(DecodeGemvTest, EachRowIsWhatItIsAlone) {
             // Bitwise: memcmp also tells -0 from 0 and compares NaN payloads.
             EXPECT_EQ(std::memcmp(y.data(), row.data(), y.size() * sizeof(float)), 0)
                 << Describe(batch) << ": row " << r << " differs from the same row alone";
+          }
+        }
+      }
+    }
+  }
+}
+
+// Asking units into L2 before the dependency wait is a hint: the same bits
+// for every output, whether a block has fewer units than asked or more.
+TEST(DecodeGemvTest, L2PrefetchGivesTheSameBits) {
+  GANTRY_REQUIRE_GPU();
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{96, 264}, {300, 4096}, {4096, 4096}, {40, 32768}};
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    for (const auto& [n, k] : shapes) {
+      for (GemvOutput output : AllOutputs()) {
+        for (int64_t rows : {1, 4}) {
+          const Case c{dtype, n, k, output, /*norm=*/output != GemvOutput::kAddToResidual, /*bias=*/true, rows};
+          const Inputs in = MakeInputs(c);
+          const std::vector<float> plain = RunDecodeGemv(c, in);
+          for (int units : {1, 2, kDecodeGemvMaxL2PrefetchUnits}) {
+            const std::vector<float> prefetched = RunDecodeGemv(c, in, units);
+            ASSERT_EQ(prefetched.size(), plain.size()) << Describe(c);
+            EXPECT_EQ(std::memcmp(prefetched.data(), plain.data(), plain.size() * sizeof(float)), 0)
+                << Describe(c) << ": " << units << " units prefetched change the result";
           }
         }
       }
@@ -493,6 +518,14 @@ TEST(DecodeGemvTest, RejectsInvalidArguments) {
   args.norm_weight = nullptr;
   args.y = x;  // aliases x
   EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
+  args.y = y;
+  for (int units : {-1, kDecodeGemvMaxL2PrefetchUnits + 1}) {
+    args.l2_prefetch_units = units;
+    const absl::Status status = DecodeGemv(args, nullptr);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << units;
+    EXPECT_NE(status.message().find("l2_prefetch_units"), std::string::npos) << status;
+  }
+  args.l2_prefetch_units = 0;
   args.y = nullptr;
   EXPECT_EQ(code(), absl::StatusCode::kInvalidArgument);
 

@@ -4,7 +4,8 @@
 // CUDA graph: the same greedy tokens, logits within the 16-bit rounding of
 // differently ordered sums; its batch invariance; and the rotary embedding
 // with the cache write fused into qkv's epilogue (cuda_decode_gemv_rope)
-// giving the bits of the separate kernel. Skips without a GPU.
+// giving the bits of the separate kernel, as does o's L2 prefetch
+// (cuda_decode_gemv_l2_prefetch_units). Skips without a GPU.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -31,7 +32,7 @@ struct Generation {
 
 // A fixture on cuda:0 in `dtype`, with decode graphs up to `graphs` (0: eager).
 LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
-                       uint64_t kv_cache_bytes, bool gemv_rope = false) {
+                       uint64_t kv_cache_bytes, bool gemv_rope = false, int l2_prefetch_units = 0) {
   LoadOptions options;
   options.model_dir = TestModelDir(model);
   options.device = "cuda:0";
@@ -40,18 +41,21 @@ LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool 
   options.cuda_graph_max_batch = graphs;
   options.cuda_decode_gemv = gemv;
   options.cuda_decode_gemv_rope = gemv_rope;
+  options.cuda_decode_gemv_l2_prefetch_units = l2_prefetch_units;
   return options;
 }
 
 Generation Generate(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
-                    bool gemv_rope = false) {
-  auto runner = LoadModel(GpuOptions(model, dtype, gemv, graphs, 8ull << 20, gemv_rope));
+                    bool gemv_rope = false, int l2_prefetch_units = 0) {
+  auto runner = LoadModel(GpuOptions(model, dtype, gemv, graphs, 8ull << 20, gemv_rope, l2_prefetch_units));
   EXPECT_TRUE(runner.ok()) << runner.status();
   Generation run;
   if (!runner.ok()) return run;
   EXPECT_EQ((*runner)->info().execution.find("fused GEMV") != std::string::npos, gemv) << (*runner)->info().execution;
   // Qwen3's per-head q/k norm keeps the rotary kernel apart.
   EXPECT_EQ((*runner)->info().execution.find("rope fused") != std::string::npos, gemv && gemv_rope && model != "qwen3")
+      << (*runner)->info().execution;
+  EXPECT_EQ((*runner)->info().execution.find("prefetched into L2") != std::string::npos, gemv && l2_prefetch_units > 0)
       << (*runner)->info().execution;
   RunnerSession session(runner->get(), /*prefix_caching=*/false);
   SamplingParams greedy;
@@ -112,6 +116,22 @@ TEST(DecodeGemvPathTest, RopeInTheQkvEpilogueGivesTheSameBits) {
         EXPECT_EQ(fused.tokens, apart.tokens) << what;
         EXPECT_TRUE(fused.logits == apart.logits) << what << ": logits differ";
       }
+    }
+  }
+}
+
+// o's weights asked into L2 during attention (cuda_decode_gemv_l2_prefetch_units)
+// are a hint: the same logits bit for bit, eager and through the graphs.
+TEST(DecodeGemvPathTest, L2PrefetchOfOGivesTheSameBits) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  for (const char* model : {"llama", "qwen3"}) {
+    for (int64_t graphs : {0, 8}) {
+      const std::string what = std::string(model) + (graphs ? " graphs" : " eager");
+      const Generation plain = Generate(model, "bfloat16", true, graphs);
+      const Generation prefetched = Generate(model, "bfloat16", true, graphs, /*gemv_rope=*/false, /*units=*/2);
+      ASSERT_EQ(plain.tokens.size(), 12u) << what;
+      EXPECT_EQ(prefetched.tokens, plain.tokens) << what;
+      EXPECT_TRUE(prefetched.logits == plain.logits) << what << ": logits differ";
     }
   }
 }

@@ -887,6 +887,20 @@ TEST_F(LoadErrorTest, Float16OnCpuIsRefused) {
               HasSubstr("dtype \"int8\" is not one of float32, bfloat16, float16"));
 }
 
+TEST_F(LoadErrorTest, OutOfRangeOptionsAreNamed) {
+  LoadOptions options;
+  options.model_dir = TestModelDir("llama");
+  for (int units : {-1, 65}) {
+    options.cuda_decode_gemv_l2_prefetch_units = units;
+    absl::Status status = LoadModel(options).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << units;
+    EXPECT_THAT(status.message(), HasSubstr("cuda_decode_gemv_l2_prefetch_units must be in [0, 64], got " +
+                                            std::to_string(units)));
+  }
+  options.cuda_decode_gemv_l2_prefetch_units = 64;  // the CPU ignores it
+  EXPECT_TRUE(LoadModel(options).ok());
+}
+
 TEST_F(LoadErrorTest, CudaWithoutGpuIsAClearError) {
   if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
   LoadOptions options;
