@@ -6,10 +6,15 @@
 # $OUT/ when set. Carry .device (from `../shared/device/pack.sh libboost1.81-dev
 # libboost-dev`: the HTTP servers need Boost's headers, which the GPU machine lacks).
 #   STEPS="build kernels" bash tools/gpu_check.sh
+# Opt-in steps: "ab" runs runtime_bench with each of AB_ARGS in turn against
+# the default, alternating, AB_ROUNDS times (the opt-in decode paths);
+# "encoder" runs encoder_bench on the bge-m3-shaped model with and without
+# LtGemm beside sentence-transformers.
+#   STEPS="model build ab" bash tools/gpu_check.sh
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-/tmp/build}
-STEPS=${STEPS:-model build kernels runtime large bench profile serving}
+STEPS=${STEPS:-model build kernels runtime large bench profile serving}  # also: ab, encoder
 LLAMA8B=${LLAMA8B:-/tmp/llama8b}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -34,7 +39,7 @@ if has build; then
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a \
     -DCMAKE_PREFIX_PATH="$TORCH_CMAKE_PREFIX;/opt/deps/usr/lib/x86_64-linux-gnu/cmake;/opt/deps/usr" \
     > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
-  time cmake --build "$BUILD" -j"$(nproc)" --target ${TARGETS:-cuda_kernel_tests runtime_tests runtime_bench serving_bench} \
+  time cmake --build "$BUILD" -j"$(nproc)" --target ${TARGETS:-cuda_kernel_tests runtime_tests runtime_bench serving_bench encoder_bench} \
     > "$OUT/build.log" 2>&1 || { grep -E "error|Error" -A3 "$OUT/build.log" | head -80; exit 1; }
   grep -E "registers|spill" "$OUT/build.log" | sort | uniq -c | sort -rn | head -5
 fi
@@ -73,6 +78,31 @@ if has profile; then
     step_ms=$(grep -o '[0-9.]* ms/step' "$OUT/ncu_b$b.csv" | head -1 | cut -d' ' -f1)
     echo "== batch $b (ncu, 2 steps)"
     python3 "$ROOT/tools/ncu_summary.py" "$OUT/ncu_b$b.csv" --steps 2 --step_ms "${step_ms:-0}" | head -25
+  done
+fi
+if has ab; then
+  # Decode options against the default, alternating, AB_ROUNDS times: each
+  # of AB_ARGS (';'-separated runtime_bench flags; "" is the default) in turn.
+  IFS=';' read -r -a variants <<< "${AB_ARGS:-;--gemv_l2_prefetch 1;--gemv_l2_prefetch 2;--gemv_rope}"
+  for round in $(seq "${AB_ROUNDS:-3}"); do
+    for v in "${variants[@]}"; do
+      echo "-- round $round: ${v:-default}"
+      # shellcheck disable=SC2086
+      "$BUILD/bench/runtime_bench" --model "$LLAMA8B" --dtype bfloat16 --batches ${AB_BATCHES:-1,4} \
+        --decode_tokens 64 --ttft_prompt 0 $v 2>&1 | grep -E "^batch" | cut -c1-150
+    done
+  done 2>&1 | tee "$OUT/ab.log"
+fi
+if has encoder; then
+  # The bge-m3-shaped encoder, Gantry (products through at::linear, then
+  # through LtGemm) beside sentence-transformers in float16.
+  BGE=${BGE:-/tmp/bge_m3}
+  [ -f "$BGE/config.json" ] || python3 "$ROOT/tools/make_encoder_models.py" --bge_m3_shaped "$BGE" > "$OUT/bge.log" 2>&1
+  python3 "$ROOT/tools/make_encoder_models.py" --bench_st "$BGE" --batches ${ENCODER_BATCHES:-1,32,256} --seq 512 \
+    2>&1 | grep "bench_st: batch" | tee "$OUT/encoder.log"
+  for lt in false true; do
+    "$BUILD/bench/encoder_bench" --model "$BGE" --batches ${ENCODER_BATCHES:-1,32,256} --seq 512 --lt_gemm=$lt 2>&1 \
+      | tee -a "$OUT/encoder.log"
   done
 fi
 if has serving; then
