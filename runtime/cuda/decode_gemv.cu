@@ -322,9 +322,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   char* stage_base = reinterpret_cast<char*>(smem) + (kNorm ? static_cast<size_t>(rows) * vecs * 16 : 0) +
                      warp * WarpStageBytes<kOut, kNorm>();
 
-  // Requests item `item`'s weights and (plain inputs) its input slice into
-  // its stage buffer, either or both; commits a group either way (empty
-  // groups keep the wait counts uniform).
   // The next weights' unit (its first row) and stage. Weights are requested
   // in item order (kStages - 1 before the loop, then one a step), so these
   // advance by counting: dividing the item number in every request cost
@@ -332,6 +329,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   int64_t request_unit = blockIdx.x;
   int64_t request_base = TileBase<kOut>(request_unit, rope_half);
   int request_stage = 0;
+  // Requests item `item`'s weights and (plain inputs) its input slice into
+  // its stage buffer, either or both; commits a group either way (empty
+  // groups keep the wait counts uniform).
   auto request = [&](int64_t item, bool weights, bool input) {
     if (item < items) {
       const int stage = weights ? request_stage : static_cast<int>(item % per_unit);
