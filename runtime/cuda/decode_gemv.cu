@@ -42,8 +42,9 @@
 //   rotation partners i + head_dim / 2, which the mma puts in one lane's
 //   accumulators j and j + 2, so one thread holds both halves of a pair and
 //   rotates it (q) or writes it to the paged cache (k rotated, v as is) with
-//   rope.cuh's arithmetic, as RopeAndCacheWrite. That saves a kernel per layer and the qkv
-//   round trip through memory; the bits are those of kStore + that kernel.
+//   rope.cuh's arithmetic, as RopeAndCacheWrite. That saves a kernel per
+//   layer and the qkv round trip through memory; the bits are those of
+//   kStore + that kernel.
 //   Each block makes its rows' sin/cos table in shared memory before the
 //   programmatic-dependent-launch wait (positions and frequencies are
 //   uploaded, never written by a kernel), overlapping the kernel before.
@@ -247,9 +248,6 @@ template <int kOut>
 __device__ __forceinline__ int64_t TileEnd(int g, int64_t n) {
   return kOut == static_cast<int>(GemvOutput::kSiluMul) ? (g + 1) * (n / 2) : n;
 }
-
-// Largest head_dim / 2 kRopeCache takes (kernels.cc checks head_dim <= 256).
-constexpr int kMaxRopeHalf = 128;
 
 // Stores element i < head_dim / 2 of one head of input row `in_row` and its
 // partner i + head_dim / 2, given as the projection rounded to T (a, b), as

@@ -14,6 +14,10 @@
 
 namespace gantry::cuda {
 
+// Largest head_dim / 2 the rotary kernels take (kernels.cc checks head_dim
+// <= 256): the size of their shared-memory cos/sin tables.
+inline constexpr int kMaxRopeHalf = 128;
+
 // cos and sin of position * inv_freq, each rounded to T.
 template <typename T>
 __device__ __forceinline__ void RopeCosSin(float position, float inv_freq, float* cos_out, float* sin_out) {

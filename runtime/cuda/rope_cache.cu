@@ -26,7 +26,6 @@ namespace gantry::cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
-constexpr int kMaxHalf = 128;  // head_dim <= 256
 
 __device__ __forceinline__ float WarpSum(float x) {
 #pragma unroll
@@ -49,7 +48,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                     T* __restrict__ k_cache,  // [slots, num_kv_heads, head_dim]
                     T* __restrict__ v_cache,  // [slots, num_kv_heads, head_dim]
                     int num_heads, int num_kv_heads, int head_dim) {
-  __shared__ float cos_table[kMaxHalf], sin_table[kMaxHalf];  // rounded to T
+  __shared__ float cos_table[kMaxRopeHalf], sin_table[kMaxRopeHalf];  // rounded to T
 
   const int64_t token = blockIdx.x;
   const int half = head_dim / 2;

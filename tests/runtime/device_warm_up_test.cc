@@ -84,9 +84,10 @@ TEST_F(DeviceWarmUpTest, UnwritableTemporaryFolderIsAnError) {
 // too, whose workspace LibTorch also keeps: the test makes that one first,
 // so the count does not depend on whether an earlier test in the process
 // did. Without it a fresh process saw +64 MiB on an H200.) The tiny model
-// itself (16 MiB of KV cache, 9 MB of weights, the graphs' pool) goes, and a second warm-up reuses the first's capture stream
-// and so its workspace (cuda_forward.cc's CaptureStreamLease): it leaves the
-// allocator exactly where the first left it. With streams from LibTorch's
+// itself (16 MiB of KV cache, 9 MB of weights, the graphs' pool) goes, and
+// a second warm-up reuses the first's capture stream and so its workspace
+// (cuda_forward.cc's CaptureStreamLease): it leaves the allocator exactly
+// where the first left it. With streams from LibTorch's
 // pool, each load left another workspace (run 14 on the H100: +32 MiB).
 TEST_F(DeviceWarmUpTest, WarmsEachCudaDeviceAndGivesTheModelBack) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "SKIPPED: no CUDA device";
