@@ -3,7 +3,6 @@
 #include <torch/version.h>
 
 #include <cmath>
-#include <cstdint>
 #include <limits>
 #include <optional>
 #include <string>
@@ -166,31 +165,26 @@ at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
 std::optional<at::Tensor> EncoderModel::LtLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                                                  bool gelu) const {
 #ifdef GANTRY_WITH_LT_GEMM
-  if (cuda_.lt_gemm == nullptr || !x.is_cuda() ||
-      (x.scalar_type() != at::kBFloat16 && x.scalar_type() != at::kHalf) || weight.scalar_type() != x.scalar_type()) {
-    return std::nullopt;
-  }
-  const int64_t k = x.size(-1), n = weight.size(0);
-  const int64_t m = k > 0 ? x.numel() / k : 0;
-  auto aligned = [](const at::Tensor& t) {
-    return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
-  };
-  if (m < 1 || n % 8 != 0 || k % 8 != 0 || !aligned(x) || !aligned(weight) || (bias.defined() && !aligned(bias))) {
+  if (cuda_.lt_gemm == nullptr || !x.is_cuda() || weight.scalar_type() != x.scalar_type() || !x.is_contiguous() ||
+      !weight.is_contiguous() || (bias.defined() && !bias.is_contiguous()) || x.numel() == 0) {
     return std::nullopt;
   }
   std::vector<int64_t> shape = x.sizes().vec();
-  shape.back() = n;
+  shape.back() = weight.size(0);
   at::Tensor y = at::empty(shape, x.options());
   cuda::LtGemmArgs args;
   args.dtype = KernelDType(x.scalar_type());
-  args.m = m;
-  args.n = n;
-  args.k = k;
+  args.k = x.size(-1);
+  args.m = x.numel() / args.k;
+  args.n = weight.size(0);
   args.x = x.data_ptr();
   args.w = weight.data_ptr();
   args.bias = bias.defined() ? bias.data_ptr() : nullptr;
   args.epilogue = gelu ? cuda::LtEpilogue::kGelu : cuda::LtEpilogue::kNone;
   args.y = y.data_ptr();
+  // What LtGemm cannot take (float32, n or k not a multiple of 8, a
+  // misaligned operand) goes through LibTorch instead.
+  if (!cuda::CheckLtGemmArgs(args).ok()) return std::nullopt;
   ThrowIfError(cuda_.lt_gemm->Run(args, at::cuda::getCurrentCUDAStream()));
   return y;
 #else
