@@ -5,7 +5,7 @@
 //
 //   encoder_bench --model DIR [--device cuda] [--dtype float16] [--seq 512]
 //                 [--batches 1,32,256] [--baseline 1:S,32:S,256:S]
-//                 [--cuda_kernels=false] [--gelu_epilogue=false] [--lt_gemm]
+//                 [--cuda_kernels=false] [--gelu_epilogue=false] [--lt_gemm=false]
 //
 // Inputs are random token ids (the time does not depend on them); each batch
 // runs twice to warm up, then as often as fits in --seconds; Encode returns
@@ -36,7 +36,7 @@ ABSL_FLAG(std::vector<std::string>, baseline, {}, "batch:sequences_per_second of
 ABSL_FLAG(double, seconds, 3.0, "time per batch size");
 ABSL_FLAG(bool, cuda_kernels, true, "CUDA: fused residual add + LayerNorm (EncoderLoadOptions::cuda_kernels)");
 ABSL_FLAG(bool, gelu_epilogue, true, "CUDA: GELU in cuBLASLt's epilogue (EncoderLoadOptions::cuda_gelu_epilogue)");
-ABSL_FLAG(bool, lt_gemm, false,
+ABSL_FLAG(bool, lt_gemm, true,
           "CUDA: the layers' products through cuBLASLt tuned per shape (EncoderLoadOptions::cuda_lt_gemm)");
 
 int main(int argc, char** argv) {

@@ -41,7 +41,7 @@ ABSL_FLAG(bool, skinny_gemm, false, "Gantry's SkinnyGemm for projections of up t
 ABSL_FLAG(int32_t, tp, 1, "tensor parallelism: ranks on GPUs device, device + 1, ... (NCCL); 1: off");
 ABSL_FLAG(bool, decode_gemv, true,
           "Gantry's fused DecodeGemv for decode steps of up to 4 sequences (false: cuBLAS and separate kernels)");
-ABSL_FLAG(bool, gemv_rope, false,
+ABSL_FLAG(bool, gemv_rope, true,
           "with --decode_gemv, rotary embedding and KV-cache write fused into the qkv product (false: their own kernel)");
 ABSL_FLAG(int32_t, gemv_l2_prefetch, 0,
           "with --decode_gemv, units (16 rows) of the o projection each block asks into L2 during attention (0: off)");

@@ -5,9 +5,9 @@
 // Decode steps of up to 4 sequences take DecodeGemv for every projection
 // instead, with the norms, the residual adds and SiLU fused into it
 // (decode_gemv), so a layer is six kernels: qkv, rotary + cache write,
-// attention, o, gate/up, down (five with decode_gemv_rope, opt-in: the
-// rotary embedding and cache write in qkv's epilogue, for models without a
-// per-head q/k norm); those steps are batch-invariant bit for bit
+// attention, o, gate/up, down; five with decode_gemv_rope (the default: the
+// rotary embedding and cache write in qkv's epilogue), for models without a
+// per-head q/k norm; those steps are batch-invariant bit for bit
 // (DecodeGemv's rows are computed alone, and attention cuts every context as
 // at batch 1), so a seeded sequence samples the same tokens alone or beside
 // others.

@@ -118,8 +118,7 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
     at::DeviceGuard device_guard(*device);
 #ifdef GANTRY_WITH_LT_GEMM
     if (device->is_cuda() && options.cuda_lt_gemm && *dtype != at::kFloat) {
-      constexpr size_t kLtGemmWorkspaceBytes = size_t{32} << 20;  // cuBLAS's suggestion for Hopper
-      auto gemm = cuda::LtGemm::Create(kLtGemmWorkspaceBytes);  // on the device the guard made current
+      auto gemm = cuda::LtGemm::Create(kEncoderLtGemmWorkspaceBytes);  // on the device the guard made current
       if (!gemm.ok()) return gemm.status();
       cuda.lt_gemm = std::shared_ptr<cuda::LtGemm>(*std::move(gemm));
       absl::StrAppend(&info.execution, ", products through cuBLASLt tuned per shape");

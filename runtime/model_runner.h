@@ -95,20 +95,22 @@ struct LoadOptions {
   // CUDA, with cuda_decode_gemv: those steps' rotary embedding and KV-cache
   // write happen in the qkv product's epilogue (GemvOutput::kRopeCache), a
   // kernel a layer fewer, the same bits. Models with a per-head q/k norm
-  // (Qwen3) keep the separate kernel. Off by default: it was slower (H100,
-  // 8B-shaped bf16: 173.0 and 173.9 against 175.5 and 174.8 tokens/s at
-  // batch 1), which ncu traced to 64-bit divisions in every weight request
-  // (27% more instructions); without them it is even at batch 1 (175.3,
-  // 174.7, 174.7 against 175.5, 175.5, 173.7) and about 1% ahead at 4
-  // (runtime_bench --gemv_rope=true/false, 2026-12-07), not yet enough to
-  // make it the default.
-  bool cuda_decode_gemv_rope = false;
+  // (Qwen3) keep the separate kernel. On by default since 2026-12-07 (#12):
+  // once a warp counted its weight requests instead of dividing (ncu had
+  // traced a first, slower version to 64-bit divisions in every request), it
+  // won on two H100s (8B-shaped bf16, runtime_bench --gemv_rope=true/false,
+  // alternating): batch 1 even (175.3, 174.7, 174.7 against 175.5, 175.5,
+  // 173.7) and 169.5-169.6 against 168.9-169.0; batch 4 +1.0% and +1.4%
+  // (650.1-650.9 against 640.9-641.7).
+  bool cuda_decode_gemv_rope = true;
   // CUDA, with cuda_decode_gemv: each block of the o projection (the product
   // after attention) asks this many of its units (16 weight rows) into L2
   // before its dependency wait, while attention still runs and leaves the
   // memory bandwidth mostly idle (DecodeGemvArgs::l2_prefetch_units). 0..64;
-  // 0: off. The same bits either way. Opt-in until measured (runtime_bench
-  // --gemv_l2_prefetch N).
+  // 0: off. The same bits either way. Off by default: it gained nothing
+  // measurable (H100, 8B-shaped bf16, batch 1: 168.9-169.1 tokens/s with 2
+  // units against 168.9-169.0 without; with the rotary fused 169.6-169.9
+  // against 169.5-169.6; runtime_bench --gemv_l2_prefetch 2, 2026-12-07).
   int cuda_decode_gemv_l2_prefetch_units = 0;
   // CUDA: weights whose bytes are contiguous in the file and already in the
   // load dtype go from the safetensors files to the GPU through pinned

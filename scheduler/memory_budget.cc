@@ -4,6 +4,7 @@
 
 #include "runtime/checkpoint.h"
 #include "runtime/encoder_config.h"
+#include "runtime/encoder_runner.h"
 #include "runtime/model_config.h"
 #include "runtime/model_task.h"
 #include "runtime/safetensors.h"
@@ -22,7 +23,8 @@ uint64_t ElementBytes(const std::string& requested, const std::string& config_dt
 
 // Encoders hold their weights and, instead of a KV pool, the activations of
 // one step of max_encode_tokens padded tokens: about six hidden-wide and two
-// intermediate-wide tensors live at once in a layer.
+// intermediate-wide tensors live at once in a layer. 16-bit ones on a GPU
+// also hold LtGemm's workspace (runtime::EncoderLoadOptions::cuda_lt_gemm).
 absl::StatusOr<uint64_t> EstimateEncoderBytes(const ModelSpec& spec) {
   auto config = runtime::LoadEncoderConfig(spec.path);
   if (!config.ok()) return config.status();
@@ -38,7 +40,8 @@ absl::StatusOr<uint64_t> EstimateEncoderBytes(const ModelSpec& spec) {
   const uint64_t tokens = static_cast<uint64_t>(std::max<int64_t>(1, spec.engine.max_encode_tokens));
   const uint64_t activations =
       tokens * static_cast<uint64_t>(6 * config->hidden_size + 2 * config->intermediate_size) * element;
-  return elements * element + activations;
+  const uint64_t workspace = element == 2 && spec.device != "cpu" ? runtime::kEncoderLtGemmWorkspaceBytes : 0;
+  return elements * element + activations + workspace;
 }
 
 }  // namespace

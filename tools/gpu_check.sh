@@ -83,7 +83,7 @@ fi
 if has ab; then
   # Decode options against the default, alternating, AB_ROUNDS times: each
   # of AB_ARGS (';'-separated runtime_bench flags; "" is the default) in turn.
-  IFS=';' read -r -a variants <<< "${AB_ARGS:-;--gemv_l2_prefetch 1;--gemv_l2_prefetch 2;--gemv_rope}"
+  IFS=';' read -r -a variants <<< "${AB_ARGS:-;--gemv_rope=false;--gemv_l2_prefetch 2}"
   for round in $(seq "${AB_ROUNDS:-3}"); do
     for v in "${variants[@]}"; do
       echo "-- round $round: ${v:-default}"

@@ -65,7 +65,7 @@ struct CudaForwardOptions {
   int64_t warm_step_tokens = 0; // prompt steps of 16, 32, ... up to this many tokens run once at load
   bool skinny_gemm = false;      // Gantry's kernel for projections of up to 8 rows (false: cuBLAS)
   bool decode_gemv = true;       // decode steps of up to 4 rows through DecodeGemv, norms and SiLU fused (16-bit dtypes)
-  bool decode_gemv_rope = false; // and their rotary embedding and cache write fused into qkv's (no q/k norm)
+  bool decode_gemv_rope = true;  // and their rotary embedding and cache write fused into qkv's (no q/k norm)
   int decode_gemv_l2_prefetch_units = 0;  // and o's first units a block asked into L2 during attention (0..64)
 };
 // Captures the decode graphs and runs the prompt shapes once (part of the

@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/encoder_config.h"
+#include "runtime/encoder_runner.h"
 #include "scheduler/memory_budget.h"
 #include "tests/scheduler/fake_runner.h"
 
@@ -620,6 +621,24 @@ TEST(MemoryBudgetTest, EncodersChargeOneStepOfMaxEncodeTokensInsteadOfAKvPool) {
   // 200 more tokens of six hidden-wide and two intermediate-wide float32 rows.
   EXPECT_EQ(*large - *small, 200u * (6 * config->hidden_size + 2 * config->intermediate_size) * 4);
   EXPECT_LT(*small, spec.kv_cache_bytes);
+}
+
+TEST(MemoryBudgetTest, SixteenBitEncodersOnAGpuChargeTheProductsWorkspace) {
+  ModelSpec spec;
+  spec.path = std::string(GANTRY_TEST_MODELS) + "/bert_embed";
+  spec.dtype = "bfloat16";
+  auto cpu = EstimateModelBytes(spec);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  spec.device = "cuda:0";  // estimated from the headers: no GPU needed
+  auto gpu = EstimateModelBytes(spec);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  EXPECT_EQ(*gpu - *cpu, runtime::kEncoderLtGemmWorkspaceBytes);
+  spec.dtype = "float32";  // LtGemm takes 16-bit products only
+  auto gpu_f32 = EstimateModelBytes(spec);
+  spec.device = "cpu";
+  auto cpu_f32 = EstimateModelBytes(spec);
+  ASSERT_TRUE(gpu_f32.ok() && cpu_f32.ok());
+  EXPECT_EQ(*gpu_f32, *cpu_f32);
 }
 
 }  // namespace
