@@ -45,6 +45,8 @@ ABSL_FLAG(bool, gemv_rope, true,
           "with --decode_gemv, rotary embedding and KV-cache write fused into the qkv product (false: their own kernel)");
 ABSL_FLAG(int32_t, gemv_l2_prefetch, 0,
           "with --decode_gemv, units (16 rows) of the o projection each block asks into L2 during attention (0: off)");
+ABSL_FLAG(bool, attention_early_loads, true,
+          "decode attention reads lengths, block tables and earlier keys before waiting for qkv (false: after)");
 ABSL_FLAG(bool, staged_upload, true, "load weights through pinned staging buffers and reader threads (LoadOptions::cuda_staged_upload)");
 ABSL_FLAG(int64_t, profile_decode_steps, 0,
           "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "
@@ -88,6 +90,7 @@ int main(int argc, char** argv) {
   options.cuda_decode_gemv = absl::GetFlag(FLAGS_decode_gemv);
   options.cuda_decode_gemv_rope = absl::GetFlag(FLAGS_gemv_rope);
   options.cuda_decode_gemv_l2_prefetch_units = absl::GetFlag(FLAGS_gemv_l2_prefetch);
+  options.cuda_decode_attention_early_loads = absl::GetFlag(FLAGS_attention_early_loads);
   options.cuda_staged_upload = absl::GetFlag(FLAGS_staged_upload);
   options.tensor_parallel = absl::GetFlag(FLAGS_tp);
   if (options.model_dir.empty()) {

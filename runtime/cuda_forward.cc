@@ -667,6 +667,9 @@ class CudaForward final : public Forward {
     attn.max_query_len = view.max_query_len;
     attn.num_splits = view.num_splits;
     attn.workspace = workspace_ptr;
+    // Decode steps write q and each sequence's new key just before attention
+    // (RopeAndCacheWrite or qkv's kRopeCache epilogue), nothing else it reads.
+    attn.prior_writes_last_key_only = view.decode && options_.decode_attention_early_loads;
 
     // A decode step of up to 4 rows wanting every row's logits: every projection
     // through DecodeGemv, the norms and SiLU fused into them, the residual

@@ -112,6 +112,13 @@ struct LoadOptions {
   // units against 168.9-169.0 without; with the rotary fused 169.6-169.9
   // against 169.5-169.6; runtime_bench --gemv_l2_prefetch 2, 2026-12-07).
   int cuda_decode_gemv_l2_prefetch_units = 0;
+  // CUDA: under programmatic dependent launch, decode attention reads the
+  // sequence lengths, block tables and every key but the new one before it
+  // waits for the projection just before it, which writes only q and the
+  // new key (PagedAttentionArgs::prior_writes_last_key_only), so at a short
+  // context those round trips overlap the projection's tail. The same bits
+  // either way.
+  bool cuda_decode_attention_early_loads = true;
   // CUDA: weights whose bytes are contiguous in the file and already in the
   // load dtype go from the safetensors files to the GPU through pinned
   // staging buffers, several reader threads and overlapping copies

@@ -638,6 +638,7 @@ absl::StatusOr<std::unique_ptr<ModelRunner>> LoadModel(const LoadOptions& option
       cuda_options.decode_gemv = options.cuda_decode_gemv;
       cuda_options.decode_gemv_rope = options.cuda_decode_gemv_rope;
       cuda_options.decode_gemv_l2_prefetch_units = options.cuda_decode_gemv_l2_prefetch_units;
+      cuda_options.decode_attention_early_loads = options.cuda_decode_attention_early_loads;
       auto cuda_forward = MakeCudaForward(rank.model.get(), cuda_options);
       if (!cuda_forward.ok()) {
         if (rank.communicator) rank.communicator->Abort();  // the other ranks' set-up waits on this one

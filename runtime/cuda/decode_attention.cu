@@ -22,6 +22,11 @@
 // log-sum-exp rescaling, in split order, and resets the counter to 0 for the
 // next launch or graph replay. So one kernel per layer, and a replay is
 // bit-for-bit the eager result whatever order the splits finish in.
+// Under programmatic dependent launch a decode step's blocks read seq_lens,
+// the block tables and every key but the last before waiting for the kernel
+// just before (PagedAttentionArgs::prior_writes_last_key_only): at a short
+// context a block is a chain of dependent round trips (length, table, rows),
+// and these need not follow the projection that writes q and the new key.
 // Scores live in the log2 domain (q is pre-scaled by scale * log2(e)) so the
 // softmax uses exp2f, an accurate (2 ulp) function, not a fast-math intrinsic.
 #include <cuda_runtime.h>
@@ -190,6 +195,7 @@ __global__ void __launch_bounds__(kThreads, 3)
                       const int32_t* __restrict__ seq_lens,   // [num_seqs]; <= 0: padding
                       int num_kv_heads, int group, int block_size, int sliding_window,
                       float qk_scale_log2,                    // scale * log2(e)
+                      bool last_key_pending,                  // PagedAttentionArgs::prior_writes_last_key_only
                       T* __restrict__ out,                    // [num_seqs, num_heads, head_dim]
                       unsigned* __restrict__ counters,        // [num_seqs * num_heads], zero at rest
                       float* __restrict__ ws_acc,             // [num_seqs, num_heads, num_splits, head_dim]
@@ -218,9 +224,17 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int num_heads = num_kv_heads * group;
   const int64_t first_row = static_cast<int64_t>(seq) * num_heads + static_cast<int64_t>(kv_head) * group;
 
-  // seq_lens, q and the cache may come from the kernels just before this one.
-  WaitForPriorGrid();
-  AllowDependentLaunch();  // the next kernel may start loading its weights
+  // q, and the cache's last key, come from the kernel just before this one;
+  // without last_key_pending seq_lens, the tables and any key may too. Every
+  // block waits once, before it reads them and before it exits.
+  bool waited = false;
+  auto wait_for_prior_grid = [&] {
+    if (waited) return;
+    WaitForPriorGrid();
+    AllowDependentLaunch();  // the next kernel may start loading its weights
+    waited = true;
+  };
+  if (!last_key_pending) wait_for_prior_grid();
 
   // Visible keys [lo, hi): the query sits at position seq_len - 1.
   const int hi = max(seq_lens[seq], 0);
@@ -232,18 +246,19 @@ __global__ void __launch_bounds__(kThreads, 3)
       min(static_cast<int64_t>(num_splits), (visible + kMinSplitTokens - 1) / kMinSplitTokens));
   // Whole blocks leave here, so no barrier below is skipped by some threads only.
   if (active == 0) {  // a padding sequence: nothing to attend
+    wait_for_prior_grid();
     if (split == 0) {
       for (int i = tid; i < group * kHeadDim; i += kThreads) out[first_row * kHeadDim + i] = FromFloat<T>(0.0f);
     }
     return;
   }
-  if (split >= active) return;
+  if (split >= active) {
+    wait_for_prior_grid();
+    return;
+  }
   const int begin = lo + static_cast<int>(visible * split / active);
   const int end = lo + static_cast<int>(visible * (split + 1) / active);
 
-  for (int i = tid; i < group * kHeadDim; i += kThreads) {
-    q_s[i] = ToFloat(q[first_row * kHeadDim + i]) * qk_scale_log2;
-  }
   if (tid < kMaxGroup) {
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.0f;
@@ -267,15 +282,18 @@ __global__ void __launch_bounds__(kThreads, 3)
   };
   // Two commit groups per chunk, K then V, so the scores can start while V
   // is still arriving.
-  auto issue_loads = [&](int buf) {
+  // Row skip_row (>= 0) is left out: it is copied later, on its own.
+  auto issue_loads = [&](int buf, int skip_row) {
     const int64_t* slots = slot_s + buf * kChunk;
 #pragma unroll
     for (int i = 0; i < Cfg::kLoadsPerThread; ++i) {
       const int idx = tid + i * kThreads;
       const int c = idx / Cfg::kRowVecs, v = idx % Cfg::kRowVecs;
       const int64_t offset = slots[c];
-      CpAsync16(k_stages + buf * Cfg::kStageBytes + Cfg::VecOffset(c, v),
-                k_cache + (offset >= 0 ? offset + v * Cfg::kVec : 0), offset >= 0);
+      if (c != skip_row) {
+        CpAsync16(k_stages + buf * Cfg::kStageBytes + Cfg::VecOffset(c, v),
+                  k_cache + (offset >= 0 ? offset + v * Cfg::kVec : 0), offset >= 0);
+      }
     }
     CpAsyncCommit();
 #pragma unroll
@@ -283,8 +301,10 @@ __global__ void __launch_bounds__(kThreads, 3)
       const int idx = tid + i * kThreads;
       const int c = idx / Cfg::kRowVecs, v = idx % Cfg::kRowVecs;
       const int64_t offset = slots[c];
-      CpAsync16(v_stages + buf * Cfg::kStageBytes + Cfg::VecOffset(c, v),
-                v_cache + (offset >= 0 ? offset + v * Cfg::kVec : 0), offset >= 0);
+      if (c != skip_row) {
+        CpAsync16(v_stages + buf * Cfg::kStageBytes + Cfg::VecOffset(c, v),
+                  v_cache + (offset >= 0 ? offset + v * Cfg::kVec : 0), offset >= 0);
+      }
     }
     CpAsyncCommit();
   };
@@ -311,23 +331,46 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int part = tid % kTpt;
   const int warp = tid / 32, lane = tid % 32;
 
+  // Chunk 0's copies go out before the wait (last_key_pending) but for the
+  // last key's row when this split holds it: that row follows the wait in a
+  // group of its own (committed empty otherwise, keeping the counts uniform).
+  const int last_key_row = hi - 1 - begin;  // in chunk 0 of this split when < kChunk and end == hi
+  const int deferred_row = !waited && end == hi && last_key_row < kChunk ? last_key_row : -1;
   compute_slots(0, 0);
   __syncthreads();
-  issue_loads(0);
+  issue_loads(0, deferred_row);
   if (num_chunks > 1) compute_slots(1, 1);
+  wait_for_prior_grid();
+  if (deferred_row >= 0) {
+    const int64_t offset = slot_s[deferred_row];
+    for (int v = tid; v < Cfg::kRowVecs; v += kThreads) {
+      CpAsync16(k_stages + Cfg::VecOffset(deferred_row, v), k_cache + offset + v * Cfg::kVec, true);
+      CpAsync16(v_stages + Cfg::VecOffset(deferred_row, v), v_cache + offset + v * Cfg::kVec, true);
+    }
+  }
+  CpAsyncCommit();
+  for (int i = tid; i < group * kHeadDim; i += kThreads) {
+    q_s[i] = ToFloat(q[first_row * kHeadDim + i]) * qk_scale_log2;
+  }
 
   for (int chunk = 0; chunk < num_chunks; ++chunk) {
     const int buf = chunk & 1;
-    // Barrier A: chunk + 1's offsets are visible, and the previous chunk is
-    // done with stage buf ^ 1, p_s and alpha_s.
+    // Barrier A: chunk + 1's offsets and q are visible, and the previous
+    // chunk is done with stage buf ^ 1, p_s and alpha_s.
     __syncthreads();
     if (chunk + 1 < num_chunks) {
-      issue_loads(buf ^ 1);
+      issue_loads(buf ^ 1, -1);
     } else {
       CpAsyncCommit();  // empty groups keep the wait counts below uniform
       CpAsyncCommit();
     }
-    CpAsyncWait<3>();  // this chunk's K has landed (V, and chunk + 1, may be pending)
+    // This chunk's K has landed (V, and chunk + 1, may be pending). Chunk 0:
+    // behind its K and V come the deferred row's group, then chunk 1's two.
+    if (chunk == 0) {
+      CpAsyncWait<2>();
+    } else {
+      CpAsyncWait<3>();
+    }
     __syncthreads();   // Barrier B: every thread's K copies are visible
 
     const int chunk_start = begin + chunk * kChunk;
@@ -567,7 +610,8 @@ cudaError_t LaunchTyped(const PagedAttentionArgs& a, cudaStream_t stream) {
   return LaunchKernel(kernel, grid, dim3(kThreads), smem, stream, static_cast<const T*>(a.q),
                       static_cast<const T*>(a.k_cache), static_cast<const T*>(a.v_cache), a.block_tables,
                       a.bt_seq_stride, a.bt_block_stride, a.seq_lens, a.num_kv_heads, group, a.block_size,
-                      a.sliding_window, a.scale * kLog2e, static_cast<T*>(a.out), counters, ws_acc, ws_max, ws_sum);
+                      a.sliding_window, a.scale * kLog2e, a.prior_writes_last_key_only, static_cast<T*>(a.out),
+                      counters, ws_acc, ws_max, ws_sum);
 }
 
 }  // namespace

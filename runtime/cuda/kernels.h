@@ -33,8 +33,9 @@ const char* DTypeName(DType dtype);
 // GPU may schedule them while the kernel before them in the stream is still
 // finishing (hiding launch latency between the small kernels of a decode
 // step); each waits for that kernel's results before it reads them (only
-// RmsNorm's weight is read before: it must not come from the kernel just
-// before, which no model weight does). Also
+// weights are read before, which no kernel writes, and DecodeAttention's
+// lengths, tables and earlier keys when its caller promises that the kernel
+// just before writes none of them: prior_writes_last_key_only). Also
 // inside CUDA-graph capture (the graph keeps the programmatic edges). On by
 // default on devices that support it, unless the environment has
 // GANTRY_PDL=0; SetProgrammaticDependentLaunch overrides both (benchmarks,
@@ -154,6 +155,15 @@ struct PagedAttentionArgs {
   // (sequence, head).
   int num_splits = 1;
   float* workspace = nullptr;             // DecodeAttentionWorkspaceBytes(...) bytes; see below
+  // Decode only, for programmatic dependent launch: true promises that the
+  // kernel just before this one in the stream writes, of what this one
+  // reads, at most q and each sequence's last key (its K and V rows at
+  // position seq_lens[s] - 1), as a decode step's RopeAndCacheWrite or
+  // DecodeGemv's kRopeCache epilogue does. seq_lens, the block tables and
+  // the earlier keys are then read before waiting for that kernel, so their
+  // round trips overlap its tail instead of following it. false: everything
+  // is read after the wait.
+  bool prior_writes_last_key_only = false;
 };
 
 // Every sequence has exactly one query, in row s (query_start and

@@ -292,8 +292,24 @@ void CheckCase(const Case& c, const Problem& p, const std::vector<double>& expec
   DeviceProblem d(c, p);
   ASSERT_TRUE(DecodeAttention(d.args, nullptr).ok());
   Sync();
-  ExpectMatches(c, p, c.seq_lens, d.Output(c, p), expected);
+  const std::vector<float> output = d.Output(c, p);
+  ExpectMatches(c, p, c.seq_lens, output, expected);
   EXPECT_EQ(d.NonZeroCounters(), 0u) << "split counters not reset";
+  {
+    // Lengths, tables and all keys but the last read before the dependency
+    // wait, the last key's row after it (nothing runs before this launch, so
+    // the promise holds): the same bits. A deferred row copied to the wrong
+    // place, or never, would change them.
+    DeviceProblem early(c, p);
+    early.args.prior_writes_last_key_only = true;
+    ASSERT_TRUE(DecodeAttention(early.args, nullptr).ok());
+    Sync();
+    const std::vector<float> early_output = early.Output(c, p);
+    ASSERT_EQ(early_output.size(), output.size());
+    EXPECT_EQ(std::memcmp(early_output.data(), output.data(), output.size() * sizeof(float)), 0)
+        << "prior_writes_last_key_only changed the output";
+    EXPECT_EQ(early.NonZeroCounters(), 0u) << "split counters not reset (prior_writes_last_key_only)";
+  }
   if (!report_bandwidth) return;
 
   // Not a check: the figure to compare with the GPU's peak bandwidth.
@@ -623,7 +639,9 @@ TEST(DecodeAttentionGraphTest, ReplaysWithNewLengths) {
 // and across graph replays. Four launches per captured graph (back to back,
 // as programmatic dependent launches where the GPU has them), replayed 100
 // times, every tenth replay from a poisoned output and scratch; then 100
-// eager launches. Every result is the first eager one, bit for bit.
+// eager launches. Every result is the first eager one, bit for bit. The
+// captured launches read lengths, tables and keys before their dependency
+// waits (prior_writes_last_key_only), the eager ones after.
 TEST(DecodeAttentionGraphTest, CountersResetOverManyReplays) {
   GANTRY_REQUIRE_GPU();
   Case c;
@@ -651,7 +669,11 @@ TEST(DecodeAttentionGraphTest, CountersResetOverManyReplays) {
   cudaGraphExec_t exec;
   ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
   absl::Status captured;
-  for (int i = 0; i < 4 && captured.ok(); ++i) captured = DecodeAttention(d.args, stream);
+  // The captured launches read lengths, tables and earlier keys before their
+  // dependency waits (they write none of them).
+  PagedAttentionArgs early_args = d.args;
+  early_args.prior_writes_last_key_only = true;
+  for (int i = 0; i < 4 && captured.ok(); ++i) captured = DecodeAttention(early_args, stream);
   ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
   ASSERT_TRUE(captured.ok()) << captured;
   ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);

@@ -7,7 +7,13 @@
 //   cache -> O) -> DecodeGemv(O W -> G) -> SiluMul(G -> S) -> RmsNorm(S -> T),
 //   then T is copied into X for the next iteration (an ordinary copy, not
 //   part of the chain). DecodeGemv requests weights before its wait and its
-//   input after it; reading O early was a bug this test catches.
+//   input after it; reading O early was a bug this test catches. Two
+//   variants: RopeAndCacheWrite writes a key inside the context, and
+//   attention reads everything after its wait; or, as in a decode step, the
+//   contexts grow by one key an iteration, RopeAndCacheWrite writes that new
+//   last key, and attention reads lengths, tables and the earlier keys
+//   before its wait (PagedAttentionArgs::prior_writes_last_key_only): reading
+//   the last key early too would see the previous iteration's.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -42,6 +48,7 @@ constexpr int kBlockSize = 16, kBlocksPerSeq = 32;
 constexpr int kSplits = 4;
 constexpr int kIterations = 10;
 // Both contexts are long enough for all 4 splits (16 keys each at least): merged.
+// With last-key writes these are the last iteration's lengths.
 const int kSeqLens[kSeqs] = {500, 300};
 
 // Device state of the chain; Reset() restores the same initial values.
@@ -49,8 +56,9 @@ struct Chain {
   std::vector<uint8_t> x0, residual0, residual2_0, k0, v0;  // initial contents, bf16 bytes
   DeviceBuffer x, y, residual, q, o, g, s, t, residual2, norm_weight, norm2_weight, gemv_weight;
   DeviceBuffer k_cache, v_cache, block_table, seq_lens, positions, slots, inv_freq, workspace;
+  bool last_key_writes;  // iteration i writes the last key of contexts one longer than i - 1's
 
-  Chain() {
+  explicit Chain(bool last_key_writes) : last_key_writes(last_key_writes) {
     std::mt19937 rng(2024);
     auto bf16 = [&](size_t n, float lo, float hi) { return Encode(kDType, RandomValues(rng, kDType, n, lo, hi)); };
     const size_t cache_elems = static_cast<size_t>(kSeqs) * kBlocksPerSeq * kBlockSize * kKvHeads * kHeadDim;
@@ -77,18 +85,21 @@ struct Chain {
     std::vector<int32_t> table(kSeqs * kBlocksPerSeq);
     for (int i = 0; i < kSeqs * kBlocksPerSeq; ++i) table[i] = i;  // row-major, in order
     block_table = Upload(table);
-    seq_lens = Upload(std::vector<int32_t>(kSeqLens, kSeqLens + kSeqs));
     // Iteration i writes k and v of position (7 * i + s) % seq_len of each
-    // sequence, inside what the attention reads.
-    std::vector<int32_t> pos(kIterations * kSeqs);
+    // sequence, inside what the attention reads; or (last_key_writes) of
+    // its last position, the context growing by one an iteration.
+    std::vector<int32_t> lens(kIterations * kSeqs), pos(kIterations * kSeqs);
     std::vector<int64_t> slot(kIterations * kSeqs);
     for (int i = 0; i < kIterations; ++i) {
       for (int s = 0; s < kSeqs; ++s) {
-        const int p = (7 * i + s) % kSeqLens[s];
+        const int len = last_key_writes ? kSeqLens[s] - (kIterations - 1 - i) : kSeqLens[s];
+        const int p = last_key_writes ? len - 1 : (7 * i + s) % len;
+        lens[i * kSeqs + s] = len;
         pos[i * kSeqs + s] = p;
         slot[i * kSeqs + s] = static_cast<int64_t>(table[s * kBlocksPerSeq + p / kBlockSize]) * kBlockSize + p % kBlockSize;
       }
     }
+    seq_lens = Upload(lens);
     positions = Upload(pos);
     slots = Upload(slot);
     std::vector<float> freq(kHeadDim / 2);
@@ -154,7 +165,8 @@ struct Chain {
       attn.block_tables = block_table.as<int32_t>();
       attn.bt_seq_stride = kBlocksPerSeq;
       attn.bt_block_stride = 1;
-      attn.seq_lens = seq_lens.as<int32_t>();
+      attn.seq_lens = seq_lens.as<int32_t>() + i * kSeqs;
+      attn.prior_writes_last_key_only = last_key_writes;
       attn.num_splits = kSplits;
       attn.workspace = workspace.as<float>();
       if (auto status = DecodeAttention(attn, stream); !status.ok()) return status;
@@ -208,7 +220,9 @@ struct Chain {
   }
 };
 
-TEST(ProgrammaticLaunchTest, DecodeLayerChainMatchesOrdinaryLaunches) {
+class ProgrammaticLaunchTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ProgrammaticLaunchTest, DecodeLayerChainMatchesOrdinaryLaunches) {
   GANTRY_REQUIRE_GPU();
   const bool default_pdl = ProgrammaticDependentLaunch();
   int device = 0, major = 0;
@@ -217,7 +231,7 @@ TEST(ProgrammaticLaunchTest, DecodeLayerChainMatchesOrdinaryLaunches) {
   std::printf("[ INFO     ] compute capability %d.x: programmatic dependent launch %s by default\n", major,
               default_pdl ? "on" : "off");
 
-  Chain chain;
+  Chain chain(/*last_key_writes=*/GetParam());
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
 
@@ -255,6 +269,11 @@ TEST(ProgrammaticLaunchTest, DecodeLayerChainMatchesOrdinaryLaunches) {
   cudaStreamDestroy(stream);
   SetProgrammaticDependentLaunch(default_pdl);
 }
+
+INSTANTIATE_TEST_SUITE_P(KeyWrites, ProgrammaticLaunchTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "LastKeyEarlyLoads" : "InsideTheContext";
+                         });
 
 }  // namespace
 }  // namespace gantry::cuda

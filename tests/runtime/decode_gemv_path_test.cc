@@ -4,8 +4,10 @@
 // CUDA graph: the same greedy tokens, logits within the 16-bit rounding of
 // differently ordered sums; its batch invariance; and the rotary embedding
 // with the cache write fused into qkv's epilogue (cuda_decode_gemv_rope)
-// giving the bits of the separate kernel, as does o's L2 prefetch
-// (cuda_decode_gemv_l2_prefetch_units). Skips without a GPU.
+// giving the bits of the separate kernel, as do o's L2 prefetch
+// (cuda_decode_gemv_l2_prefetch_units) and decode attention's loads before
+// its dependency wait (cuda_decode_attention_early_loads). Skips without a
+// GPU.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -32,7 +34,8 @@ struct Generation {
 
 // A fixture on cuda:0 in `dtype`, with decode graphs up to `graphs` (0: eager).
 LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
-                       uint64_t kv_cache_bytes, bool gemv_rope = false, int l2_prefetch_units = 0) {
+                       uint64_t kv_cache_bytes, bool gemv_rope = false, int l2_prefetch_units = 0,
+                       bool attention_early_loads = true) {
   LoadOptions options;
   options.model_dir = TestModelDir(model);
   options.device = "cuda:0";
@@ -42,12 +45,14 @@ LoadOptions GpuOptions(const std::string& model, const std::string& dtype, bool 
   options.cuda_decode_gemv = gemv;
   options.cuda_decode_gemv_rope = gemv_rope;
   options.cuda_decode_gemv_l2_prefetch_units = l2_prefetch_units;
+  options.cuda_decode_attention_early_loads = attention_early_loads;
   return options;
 }
 
 Generation Generate(const std::string& model, const std::string& dtype, bool gemv, int64_t graphs,
-                    bool gemv_rope = false, int l2_prefetch_units = 0) {
-  auto runner = LoadModel(GpuOptions(model, dtype, gemv, graphs, 8ull << 20, gemv_rope, l2_prefetch_units));
+                    bool gemv_rope = false, int l2_prefetch_units = 0, bool attention_early_loads = true) {
+  auto runner = LoadModel(
+      GpuOptions(model, dtype, gemv, graphs, 8ull << 20, gemv_rope, l2_prefetch_units, attention_early_loads));
   EXPECT_TRUE(runner.ok()) << runner.status();
   Generation run;
   if (!runner.ok()) return run;
@@ -132,6 +137,28 @@ TEST(DecodeGemvPathTest, L2PrefetchOfOGivesTheSameBits) {
       ASSERT_EQ(plain.tokens.size(), 12u) << what;
       EXPECT_EQ(prefetched.tokens, plain.tokens) << what;
       EXPECT_TRUE(prefetched.logits == plain.logits) << what << ": logits differ";
+    }
+  }
+}
+
+// Decode attention reading lengths, tables and earlier keys before its
+// dependency wait gives the bits of reading them after it, behind the fused
+// qkv epilogue (llama), the rotary kernel (qwen3: q/k norm) and cuBLAS's qkv
+// product, eager and replayed from graphs.
+TEST(DecodeGemvPathTest, AttentionEarlyLoadsGiveTheSameBits) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  for (const char* model : {"llama", "qwen3"}) {
+    for (bool gemv : {true, false}) {
+      for (int64_t graphs : {0, 8}) {
+        const std::string what = std::string(model) + (gemv ? " gemv" : " cublas") + (graphs ? " graphs" : " eager");
+        const Generation after = Generate(model, "bfloat16", gemv, graphs, /*gemv_rope=*/true, /*units=*/0,
+                                          /*attention_early_loads=*/false);
+        const Generation early = Generate(model, "bfloat16", gemv, graphs, /*gemv_rope=*/true, /*units=*/0,
+                                          /*attention_early_loads=*/true);
+        ASSERT_EQ(after.tokens.size(), 12u) << what;
+        EXPECT_EQ(early.tokens, after.tokens) << what;
+        EXPECT_TRUE(early.logits == after.logits) << what << ": logits differ";
+      }
     }
   }
 }

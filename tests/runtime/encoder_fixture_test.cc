@@ -291,6 +291,12 @@ std::vector<size_t> Order(const std::vector<float>& scores) {
   return order;
 }
 
+// Sigmoid of each logit: the relevance score a client reads.
+std::vector<float> RelevanceScores(std::vector<float> logits) {
+  for (float& l : logits) l = 1.0f / (1.0f + std::exp(-l));
+  return logits;
+}
+
 TEST_P(RerankFixtureTest, PairsTokenizeAsTransformers) {
   Fixture f(GetParam());
   ASSERT_TRUE(f.tokenizer);
@@ -328,14 +334,41 @@ TEST_P(RerankFixtureTest, OrderHoldsInBfloat16OnCuda) {
   // Relevance scores (the sigmoid of the logits) within 2e-2 of
   // transformers' in bfloat16: the logits of a random head are small, so
   // their own relative error says more about bfloat16 than about the model.
-  auto scores = [](std::vector<float> logits) {
-    for (float& l : logits) l = 1.0f / (1.0f + std::exp(-l));
-    return logits;
-  };
   const auto want = ReadTensor<float>(*f.reference, "logits_bf16");
   const auto got = Flatten(f.Encode(*runner, f.ids, runner->info().config.type_vocab_size > 1));
-  EXPECT_LT(RelativeError(scores(got), scores(want)), 2e-2);
+  EXPECT_LT(RelativeError(RelevanceScores(got), RelevanceScores(want)), 2e-2);
   EXPECT_EQ(Order(got), Order(ReadTensor<float>(*f.reference, "logits")));
+}
+
+// The cross-encoders' products through LtGemm (the default on CUDA for
+// 16-bit encoders): relevance scores within bfloat16's rounding of
+// transformers' and of at::linear's, the same order, all pairs in one batch
+// and each pair alone (other m's; an m of a bucket tuned before takes its
+// algorithm).
+TEST_P(RerankFixtureTest, LtGemmProductsHoldTheOrderInBfloat16OnCuda) {
+  if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
+  Fixture f(GetParam());
+  auto tuned = f.Load("cuda", "bfloat16", Pooling::kCls, false, /*cuda_fused=*/true, /*lt_gemm=*/true);
+  auto plain = f.Load("cuda", "bfloat16", Pooling::kCls, false);
+  ASSERT_TRUE(tuned && plain);
+  if (tuned->info().execution.find("cuBLASLt tuned") == std::string::npos) {
+    GTEST_SKIP() << "built without cuBLASLt: " << tuned->info().execution;
+  }
+  const bool with_types = tuned->info().config.type_vocab_size > 1;
+  const auto want = RelevanceScores(ReadTensor<float>(*f.reference, "logits_bf16"));
+  const auto got = Flatten(f.Encode(*tuned, f.ids, with_types));
+  EXPECT_LT(RelativeError(RelevanceScores(got), want), 2e-2);
+  EXPECT_LT(RelativeError(RelevanceScores(got), RelevanceScores(Flatten(f.Encode(*plain, f.ids, with_types)))), 1e-2);
+  EXPECT_EQ(Order(got), Order(ReadTensor<float>(*f.reference, "logits")));
+  for (size_t i = 0; i < f.ids.size(); ++i) {
+    const std::vector<EncoderInput> pair = {
+        {f.ids[i], with_types ? absl::Span<const int32_t>(f.types[i]) : absl::Span<const int32_t>()}};
+    auto alone = tuned->Encode(pair);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    ASSERT_EQ(alone->size(), 1u);
+    ASSERT_EQ(alone->at(0).size(), 1u);
+    EXPECT_NEAR(RelevanceScores(alone->at(0))[0], want[i], 2e-2) << "pair " << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, RerankFixtureTest, ::testing::Values("bert_rerank", "xlmr_rerank"));
