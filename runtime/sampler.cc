@@ -164,26 +164,40 @@ at::Tensor Sampler::GumbelNoise() const {
   return uniform.log().neg().log().neg();
 }
 
-at::Tensor Sampler::Draw(const at::Tensor& logits) const {
 #ifdef GANTRY_WITH_CUDA_KERNELS
-  if (use_kernel_) {
-    at::Tensor tokens = at::empty({logits.size(0)}, logits.options().dtype(at::kInt));
-    cuda::SampleArgs args;
-    args.rows = static_cast<int>(logits.size(0));
-    args.vocab = static_cast<int>(vocab_size_);
-    at::Tensor contiguous = logits.contiguous();
-    args.logits = contiguous.data_ptr<float>();
+at::Tensor Sampler::KernelDraw(const at::Tensor& logits, bool greedy_only) const {
+  at::Tensor tokens = at::empty({logits.size(0)}, logits.options().dtype(at::kInt));
+  cuda::SampleArgs args;
+  args.rows = static_cast<int>(logits.size(0));
+  args.vocab = static_cast<int>(vocab_size_);
+  at::Tensor contiguous = logits.contiguous();
+  args.logits = contiguous.data_ptr<float>();
+  if (!greedy_only) {  // greedy rows bring no parameters (host_params_ is empty)
     args.temperature = temperature_.data_ptr<float>();
     args.top_k = top_k_.data_ptr<int32_t>();
     args.top_p = top_p_.data_ptr<float>();
     args.min_p = min_p_.data_ptr<float>();
     args.keys = reinterpret_cast<const uint32_t*>(keys_.data_ptr<int32_t>());
-    args.tokens = tokens.data_ptr<int32_t>();
-    absl::Status status =
-        cuda::SampleTokens(args, c10::cuda::getCurrentCUDAStream(device_.index()).stream());
-    if (!status.ok()) throw std::runtime_error(std::string(status.message()));
-    return tokens.to(at::kLong);
   }
+  args.tokens = tokens.data_ptr<int32_t>();
+  absl::Status status = cuda::SampleTokens(args, c10::cuda::getCurrentCUDAStream(device_.index()).stream());
+  if (!status.ok()) throw std::runtime_error(std::string(status.message()));
+  return tokens.to(at::kLong);
+}
+#endif
+
+at::Tensor Sampler::Greedy(const at::Tensor& logits) const {
+#ifdef GANTRY_WITH_CUDA_KERNELS
+  // One block a row reads it once (LibTorch's argmax of a single 128k-token
+  // row took 40 us on the H100). NaN never wins there, unlike at::argmax.
+  if (use_kernel_) return KernelDraw(logits, /*greedy_only=*/true);
+#endif
+  return logits.argmax(-1);
+}
+
+at::Tensor Sampler::Draw(const at::Tensor& logits) const {
+#ifdef GANTRY_WITH_CUDA_KERNELS
+  if (use_kernel_) return KernelDraw(logits, /*greedy_only=*/false);
 #endif
   at::Tensor safe_temperature = temperature_.clamp_min(1e-6f).unsqueeze(1);
   at::Tensor scaled = logits / safe_temperature;
@@ -208,7 +222,7 @@ SampleChoice Sampler::Choose(const at::Tensor& raw_logits) const {
   if (any_allowed_) logits = ApplyAllowedTokens(logits);
   at::Tensor chosen;  // [rows] int64
   if (!any_random_) {
-    chosen = logits.argmax(-1);
+    chosen = Greedy(logits);
   } else if (use_kernel_) {
     chosen = Draw(logits);  // greedy rows included
   } else {

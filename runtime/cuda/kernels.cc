@@ -271,9 +271,10 @@ absl::Status DecodeGemv(const DecodeGemvArgs& a, Stream stream) {
 absl::Status SampleTokens(const SampleArgs& a, Stream stream) {
   if (a.rows < 0 || a.vocab < 1) return Invalid("SampleTokens", absl::StrCat("bad shape [", a.rows, ", ", a.vocab, "]"));
   if (a.rows == 0) return absl::OkStatus();
-  if (a.logits == nullptr || a.temperature == nullptr || a.top_k == nullptr || a.top_p == nullptr ||
-      a.min_p == nullptr || a.keys == nullptr || a.tokens == nullptr) {
-    return Invalid("SampleTokens", "logits, temperature, top_k, top_p, min_p, keys and tokens must be set");
+  if (a.logits == nullptr || a.tokens == nullptr) return Invalid("SampleTokens", "logits and tokens must be set");
+  if (a.temperature != nullptr &&
+      (a.top_k == nullptr || a.top_p == nullptr || a.min_p == nullptr || a.keys == nullptr)) {
+    return Invalid("SampleTokens", "with a temperature, top_k, top_p, min_p and keys must be set");
   }
   return Launched("SampleTokens", LaunchSampleTokens(a, stream));
 }

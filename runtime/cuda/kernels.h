@@ -268,12 +268,15 @@ absl::Status DecodeGemv(const DecodeGemvArgs& args, Stream stream);
 //   bits = Hash32(Hash32(key + v) ^ key) with 32-bit wrap-around and
 //   Hash32 = lowbias32 (runtime/internal/sampler.h),
 // so a row's draw depends only on its logits, its parameters and its key.
-// Rows with t == 0 take the argmax of the logits (the lowest id among equals).
+// Rows with t == 0 take the argmax of the logits (the lowest id among equals;
+// NaN never wins, and a row of NaN or -inf only gives token 0).
+// temperature == nullptr: every row is greedy, and top_k, top_p, min_p and
+// keys are not read (they may be null).
 struct SampleArgs {
   int rows = 0;
   int vocab = 0;
   const float* logits = nullptr;       // [rows, vocab] after penalties
-  const float* temperature = nullptr;  // [rows]
+  const float* temperature = nullptr;  // [rows]; nullptr: every row greedy
   const int32_t* top_k = nullptr;      // [rows]; <= 0 or >= vocab: off
   const float* top_p = nullptr;        // [rows]; >= 1: off
   const float* min_p = nullptr;        // [rows]; <= 0: off

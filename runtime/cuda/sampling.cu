@@ -24,7 +24,10 @@
 //      more passes.
 //   4. the draw: argmax of z + g(key, v) over the kept tokens, lowest id on
 //      ties.
-// A row without filters runs passes 1 and 4 only; a greedy row pass 1 only.
+// A row without filters runs passes 1 and 4 only; a greedy row pass 1 only
+// (a batch of greedy rows comes without parameters: far faster than
+// LibTorch's argmax of one long row, which took 40 us at 128k tokens on the
+// H100, 0.7% of a batch-1 step).
 //
 // The selection runs on logits, not on z = l / t, so no pass divides: the
 // order of l is the order of z, and a threshold logit l* becomes the z
@@ -560,7 +563,7 @@ __device__ float SelectThreshold(SharedState& sh, const float* __restrict__ row,
 
 __global__ void __launch_bounds__(kThreads)
     SampleKernel(const float* __restrict__ logits,       // [rows, vocab]
-                 const float* __restrict__ temperature,  // [rows]
+                 const float* __restrict__ temperature,  // [rows]; nullptr: every row greedy
                  const int32_t* __restrict__ top_k,      // [rows]
                  const float* __restrict__ top_p,        // [rows]
                  const float* __restrict__ min_p,        // [rows]
@@ -578,7 +581,7 @@ __global__ void __launch_bounds__(kThreads)
   });
   top = BlockArgMax(sh, top);
   const int argmax = top.id == INT_MAX ? 0 : top.id;  // INT_MAX: every logit NaN
-  const float temp = temperature[r];
+  const float temp = temperature != nullptr ? temperature[r] : 0.0f;
   const float max_logit = top.value;
   // Greedy rows (t <= 0, as the LibTorch sampler's t > 0 test), and rows
   // with every token masked (-inf everywhere: argmax is token 0).

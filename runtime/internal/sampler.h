@@ -78,6 +78,10 @@ class Sampler {
   at::Tensor ApplyLogitBias(const at::Tensor& logits) const;
   at::Tensor GumbelNoise() const;  // [rows, vocab] float32
   at::Tensor Draw(const at::Tensor& logits) const;  // [rows] int64 for rows with temperature > 0
+  at::Tensor Greedy(const at::Tensor& logits) const;  // [rows] int64: each row's argmax
+  // SampleTokens (CUDA builds only): every row as its parameters say, or
+  // (greedy_only) each row's argmax without them.
+  at::Tensor KernelDraw(const at::Tensor& logits, bool greedy_only) const;
 
   std::vector<SamplerRow> rows_;
   int64_t vocab_size_;

@@ -812,6 +812,74 @@ TEST(SampleTokensTest, DeterministicAndGraphCapturable) {
   cudaStreamDestroy(stream);
 }
 
+// Without parameters (temperature == nullptr) every row is greedy: its
+// argmax, the lowest id among equal maxima, token 0 for a row of -inf; the
+// same as the same rows with temperature 0 and their filters set.
+TEST(SampleTokensTest, GreedyWithoutParametersIsEachRowsArgmax) {
+  GANTRY_REQUIRE_GPU();
+  std::mt19937 rng(99);
+  for (int vocab : {1, 3, 1001, 128256, 151936}) {
+    for (int rows : {1, 7, 64}) {
+      const Shape shapes[] = {Shape::kNormal, Shape::kPeaked, Shape::kTies,
+                              Shape::kMasked, Shape::kFlat,   Shape::kAllMasked};
+      std::vector<float> logits;
+      for (int r = 0; r < rows; ++r) {
+        const std::vector<float> row = Values(shapes[(r + vocab) % 6], vocab, rng);
+        logits.insert(logits.end(), row.begin(), row.end());
+      }
+      DeviceBuffer d_logits = Upload(logits);
+      DeviceBuffer d_tokens(rows * sizeof(int32_t)), d_filtered_tokens(rows * sizeof(int32_t));
+      d_tokens.Poison();
+      SampleArgs args;
+      args.rows = rows;
+      args.vocab = vocab;
+      args.logits = d_logits.as<float>();
+      args.tokens = d_tokens.as<int32_t>();
+      ASSERT_TRUE(SampleTokens(args, nullptr).ok());
+      // The same rows greedy through their parameters, filters on.
+      const std::vector<float> zero(rows, 0.0f), top_p(rows, 0.9f), min_p(rows, 0.05f);
+      const std::vector<int32_t> top_k(rows, 50);
+      std::vector<uint32_t> keys(rows);
+      for (uint32_t& k : keys) k = rng();
+      DeviceBuffer d_zero = Upload(zero), d_top_p = Upload(top_p), d_min_p = Upload(min_p), d_top_k = Upload(top_k),
+                   d_keys = Upload(keys);
+      SampleArgs with_params = args;
+      with_params.temperature = d_zero.as<float>();
+      with_params.top_k = d_top_k.as<int32_t>();
+      with_params.top_p = d_top_p.as<float>();
+      with_params.min_p = d_min_p.as<float>();
+      with_params.keys = d_keys.as<uint32_t>();
+      with_params.tokens = d_filtered_tokens.as<int32_t>();
+      ASSERT_TRUE(SampleTokens(with_params, nullptr).ok());
+      Sync();
+      const std::vector<int32_t> tokens = Download<int32_t>(d_tokens, rows);
+      const std::vector<int32_t> filtered = Download<int32_t>(d_filtered_tokens, rows);
+      for (int r = 0; r < rows; ++r) {
+        const float* row = logits.data() + static_cast<size_t>(r) * vocab;
+        EXPECT_EQ(tokens[r], Greedy(row, vocab)) << "vocab " << vocab << " row " << r << " of " << rows;
+        EXPECT_EQ(filtered[r], tokens[r]) << "vocab " << vocab << " row " << r << " of " << rows;
+      }
+    }
+  }
+}
+
+// Mean time of `iterations` back-to-back launches after a warm-up one.
+double MeanMicroseconds(const SampleArgs& args, int iterations) {
+  EXPECT_TRUE(SampleTokens(args, nullptr).ok());  // warm-up
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaEventRecord(start);
+  for (int i = 0; i < iterations; ++i) EXPECT_TRUE(SampleTokens(args, nullptr).ok());
+  cudaEventRecord(stop);
+  Sync();
+  float ms = 0.0f;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return 1000.0 * ms / iterations;
+}
+
 TEST(SampleTokensTest, Timing) {
   GANTRY_REQUIRE_GPU();
   // Not a pass/fail measure beyond a loose bound: prints the time of a
@@ -848,23 +916,17 @@ TEST(SampleTokensTest, Timing) {
     args.min_p = d_min_p.as<float>();
     args.keys = d_keys.as<uint32_t>();
     args.tokens = d_tokens.as<int32_t>();
-    ASSERT_TRUE(SampleTokens(args, nullptr).ok());  // warm-up
-    cudaEvent_t start, stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
-    const int iterations = 20;
-    cudaEventRecord(start);
-    for (int i = 0; i < iterations; ++i) ASSERT_TRUE(SampleTokens(args, nullptr).ok());
-    cudaEventRecord(stop);
-    Sync();
-    float ms = 0.0f;
-    cudaEventElapsedTime(&ms, start, stop);
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    const double us = 1000.0 * ms / iterations;
+    const double us = MeanMicroseconds(args, 20);
     std::printf("SampleTokens %d x %d, %s: %.1f us\n", rows, vocab, c.name, us);
     EXPECT_LT(us, 2000.0) << c.name;
   }
+  // A batch-1 greedy decode step's sampling: one row, no parameters.
+  SampleArgs greedy;
+  greedy.rows = 1;
+  greedy.vocab = vocab;
+  greedy.logits = d_logits.as<float>();
+  greedy.tokens = d_tokens.as<int32_t>();
+  std::printf("SampleTokens 1 x %d, greedy without parameters: %.1f us\n", vocab, MeanMicroseconds(greedy, 100));
 }
 
 TEST(SampleTokensTest, RejectsInvalidArguments) {
@@ -882,6 +944,15 @@ TEST(SampleTokensTest, RejectsInvalidArguments) {
   args.tokens = nullptr;
   EXPECT_EQ(SampleTokens(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
   args.tokens = buffer.as<int32_t>();
+  args.keys = nullptr;  // a temperature needs every parameter
+  EXPECT_EQ(SampleTokens(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  args.temperature = nullptr;  // greedy rows need none
+  args.top_k = nullptr;
+  args.top_p = args.min_p = nullptr;
+  EXPECT_TRUE(SampleTokens(args, nullptr).ok());
+  args.logits = nullptr;
+  EXPECT_EQ(SampleTokens(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  args.logits = buffer.as<float>();
   args.vocab = 0;
   EXPECT_EQ(SampleTokens(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
   args.vocab = 8;
