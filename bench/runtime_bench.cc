@@ -46,7 +46,7 @@ ABSL_FLAG(bool, gemv_rope, true,
 ABSL_FLAG(int32_t, gemv_l2_prefetch, 0,
           "with --decode_gemv, units (16 rows) of the o projection each block asks into L2 during attention (0: off)");
 ABSL_FLAG(bool, attention_early_loads, true,
-          "decode attention reads lengths, block tables and earlier keys before waiting for qkv (false: after)");
+          "decode steps of 1-2 sequences: attention reads lengths, block tables and older keys before waiting for qkv");
 ABSL_FLAG(bool, staged_upload, true, "load weights through pinned staging buffers and reader threads (LoadOptions::cuda_staged_upload)");
 ABSL_FLAG(int64_t, profile_decode_steps, 0,
           "after each batch's timed decode, run this many more steps between cudaProfilerStart/Stop "

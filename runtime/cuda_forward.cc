@@ -52,6 +52,14 @@ namespace gantry::runtime {
 #ifdef GANTRY_WITH_CUDA_KERNELS
 namespace {
 
+// Decode steps of up to this many sequences read attention's lengths, block
+// tables and older keys before its dependency wait
+// (CudaForwardOptions::decode_attention_early_loads). H100, 8B-shaped bf16,
+// runtime_bench --attention_early_loads=true/false alternating, two
+// machines: batch 1 +1.0% and +0.4%, batch 2 +0.5%, batch 4 -0.2% and
+// -0.7%: the earlier keys' reads then compete with the qkv product's tail.
+constexpr int kEarlyAttentionLoadsMaxSeqs = 2;
+
 const void* OptionalPtr(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 // Byte offsets of one step's metadata in the packed buffer; the int64
@@ -669,7 +677,10 @@ class CudaForward final : public Forward {
     attn.workspace = workspace_ptr;
     // Decode steps write q and each sequence's new key just before attention
     // (RopeAndCacheWrite or qkv's kRopeCache epilogue), nothing else it reads.
-    attn.prior_writes_last_key_only = view.decode && options_.decode_attention_early_loads;
+    // Only small steps read the rest early: there the early keys are a few
+    // hundred KB against the qkv product's tens of MB.
+    attn.prior_writes_last_key_only =
+        view.decode && options_.decode_attention_early_loads && view.num_seqs <= kEarlyAttentionLoadsMaxSeqs;
 
     // A decode step of up to 4 rows wanting every row's logits: every projection
     // through DecodeGemv, the norms and SiLU fused into them, the residual

@@ -67,7 +67,7 @@ struct CudaForwardOptions {
   bool decode_gemv = true;       // decode steps of up to 4 rows through DecodeGemv, norms and SiLU fused (16-bit dtypes)
   bool decode_gemv_rope = true;  // and their rotary embedding and cache write fused into qkv's (no q/k norm)
   int decode_gemv_l2_prefetch_units = 0;  // and o's first units a block asked into L2 during attention (0..64)
-  bool decode_attention_early_loads = true;  // decode attention reads lengths, tables and earlier keys before its wait
+  bool decode_attention_early_loads = true;  // steps of 1-2 sequences: attention reads lengths, tables, older keys before its wait
 };
 // Captures the decode graphs and runs the prompt shapes once (part of the
 // load, so the first request is already warm). Only in builds with CUDA LibTorch and Gantry's kernels;
