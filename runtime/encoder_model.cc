@@ -153,8 +153,17 @@ absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, 
 }
 
 EncoderModel::EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling pooling, bool normalize,
-                           EncoderCudaPaths cuda)
-    : config_(std::move(config)), weights_(std::move(weights)), pooling_(pooling), normalize_(normalize), cuda_(cuda) {}
+                           EncoderCudaPaths cuda, bool last_layer_output_rows_only)
+    : config_(std::move(config)),
+      weights_(std::move(weights)),
+      pooling_(pooling),
+      normalize_(normalize),
+      cuda_(cuda),
+      last_layer_output_rows_only_(last_layer_output_rows_only) {}
+
+bool EncoderModel::OutputReadsOneRow() const {
+  return config_.head != EncoderHead::kNone || pooling_ == Pooling::kCls || pooling_ == Pooling::kLastToken;
+}
 
 at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
   if (config_.hidden_act == "relu") return at::relu(x);
@@ -259,39 +268,71 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
              : at::zeros({1}, x.options().dtype(at::kFloat));
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
 #endif
-  for (const EncoderLayerWeights& layer : w.layers) {
+  auto attend = [&](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+#if TORCH_VERSION_MAJOR >= 2
+    return at::scaled_dot_product_attention(q, k, v, key_mask);
+#else
+    at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).to(at::kFloat) * scale + key_mask;
+    return at::matmul(at::softmax(scores, -1).to(x.scalar_type()), v);
+#endif
+  };
+  // [batch] the row of [batch * length] that the output reads from each
+  // input, where it reads one: the first token (classifier heads, CLS
+  // pooling) or the last real one (last-token pooling).
+  const at::Tensor output_rows =
+      OutputReadsOneRow() ? at::arange(batch, long_options) * length +
+                                (pooling_ == Pooling::kLastToken && config_.head == EncoderHead::kNone ? lengths - 1
+                                                                                                        : at::zeros_like(lengths))
+                          : at::Tensor();
+  const bool last_layer_at_output_rows = last_layer_output_rows_only_ && output_rows.defined() && !w.layers.empty();
+  const size_t full_layers = w.layers.size() - (last_layer_at_output_rows ? 1 : 0);
+  for (size_t i = 0; i < full_layers; ++i) {
+    const EncoderLayerWeights& layer = w.layers[i];
     at::Tensor qkv = Linear(x, layer.qkv, layer.qkv_bias)  // [3, batch, heads, length, head_dim]
                          .view({batch, length, 3, heads, head_dim})
                          .permute({2, 0, 3, 1, 4});
-#if TORCH_VERSION_MAJOR >= 2
-    at::Tensor context = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], key_mask);
-#else
-    at::Tensor scores = at::matmul(qkv[0], qkv[1].transpose(-1, -2)).to(at::kFloat) * scale + key_mask;
-    at::Tensor context = at::matmul(at::softmax(scores, -1).to(x.scalar_type()), qkv[2]);
-#endif
-    context = context.permute({0, 2, 1, 3}).reshape({batch, length, hidden});
+    at::Tensor context = attend(qkv[0], qkv[1], qkv[2]).permute({0, 2, 1, 3}).reshape({batch, length, hidden});
     AddLayerNorm(Linear(context, layer.attn_out, layer.attn_out_bias), x, layer.attn_norm, layer.attn_norm_bias);
     at::Tensor mlp = Linear(Intermediate(x, layer.up, layer.up_bias), layer.down, layer.down_bias);
     AddLayerNorm(mlp, x, layer.out_norm, layer.out_norm_bias);
   }
+  if (last_layer_at_output_rows) {
+    // The last layer at the rows the output reads: every input's keys and
+    // values, but the query, attention output, MLP and norms of one row per
+    // input (about 1/24 of a 24-layer forward's products saved).
+    const EncoderLayerWeights& layer = w.layers.back();
+    at::Tensor picked = x.reshape({batch * length, hidden}).index_select(0, output_rows).view({batch, 1, hidden});
+    at::Tensor q = Linear(picked, layer.qkv.narrow(0, 0, hidden), layer.qkv_bias.narrow(0, 0, hidden))
+                       .view({batch, 1, heads, head_dim})
+                       .transpose(1, 2);  // [batch, heads, 1, head_dim]
+    at::Tensor kv = Linear(x, layer.qkv.narrow(0, hidden, 2 * hidden), layer.qkv_bias.narrow(0, hidden, 2 * hidden))
+                        .view({batch, length, 2, heads, head_dim})
+                        .permute({2, 0, 3, 1, 4});  // [2, batch, heads, length, head_dim]
+    at::Tensor context = attend(q, kv[0], kv[1]).permute({0, 2, 1, 3}).reshape({batch, 1, hidden});
+    AddLayerNorm(Linear(context, layer.attn_out, layer.attn_out_bias), picked, layer.attn_norm, layer.attn_norm_bias);
+    at::Tensor mlp = Linear(Intermediate(picked, layer.up, layer.up_bias), layer.down, layer.down_bias);
+    AddLayerNorm(mlp, picked, layer.out_norm, layer.out_norm_bias);
+    x = picked;  // [batch, 1, hidden]
+  }
+  // [batch, hidden]: each input's row the output reads (one-row outputs).
+  auto output_row = [&] {
+    return last_layer_at_output_rows ? x.select(1, 0)
+                                     : x.reshape({batch * length, hidden}).index_select(0, output_rows);
+  };
 
   if (config_.head != EncoderHead::kNone) {
     // Both classifier heads: dense + tanh on the first token, then the labels.
-    at::Tensor first = at::tanh(at::linear(x.select(1, 0), w.head_dense, w.head_dense_bias));
+    at::Tensor first = at::tanh(at::linear(output_row(), w.head_dense, w.head_dense_bias));
     return at::linear(first, w.classifier, w.classifier_bias).to(at::kFloat);
   }
   at::Tensor pooled;  // [batch, hidden] float32
   switch (pooling_) {
     case Pooling::kCls:
-      pooled = x.select(1, 0).to(at::kFloat);
+    case Pooling::kLastToken:
+      pooled = output_row().to(at::kFloat);
       break;
     case Pooling::kMean:
       pooled = (x.to(at::kFloat) * valid.unsqueeze(-1)).sum(1) / lengths.unsqueeze(1).to(at::kFloat);
-      break;
-    case Pooling::kLastToken:
-      pooled = x.reshape({batch * length, hidden})
-                   .index_select(0, at::arange(batch, long_options) * length + lengths - 1)
-                   .to(at::kFloat);
       break;
   }
   if (normalize_) pooled = pooled / pooled.norm(2, {-1}, /*keepdim=*/true).clamp_min(1e-12);

@@ -102,6 +102,9 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   info.max_tokens = config->max_tokens();
   info.output_size = config->output_size();
   info.execution = "torch, padded batches grouped by length";
+  if (options.last_layer_output_rows_only && (config->head != EncoderHead::kNone || options.pooling != Pooling::kMean)) {
+    absl::StrAppend(&info.execution, ", the last layer at the rows the output reads");
+  }
   const int64_t group_overhead_tokens =
       options.group_overhead_tokens > 0 ? options.group_overhead_tokens : device->is_cuda() ? 2048 : 64;
   EncoderCudaPaths cuda;
@@ -130,7 +133,7 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
     if (!weights.ok()) return weights.status();
     info.weight_bytes = weights->device_bytes;
     auto model = std::make_unique<EncoderModel>(*config, *std::move(weights), options.pooling, options.normalize,
-                                                 cuda);
+                                                 cuda, options.last_layer_output_rows_only);
     return std::unique_ptr<EncoderRunner>(
         std::make_unique<TorchEncoderRunner>(std::move(info), std::move(model), *device, group_overhead_tokens));
   } catch (const std::exception& e) {

@@ -8,8 +8,8 @@
 #   STEPS="build kernels" bash tools/gpu_check.sh
 # Opt-in steps: "ab" runs runtime_bench with each of AB_ARGS in turn against
 # the default, alternating, AB_ROUNDS times (the opt-in decode paths);
-# "encoder" runs encoder_bench on the bge-m3-shaped model with and without
-# LtGemm beside sentence-transformers.
+# "encoder" runs encoder_bench on the bge-m3-shaped model, defaults against
+# ENCODER_AB_ARGS, beside sentence-transformers.
 #   STEPS="model build ab" bash tools/gpu_check.sh
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -94,15 +94,20 @@ if has ab; then
   done 2>&1 | tee "$OUT/ab.log"
 fi
 if has encoder; then
-  # The bge-m3-shaped encoder, Gantry (products through at::linear, then
-  # through LtGemm) beside sentence-transformers in float16.
+  # The bge-m3-shaped encoder, Gantry beside sentence-transformers in float16.
   BGE=${BGE:-/tmp/bge_m3}
   [ -f "$BGE/config.json" ] || python3 "$ROOT/tools/make_encoder_models.py" --bge_m3_shaped "$BGE" > "$OUT/bge.log" 2>&1
   python3 "$ROOT/tools/make_encoder_models.py" --bench_st "$BGE" --batches ${ENCODER_BATCHES:-1,32,256} --seq 512 \
     2>&1 | grep "bench_st: batch" | tee "$OUT/encoder.log"
-  for lt in false true; do
-    "$BUILD/bench/encoder_bench" --model "$BGE" --batches ${ENCODER_BATCHES:-1,32,256} --seq 512 --lt_gemm=$lt 2>&1 \
-      | tee -a "$OUT/encoder.log"
+  baseline=$(awk '/bench_st: batch/ {gsub(":", "", $3); printf "%s%s:%s", sep, $3, $4; sep=","}' "$OUT/encoder.log")
+  # The defaults against ENCODER_AB_ARGS (one set of flags), alternating
+  # ENCODER_ROUNDS times.
+  for ((round = 0; round < ${ENCODER_ROUNDS:-2}; ++round)); do
+    for args in "" "${ENCODER_AB_ARGS:---last_layer_output_rows_only=false}"; do
+      echo "encoder_bench ${args:-(defaults)}" | tee -a "$OUT/encoder.log"
+      "$BUILD/bench/encoder_bench" --model "$BGE" --batches ${ENCODER_BATCHES:-1,32,256} --seq 512 --baseline "$baseline" $args \
+        2>&1 | tee -a "$OUT/encoder.log"
+    done
   done
 fi
 if has serving; then

@@ -74,8 +74,9 @@ struct EncoderCudaPaths {
 
 class EncoderModel {
  public:
+  // last_layer_output_rows_only: EncoderLoadOptions' field of that name.
   EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling pooling, bool normalize,
-               EncoderCudaPaths cuda = EncoderCudaPaths());
+               EncoderCudaPaths cuda = EncoderCudaPaths(), bool last_layer_output_rows_only = true);
 
   // token_ids, token_types: [batch, length] int64, padded past each input's
   // length with pad_token_id / 0; lengths: [batch] int64 on the same device;
@@ -90,6 +91,9 @@ class EncoderModel {
   const EncoderWeights& weights() const { return weights_; }
 
  private:
+  // The output reads one row of each input's last hidden states (a
+  // classifier head, CLS or last-token pooling), not all (mean pooling).
+  bool OutputReadsOneRow() const;
   at::Tensor Activation(const at::Tensor& x) const;
   // linear(x, weight, bias), through cuda_.lt_gemm where it takes the operands.
   at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
@@ -108,6 +112,7 @@ class EncoderModel {
   Pooling pooling_;
   bool normalize_;
   EncoderCudaPaths cuda_;
+  bool last_layer_output_rows_only_;
 };
 
 }  // namespace gantry::runtime

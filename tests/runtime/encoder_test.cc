@@ -17,6 +17,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "runtime/encoder_config.h"
@@ -407,20 +408,25 @@ TEST(EncoderRunnerTest, BertPoolingsMatchTheReferenceAloneAndInPaddedBatches) {
   const TinyEncoder model = MakeTinyEncoder("BertModel", 1);
   const std::string dir = WriteTinyEncoder(model, "tiny_bert");
   for (Pooling pooling : {Pooling::kCls, Pooling::kMean, Pooling::kLastToken}) {
-    for (int variant = 0; variant < 4; ++variant) {
+    for (int variant = 0; variant < 8; ++variant) {
       const bool normalize = (variant & 1) != 0;
       const int64_t overhead = (variant & 2) != 0 ? 1000 : 1;
+      const bool every_row = (variant & 4) != 0;
       EncoderLoadOptions options;
       options.model_dir = dir;
       options.pooling = pooling;
       options.normalize = normalize;
       options.group_overhead_tokens = overhead;
+      options.last_layer_output_rows_only = !every_row;
       auto runner = LoadEncoder(options);
       ASSERT_TRUE(runner.ok()) << runner.status();
       EXPECT_EQ((*runner)->info().output_size, 16);
       EXPECT_EQ((*runner)->info().max_tokens, 20);
-      const std::string what =
-          absl::StrCat(PoolingName(pooling), normalize ? " normalized" : "", ", forward costs ", overhead, " tokens");
+      EXPECT_EQ(absl::StrContains((*runner)->info().execution, "the last layer at the rows the output reads"),
+                !every_row && pooling != Pooling::kMean)
+          << (*runner)->info().execution;
+      const std::string what = absl::StrCat(PoolingName(pooling), normalize ? " normalized" : "", ", forward costs ",
+                                            overhead, " tokens", every_row ? ", every row through the last layer" : "");
       auto batched = EncodeAll(**runner, Inputs());
       ASSERT_TRUE(batched.ok()) << batched.status();
       for (size_t i = 0; i < Inputs().size(); ++i) {
@@ -528,15 +534,19 @@ TEST(EncoderRunnerTest, TokenTypesAndXlmRobertaPositions) {
 TEST(EncoderRunnerTest, CrossEncoderHeads) {
   for (const char* arch : {"BertForSequenceClassification", "XLMRobertaForSequenceClassification"}) {
     const TinyEncoder model = MakeTinyEncoder(arch, 4);
-    EncoderLoadOptions options;
-    options.model_dir = WriteTinyEncoder(model, std::string("tiny_") + arch);
-    auto runner = LoadEncoder(options);
-    ASSERT_TRUE(runner.ok()) << arch << ": " << runner.status();
-    EXPECT_EQ((*runner)->info().output_size, 1);
-    auto out = EncodeAll(**runner, Inputs());
-    ASSERT_TRUE(out.ok()) << out.status();
-    for (size_t i = 0; i < Inputs().size(); ++i) {
-      ExpectClose((*out)[i], ReferenceOutput(model, Inputs()[i], {}, Pooling::kCls, false), arch);
+    for (bool every_row : {false, true}) {
+      EncoderLoadOptions options;
+      options.model_dir = WriteTinyEncoder(model, std::string("tiny_") + arch);
+      options.last_layer_output_rows_only = !every_row;
+      auto runner = LoadEncoder(options);
+      ASSERT_TRUE(runner.ok()) << arch << ": " << runner.status();
+      EXPECT_EQ((*runner)->info().output_size, 1);
+      auto out = EncodeAll(**runner, Inputs());
+      ASSERT_TRUE(out.ok()) << out.status();
+      for (size_t i = 0; i < Inputs().size(); ++i) {
+        ExpectClose((*out)[i], ReferenceOutput(model, Inputs()[i], {}, Pooling::kCls, false),
+                    absl::StrCat(arch, every_row ? ", every row through the last layer" : ""));
+      }
     }
   }
 }
