@@ -71,11 +71,13 @@ struct Fixture {
     types = Split(ReadTensor<int64_t>(*reference, "token_type_ids"), offsets);
   }
 
+  // cuda_fused = false: LibTorch's operators over every row of every layer.
   std::unique_ptr<EncoderRunner> Load(const std::string& device, const std::string& dtype, Pooling pooling,
                                       bool normalize, bool cuda_fused = true, bool lt_gemm = false) const {
     EncoderLoadOptions options;
     options.cuda_kernels = cuda_fused;
     options.cuda_gelu_epilogue = cuda_fused;
+    options.last_layer_output_rows_only = cuda_fused;
     options.cuda_lt_gemm = lt_gemm;
     options.model_dir = dir;
     options.device = device;

@@ -2,7 +2,11 @@
 #ifndef GANTRY_TESTS_RUNTIME_TEST_FILES_H_
 #define GANTRY_TESTS_RUNTIME_TEST_FILES_H_
 
+#include <ftw.h>
+#include <sys/stat.h>
+
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -14,10 +18,21 @@
 
 namespace gantry::testing {
 
+// Removes `path` and all it holds (nothing when it does not exist). Through
+// POSIX nftw, not std::filesystem::remove_all: PyTorch 2.11's CUDA
+// libtorch.so exports its own copy of remove_all, the dynamic linker binds a
+// test binary's calls to it, and that copy jumps to a null address (GPU
+// machine, 2026-12-07; the copies of the other std::filesystem functions work).
+inline void RemoveTree(const std::string& path) {
+  nftw(
+      path.c_str(), [](const char* entry, const struct stat*, int, struct FTW*) { return ::remove(entry); }, 16,
+      FTW_DEPTH | FTW_PHYS);
+}
+
 // A fresh empty folder under the test's temporary directory.
 inline std::string MakeTempDir(const std::string& name) {
   std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / name;
-  std::filesystem::remove_all(dir);
+  RemoveTree(dir.string());
   std::filesystem::create_directories(dir);
   return dir.string();
 }
