@@ -226,13 +226,11 @@ __global__ void __launch_bounds__(kThreads, 3)
 
   // q, and the cache's last key, come from the kernel just before this one;
   // without last_key_pending seq_lens, the tables and any key may too. Every
-  // block waits once, before it reads them and before it exits.
-  bool waited = false;
-  auto wait_for_prior_grid = [&] {
-    if (waited) return;
+  // block waits once, before it reads them and before it exits: here, or
+  // (last_key_pending) at its early exit or before q and the last key's row.
+  auto wait_for_prior_grid = [] {
     WaitForPriorGrid();
     AllowDependentLaunch();  // the next kernel may start loading its weights
-    waited = true;
   };
   if (!last_key_pending) wait_for_prior_grid();
 
@@ -246,14 +244,14 @@ __global__ void __launch_bounds__(kThreads, 3)
       min(static_cast<int64_t>(num_splits), (visible + kMinSplitTokens - 1) / kMinSplitTokens));
   // Whole blocks leave here, so no barrier below is skipped by some threads only.
   if (active == 0) {  // a padding sequence: nothing to attend
-    wait_for_prior_grid();
+    if (last_key_pending) wait_for_prior_grid();
     if (split == 0) {
       for (int i = tid; i < group * kHeadDim; i += kThreads) out[first_row * kHeadDim + i] = FromFloat<T>(0.0f);
     }
     return;
   }
   if (split >= active) {
-    wait_for_prior_grid();
+    if (last_key_pending) wait_for_prior_grid();
     return;
   }
   const int begin = lo + static_cast<int>(visible * split / active);
@@ -335,12 +333,12 @@ __global__ void __launch_bounds__(kThreads, 3)
   // last key's row when this split holds it: that row follows the wait in a
   // group of its own (committed empty otherwise, keeping the counts uniform).
   const int last_key_row = hi - 1 - begin;  // in chunk 0 of this split when < kChunk and end == hi
-  const int deferred_row = !waited && end == hi && last_key_row < kChunk ? last_key_row : -1;
+  const int deferred_row = last_key_pending && end == hi && last_key_row < kChunk ? last_key_row : -1;
   compute_slots(0, 0);
   __syncthreads();
   issue_loads(0, deferred_row);
   if (num_chunks > 1) compute_slots(1, 1);
-  wait_for_prior_grid();
+  if (last_key_pending) wait_for_prior_grid();
   if (deferred_row >= 0) {
     const int64_t offset = slot_s[deferred_row];
     for (int v = tid; v < Cfg::kRowVecs; v += kThreads) {
