@@ -60,7 +60,8 @@ struct EncoderLoadOptions {
   // last-token pooling), the last layer computes only that row's query,
   // attention output, MLP and LayerNorms (keys and values still of every
   // token): the same result with about a layer's products less, 1/24 of a
-  // bge-m3-shaped forward's. false: every row, for comparison.
+  // bge-m3-shaped forward's (H100, 512-token inputs: +3.5% sequences/s at
+  // batch 32, +3.0% at 256). false: every row, for comparison.
   bool last_layer_output_rows_only = true;
   // A batch of inputs of unlike lengths runs as several padded forwards
   // (GroupInputsByLength), each costed as this many tokens on top of its
