@@ -279,11 +279,11 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
   // [batch] the row of [batch * length] that the output reads from each
   // input, where it reads one: the first token (classifier heads, CLS
   // pooling) or the last real one (last-token pooling).
-  const at::Tensor output_rows =
-      OutputReadsOneRow() ? at::arange(batch, long_options) * length +
-                                (pooling_ == Pooling::kLastToken && config_.head == EncoderHead::kNone ? lengths - 1
-                                                                                                        : at::zeros_like(lengths))
-                          : at::Tensor();
+  at::Tensor output_rows;
+  if (OutputReadsOneRow()) {
+    const bool last_token = config_.head == EncoderHead::kNone && pooling_ == Pooling::kLastToken;
+    output_rows = at::arange(batch, long_options) * length + (last_token ? lengths - 1 : at::zeros_like(lengths));
+  }
   const bool last_layer_at_output_rows = last_layer_output_rows_only_ && output_rows.defined() && !w.layers.empty();
   const size_t full_layers = w.layers.size() - (last_layer_at_output_rows ? 1 : 0);
   for (size_t i = 0; i < full_layers; ++i) {
