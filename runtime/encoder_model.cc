@@ -161,8 +161,8 @@ EncoderModel::EncoderModel(EncoderConfig config, EncoderWeights weights, Pooling
       cuda_(cuda),
       last_layer_output_rows_only_(last_layer_output_rows_only) {}
 
-bool EncoderModel::OutputReadsOneRow() const {
-  return config_.head != EncoderHead::kNone || pooling_ == Pooling::kCls || pooling_ == Pooling::kLastToken;
+bool OutputReadsOneRow(const EncoderConfig& config, Pooling pooling) {
+  return config.head != EncoderHead::kNone || pooling == Pooling::kCls || pooling == Pooling::kLastToken;
 }
 
 at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
@@ -239,6 +239,13 @@ void EncoderModel::AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const
   x = at::layer_norm(sublayer + x, {x.size(-1)}, weight, bias, config_.layer_norm_eps);
 }
 
+void EncoderModel::AttentionOutputAndMlp(const EncoderLayerWeights& layer, const at::Tensor& context,
+                                         at::Tensor& x) const {
+  AddLayerNorm(Linear(context, layer.attn_out, layer.attn_out_bias), x, layer.attn_norm, layer.attn_norm_bias);
+  at::Tensor mlp = Linear(Intermediate(x, layer.up, layer.up_bias), layer.down, layer.down_bias);
+  AddLayerNorm(mlp, x, layer.out_norm, layer.out_norm_bias);
+}
+
 at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& token_types,
                                  const at::Tensor& lengths, bool padded) const {
   const int64_t batch = token_ids.size(0), length = token_ids.size(1);
@@ -280,7 +287,7 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
   // input, where it reads one: the first token (classifier heads, CLS
   // pooling) or the last real one (last-token pooling).
   at::Tensor output_rows;
-  if (OutputReadsOneRow()) {
+  if (OutputReadsOneRow(config_, pooling_)) {
     const bool last_token = config_.head == EncoderHead::kNone && pooling_ == Pooling::kLastToken;
     output_rows = at::arange(batch, long_options) * length + (last_token ? lengths - 1 : at::zeros_like(lengths));
   }
@@ -292,9 +299,7 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
                          .view({batch, length, 3, heads, head_dim})
                          .permute({2, 0, 3, 1, 4});
     at::Tensor context = attend(qkv[0], qkv[1], qkv[2]).permute({0, 2, 1, 3}).reshape({batch, length, hidden});
-    AddLayerNorm(Linear(context, layer.attn_out, layer.attn_out_bias), x, layer.attn_norm, layer.attn_norm_bias);
-    at::Tensor mlp = Linear(Intermediate(x, layer.up, layer.up_bias), layer.down, layer.down_bias);
-    AddLayerNorm(mlp, x, layer.out_norm, layer.out_norm_bias);
+    AttentionOutputAndMlp(layer, context, x);
   }
   if (last_layer_at_output_rows) {
     // The last layer at the rows the output reads: every input's keys and
@@ -309,9 +314,7 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
                         .view({batch, length, 2, heads, head_dim})
                         .permute({2, 0, 3, 1, 4});  // [2, batch, heads, length, head_dim]
     at::Tensor context = attend(q, kv[0], kv[1]).permute({0, 2, 1, 3}).reshape({batch, 1, hidden});
-    AddLayerNorm(Linear(context, layer.attn_out, layer.attn_out_bias), picked, layer.attn_norm, layer.attn_norm_bias);
-    at::Tensor mlp = Linear(Intermediate(picked, layer.up, layer.up_bias), layer.down, layer.down_bias);
-    AddLayerNorm(mlp, picked, layer.out_norm, layer.out_norm_bias);
+    AttentionOutputAndMlp(layer, context, picked);
     x = picked;  // [batch, 1, hidden]
   }
   // [batch, hidden]: each input's row the output reads (one-row outputs).

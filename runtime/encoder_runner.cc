@@ -102,7 +102,7 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   info.max_tokens = config->max_tokens();
   info.output_size = config->output_size();
   info.execution = "torch, padded batches grouped by length";
-  if (options.last_layer_output_rows_only && (config->head != EncoderHead::kNone || options.pooling != Pooling::kMean)) {
+  if (options.last_layer_output_rows_only && OutputReadsOneRow(*config, options.pooling)) {
     absl::StrAppend(&info.execution, ", the last layer at the rows the output reads");
   }
   const int64_t group_overhead_tokens =

@@ -72,6 +72,10 @@ struct EncoderCudaPaths {
   std::shared_ptr<cuda::LtGemm> lt_gemm;
 };
 
+// The output reads one row of each input's last hidden states (a classifier
+// head, CLS or last-token pooling), not all of them (mean pooling).
+bool OutputReadsOneRow(const EncoderConfig& config, Pooling pooling);
+
 class EncoderModel {
  public:
   // last_layer_output_rows_only: EncoderLoadOptions' field of that name.
@@ -91,9 +95,6 @@ class EncoderModel {
   const EncoderWeights& weights() const { return weights_; }
 
  private:
-  // The output reads one row of each input's last hidden states (a
-  // classifier head, CLS or last-token pooling), not all (mean pooling).
-  bool OutputReadsOneRow() const;
   at::Tensor Activation(const at::Tensor& x) const;
   // linear(x, weight, bias), through cuda_.lt_gemm where it takes the operands.
   at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
@@ -106,6 +107,10 @@ class EncoderModel {
   at::Tensor Intermediate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   // x = layer_norm(sublayer + x) with the norm's weight and bias, in place.
   void AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
+  // The rest of `layer` after attention, in place over x [batch, rows, hidden]:
+  // output projection of context [batch, rows, hidden], residual +
+  // LayerNorm, MLP, residual + LayerNorm.
+  void AttentionOutputAndMlp(const EncoderLayerWeights& layer, const at::Tensor& context, at::Tensor& x) const;
 
   EncoderConfig config_;
   EncoderWeights weights_;
