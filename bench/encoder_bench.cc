@@ -6,7 +6,8 @@
 //   encoder_bench --model DIR [--device cuda] [--dtype float16] [--seq 512]
 //                 [--batches 1,32,256] [--baseline 1:S,32:S,256:S]
 //                 [--cuda_kernels=false] [--gelu_epilogue=false] [--lt_gemm=false]
-//                 [--last_layer_output_rows_only=false]
+//                 [--last_layer_output_rows_only=false] [--residual_epilogue=false]
+//                 [--profile_runs N]
 //
 // Inputs are random token ids (the time does not depend on them); each batch
 // runs twice to warm up, then as often as fits in --seconds; Encode returns
@@ -23,6 +24,10 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#ifdef GANTRY_BENCH_CUDA
+#include <cuda_profiler_api.h>
+#endif
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -41,6 +46,12 @@ ABSL_FLAG(bool, cuda_kernels, true, "CUDA: fused residual add + LayerNorm (Encod
 ABSL_FLAG(bool, gelu_epilogue, true, "CUDA: GELU in cuBLASLt's epilogue (EncoderLoadOptions::cuda_gelu_epilogue)");
 ABSL_FLAG(bool, lt_gemm, true,
           "CUDA: the layers' products through cuBLASLt tuned per shape (EncoderLoadOptions::cuda_lt_gemm)");
+ABSL_FLAG(bool, residual_epilogue, true,
+          "CUDA, with --lt_gemm: each sublayer's residual add in cuBLASLt's epilogue "
+          "(EncoderLoadOptions::cuda_residual_epilogue)");
+ABSL_FLAG(int64_t, profile_runs, 0,
+          "after each batch's timed runs, run this many more forwards between cudaProfilerStart/Stop "
+          "(for ncu --profile-from-start off)");
 ABSL_FLAG(bool, last_layer_output_rows_only, true,
           "the last layer only at the rows the output reads (EncoderLoadOptions::last_layer_output_rows_only)");
 
@@ -53,6 +64,7 @@ int main(int argc, char** argv) {
   options.cuda_kernels = absl::GetFlag(FLAGS_cuda_kernels);
   options.cuda_gelu_epilogue = absl::GetFlag(FLAGS_gelu_epilogue);
   options.cuda_lt_gemm = absl::GetFlag(FLAGS_lt_gemm);
+  options.cuda_residual_epilogue = absl::GetFlag(FLAGS_residual_epilogue);
   options.last_layer_output_rows_only = absl::GetFlag(FLAGS_last_layer_output_rows_only);
   const auto loaded_at = std::chrono::steady_clock::now();
   auto runner = gantry::runtime::LoadEncoder(options);
@@ -118,6 +130,18 @@ int main(int argc, char** argv) {
                   1.5 * it->second * flops_per_sequence / 1e12, per_second >= 1.5 * it->second ? "met" : "NOT met");
     }
     std::printf("\n");
+    if (const int64_t profiled = absl::GetFlag(FLAGS_profile_runs); profiled > 0) {
+#ifdef GANTRY_BENCH_CUDA
+      cudaProfilerStart();
+      for (int64_t i = 0; i < profiled; ++i) {
+        if (auto out = (*runner)->Encode(views); !out.ok()) return 1;
+      }
+      cudaProfilerStop();
+#else
+      std::fprintf(stderr, "--profile_runs needs a build with CUDA\n");
+      return 2;
+#endif
+    }
   }
   return 0;
 }

@@ -172,7 +172,7 @@ at::Tensor EncoderModel::Activation(const at::Tensor& x) const {
 }
 
 std::optional<at::Tensor> EncoderModel::LtLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                                 bool gelu) const {
+                                                 bool gelu, const at::Tensor& residual) const {
 #ifdef GANTRY_WITH_LT_GEMM
   if (cuda_.lt_gemm == nullptr || !x.is_cuda() || weight.scalar_type() != x.scalar_type() || !x.is_contiguous() ||
       !weight.is_contiguous() || (bias.defined() && !bias.is_contiguous()) || x.numel() == 0) {
@@ -180,6 +180,11 @@ std::optional<at::Tensor> EncoderModel::LtLinear(const at::Tensor& x, const at::
   }
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = weight.size(0);
+  // The residual is read as y's [m, n] row-major twin.
+  if (residual.defined() && (residual.sizes() != at::IntArrayRef(shape) || !residual.is_contiguous() ||
+                             residual.scalar_type() != x.scalar_type() || residual.device() != x.device())) {
+    return std::nullopt;
+  }
   at::Tensor y = at::empty(shape, x.options());
   cuda::LtGemmArgs args;
   args.dtype = KernelDType(x.scalar_type());
@@ -190,9 +195,10 @@ std::optional<at::Tensor> EncoderModel::LtLinear(const at::Tensor& x, const at::
   args.w = weight.data_ptr();
   args.bias = bias.defined() ? bias.data_ptr() : nullptr;
   args.epilogue = gelu ? cuda::LtEpilogue::kGelu : cuda::LtEpilogue::kNone;
+  args.residual = residual.defined() ? residual.data_ptr() : nullptr;
   args.y = y.data_ptr();
   // What LtGemm cannot take (float32, n or k not a multiple of 8, a
-  // misaligned operand) goes through LibTorch instead.
+  // misaligned operand, GELU with a residual) goes through LibTorch instead.
   if (!cuda::CheckLtGemmArgs(args).ok()) return std::nullopt;
   ThrowIfError(cuda_.lt_gemm->Run(args, at::cuda::getCurrentCUDAStream()));
   return y;
@@ -219,7 +225,7 @@ at::Tensor EncoderModel::Intermediate(const at::Tensor& x, const at::Tensor& wei
 }
 
 void EncoderModel::AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const at::Tensor& weight,
-                                const at::Tensor& bias) const {
+                                const at::Tensor& bias, bool sublayer_includes_x) const {
 #ifdef GANTRY_WITH_CUDA_KERNELS
   if (cuda_.kernels && x.is_cuda() && sublayer.is_contiguous() && x.is_contiguous()) {
     cuda::AddLayerNormArgs args;
@@ -228,7 +234,7 @@ void EncoderModel::AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const
     args.dim = x.size(-1);
     args.eps = static_cast<float>(config_.layer_norm_eps);
     args.input = sublayer.data_ptr();
-    args.residual = x.data_ptr();
+    args.residual = sublayer_includes_x ? nullptr : x.data_ptr();
     args.weight = weight.data_ptr();
     args.bias = bias.data_ptr();
     args.output = x.data_ptr();
@@ -236,14 +242,30 @@ void EncoderModel::AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const
     return;
   }
 #endif
-  x = at::layer_norm(sublayer + x, {x.size(-1)}, weight, bias, config_.layer_norm_eps);
+  x = at::layer_norm(sublayer_includes_x ? sublayer : sublayer + x, {x.size(-1)}, weight, bias,
+                     config_.layer_norm_eps);
+}
+
+void EncoderModel::DenseAddLayerNorm(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                                     at::Tensor& x, const at::Tensor& norm_weight,
+                                     const at::Tensor& norm_bias) const {
+  // s = dtype(input weight^T + bias + x), one rounding; the LayerNorm then
+  // reads s alone instead of the product and x. Not in place over x: LtGemm
+  // writes its output several times while it tunes a shape.
+  if (cuda_.residual_epilogue) {
+    if (std::optional<at::Tensor> s = LtLinear(input, weight, bias, /*gelu=*/false, /*residual=*/x)) {
+      AddLayerNorm(*s, x, norm_weight, norm_bias, /*sublayer_includes_x=*/true);
+      return;
+    }
+  }
+  AddLayerNorm(Linear(input, weight, bias), x, norm_weight, norm_bias);
 }
 
 void EncoderModel::AttentionOutputAndMlp(const EncoderLayerWeights& layer, const at::Tensor& context,
                                          at::Tensor& x) const {
-  AddLayerNorm(Linear(context, layer.attn_out, layer.attn_out_bias), x, layer.attn_norm, layer.attn_norm_bias);
-  at::Tensor mlp = Linear(Intermediate(x, layer.up, layer.up_bias), layer.down, layer.down_bias);
-  AddLayerNorm(mlp, x, layer.out_norm, layer.out_norm_bias);
+  DenseAddLayerNorm(context, layer.attn_out, layer.attn_out_bias, x, layer.attn_norm, layer.attn_norm_bias);
+  DenseAddLayerNorm(Intermediate(x, layer.up, layer.up_bias), layer.down, layer.down_bias, x, layer.out_norm,
+                    layer.out_norm_bias);
 }
 
 at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& token_types,

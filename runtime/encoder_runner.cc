@@ -108,6 +108,7 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   const int64_t group_overhead_tokens =
       options.group_overhead_tokens > 0 ? options.group_overhead_tokens : device->is_cuda() ? 2048 : 64;
   EncoderCudaPaths cuda;
+  cuda.residual_epilogue = options.cuda_residual_epilogue;  // takes effect only with cuda.lt_gemm
   if (device->is_cuda()) {
 #ifdef GANTRY_WITH_CUDA_KERNELS
     cuda.kernels = options.cuda_kernels;
@@ -125,6 +126,7 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
       if (!gemm.ok()) return gemm.status();
       cuda.lt_gemm = std::shared_ptr<cuda::LtGemm>(*std::move(gemm));
       absl::StrAppend(&info.execution, ", products through cuBLASLt tuned per shape");
+      if (cuda.residual_epilogue) absl::StrAppend(&info.execution, ", residual adds in cuBLASLt's epilogue");
     }
 #endif
     auto sink = StagedUploadSinkFor(*device, options.cuda_staged_upload);

@@ -56,6 +56,12 @@ struct EncoderLoadOptions {
   // 1,521 at 256 (bench/encoder_bench --lt_gemm=true/false, 2026-12-07);
   // builds without cuBLASLt ignore it.
   bool cuda_lt_gemm = true;
+  // CUDA, with cuda_lt_gemm: each sublayer's residual add made in the
+  // product's cuBLASLt epilogue (beta = 1, the residual stream as C), so the
+  // LayerNorm after it reads one [tokens, hidden] tensor instead of two; the
+  // sum is rounded to the dtype once instead of twice. false: the product,
+  // then the add in the LayerNorm's kernel (cuda_kernels), for comparison.
+  bool cuda_residual_epilogue = true;
   // Where the output reads one row of each input (classifier heads, CLS or
   // last-token pooling), the last layer computes only that row's query,
   // attention output, MLP and LayerNorms (keys and values still of every

@@ -9,12 +9,13 @@
 # Opt-in steps: "ab" runs runtime_bench with each of AB_ARGS in turn against
 # the default, alternating, AB_ROUNDS times (the opt-in decode paths);
 # "encoder" runs encoder_bench on the bge-m3-shaped model, defaults against
-# ENCODER_AB_ARGS, beside sentence-transformers.
+# ENCODER_AB_ARGS, beside sentence-transformers; "encoder_profile" times one
+# forward's kernels under ncu (ENCODER_PROFILE_BATCHES, ENCODER_PROFILE_ARGS).
 #   STEPS="model build ab" bash tools/gpu_check.sh
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-/tmp/build}
-STEPS=${STEPS:-model build kernels runtime large bench profile serving}  # also: ab, encoder
+STEPS=${STEPS:-model build kernels runtime large bench profile serving}  # also: ab, encoder, encoder_profile
 LLAMA8B=${LLAMA8B:-/tmp/llama8b}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -108,6 +109,20 @@ if has encoder; then
       "$BUILD/bench/encoder_bench" --model "$BGE" --batches ${ENCODER_BATCHES:-1,32,256} --seq 512 --baseline "$baseline" $args \
         2>&1 | tee -a "$OUT/encoder.log"
     done
+  done
+fi
+if has encoder_profile; then
+  # One forward per batch size under Nsight Compute: its kernels grouped by name.
+  BGE=${BGE:-/tmp/bge_m3}
+  [ -f "$BGE/config.json" ] || python3 "$ROOT/tools/make_encoder_models.py" --bge_m3_shaped "$BGE" > "$OUT/bge.log" 2>&1
+  for b in ${ENCODER_PROFILE_BATCHES:-256}; do
+    # shellcheck disable=SC2086
+    ncu --profile-from-start off --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+      --csv --print-units base "$BUILD/bench/encoder_bench" --model "$BGE" --batches "$b" --seq 512 --seconds 1 \
+      --profile_runs 1 ${ENCODER_PROFILE_ARGS:-} > "$OUT/ncu_encoder_b$b.csv" 2> "$OUT/ncu_encoder_b$b.err"
+    echo "== encoder batch $b (ncu, one forward)"
+    grep -h "^batch" "$OUT/ncu_encoder_b$b.csv"
+    python3 "$ROOT/tools/ncu_summary.py" "$OUT/ncu_encoder_b$b.csv" --steps 1 --list 24 | head -60
   done
 fi
 if has serving; then

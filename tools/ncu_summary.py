@@ -24,6 +24,7 @@ def main():
     parser.add_argument("csv")
     parser.add_argument("--steps", type=int, default=1, help="decode steps the profile covers")
     parser.add_argument("--step_ms", type=float, default=0, help="measured wall time of one step, for GPU busy %%")
+    parser.add_argument("--list", type=int, default=0, help="also list the first N kernels in launch order")
     args = parser.parse_args()
     with open(args.csv, newline="") as f:
         lines = [line for line in f if line.startswith('"')]
@@ -46,6 +47,9 @@ def main():
     print(f"{'kernel':60s} {'per step':>8s} {'us/step':>9s} {'share':>6s}")
     for name, (count, ns) in sorted(by_name.items(), key=lambda kv: -kv[1][1]):
         print(f"{name:60s} {count / steps:8.0f} {ns / steps / 1e3:9.1f} {100 * ns / total_ns:5.1f}%")
+    for r in rows[:args.list]:
+        print(f"  {float(r['Metric Value'].replace(',', '')) / 1e3:9.1f} us  {short(r['Kernel Name'])}  "
+              f"grid {r.get('Grid Size', '?')} block {r.get('Block Size', '?')}")
 
 
 if __name__ == "__main__":

@@ -173,9 +173,9 @@ absl::Status AddLayerNorm(const AddLayerNormArgs& a, Stream stream) {
   if (a.rows < 0 || a.dim < 1) return Invalid("AddLayerNorm", absl::StrCat("bad shape [", a.rows, ", ", a.dim, "]"));
   if (!(a.eps >= 0.0f)) return Invalid("AddLayerNorm", "eps must be >= 0");
   if (a.rows == 0) return absl::OkStatus();
-  if (a.input == nullptr || a.residual == nullptr || a.weight == nullptr || a.bias == nullptr ||
-      a.output == nullptr) {
-    return Invalid("AddLayerNorm", "input, residual, weight, bias and output must be set");
+  // residual may be null: a plain LayerNorm of input.
+  if (a.input == nullptr || a.weight == nullptr || a.bias == nullptr || a.output == nullptr) {
+    return Invalid("AddLayerNorm", "input, weight, bias and output must be set");
   }
   return Launched("AddLayerNorm", LaunchAddLayerNorm(a, stream));
 }

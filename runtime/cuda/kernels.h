@@ -65,7 +65,9 @@ absl::Status RmsNorm(const RmsNormArgs& args, Stream stream);
 // ---------------------------------------------------------------------------
 // LayerNorm of a sublayer's output plus the residual stream, the end of each
 // post-norm encoder sublayer (BERT, XLM-RoBERTa: LayerNorm(dense(x) + input)):
-//   s = dtype(input + residual); mean and biased variance of s in float32;
+//   s = dtype(input + residual), or s = input when residual is nullptr (the
+//   sum already made, e.g. in the product's epilogue: LtGemmArgs::residual);
+//   mean and biased variance of s in float32;
 //   output = dtype((s - mean) * rsqrt(var + eps) * weight + bias)
 // as torch.nn.LayerNorm computes it in float32 for 16-bit tensors. One read
 // of each operand and one write, against five passes for add then
@@ -76,7 +78,7 @@ struct AddLayerNormArgs {
   int64_t dim = 0;               // hidden size
   float eps = 1e-12f;
   const void* input = nullptr;     // [rows, dim]
-  const void* residual = nullptr;  // [rows, dim]
+  const void* residual = nullptr;  // [rows, dim] or nullptr: plain LayerNorm of input
   const void* weight = nullptr;    // [dim]
   const void* bias = nullptr;      // [dim]
   void* output = nullptr;          // [rows, dim]

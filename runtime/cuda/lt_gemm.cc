@@ -60,7 +60,8 @@ cublasLtEpilogue_t EpilogueOf(const LtGemmArgs& a) {
 
 // One product as cuBLASLt sees it. Row-major Y = X W^T is column-major
 // Y^T = W^T X^T: A = W read transposed (k x n, lda = k), B = X (k x m,
-// ldb = k), C = D = Y (n x m, ldc = n), as tools/encoder_gemm_probe.cu.
+// ldb = k), C = D = Y (n x m, ldc = n), as tools/encoder_gemm_probe.cu. With
+// a residual, C is the residual in D's layout (beta = 1; see Run).
 struct Problem {
   cublasLtMatmulDescOpaque_t desc;
   cublasLtMatrixLayoutOpaque_t a, b, c;
@@ -98,8 +99,9 @@ absl::Status Describe(const LtGemmArgs& args, Problem* p) {
 }
 
 // Up to kLtGemmCandidates algorithms, the heuristic's best guess first.
+// out_of_place (C != D, a residual): only those that support it.
 absl::StatusOr<std::vector<cublasLtMatmulAlgo_t>> Candidates(cublasLtHandle_t handle, Problem& p, uint32_t alignment,
-                                                             size_t workspace_bytes) {
+                                                             size_t workspace_bytes, bool out_of_place) {
   cublasLtMatmulPreferenceOpaque_t pref;
   cublasStatus_t s = cublasLtMatmulPreferenceInit(&pref);
   if (s != CUBLAS_STATUS_SUCCESS) return CublasFailed("cublasLtMatmulPreferenceInit", s);
@@ -131,7 +133,20 @@ absl::StatusOr<std::vector<cublasLtMatmulAlgo_t>> Candidates(cublasLtHandle_t ha
   if (s != CUBLAS_STATUS_SUCCESS) return CublasFailed("cublasLtMatmulAlgoGetHeuristic", s);
   std::vector<cublasLtMatmulAlgo_t> algos;
   for (int i = 0; i < count; ++i) {
-    if (results[i].state == CUBLAS_STATUS_SUCCESS) algos.push_back(results[i].algo);
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    if (out_of_place) {
+      // The heuristic sees layouts, not pointers: it may offer an algorithm
+      // that only writes in place (D == C). One whose capability cannot be
+      // read stays (a failing candidate is skipped when timed).
+      int32_t supported = 1;
+      size_t written = 0;
+      if (cublasLtMatmulAlgoCapGetAttribute(&results[i].algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT,
+                                            &supported, sizeof(supported), &written) == CUBLAS_STATUS_SUCCESS &&
+          supported == 0) {
+        continue;
+      }
+    }
+    algos.push_back(results[i].algo);
   }
   if (algos.empty()) return absl::NotFoundError("LtGemm: cublasLtMatmulAlgoGetHeuristic offered no algorithm");
   return algos;
@@ -178,8 +193,13 @@ absl::Status CheckLtGemmArgs(const LtGemmArgs& a) {
     return Invalid(absl::StrCat("n ", a.n, " and k ", a.k, " must be multiples of 8 (rows of 16 bytes)"));
   }
   if (a.epilogue != LtEpilogue::kNone && a.epilogue != LtEpilogue::kGelu) return Invalid("unknown epilogue");
+  if (a.epilogue == LtEpilogue::kGelu && a.residual != nullptr) {
+    // cuBLASLt adds C before the activation: gelu(x W^T + bias + residual).
+    return Invalid("a GELU epilogue with a residual is not supported (cuBLASLt would add it inside the GELU)");
+  }
   if (a.x == nullptr || a.w == nullptr || a.y == nullptr) return Invalid("x, w and y must be set");
-  const std::pair<const char*, const void*> operands[] = {{"x", a.x}, {"w", a.w}, {"y", a.y}, {"bias", a.bias}};
+  const std::pair<const char*, const void*> operands[] = {
+      {"x", a.x}, {"w", a.w}, {"y", a.y}, {"bias", a.bias}, {"residual", a.residual}};
   for (const auto& [name, p] : operands) {
     if (p != nullptr && Address(p) % kMinAlignment != 0) return Invalid(absl::StrCat(name, " is not 16-byte aligned"));
   }
@@ -187,6 +207,9 @@ absl::Status CheckLtGemmArgs(const LtGemmArgs& a) {
   if (Overlap(a.y, 2 * m * n, a.x, 2 * m * k)) return Invalid("y overlaps x");
   if (Overlap(a.y, 2 * m * n, a.w, 2 * n * k)) return Invalid("y overlaps w");
   if (a.bias != nullptr && Overlap(a.y, 2 * m * n, a.bias, 2 * n)) return Invalid("y overlaps bias");
+  // Tuning writes y several times, reading the residual each time: in place,
+  // the sums would compound. (The residual may overlap x, w or bias: all read.)
+  if (a.residual != nullptr && Overlap(a.y, 2 * m * n, a.residual, 2 * m * n)) return Invalid("y overlaps residual");
   return absl::OkStatus();
 }
 
@@ -197,8 +220,8 @@ int64_t LtGemmBucketM(int64_t m) {
 }
 
 bool LtGemm::Key::operator<(const Key& o) const {
-  return std::tie(dtype, m_bucket, n, k, epilogue, has_bias, alignment) <
-         std::tie(o.dtype, o.m_bucket, o.n, o.k, o.epilogue, o.has_bias, o.alignment);
+  return std::tie(dtype, m_bucket, n, k, epilogue, has_bias, has_residual, alignment) <
+         std::tie(o.dtype, o.m_bucket, o.n, o.k, o.epilogue, o.has_bias, o.has_residual, o.alignment);
 }
 
 absl::StatusOr<std::unique_ptr<LtGemm>> LtGemm::Create(size_t workspace_bytes) {
@@ -227,7 +250,9 @@ LtGemm::~LtGemm() {
 LtGemm::Key LtGemm::KeyOf(const LtGemmArgs& a) {
   uint32_t alignment = std::min({AlignmentOf(a.x), AlignmentOf(a.w), AlignmentOf(a.y)});
   if (a.bias != nullptr) alignment = std::min(alignment, AlignmentOf(a.bias));
-  return {a.dtype, LtGemmBucketM(a.m), a.n, a.k, a.epilogue, a.bias != nullptr, alignment};
+  // C's alignment is promised too (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES).
+  if (a.residual != nullptr) alignment = std::min(alignment, AlignmentOf(a.residual));
+  return {a.dtype, LtGemmBucketM(a.m), a.n, a.k, a.epilogue, a.bias != nullptr, a.residual != nullptr, alignment};
 }
 
 std::optional<LtGemm::Choice> LtGemm::Cached(const std::map<Key, Choice>& cache, const Key& key) const {
@@ -258,10 +283,14 @@ absl::Status LtGemm::Run(const LtGemmArgs& args, Stream stream) {
   }
   Problem p;
   if (auto s = Describe(args, &p); !s.ok()) return s;
-  const float alpha = 1.0f, beta = 0.0f;
+  // D = alpha A B + beta C (+ bias), in float32 (the scale type), rounded
+  // once: beta = 1 with C = the residual adds it; beta = 0 leaves C unread.
+  const bool has_residual = args.residual != nullptr;
+  const float alpha = 1.0f, beta = has_residual ? 1.0f : 0.0f;
+  const void* c = has_residual ? args.residual : args.y;
   auto matmul = [&](const cublasLtMatmulAlgo_t& algo) {
-    return cublasLtMatmul(handle_, &p.desc, &alpha, args.w, &p.a, args.x, &p.b, &beta, args.y, &p.c, args.y, &p.c,
-                          &algo, workspace_, workspace_bytes_, stream);
+    return cublasLtMatmul(handle_, &p.desc, &alpha, args.w, &p.a, args.x, &p.b, &beta, c, &p.c, args.y, &p.c, &algo,
+                          workspace_, workspace_bytes_, stream);
   };
   auto launch = [&](const Choice& choice) {
     cublasLtMatmulAlgo_t algo;
@@ -276,7 +305,7 @@ absl::Status LtGemm::Run(const LtGemmArgs& args, Stream stream) {
   auto launch_cached = [&](const Choice& choice) {
     absl::Status status = launch(choice);
     if (status.ok()) return status;
-    auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_);
+    auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_, has_residual);
     if (!candidates.ok()) return status;
     const cublasStatus_t s = matmul(candidates->front());
     return s == CUBLAS_STATUS_SUCCESS ? absl::OkStatus() : CublasFailed("cublasLtMatmul", s);
@@ -301,7 +330,7 @@ absl::Status LtGemm::Run(const LtGemmArgs& args, Stream stream) {
     // first is remembered apart, so the shape is still tuned by the first
     // call outside a capture.
     if (auto cached = Cached(first_, key)) return launch_cached(*cached);
-    auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_);
+    auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_, has_residual);
     if (!candidates.ok()) return candidates.status();
     const Choice first = choice_of(candidates->front(), 0);
     {
@@ -313,7 +342,7 @@ absl::Status LtGemm::Run(const LtGemmArgs& args, Stream stream) {
 
   std::lock_guard<std::mutex> tuning(tune_mutex_);
   if (auto cached = Cached(tuned_, key)) return launch_cached(*cached);  // another thread tuned it meanwhile
-  auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_);
+  auto candidates = Candidates(handle_, p, key.alignment, workspace_bytes_, has_residual);
   if (!candidates.ok()) return candidates.status();
   // This thread may be capturing another stream in a strict mode, where
   // waiting on an event would invalidate that capture; ours are never captured.

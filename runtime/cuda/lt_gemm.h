@@ -1,5 +1,6 @@
-// Y[m, n] = X[m, k] W[n, k]^T (+ bias[n]) (then GELU) through cuBLASLt, with
-// the algorithm chosen per shape by timing the candidates cuBLASLt offers.
+// Y[m, n] = X[m, k] W[n, k]^T (+ bias[n]) (then GELU, or + residual[m, n])
+// through cuBLASLt, with the algorithm chosen per shape by timing the
+// candidates cuBLASLt offers.
 //
 // Why we call cuBLASLt ourselves instead of at::linear: LibTorch always takes
 // the heuristic's first algorithm (cublasLtMatmulAlgoGetHeuristic, one
@@ -14,7 +15,12 @@
 //
 // Numerics: bf16 or fp16 storage, float32 accumulation and epilogue (split-K
 // schemes that reduce in the 16-bit output type are excluded), one rounding
-// to the storage type at the end: y = dtype(gelu?(x W^T + bias)). The GELU is
+// to the storage type at the end: y = dtype(gelu?(x W^T + bias)), or with a
+// residual y = dtype(x W^T + bias + residual) (cuBLASLt's beta = 1 with C =
+// the residual, read in the storage type, summed in float32: a post-norm
+// sublayer's residual add rounded once, where dense-then-add rounds twice).
+// No GELU with a residual: cuBLASLt adds beta C before the epilogue's
+// activation, which would put the residual inside the GELU. The GELU is
 // cuBLASLt's CUBLASLT_EPILOGUE_GELU(_BIAS), the tanh approximation
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (what PyTorch applies
 // itself where it cannot use that epilogue); exact-erf models (BERT's "gelu")
@@ -60,14 +66,17 @@ struct LtGemmArgs {
   const void* x = nullptr;         // [m, k] row-major
   const void* w = nullptr;         // [n, k] row-major (a Linear layer's weight as stored)
   const void* bias = nullptr;      // [n] or nullptr
-  LtEpilogue epilogue = LtEpilogue::kNone;
-  void* y = nullptr;               // [m, n] row-major; must not overlap x, w or bias
+  LtEpilogue epilogue = LtEpilogue::kNone;  // kNone when residual is set
+  const void* residual = nullptr;  // [m, n] row-major or nullptr: added in the epilogue
+  void* y = nullptr;               // [m, n] row-major; must not overlap x, w, bias or residual
 };
 
 // The host-side checks LtGemm::Run makes before touching the device: dtype,
-// positive shape, n % 8 == 0 and k % 8 == 0, x, w, y (and bias, when set)
-// 16-byte aligned (the vectorised loads of cuBLASLt's fast kernels), y not
-// overlapping an input. InvalidArgument naming what is wrong.
+// positive shape, n % 8 == 0 and k % 8 == 0, x, w, y (and bias and residual,
+// when set) 16-byte aligned (the vectorised loads of cuBLASLt's fast
+// kernels), y not overlapping an input (not even the residual: tuning writes y
+// several times, so an in-place sum would compound), no GELU with a residual.
+// InvalidArgument naming what is wrong.
 absl::Status CheckLtGemmArgs(const LtGemmArgs& args);
 
 // One per device (the one current at Create; Run refuses another). Thread-safe:
@@ -85,9 +94,10 @@ class LtGemm {
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
-  // Validates (CheckLtGemmArgs), then launches y = dtype(epilogue(x W^T + bias))
-  // on `stream`. The first call of a shape (see below) with autotune on tunes
-  // it: it writes y several times and waits for the stream; y ends as the
+  // Validates (CheckLtGemmArgs), then launches y = dtype(epilogue(x W^T +
+  // bias) (+ residual)) on `stream`. The first call of a shape (see below)
+  // with autotune on tunes it: it writes y several times (reading x, w, bias
+  // and residual each time) and waits for the stream; y ends as the
   // chosen algorithm's result. While `stream` is capturing a CUDA graph
   // nothing is timed: an untuned shape gets the heuristic's first algorithm,
   // and stays untuned. cuBLAS and CUDA failures come back as a Status naming
@@ -95,13 +105,13 @@ class LtGemm {
   absl::Status Run(const LtGemmArgs& args, Stream stream);
 
   // Shapes tuned so far. A shape is (dtype, LtGemmBucketM(m), n, k, epilogue,
-  // bias or not) and the alignment class of the pointers (the largest power
-  // of two up to 256 dividing all of them): cuBLASLt chooses among
-  // algorithms by the alignment it is promised, so an algorithm tuned for
-  // 256-byte-aligned operands may refuse 16-byte-aligned ones. A shape's
-  // algorithm is tuned on the first m of its bucket that runs; should
-  // cuBLASLt refuse it for another m of the bucket, that call takes the
-  // heuristic's first for its exact m (untimed, not cached).
+  // bias or not, residual or not) and the alignment class of the pointers
+  // (the largest power of two up to 256 dividing all of them): cuBLASLt
+  // chooses among algorithms by the alignment it is promised, so an
+  // algorithm tuned for 256-byte-aligned operands may refuse 16-byte-aligned
+  // ones. A shape's algorithm is tuned on the first m of its bucket that
+  // runs; should cuBLASLt refuse it for another m of the bucket, that call
+  // takes the heuristic's first for its exact m (untimed, not cached).
   size_t TunedShapes() const;
   // For tests and logs: the heuristic rank (0 = its first) of the algorithm
   // tuned for the shape of `args`, if that shape has been tuned.
@@ -117,6 +127,7 @@ class LtGemm {
     int64_t m_bucket, n, k;  // m_bucket = LtGemmBucketM(m)
     LtEpilogue epilogue;
     bool has_bias;
+    bool has_residual;   // beta = 1 and C != D: another problem to cuBLASLt
     uint32_t alignment;  // bytes, 16..256
     bool operator<(const Key& other) const;
   };

@@ -8,7 +8,8 @@
 // Numerics as transformers' LlamaRMSNorm (see kernels.h): the residual sum is
 // rounded to the storage type, the sum of squares is float32,
 // normalised = dtype(x * rsqrt(mean(x^2) + eps)), out = dtype(weight * normalised).
-// AddLayerNorm as torch.nn.LayerNorm on dtype(input + residual): mean, then
+// AddLayerNorm as torch.nn.LayerNorm on dtype(input + residual), or on input
+// alone when residual is null (already added in a product's epilogue): mean, then
 // the variance about it (two passes over the row in registers, as exact as
 // LibTorch's Welford), both float32.
 #include <cuda_runtime.h>
@@ -211,7 +212,7 @@ cudaError_t Launch(const RmsNormArgs& a, cudaStream_t stream) {
 template <typename T, int kItems>
 __global__ void __launch_bounds__(kMaxThreads)
     AddLayerNormRegistersKernel(const T* input,     // [rows, dim]
-                                const T* residual,  // [rows, dim]
+                                const T* residual,  // [rows, dim] or nullptr
                                 const T* weight,    // [dim]
                                 const T* bias,      // [dim]
                                 T* output,          // [rows, dim]
@@ -221,7 +222,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * dim;
   const int num_vecs = dim / kVec;
   const P* in = reinterpret_cast<const P*>(input + offset);
-  const P* res = reinterpret_cast<const P*>(residual + offset);
+  const P* res = residual == nullptr ? nullptr : reinterpret_cast<const P*>(residual + offset);
   const P* w = reinterpret_cast<const P*>(weight);
   const P* b = reinterpret_cast<const P*>(bias);
   P* out = reinterpret_cast<P*>(output + offset);
@@ -234,7 +235,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   for (int j = 0; j < kItems; ++j) {
     const int i = j * blockDim.x + threadIdx.x;
     if (i < num_vecs) {
-      x[j] = AddRounded(in[i], res[i]);
+      x[j] = res != nullptr ? AddRounded(in[i], res[i]) : in[i];  // the branch is uniform
 #pragma unroll
       for (int k = 0; k < kVec; ++k) sum += ToFloat(x[j].v[k]);
     }
@@ -274,15 +275,19 @@ __global__ void __launch_bounds__(kMaxThreads)
 // only, so aliasing stays safe.
 template <typename T>
 __global__ void __launch_bounds__(kMaxThreads)
-    AddLayerNormLoopKernel(const T* input, const T* residual, const T* weight, const T* bias, T* output,
+    AddLayerNormLoopKernel(const T* input,     // [rows, dim]
+                           const T* residual,  // [rows, dim] or nullptr
+                           const T* weight,    // [dim]
+                           const T* bias,      // [dim]
+                           T* output,          // [rows, dim]
                            int64_t dim, float eps) {
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * dim;
   const T* in = input + offset;
-  const T* res = residual + offset;
+  const T* res = residual == nullptr ? nullptr : residual + offset;
   T* out = output + offset;
   WaitForPriorGrid();
   AllowDependentLaunch();
-  auto value = [&](int64_t i) { return Round<T>(ToFloat(in[i]) + ToFloat(res[i])); };
+  auto value = [&](int64_t i) { return res != nullptr ? Round<T>(ToFloat(in[i]) + ToFloat(res[i])) : ToFloat(in[i]); };
   float sum = 0.0f;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += value(i);
   const float mean = BlockSum(sum) / static_cast<float>(dim);
@@ -311,7 +316,8 @@ cudaError_t LaunchAddLayerNormRegisters(const AddLayerNormArgs& a, int64_t num_v
 template <typename T>
 cudaError_t LaunchAddLayerNormTyped(const AddLayerNormArgs& a, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
-  const bool vectors = a.dim % kVec == 0 && Aligned16(a.input) && Aligned16(a.residual) && Aligned16(a.weight) &&
+  const bool vectors = a.dim % kVec == 0 && Aligned16(a.input) &&
+                       (a.residual == nullptr || Aligned16(a.residual)) && Aligned16(a.weight) &&
                        Aligned16(a.bias) && Aligned16(a.output);
   const int64_t num_vecs = a.dim / kVec;
   if (vectors && num_vecs <= 1 * kMaxThreads) return LaunchAddLayerNormRegisters<T, 1>(a, num_vecs, stream);

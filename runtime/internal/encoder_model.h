@@ -63,11 +63,14 @@ absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, 
                                                   ByteSink* sink = nullptr);
 
 // How a CUDA forward may run (EncoderLoadOptions' cuda_kernels,
-// cuda_gelu_epilogue and cuda_lt_gemm, as the load resolved them for the
-// device and dtype).
+// cuda_gelu_epilogue, cuda_lt_gemm and cuda_residual_epilogue, as the load
+// resolved them for the device and dtype).
 struct EncoderCudaPaths {
   bool kernels = false;
   bool gelu_epilogue = false;
+  // The sublayers' residual adds in lt_gemm's epilogue, the LayerNorm after
+  // reading the sum alone; only where lt_gemm takes the product.
+  bool residual_epilogue = true;
   // Set: the layers' four products through it (16-bit, on the model's device).
   std::shared_ptr<cuda::LtGemm> lt_gemm;
 };
@@ -98,15 +101,25 @@ class EncoderModel {
   at::Tensor Activation(const at::Tensor& x) const;
   // linear(x, weight, bias), through cuda_.lt_gemm where it takes the operands.
   at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
-  // x weight^T + bias (then the tanh-form GELU when `gelu`) through
+  // x weight^T + bias (then the tanh-form GELU when `gelu`; plus `residual`,
+  // of the output's shape, when defined: rounded once) through
   // cuda_.lt_gemm; nullopt when it is not set up or cannot take the operands
-  // (float32, non-contiguous or misaligned, n or k not a multiple of 8).
+  // (float32, non-contiguous or misaligned, n or k not a multiple of 8, GELU
+  // with a residual).
   std::optional<at::Tensor> LtLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                                     bool gelu) const;
+                                     bool gelu, const at::Tensor& residual = at::Tensor()) const;
   // Activation(linear(x, weight, bias)).
   at::Tensor Intermediate(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
-  // x = layer_norm(sublayer + x) with the norm's weight and bias, in place.
-  void AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
+  // x = layer_norm(sublayer + x) with the norm's weight and bias, in place;
+  // x = layer_norm(sublayer) when `sublayer_includes_x` (the residual add
+  // made in the product's epilogue).
+  void AddLayerNorm(const at::Tensor& sublayer, at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                    bool sublayer_includes_x = false) const;
+  // x = layer_norm(linear(input, weight, bias) + x) with the norm's
+  // weight and bias, in place: the add in LtGemm's epilogue where
+  // cuda_.residual_epilogue is set and it takes the operands, else by AddLayerNorm.
+  void DenseAddLayerNorm(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias, at::Tensor& x,
+                         const at::Tensor& norm_weight, const at::Tensor& norm_bias) const;
   // The rest of `layer` after attention, in place over x [batch, rows, hidden]:
   // output projection of context [batch, rows, hidden], residual +
   // LayerNorm, MLP, residual + LayerNorm.

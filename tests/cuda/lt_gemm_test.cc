@@ -1,8 +1,9 @@
 // LtGemm (runtime/cuda/lt_gemm.cc) against a double-precision CPU reference
 // that rounds once, as cuBLASLt's epilogue does: y = dtype(gelu?(x W^T + bias)),
-// GELU in its tanh form. Covers both 16-bit dtypes on small and odd shapes
-// (m = 1, 7, 64, 300; n and k of 8, 64, 264, 1024) with and without bias and
-// GELU, that nothing past y is written, the tuning (once per shape and m's
+// GELU in its tanh form, or y = dtype(x W^T + bias + residual). Covers both
+// 16-bit dtypes on small and odd shapes (m = 1, 7, 64, 300; n and k of 8, 64,
+// 264, 1024) with and without bias, GELU and residual, that nothing past y
+// (nor the residual) is written, the tuning (once per shape and m's
 // power-of-two bucket, the cached algorithm's result the tuned call's, the
 // tuned algorithm serving another m of the bucket, autotune off, no tuning while a
 // CUDA graph is captured), argument errors (host-side, so they run without a
@@ -101,13 +102,14 @@ std::vector<double> Product(const Operands& o) {
   return product;
 }
 
-// dtype(gelu?(product + bias)), rounded once.
+// dtype(gelu?(product + bias)) or dtype(product + bias + residual[m, n]), rounded once.
 std::vector<double> Expected(const Operands& o, const std::vector<double>& product, bool bias, LtEpilogue epilogue,
-                             bool erf_gelu = false) {
+                             bool erf_gelu = false, const std::vector<float>* residual = nullptr) {
   std::vector<double> expected(product.size());
   for (int64_t i = 0; i < o.m; ++i) {
     for (int64_t j = 0; j < o.n; ++j) {
       double v = product[i * o.n + j] + (bias ? o.bias[j] : 0.0);
+      if (residual != nullptr) v += (*residual)[i * o.n + j];
       if (epilogue == LtEpilogue::kGelu) v = erf_gelu ? GeluErf(v) : GeluTanh(v);
       expected[i * o.n + j] = Store(o.dtype, v);
     }
@@ -130,7 +132,7 @@ LtGemmArgs ArgsFor(const Operands& o, bool bias, LtEpilogue epilogue) {
 
 std::string Describe(const LtGemmArgs& a) {
   return absl::StrCat(DTypeName(a.dtype), " m=", a.m, " n=", a.n, " k=", a.k, a.bias != nullptr ? " bias" : "",
-                      a.epilogue == LtEpilogue::kGelu ? " gelu" : "");
+                      a.epilogue == LtEpilogue::kGelu ? " gelu" : "", a.residual != nullptr ? " residual" : "");
 }
 
 // Runs `args` into a fresh poisoned y on the default stream; returns y [m, n]
@@ -167,6 +169,10 @@ TEST(LtGemmTest, MatchesReference) {
         for (int64_t k : {8, 64, 1024, 264}) {
           const Operands o = MakeOperands(dtype, m, n, k);
           const std::vector<double> product = Product(o);
+          std::mt19937 rng(static_cast<uint32_t>(m * 31 + n * 7 + k));
+          // A residual stream's magnitude: larger than the product, so a lost add shows.
+          const std::vector<float> residual = RandomValues(rng, dtype, static_cast<size_t>(m * n), -2.0f, 2.0f);
+          const DeviceBuffer d_residual = UploadAs(dtype, residual);
           for (bool bias : {false, true}) {
             for (LtEpilogue epilogue : {LtEpilogue::kNone, LtEpilogue::kGelu}) {
               const LtGemmArgs args = ArgsFor(o, bias, epilogue);
@@ -174,11 +180,45 @@ TEST(LtGemmTest, MatchesReference) {
               EXPECT_LT(RelativeError(y, Expected(o, product, bias, epilogue)), RelativeTolerance(dtype, epilogue))
                   << Describe(args);
             }
+            LtGemmArgs with_residual = ArgsFor(o, bias, LtEpilogue::kNone);
+            with_residual.residual = d_residual.get();
+            const std::vector<float> y = RunGemm(*gemm, with_residual);
+            EXPECT_LT(RelativeError(y, Expected(o, product, bias, LtEpilogue::kNone, false, &residual)),
+                      RelativeTolerance(dtype, LtEpilogue::kNone))
+                << Describe(with_residual);
+            EXPECT_EQ(DownloadAs(dtype, d_residual, residual.size()), residual)
+                << Describe(with_residual) << ": wrote the residual";
           }
         }
       }
     }
   }
+}
+
+// A residual (beta = 1, C != D) makes another shape to tune; the tuned
+// algorithm, untimed, gives the tuning call's bits. (MatchesReference checks
+// y = dtype(x W^T + bias + residual) on every shape.)
+TEST(LtGemmTest, TunesWithAResidualApart) {
+  GANTRY_REQUIRE_GPU();
+  std::unique_ptr<LtGemm> fresh = MakeGemm();
+  ASSERT_NE(fresh, nullptr);
+  const Operands o = MakeOperands(DType::kBFloat16, 64, 264, 64);
+  std::mt19937 rng(7);
+  const std::vector<float> residual = RandomValues(rng, o.dtype, static_cast<size_t>(o.m * o.n), -2.0f, 2.0f);
+  const DeviceBuffer d_residual = UploadAs(o.dtype, residual);
+  LtGemmArgs args = ArgsFor(o, /*bias=*/true, LtEpilogue::kNone);
+  RunGemm(*fresh, args);
+  EXPECT_EQ(fresh->TunedShapes(), 1u);
+  args.residual = d_residual.get();
+  const std::vector<float> tuned = RunGemm(*fresh, args);
+  EXPECT_EQ(fresh->TunedShapes(), 2u);
+  EXPECT_TRUE(fresh->TunedAlgorithm(args).has_value());
+  const std::vector<float> cached = RunGemm(*fresh, args);  // the tuned algorithm, untimed: the same bits
+  EXPECT_EQ(fresh->TunedShapes(), 2u);
+  ASSERT_EQ(cached.size(), tuned.size());
+  EXPECT_EQ(std::memcmp(cached.data(), tuned.data(), tuned.size() * sizeof(float)), 0);
+  EXPECT_LT(RelativeError(tuned, Expected(o, Product(o), true, LtEpilogue::kNone, false, &residual)),
+            RelativeTolerance(o.dtype, LtEpilogue::kNone));
 }
 
 TEST(LtGemmTest, TunesEachShapeOnce) {
@@ -398,7 +438,7 @@ TEST(LtGemmTest, BucketsMByPowersOfTwo) {
 }
 
 TEST(LtGemmTest, RejectsInvalidArguments) {
-  alignas(256) static uint8_t x[64], w[256], bias[64], y[64];
+  alignas(256) static uint8_t x[64], w[256], bias[64], y[64], residual[64];
   LtGemmArgs args;
   args.dtype = DType::kBFloat16;
   args.m = 2;
@@ -414,6 +454,13 @@ TEST(LtGemmTest, RejectsInvalidArguments) {
   EXPECT_TRUE(CheckLtGemmArgs(args).ok()) << CheckLtGemmArgs(args);
   args.bias = nullptr;
   EXPECT_TRUE(CheckLtGemmArgs(args).ok()) << CheckLtGemmArgs(args);
+  LtGemmArgs with_residual = args;
+  with_residual.epilogue = LtEpilogue::kNone;
+  with_residual.bias = bias;
+  with_residual.residual = residual;  // 2 x 8: 32 bytes
+  EXPECT_TRUE(CheckLtGemmArgs(with_residual).ok()) << CheckLtGemmArgs(with_residual);
+  with_residual.residual = x;  // only read, as x is: may overlap it
+  EXPECT_TRUE(CheckLtGemmArgs(with_residual).ok()) << CheckLtGemmArgs(with_residual);
 
   // Each change makes the arguments invalid, with a message naming what.
   auto expect_invalid = [&](const char* field, const LtGemmArgs& bad) {
@@ -446,12 +493,29 @@ TEST(LtGemmTest, RejectsInvalidArguments) {
   expect_invalid("y overlaps x", with([](LtGemmArgs& a) { a.y = x + 16; }));  // partly
   expect_invalid("y overlaps w", with([](LtGemmArgs& a) { a.y = w + 112; }));  // its last 16 bytes
   expect_invalid("y overlaps bias", with([](LtGemmArgs& a) { a.bias = y + 16; }));  // inside y's 32 bytes
+  // args has a GELU epilogue here; a residual needs none.
+  expect_invalid("GELU", with([](LtGemmArgs& a) { a.residual = residual; }));
+  expect_invalid("residual is not 16-byte aligned", with([](LtGemmArgs& a) {
+                   a.epilogue = LtEpilogue::kNone;
+                   a.residual = residual + 8;
+                 }));
+  expect_invalid("y overlaps residual", with([](LtGemmArgs& a) {
+                   a.epilogue = LtEpilogue::kNone;
+                   a.residual = y;  // in place
+                 }));
+  expect_invalid("y overlaps residual", with([](LtGemmArgs& a) {
+                   a.epilogue = LtEpilogue::kNone;
+                   a.residual = y + 16;  // partly
+                 }));
   // Adjacent buffers do not overlap.
   LtGemmArgs adjacent = args;
   adjacent.x = w;       // [0, 32) of w
   adjacent.y = w + 32;  // [32, 64)
   adjacent.w = w + 64;  // [64, 192)
   adjacent.bias = w + 192;  // [192, 208)
+  EXPECT_TRUE(CheckLtGemmArgs(adjacent).ok()) << CheckLtGemmArgs(adjacent);
+  adjacent.epilogue = LtEpilogue::kNone;
+  adjacent.residual = w + 224;  // [224, 256), after y's [32, 64)
   EXPECT_TRUE(CheckLtGemmArgs(adjacent).ok()) << CheckLtGemmArgs(adjacent);
 }
 

@@ -171,9 +171,12 @@ enum class LayerNormOut { kOwnBuffer, kOverInput, kOverResidual };
 // One AddLayerNorm call on random data; `offset` as in CheckRmsNorm. The
 // rows get a large common offset (mean 6, spread 1) as a hidden state can
 // have, which a one-pass variance would lose to cancellation.
-void CheckAddLayerNorm(DType dtype, int64_t rows, int64_t dim, float eps, LayerNormOut where, int offset = 0) {
+// with_residual = false: residual is nullptr, a plain LayerNorm of input.
+void CheckAddLayerNorm(DType dtype, int64_t rows, int64_t dim, float eps, LayerNormOut where, int offset = 0,
+                       bool with_residual = true) {
   const std::string what = absl::StrCat(DTypeName(dtype), " rows=", rows, " dim=", dim, " out=",
-                                        static_cast<int>(where), " offset=", offset);
+                                        static_cast<int>(where), " offset=", offset,
+                                        with_residual ? "" : " no residual");
   std::mt19937 rng(static_cast<uint32_t>(rows * 131 + dim * 17 + static_cast<int>(where) * 7 + offset));
   const size_t n = static_cast<size_t>(rows * dim);
   std::vector<float> input = RandomValues(rng, dtype, n + offset, 5.0f, 7.0f);
@@ -186,7 +189,7 @@ void CheckAddLayerNorm(DType dtype, int64_t rows, int64_t dim, float eps, LayerN
     double sum = 0;
     for (int64_t d = 0; d < dim; ++d) {
       const size_t i = offset + r * dim + d;
-      s[d] = Store(dtype, static_cast<double>(input[i]) + residual[i]);
+      s[d] = with_residual ? Store(dtype, static_cast<double>(input[i]) + residual[i]) : input[i];
       sum += s[d];
     }
     const double mean = sum / dim;
@@ -215,7 +218,7 @@ void CheckAddLayerNorm(DType dtype, int64_t rows, int64_t dim, float eps, LayerN
   args.dim = dim;
   args.eps = eps;
   args.input = d_input.as<uint8_t>() + offset * es;
-  args.residual = d_residual.as<uint8_t>() + offset * es;
+  args.residual = with_residual ? d_residual.as<uint8_t>() + offset * es : nullptr;
   args.weight = d_weight.get();
   args.bias = d_bias.get();
   args.output = written.as<uint8_t>() + offset * es;
@@ -253,6 +256,23 @@ TEST(AddLayerNormTest, WritesInPlaceOverEitherOperand) {
   }
 }
 
+// residual == nullptr (the sum already made in a product's epilogue): a
+// plain LayerNorm of input, on the register path (64, 1024, 8192: one, one
+// and two to four vectors per thread) and the loop path (100: no vectors;
+// 20000: past the registers; a misaligned input), also written over input.
+TEST(AddLayerNormTest, WithoutResidualIsLayerNormOfInput) {
+  GANTRY_REQUIRE_GPU();
+  for (DType dtype : AllDTypes()) {
+    for (int64_t dim : {64, 100, 1024, 8192, 20000}) {
+      for (int64_t rows : {1, 300}) {
+        CheckAddLayerNorm(dtype, rows, dim, 1e-12f, LayerNormOut::kOwnBuffer, /*offset=*/0, /*with_residual=*/false);
+      }
+      CheckAddLayerNorm(dtype, 65, dim, 1e-5f, LayerNormOut::kOverInput, /*offset=*/0, /*with_residual=*/false);
+    }
+    CheckAddLayerNorm(dtype, 5, 1024, 1e-12f, LayerNormOut::kOwnBuffer, /*offset=*/1, /*with_residual=*/false);
+  }
+}
+
 TEST(AddLayerNormTest, UnalignedPointersUseScalarPath) {
   GANTRY_REQUIRE_GPU();
   for (DType dtype : AllDTypes()) CheckAddLayerNorm(dtype, 5, 1024, 1e-12f, LayerNormOut::kOwnBuffer, /*offset=*/1);
@@ -271,6 +291,13 @@ TEST(AddLayerNormTest, RejectsInvalidArguments) {
   args.output = buffer.as<uint8_t>() + 1024;
   EXPECT_TRUE(AddLayerNorm(args, nullptr).ok());
   Sync();
+  args.residual = nullptr;  // allowed: a plain LayerNorm
+  EXPECT_TRUE(AddLayerNorm(args, nullptr).ok());
+  Sync();
+  args.residual = buffer.as<uint8_t>() + 256;
+  args.input = nullptr;
+  EXPECT_EQ(AddLayerNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  args.input = buffer.get();
   args.bias = nullptr;
   EXPECT_EQ(AddLayerNorm(args, nullptr).code(), absl::StatusCode::kInvalidArgument);
   args.bias = buffer.as<uint8_t>() + 768;

@@ -73,12 +73,14 @@ struct Fixture {
 
   // cuda_fused = false: LibTorch's operators over every row of every layer.
   std::unique_ptr<EncoderRunner> Load(const std::string& device, const std::string& dtype, Pooling pooling,
-                                      bool normalize, bool cuda_fused = true, bool lt_gemm = false) const {
+                                      bool normalize, bool cuda_fused = true, bool lt_gemm = false,
+                                      bool residual_epilogue = true) const {
     EncoderLoadOptions options;
     options.cuda_kernels = cuda_fused;
     options.cuda_gelu_epilogue = cuda_fused;
     options.last_layer_output_rows_only = cuda_fused;
     options.cuda_lt_gemm = lt_gemm;
+    options.cuda_residual_epilogue = residual_epilogue;
     options.model_dir = dir;
     options.device = device;
     options.dtype = dtype;
@@ -195,10 +197,11 @@ TEST_P(EmbedFixtureTest, FusedCudaPathsMatchLibTorchOperators) {
   }
 }
 
-// The layers' products through LtGemm (cuBLASLt, tuned per shape): within
-// bfloat16's rounding of at::linear's, and as close to sentence-transformers
-// as the default path. Every input, then each alone (other m's; an m of a
-// bucket tuned before takes its algorithm).
+// The layers' products through LtGemm (cuBLASLt, tuned per shape; the
+// residual adds in its epilogue): within bfloat16's rounding of at::linear's
+// and of LtGemm's without the residual epilogue, and as close to
+// sentence-transformers as the default path. Every input, then each alone
+// (other m's; an m of a bucket tuned before takes its algorithm).
 TEST_P(EmbedFixtureTest, LtGemmProductsMatchInBfloat16OnCuda) {
   if (!HaveCuda()) GTEST_SKIP() << "no CUDA device";
   Fixture f(GetParam());
@@ -206,15 +209,22 @@ TEST_P(EmbedFixtureTest, LtGemmProductsMatchInBfloat16OnCuda) {
   ASSERT_TRUE(task.ok());
   auto tuned = f.Load("cuda", "bfloat16", task->embedding.pooling, task->embedding.normalize, /*cuda_fused=*/true,
                       /*lt_gemm=*/true);
+  auto separate_add = f.Load("cuda", "bfloat16", task->embedding.pooling, task->embedding.normalize,
+                             /*cuda_fused=*/true, /*lt_gemm=*/true, /*residual_epilogue=*/false);
   auto plain = f.Load("cuda", "bfloat16", task->embedding.pooling, task->embedding.normalize);
-  ASSERT_TRUE(tuned && plain);
+  ASSERT_TRUE(tuned && separate_add && plain);
   if (tuned->info().execution.find("cuBLASLt tuned") == std::string::npos) {
     GTEST_SKIP() << "built without cuBLASLt: " << tuned->info().execution;
   }
+  EXPECT_NE(tuned->info().execution.find("residual adds in cuBLASLt's epilogue"), std::string::npos)
+      << tuned->info().execution;
+  EXPECT_EQ(separate_add->info().execution.find("residual adds"), std::string::npos)
+      << separate_add->info().execution;
   const auto want = ReadRows(*f.reference, "embeddings_bf16");
   const auto got = f.Encode(*tuned, f.ids, /*with_types=*/true);
   EXPECT_LT(RelativeError(Flatten(got), Flatten(want)), 2e-2);
   EXPECT_LT(RelativeError(Flatten(got), Flatten(f.Encode(*plain, f.ids, /*with_types=*/true))), 1e-2);
+  EXPECT_LT(RelativeError(Flatten(got), Flatten(f.Encode(*separate_add, f.ids, /*with_types=*/true))), 1e-2);
   for (size_t i = 0; i < f.ids.size(); ++i) {
     const auto alone = f.Encode(*tuned, {f.ids[i]}, /*with_types=*/false);
     ASSERT_EQ(alone.size(), 1u);
