@@ -268,20 +268,49 @@ void EncoderModel::AttentionOutputAndMlp(const EncoderLayerWeights& layer, const
                     layer.out_norm_bias);
 }
 
+at::Tensor EncoderModel::Embed(const at::Tensor& token_ids, const at::Tensor& token_types) const {
+  const EncoderWeights& w = weights_;
+  const int64_t length = token_ids.size(1);
+#ifdef GANTRY_WITH_CUDA_KERNELS
+  if (cuda_.kernels && token_ids.is_cuda() && token_ids.scalar_type() == at::kLong &&
+      token_types.scalar_type() == at::kLong && token_ids.is_contiguous() && token_types.is_contiguous()) {
+    at::Tensor x = at::empty({token_ids.size(0), length, config_.hidden_size}, w.word.options());
+    cuda::EmbedLayerNormArgs args;
+    args.dtype = KernelDType(x.scalar_type());
+    args.rows = token_ids.numel();
+    args.length = length;
+    args.dim = config_.hidden_size;
+    args.position_offset = config_.position_offset();
+    args.eps = static_cast<float>(config_.layer_norm_eps);
+    args.token_ids = token_ids.data_ptr<int64_t>();  // within the tables: CheckEncoderInput
+    args.token_types = token_types.data_ptr<int64_t>();
+    args.word = w.word.data_ptr();
+    args.position = w.position.data_ptr();
+    args.token_type = w.token_type.data_ptr();
+    args.weight = w.embed_norm.data_ptr();
+    args.bias = w.embed_norm_bias.data_ptr();
+    args.output = x.data_ptr();
+    ThrowIfError(cuda::EmbedLayerNorm(args, at::cuda::getCurrentCUDAStream()));
+    return x;
+  }
+#endif
+  // transformers' order: word + token type, then + position, each rounded.
+  const at::Tensor positions = at::arange(length, token_ids.options().dtype(at::kLong)) + config_.position_offset();
+  at::Tensor x = at::embedding(w.word, token_ids) + at::embedding(w.token_type, token_types);
+  x = x + at::embedding(w.position, positions).unsqueeze(0);
+  return at::layer_norm(x, {config_.hidden_size}, w.embed_norm, w.embed_norm_bias, config_.layer_norm_eps);
+}
+
 at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& token_types,
                                  const at::Tensor& lengths, bool padded) const {
   const int64_t batch = token_ids.size(0), length = token_ids.size(1);
   const int64_t hidden = config_.hidden_size, heads = config_.num_heads, head_dim = hidden / heads;
-  const double eps = config_.layer_norm_eps;
   const EncoderWeights& w = weights_;
   const auto long_options = at::TensorOptions().device(token_ids.device()).dtype(at::kLong);
 
   at::Tensor columns = at::arange(length, long_options);                        // [length]
   at::Tensor valid = columns.unsqueeze(0).lt(lengths.unsqueeze(1));              // [batch, length]
-  at::Tensor x = at::embedding(w.word, token_ids) +                              // [batch, length, hidden]
-                 at::embedding(w.position, columns + config_.position_offset()).unsqueeze(0) +
-                 at::embedding(w.token_type, token_types);
-  x = at::layer_norm(x, {hidden}, w.embed_norm, w.embed_norm_bias, eps);
+  at::Tensor x = Embed(token_ids, token_types);  // [batch, length, hidden]
 
   // Padding keys are masked out; without padding there is no mask, so
   // LibTorch 2 can pick its flash attention kernel.

@@ -114,7 +114,7 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
     cuda.kernels = options.cuda_kernels;
 #endif
     cuda.gelu_epilogue = options.cuda_gelu_epilogue && *dtype != at::kFloat && config->hidden_act != "relu";
-    if (cuda.kernels) absl::StrAppend(&info.execution, ", residual add + LayerNorm in one kernel");
+    if (cuda.kernels) absl::StrAppend(&info.execution, ", embeddings + LayerNorm and residual add + LayerNorm in one kernel each");
     if (cuda.gelu_epilogue) absl::StrAppend(&info.execution, ", GELU in cuBLASLt's epilogue");
   }
   try {

@@ -36,8 +36,9 @@ struct EncoderLoadOptions {
   // CUDA: weights through pinned staging buffers (LoadOptions::cuda_staged_upload).
   bool cuda_staged_upload = true;
   // CUDA: each sublayer's residual add and LayerNorm in one kernel
-  // (cuda::AddLayerNorm) instead of an add and at::layer_norm (false: for
-  // comparison).
+  // (cuda::AddLayerNorm) instead of an add and at::layer_norm, and the
+  // embeddings' gathers, sums and LayerNorm in one (cuda::EmbedLayerNorm)
+  // instead of five LibTorch kernels (false: for comparison).
   bool cuda_kernels = true;
   // CUDA, 16-bit dtypes: the intermediate projection's GELU computed in
   // cuBLASLt's epilogue (at::_addmm_activation) instead of a separate pass

@@ -180,6 +180,30 @@ absl::Status AddLayerNorm(const AddLayerNormArgs& a, Stream stream) {
   return Launched("AddLayerNorm", LaunchAddLayerNorm(a, stream));
 }
 
+absl::Status EmbedLayerNorm(const EmbedLayerNormArgs& a, Stream stream) {
+  if (!ValidDType(a.dtype)) return Invalid("EmbedLayerNorm", "unknown dtype");
+  if (a.rows < 0 || a.dim < 1) return Invalid("EmbedLayerNorm", absl::StrCat("bad shape [", a.rows, ", ", a.dim, "]"));
+  if (a.length < 1 || a.rows % a.length != 0) {
+    return Invalid("EmbedLayerNorm",
+                   absl::StrCat("length ", a.length, " must be >= 1 and divide rows ", a.rows, " (batch * length)"));
+  }
+  if (a.position_offset < 0) {
+    return Invalid("EmbedLayerNorm", absl::StrCat("position_offset ", a.position_offset, " must be >= 0"));
+  }
+  if (!(a.eps >= 0.0f)) return Invalid("EmbedLayerNorm", "eps must be >= 0");
+  if (a.rows == 0) return absl::OkStatus();
+  // token_types may be null: type 0 for every row. The ids themselves are
+  // the caller's to check (kernels.h): they live on the device.
+  if (a.token_ids == nullptr || a.word == nullptr || a.position == nullptr || a.token_type == nullptr ||
+      a.weight == nullptr || a.bias == nullptr || a.output == nullptr) {
+    return Invalid("EmbedLayerNorm", "token_ids, word, position, token_type, weight, bias and output must be set");
+  }
+  for (const void* table : {a.word, a.position, a.token_type, a.weight, a.bias}) {
+    if (a.output == table) return Invalid("EmbedLayerNorm", "output aliases a table, weight or bias");
+  }
+  return Launched("EmbedLayerNorm", LaunchEmbedLayerNorm(a, stream));
+}
+
 absl::Status RopeAndCacheWrite(const RopeCacheArgs& a, Stream stream) {
   if (!ValidDType(a.dtype)) return Invalid("RopeAndCacheWrite", "unknown dtype");
   if (a.num_tokens < 0 || a.num_heads < 1 || a.num_kv_heads < 1) {

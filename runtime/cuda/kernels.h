@@ -86,6 +86,42 @@ struct AddLayerNormArgs {
 absl::Status AddLayerNorm(const AddLayerNormArgs& args, Stream stream);
 
 // ---------------------------------------------------------------------------
+// An encoder's embedding layer (BERT, XLM-RoBERTa: transformers'
+// BertEmbeddings, RobertaEmbeddings) in one pass, for the rows of a
+// [batch, length] block of tokens, row r at position r % length:
+//   e = dtype(word[token_ids[r]] + token_type[token_types[r]])  (type 0 when
+//       token_types is nullptr), the sum transformers makes first;
+//   e = dtype(e + position[r % length + position_offset]);
+//   output[r] = dtype((e - mean) * rsqrt(var + eps) * weight + bias), the
+//       mean and biased variance of e in float32 (as AddLayerNorm).
+// One read of each table row and one write, against five kernels (two
+// gathers, two adds, layer_norm). XLM-RoBERTa numbers positions from
+// padding_idx + 1 (position_offset = 2), as transformers does for every
+// token before the first padding token; transformers gives padding tokens
+// position padding_idx instead, so with right padding only the padding rows
+// differ (rows that attention and pooling mask out).
+// The ids are NOT checked on the device (an id out of range reads outside its
+// table): the caller checks on the host that 0 <= token id < vocab and
+// 0 <= type < types, and that length - 1 + position_offset < positions.
+struct EmbedLayerNormArgs {
+  DType dtype = DType::kBFloat16;
+  int64_t rows = 0;                      // batch * length tokens
+  int64_t length = 0;                    // tokens per sequence, >= 1; rows is a multiple of it
+  int64_t dim = 0;                       // hidden size
+  int64_t position_offset = 0;           // >= 0: 0 for BERT, 2 for XLM-RoBERTa
+  float eps = 1e-12f;
+  const int64_t* token_ids = nullptr;    // [rows]
+  const int64_t* token_types = nullptr;  // [rows] or nullptr: type 0 for every row
+  const void* word = nullptr;            // [vocab, dim]
+  const void* position = nullptr;        // [positions, dim]
+  const void* token_type = nullptr;      // [types, dim]
+  const void* weight = nullptr;          // [dim]
+  const void* bias = nullptr;            // [dim]
+  void* output = nullptr;                // [rows, dim]; must not alias a table, weight or bias
+};
+absl::Status EmbedLayerNorm(const EmbedLayerNormArgs& args, Stream stream);
+
+// ---------------------------------------------------------------------------
 // Rotary embedding of q and k (rotate_half layout of HF checkpoints), optional
 // per-head q/k RMSNorm before it (Qwen3), and the write of k and v into the
 // paged cache, in one pass over the fused qkv projection output.

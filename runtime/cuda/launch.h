@@ -14,6 +14,7 @@ namespace gantry::cuda {
 
 cudaError_t LaunchRmsNorm(const RmsNormArgs& args, cudaStream_t stream);            // norm.cu
 cudaError_t LaunchAddLayerNorm(const AddLayerNormArgs& args, cudaStream_t stream);  // norm.cu
+cudaError_t LaunchEmbedLayerNorm(const EmbedLayerNormArgs& args, cudaStream_t stream);  // norm.cu
 cudaError_t LaunchRopeAndCacheWrite(const RopeCacheArgs& args, cudaStream_t stream);  // rope_cache.cu
 cudaError_t LaunchSiluMul(const SiluMulArgs& args, cudaStream_t stream);            // activation.cu
 cudaError_t LaunchDecodeAttention(const PagedAttentionArgs& args, cudaStream_t stream);   // decode_attention.cu

@@ -99,6 +99,10 @@ class EncoderModel {
 
  private:
   at::Tensor Activation(const at::Tensor& x) const;
+  // LayerNorm(word + token type + position embeddings) of token_ids and
+  // token_types [batch, length] (int64): [batch, length, hidden]. On CUDA
+  // with cuda_.kernels one cuda::EmbedLayerNorm, else LibTorch's operators.
+  at::Tensor Embed(const at::Tensor& token_ids, const at::Tensor& token_types) const;
   // linear(x, weight, bias), through cuda_.lt_gemm where it takes the operands.
   at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   // x weight^T + bias (then the tanh-form GELU when `gelu`; plus `residual`,
