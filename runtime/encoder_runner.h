@@ -60,8 +60,10 @@ struct EncoderLoadOptions {
   // CUDA, with cuda_lt_gemm: each sublayer's residual add made in the
   // product's cuBLASLt epilogue (beta = 1, the residual stream as C), so the
   // LayerNorm after it reads one [tokens, hidden] tensor instead of two; the
-  // sum is rounded to the dtype once instead of twice. false: the product,
-  // then the add in the LayerNorm's kernel (cuda_kernels), for comparison.
+  // sum is rounded to the dtype once instead of twice (bge-m3-shaped, H100:
+  // +0.4-1.1% sequences/s at batch 256, +0.6-0.9% at 32). false: the
+  // product, then the add in the LayerNorm's kernel (cuda_kernels), for
+  // comparison.
   bool cuda_residual_epilogue = true;
   // Where the output reads one row of each input (classifier heads, CLS or
   // last-token pooling), the last layer computes only that row's query,
