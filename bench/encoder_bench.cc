@@ -42,7 +42,8 @@ ABSL_FLAG(int64_t, seq, 512, "tokens per input");
 ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "32", "256"}), "batch sizes");
 ABSL_FLAG(std::vector<std::string>, baseline, {}, "batch:sequences_per_second of sentence-transformers");
 ABSL_FLAG(double, seconds, 3.0, "time per batch size");
-ABSL_FLAG(bool, cuda_kernels, true, "CUDA: fused residual add + LayerNorm (EncoderLoadOptions::cuda_kernels)");
+ABSL_FLAG(bool, cuda_kernels, true,
+          "CUDA: the embedding and residual add + LayerNorm kernels (EncoderLoadOptions::cuda_kernels)");
 ABSL_FLAG(bool, gelu_epilogue, true, "CUDA: GELU in cuBLASLt's epilogue (EncoderLoadOptions::cuda_gelu_epilogue)");
 ABSL_FLAG(bool, lt_gemm, true,
           "CUDA: the layers' products through cuBLASLt tuned per shape (EncoderLoadOptions::cuda_lt_gemm)");
