@@ -268,12 +268,13 @@ void EncoderModel::AttentionOutputAndMlp(const EncoderLayerWeights& layer, const
                     layer.out_norm_bias);
 }
 
-at::Tensor EncoderModel::Embed(const at::Tensor& token_ids, const at::Tensor& token_types) const {
+at::Tensor EncoderModel::Embed(const at::Tensor& token_ids, const at::Tensor& token_types,
+                               const at::Tensor& columns) const {
   const EncoderWeights& w = weights_;
-  const int64_t length = token_ids.size(1);
 #ifdef GANTRY_WITH_CUDA_KERNELS
   if (cuda_.kernels && token_ids.is_cuda() && token_ids.scalar_type() == at::kLong &&
       token_types.scalar_type() == at::kLong && token_ids.is_contiguous() && token_types.is_contiguous()) {
+    const int64_t length = token_ids.size(1);
     at::Tensor x = at::empty({token_ids.size(0), length, config_.hidden_size}, w.word.options());
     cuda::EmbedLayerNormArgs args;
     args.dtype = KernelDType(x.scalar_type());
@@ -295,9 +296,8 @@ at::Tensor EncoderModel::Embed(const at::Tensor& token_ids, const at::Tensor& to
   }
 #endif
   // transformers' order: word + token type, then + position, each rounded.
-  const at::Tensor positions = at::arange(length, token_ids.options().dtype(at::kLong)) + config_.position_offset();
   at::Tensor x = at::embedding(w.word, token_ids) + at::embedding(w.token_type, token_types);
-  x = x + at::embedding(w.position, positions).unsqueeze(0);
+  x = x + at::embedding(w.position, columns + config_.position_offset()).unsqueeze(0);
   return at::layer_norm(x, {config_.hidden_size}, w.embed_norm, w.embed_norm_bias, config_.layer_norm_eps);
 }
 
@@ -310,7 +310,7 @@ at::Tensor EncoderModel::Forward(const at::Tensor& token_ids, const at::Tensor& 
 
   at::Tensor columns = at::arange(length, long_options);                        // [length]
   at::Tensor valid = columns.unsqueeze(0).lt(lengths.unsqueeze(1));              // [batch, length]
-  at::Tensor x = Embed(token_ids, token_types);  // [batch, length, hidden]
+  at::Tensor x = Embed(token_ids, token_types, columns);  // [batch, length, hidden]
 
   // Padding keys are masked out; without padding there is no mask, so
   // LibTorch 2 can pick its flash attention kernel.

@@ -108,13 +108,14 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
   const int64_t group_overhead_tokens =
       options.group_overhead_tokens > 0 ? options.group_overhead_tokens : device->is_cuda() ? 2048 : 64;
   EncoderCudaPaths cuda;
-  cuda.residual_epilogue = options.cuda_residual_epilogue;  // takes effect only with cuda.lt_gemm
   if (device->is_cuda()) {
 #ifdef GANTRY_WITH_CUDA_KERNELS
     cuda.kernels = options.cuda_kernels;
 #endif
     cuda.gelu_epilogue = options.cuda_gelu_epilogue && *dtype != at::kFloat && config->hidden_act != "relu";
-    if (cuda.kernels) absl::StrAppend(&info.execution, ", embeddings + LayerNorm and residual add + LayerNorm in one kernel each");
+    if (cuda.kernels) {
+      absl::StrAppend(&info.execution, ", embeddings + LayerNorm and residual add + LayerNorm in one kernel each");
+    }
     if (cuda.gelu_epilogue) absl::StrAppend(&info.execution, ", GELU in cuBLASLt's epilogue");
   }
   try {
@@ -126,6 +127,7 @@ absl::StatusOr<std::unique_ptr<EncoderRunner>> LoadEncoder(const EncoderLoadOpti
       if (!gemm.ok()) return gemm.status();
       cuda.lt_gemm = std::shared_ptr<cuda::LtGemm>(*std::move(gemm));
       absl::StrAppend(&info.execution, ", products through cuBLASLt tuned per shape");
+      cuda.residual_epilogue = options.cuda_residual_epilogue;
       if (cuda.residual_epilogue) absl::StrAppend(&info.execution, ", residual adds in cuBLASLt's epilogue");
     }
 #endif

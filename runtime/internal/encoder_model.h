@@ -68,9 +68,9 @@ absl::StatusOr<EncoderWeights> LoadEncoderWeights(const Checkpoint& checkpoint, 
 struct EncoderCudaPaths {
   bool kernels = false;
   bool gelu_epilogue = false;
-  // The sublayers' residual adds in lt_gemm's epilogue, the LayerNorm after
-  // reading the sum alone; only where lt_gemm takes the product.
-  bool residual_epilogue = true;
+  // Set with lt_gemm: the sublayers' residual adds in its epilogue, the
+  // LayerNorm after reading the sum alone (where lt_gemm takes the product).
+  bool residual_epilogue = false;
   // Set: the layers' four products through it (16-bit, on the model's device).
   std::shared_ptr<cuda::LtGemm> lt_gemm;
 };
@@ -100,9 +100,10 @@ class EncoderModel {
  private:
   at::Tensor Activation(const at::Tensor& x) const;
   // LayerNorm(word + token type + position embeddings) of token_ids and
-  // token_types [batch, length] (int64): [batch, length, hidden]. On CUDA
-  // with cuda_.kernels one cuda::EmbedLayerNorm, else LibTorch's operators.
-  at::Tensor Embed(const at::Tensor& token_ids, const at::Tensor& token_types) const;
+  // token_types [batch, length] (int64), columns = arange(length) (int64):
+  // [batch, length, hidden]. On CUDA with cuda_.kernels one
+  // cuda::EmbedLayerNorm, else LibTorch's operators.
+  at::Tensor Embed(const at::Tensor& token_ids, const at::Tensor& token_types, const at::Tensor& columns) const;
   // linear(x, weight, bias), through cuda_.lt_gemm where it takes the operands.
   at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   // x weight^T + bias (then the tanh-form GELU when `gelu`; plus `residual`,
